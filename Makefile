@@ -1,0 +1,33 @@
+# edge-ad developer entry points. `make demo` and `make test` set up .venv on first use.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+# torch first and pinned: 2.14.1 is the newest this project supports (and what the build machines carry).
+TORCH_PINS := torch==2.14.1 torchvision==0.29.1
+
+.PHONY: setup demo test typecheck lint clean
+
+setup: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 10), "edge-ad needs Python >= 3.10"'
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q $(TORCH_PINS)
+	$(BIN)/python -m pip install -q -e ".[train,dev]"
+	touch $@
+
+demo: setup
+	$(BIN)/edge-ad demo
+
+test: setup
+	$(BIN)/python -m pytest -q
+
+typecheck: setup
+	$(BIN)/python -m mypy --config-file mypy.ini
+
+lint: setup
+	$(BIN)/python -m ruff check edge_ad tests
+
+clean:
+	rm -rf demo_out packages .pytest_cache .mypy_cache

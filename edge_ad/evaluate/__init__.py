@@ -1,0 +1,31 @@
+"""Evaluation: the seven reference metrics (`metrics`), decision thresholds (`thresholds`) and reports (`report`).
+
+Names are re-exported lazily, so `import edge_ad.evaluate.thresholds` on the line side loads numpy only
+(no OpenCV/scikit-image, and never the torch-based `inference`/`pipeline`).
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_EXPORTS = {
+    "metrics": ("METRIC_KEYS", "CategoryPredictions", "aupro", "auroc", "average_precision", "evaluate_categories",
+                "f1_max", "image_metrics", "pixel_metrics"),
+    "report": ("format_table", "save_overlay_grid", "write_report"),
+    "thresholds": ("derive_thresholds", "f1_optimal_threshold", "normalization_bounds", "normalize_score",
+                   "threshold_at_frr"),
+}
+_WHERE = {name: module for module, names in _EXPORTS.items() for name in names}
+__all__ = [
+    "METRIC_KEYS", "CategoryPredictions", "aupro", "auroc", "average_precision", "derive_thresholds",
+    "evaluate_categories", "f1_max", "f1_optimal_threshold", "format_table", "image_metrics", "normalization_bounds",
+    "normalize_score", "pixel_metrics", "save_overlay_grid", "threshold_at_frr", "write_report",
+]
+
+
+def __getattr__(name: str) -> Any:
+    """Import the submodule that defines `name` on first access (PEP 562)."""
+    if name not in _WHERE:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(f"{__name__}.{_WHERE[name]}"), name)

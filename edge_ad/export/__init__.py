@@ -1,0 +1,1 @@
+"""Lab-side export: PyTorch model -> ONNX -> model package, verified against the PyTorch reference."""

@@ -1,0 +1,197 @@
+"""`edge-ad export` as a library call: run/checkpoint -> verified ONNX -> model package directory."""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from edge_ad import __version__
+from edge_ad.errors import ConfigError, EdgeADError
+from edge_ad.export.graph_check import check_tensorrt_compat, op_histogram
+from edge_ad.export.onnx_export import PackagedModel, check_parity, export_onnx
+from edge_ad.export.recipe import load_recipe
+from edge_ad.models.base import AnomalyModel
+from edge_ad.models.registry import create_model, model_info
+from edge_ad.train import rundir
+
+log = logging.getLogger(__name__)
+
+
+class ExportError(EdgeADError):
+    """The exported graph failed a check (TensorRT compatibility or parity with PyTorch); nothing was written."""
+
+
+def _params(model: torch.nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+def load_for_export(name: str | None, run: str | None, checkpoint: str | None, recipe_path: str | None
+                    ) -> tuple[AnomalyModel, dict[str, Any], dict[str, Any] | None, dict[str, Any], dict[str, Any]]:
+    """(model, recipe, thresholds or None, run config or {}, run info or {}) for the requested source."""
+    if run:
+        model, cfg, thresholds = rundir.load_run(run)
+        if name and name != cfg["model"]:
+            raise ConfigError(f"{run}: the run holds model {cfg['model']!r}, not --model {name!r}")
+        info_p = Path(run) / rundir.RUN_INFO
+        info = json.loads(info_p.read_text()) if info_p.is_file() else {}
+        return model, load_recipe(cfg["model"], recipe_path), thresholds, cfg, info
+    if not name:
+        raise ConfigError("export: --model is required unless --run is given")
+    try:
+        model_info(name)
+    except KeyError as e:
+        raise ConfigError(str(e.args[0])) from e
+    recipe = load_recipe(name, recipe_path)
+    kw = dict(recipe.get("model_kwargs") or {})
+    for k in ("resize", "crop"):
+        if recipe.get(k):
+            kw[k] = int(recipe[k])
+    if checkpoint:
+        logging.disable(logging.WARNING)  # the checkpoint holds the encoder; the random-init warning is wrong here
+        try:
+            model = create_model(name, pretrained=False, **kw)
+        finally:
+            logging.disable(logging.NOTSET)
+        rundir.load_weights(model, Path(checkpoint))
+        thr_p = Path(checkpoint).parent / rundir.THRESHOLDS
+        thresholds = json.loads(thr_p.read_text()) if thr_p.is_file() else None
+        model.encoder_weights = "checkpoint"  # type: ignore[attr-defined]
+        return model.eval(), recipe, thresholds, {}, {}
+    log.warning("exporting %s with UNTRAINED weights (random-init encoder and decoder): for measuring speed only; "
+                "its scores mean nothing. Pass --run to export a trained model.", name)
+    model = create_model(name, pretrained=False, **kw)
+    return model.eval(), recipe, None, {}, {}
+
+
+def validation_images(model: AnomalyModel, cfg: dict[str, Any], run: str | None, data: str | None, n: int, seed: int = 0
+                      ) -> tuple[np.ndarray, str]:
+    """uint8 crops for parity: held-out good + test images of the dataset, or seeded synthetic images."""
+    from edge_ad.data.mvtec import load_samples, read_image
+
+    paths: list[Path] = []
+    root = data or cfg.get("data")
+    if run and (Path(run) / rundir.VAL_SPLIT).is_file():
+        paths += [Path(p) for p in json.loads((Path(run) / rundir.VAL_SPLIT).read_text())["holdout"]][: n // 2]
+    if root and Path(root).is_dir():
+        test = load_samples(root, cfg.get("categories"), split="test")
+        rng = np.random.default_rng(seed)
+        pick = rng.choice(len(test), size=min(n - len(paths), len(test)), replace=False) if test else []
+        paths += [test[i].path for i in sorted(pick)]
+    pre = model.preprocess
+    if paths:
+        imgs = np.stack([pre.apply(read_image(p)) for p in paths[:n]])
+        return imgs, f"{len(imgs)} dataset images"
+    rng = np.random.default_rng(seed)
+    h, w = pre.crop
+    base = rng.integers(0, 256, size=(n, 1, 1, 3))
+    yy, xx = np.mgrid[0:h, 0:w]
+    imgs = np.clip(base + 40 * np.sin(xx / (3 + np.arange(n)[:, None, None]))[..., None]
+                   + rng.normal(0, 12, size=(n, h, w, 3)), 0, 255).astype(np.uint8)
+    return imgs, f"{n} synthetic images (no dataset given)"
+
+
+def _untrained_thresholds(model: AnomalyModel, images: np.ndarray, target_frr: float) -> dict[str, Any]:
+    from edge_ad.evaluate.thresholds import derive_thresholds
+
+    with torch.no_grad():
+        maps, scores = PackagedModel(model, model.preprocess).eval()(torch.from_numpy(images))
+    thr = derive_thresholds(scores.numpy(), maps.reshape(len(images), -1).max(1).values.numpy(), target_frr=target_frr)
+    thr["source"] = {"note": "UNTRAINED export: thresholds derived from the export's validation images; meaningless"}
+    return thr
+
+
+def export_package(
+    *,
+    model_name: str | None = None,
+    run: str | None = None,
+    checkpoint: str | None = None,
+    out: str | Path | None = None,
+    data: str | None = None,
+    recipe_path: str | None = None,
+    force: bool = False,
+) -> tuple[Path, dict[str, Any]]:
+    """Export, check the graph for TensorRT, verify against PyTorch and write the package; returns (path, summary)."""
+    from edge_ad.runtime.package import write_package
+
+    t0 = time.perf_counter()
+    model, recipe, thresholds, cfg, info = load_for_export(model_name, run, checkpoint, recipe_path)
+    name = model.name
+    untrained = run is None and checkpoint is None
+    out_dir = Path(out) if out else Path("packages") / (name + ("-untrained" if untrained else ""))
+
+    proto = export_onnx(model, opset=int(recipe["opset"]), dynamic_batch=bool(recipe["dynamic_batch"]),
+                        input_name=recipe["input"]["name"])
+    problems = check_tensorrt_compat(proto)
+    if problems:
+        raise ExportError("exported graph is not TensorRT-clean:\n  " + "\n  ".join(problems[:20]))
+    onnx_bytes = proto.SerializeToString()
+
+    par_cfg = recipe["parity"]
+    images, images_desc = validation_images(model, cfg, run, data, int(par_cfg["n_images"]))
+    parity = check_parity(model, onnx_bytes, images)
+    ok = parity.max_abs_map_diff <= float(par_cfg["max_abs_map_diff"]) and (
+        parity.score_spearman >= float(par_cfg["min_score_spearman"]))
+    if not ok:
+        raise ExportError(
+            f"ONNX Runtime disagrees with PyTorch on {images_desc}: max |map diff| {parity.max_abs_map_diff:.3g} "
+            f"(limit {par_cfg['max_abs_map_diff']}), score Spearman {parity.score_spearman:.5f} "
+            f"(limit {par_cfg['min_score_spearman']}); no package written")
+    if thresholds is None:
+        if not untrained:
+            raise ConfigError(f"{checkpoint}: no thresholds.json beside the checkpoint; export from the run with --run")
+        thresholds = _untrained_thresholds(model, images, 0.01)
+
+    pre = model.preprocess
+    hist = op_histogram(proto)
+    manifest: dict[str, Any] = {
+        "schema_version": 1,
+        "edge_ad_version": __version__,
+        "created": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "model": {
+            "name": name,
+            "family": model_info(name).family,
+            "paper": model_info(name).paper,
+            "untrained": untrained,
+            "encoder_weights": str(getattr(model, "encoder_weights", info.get("encoder_weights", "unknown"))),
+            "params_total": _params(model),
+        },
+        "categories": list(info.get("categories") or cfg.get("categories") or []),
+        "precision": "fp32",
+        "onnx": {"file": "model.onnx", "opset": int(recipe["opset"]), "nodes": hist["nodes"]},
+        "input": {
+            "name": recipe["input"]["name"], "dtype": "uint8", "layout": "NHWC",
+            "height": pre.crop[0], "width": pre.crop[1], "batch": "dynamic" if recipe["dynamic_batch"] else 1,
+            "preprocess": pre.to_dict(),
+        },
+        "outputs": {
+            "anomaly_map": {"height": parity.map_hw[0], "width": parity.map_hw[1], "dtype": "float32"},
+            "score": {"dtype": "float32"},
+        },
+        "postprocess": dict(recipe["postprocess"]),
+        "thresholds": thresholds,
+        "constants": model.package_constants(),
+        "export_metrics": {**parity.as_dict(), "images": images_desc},
+        "training": {
+            "run": str(run) if run else None,
+            "data_root": cfg.get("data"),
+            "data_fingerprint": info.get("data_fingerprint"),
+            "iters": cfg.get("iters"),
+            "recipe": recipe["source"],
+        },
+    }
+    pkg = write_package(out_dir, {"model.onnx": onnx_bytes}, manifest, overwrite=force)
+    summary = {
+        "package": str(pkg), "model": name, "precision": "fp32", "untrained": untrained,
+        "onnx_mb": len(onnx_bytes) / 2**20, "opset": int(recipe["opset"]), "nodes": hist["nodes"],
+        "input": f"image uint8 [B,{pre.crop[0]},{pre.crop[1]},3] {pre.color_order}",
+        "outputs": f"anomaly_map [B,1,{parity.map_hw[0]},{parity.map_hw[1]}], score [B]",
+        "parity": parity.as_dict(), "seconds": time.perf_counter() - t0,
+    }
+    return pkg, summary

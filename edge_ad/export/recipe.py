@@ -1,0 +1,62 @@
+"""Export recipes: `export/<model>.yaml` holds the input size, opset, outputs and parity tolerances of a model."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from edge_ad.errors import ConfigError
+
+DEFAULTS: dict[str, Any] = {
+    "opset": 17,
+    "dynamic_batch": True,
+    "input": {"name": "image", "dtype": "uint8", "layout": "NHWC"},
+    "outputs": ["anomaly_map", "score"],
+    "postprocess": {"min_region_area_px": 16, "mask_blur_sigma": 0.0},
+    "parity": {"n_images": 8, "max_abs_map_diff": 1e-4, "min_score_spearman": 0.999},
+}
+KEYS = set(DEFAULTS) | {"model", "resize", "crop", "model_kwargs", "description"}
+
+
+def recipe_dirs() -> list[Path]:
+    """Where recipes are looked up: ./export (the user's project), then the edge-ad source tree's export/."""
+    here = Path(__file__).resolve().parents[2] / "export"
+    return [Path.cwd() / "export", here]
+
+
+def load_recipe(model: str, path: str | Path | None = None) -> dict[str, Any]:
+    """The recipe of `model` merged over DEFAULTS; a model without a recipe file uses the defaults."""
+    candidates = [Path(path)] if path else [d / f"{model}.yaml" for d in recipe_dirs()]
+    recipe: dict[str, Any] = {}
+    source = "defaults"
+    for p in candidates:
+        if p.is_file():
+            try:
+                recipe = yaml.safe_load(p.read_text()) or {}
+            except yaml.YAMLError as e:
+                raise ConfigError(f"{p}: invalid YAML: {e}") from e
+            if not isinstance(recipe, dict):
+                raise ConfigError(f"{p}: expected a mapping, got {type(recipe).__name__}")
+            unknown = sorted(set(recipe) - KEYS)
+            if unknown:
+                raise ConfigError(f"{p}: unknown key(s) {unknown}; valid: {sorted(KEYS)}")
+            if recipe.get("model", model) != model:
+                raise ConfigError(f"{p}: recipe is for model {recipe['model']!r}, not {model!r}")
+            source = str(p)
+            break
+    else:
+        if path:
+            raise ConfigError(f"{path}: export recipe not found")
+    merged = {k: (dict(v) if isinstance(v, dict) else v) for k, v in DEFAULTS.items()}
+    for k, v in recipe.items():
+        if isinstance(v, dict) and isinstance(merged.get(k), dict):
+            merged[k].update(v)
+        else:
+            merged[k] = v
+    merged["model"] = model
+    merged["source"] = source
+    if int(merged["opset"]) < 17:
+        raise ConfigError(f"{source}: opset must be >= 17 (LayerNormalization for TensorRT), got {merged['opset']}")
+    return merged

@@ -1,0 +1,55 @@
+"""The contract every edge-ad model family implements.
+
+Two faces:
+- `training_loss(x, step)`: the model's own loss on a batch of normalised good images;
+- `forward(x) -> (anomaly_map [B,1,h,w], score [B])`: the export face that goes into ONNX unchanged.
+Constants the deployed model needs are registered buffers (baked into ONNX) or listed in `package_constants()`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+from edge_ad.runtime.preprocess import Preprocess
+
+
+class AnomalyModel(nn.Module):
+    """Base class: subclasses set `preprocess`, implement `forward` and `training_loss`."""
+
+    #: registry name, set by `create_model`
+    name: str = ""
+    #: the training/inference preprocessing the model was designed for (resize + crop + normalisation)
+    preprocess: Preprocess
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def training_loss(self, x: torch.Tensor, step: int) -> torch.Tensor:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def trainable_parameters(self) -> list[nn.Parameter]:
+        """Parameters the optimiser updates (frozen encoders excluded)."""
+        return [p for p in self.parameters() if p.requires_grad]
+
+    def trainable_state_dict(self) -> dict[str, torch.Tensor]:
+        """What a checkpoint needs: trainable weights plus buffers computed during training."""
+        names = {n for n, p in self.named_parameters() if p.requires_grad}
+        return {k: v for k, v in self.state_dict().items() if k in names or k in self.fitted_buffers()}
+
+    def fitted_buffers(self) -> set[str]:
+        """Names of buffers estimated from data (e.g. channel statistics) that must be saved with a run."""
+        return set()
+
+    def default_train_config(self) -> dict[str, Any]:
+        """The paper's training recipe (optimiser, lr, schedule, clip, iterations, batch)."""
+        return {}
+
+    def fit_constants(self, loader: Any, device: torch.device) -> None:
+        """Hook for models that need statistics from good images before/after training (no-op by default)."""
+
+    def package_constants(self) -> dict[str, Any]:
+        """Normalisation constants that must be recorded in the model package manifest."""
+        return {}

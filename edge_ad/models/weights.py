@@ -1,0 +1,182 @@
+"""Offline cache of pretrained encoder weights, so factory PCs without internet can still train.
+
+Layout: `$EDGE_AD_HOME/weights/` (default `~/.cache/edge-ad/weights/`) holds the checkpoint files and an
+`index.json` mapping a weights name to `{file, sha256, bytes, source, added}`. Names are timm pretrained
+tags (`vit_base_patch14_reg4_dinov2.lvd142m`); a registered model name (`dinomaly-b`) is accepted too and
+means that model's encoder weights. `resolve` re-hashes the file, so a corrupt or swapped file is refused.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import hashlib
+import json
+import os
+import shutil
+import socket
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from edge_ad.errors import ConfigError
+
+INDEX = "index.json"
+_SUFFIXES = (".safetensors", ".pth", ".pt", ".bin")
+
+
+def weights_dir() -> Path:
+    """The cache directory (not created here)."""
+    home = os.environ.get("EDGE_AD_HOME")
+    base = Path(home).expanduser() if home else Path.home() / ".cache" / "edge-ad"
+    return base / "weights"
+
+
+def canonical_name(name: str) -> str:
+    """Map a registered model name to the name of its encoder weights; other names pass through."""
+    from edge_ad.models.registry import list_models, model_info
+
+    if name in list_models():
+        return model_info(name).weights_name
+    if not name or "/" in name or "\\" in name or name.startswith("."):
+        raise ConfigError(f"weights name {name!r}: expected a timm tag such as 'vit_base_patch14_reg4_dinov2.lvd142m'")
+    return name
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _read_index() -> dict[str, dict[str, Any]]:
+    p = weights_dir() / INDEX
+    if not p.is_file():
+        return {}
+    try:
+        data = json.loads(p.read_text())
+    except (OSError, json.JSONDecodeError) as e:
+        raise ConfigError(f"{p}: unreadable weights index ({e}); delete it and re-import the weights") from e
+    if not isinstance(data, dict):
+        raise ConfigError(f"{p}: expected a JSON object mapping names to entries, got {type(data).__name__}")
+    return data
+
+
+def _write_index(index: dict[str, dict[str, Any]]) -> None:
+    d = weights_dir()
+    d.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=d, prefix=".index.", suffix=".tmp")
+    with os.fdopen(fd, "w") as f:
+        json.dump(index, f, indent=2, sort_keys=True)
+        f.write("\n")
+    os.replace(tmp, d / INDEX)
+
+
+def load_state_dict_file(path: str | Path) -> dict[str, Any]:
+    """Read a `.safetensors` or torch checkpoint (tensors only, `weights_only=True`) as a dict."""
+    import torch
+
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(f"{p}: weights file not found")
+    try:
+        if p.suffix == ".safetensors":
+            from safetensors.torch import load_file
+
+            sd: Any = load_file(str(p))
+        else:
+            sd = torch.load(p, map_location="cpu", weights_only=True)
+    except Exception as e:  # torch/safetensors raise many error types for a corrupt or foreign file
+        raise ConfigError(f"{p}: not a readable .safetensors/.pth checkpoint: {e}") from e
+    if not isinstance(sd, dict):
+        raise ConfigError(f"{p}: expected a state dict (mapping of names to tensors), got {type(sd).__name__}")
+    return sd
+
+
+def import_weights(name: str, path: str | Path, source: str | None = None) -> Path:
+    """Copy a local checkpoint into the cache under `name` (checked readable, sha256 recorded)."""
+    key = canonical_name(name)
+    src = Path(path).expanduser()
+    load_state_dict_file(src)
+    suffix = src.suffix if src.suffix in _SUFFIXES else ".pth"
+    d = weights_dir()
+    d.mkdir(parents=True, exist_ok=True)
+    dst = d / f"{key}{suffix}"
+    fd, tmp = tempfile.mkstemp(dir=d, prefix=".import.", suffix=".tmp")
+    os.close(fd)
+    try:
+        shutil.copyfile(src, tmp)
+        digest = sha256_file(Path(tmp))
+        os.replace(tmp, dst)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+    index = _read_index()
+    old = index.get(key)
+    if old and old.get("file") != dst.name:
+        (d / old["file"]).unlink(missing_ok=True)
+    index[key] = {
+        "file": dst.name,
+        "sha256": digest,
+        "bytes": dst.stat().st_size,
+        "source": source or f"file:{src.resolve()}",
+        "added": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+    }
+    _write_index(index)
+    return dst
+
+
+def list_weights() -> dict[str, dict[str, Any]]:
+    """The cache index: {name: {file, sha256, bytes, source, added}}."""
+    return _read_index()
+
+
+def resolve(name: str) -> Path | None:
+    """Path of the cached weights for `name`, None when not cached; a file whose sha256 no longer matches
+    the index is a ConfigError (never silently used)."""
+    key = canonical_name(name)
+    entry = _read_index().get(key)
+    if entry is None:
+        return None
+    p = weights_dir() / entry["file"]
+    if not p.is_file():
+        raise ConfigError(f"{p}: listed in the weights index for {key!r} but missing; re-import it")
+    got = sha256_file(p)
+    if got != entry["sha256"]:
+        raise ConfigError(f"{p}: sha256 mismatch for {key!r}: expected {entry['sha256']}, got {got}; re-import it")
+    return p
+
+
+def network_reachable(host: str = "huggingface.co", port: int = 443, timeout: float = 2.0) -> bool:
+    """Cheap TCP probe, so offline machines fail fast instead of waiting on download retries."""
+    try:
+        with socket.create_connection((host, port), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def fetch_weights(name: str) -> Path:
+    """Download the timm/Hugging Face checkpoint of `name` into the cache and return its path."""
+    key = canonical_name(name)
+    import timm.models
+
+    cfg = timm.models.get_pretrained_cfg(key)  # None for names timm does not know
+    if cfg is None or not cfg.hf_hub_id:
+        raise ConfigError(
+            f"weights {key!r}: no download source known to timm; import a local file with "
+            f"`edge-ad weights import {key} PATH`"
+        )
+    repo = cfg.hf_hub_id
+    hint = (
+        f"download it on a connected machine ({cfg.url or 'https://huggingface.co/' + repo}) "
+        f"and run `edge-ad weights import {key} FILE`"
+    )
+    try:
+        from huggingface_hub import hf_hub_download
+
+        local = hf_hub_download(repo_id=repo, filename=cfg.hf_hub_filename or "model.safetensors")
+    except Exception as e:  # network errors surface as many types (OSError, HTTPError, LocalEntryNotFound)
+        raise ConfigError(f"weights {key!r}: download from huggingface.co/{repo} failed ({e}); offline? {hint}") from e
+    return import_weights(key, local, source=f"hf:{repo}")

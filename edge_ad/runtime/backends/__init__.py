@@ -1,0 +1,79 @@
+"""Pluggable inference backends. `create_backend` resolves "auto" | "onnxruntime" | "tensorrt".
+
+Backend modules are imported lazily: `tensorrt` is only imported when asked for (or probed by "auto"), so a machine
+without it runs on ONNX Runtime and never pays its import time.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import logging
+from types import ModuleType
+from typing import Any
+
+from edge_ad.errors import ConfigError
+from edge_ad.runtime.backends.base import Backend
+from edge_ad.runtime.package import ModelPackage
+
+log = logging.getLogger(__name__)
+
+BACKENDS = ("auto", "onnxruntime", "tensorrt")
+
+__all__ = ["BACKENDS", "Backend", "create_backend"]
+
+
+def _tensorrt_module() -> ModuleType:
+    if importlib.util.find_spec("tensorrt") is None:
+        raise ConfigError("backend 'tensorrt': the tensorrt Python package is not installed on this machine; "
+                          "install it (JetPack ships it; elsewhere: pip install 'edge-ad[gpu]') or use "
+                          "backend='onnxruntime'")
+    try:
+        return importlib.import_module("edge_ad.runtime.backends.tensorrt")
+    except ModuleNotFoundError as e:
+        if e.name == "edge_ad.runtime.backends.tensorrt":
+            raise ConfigError("backend 'tensorrt': this edge-ad build has no TensorRT backend; "
+                              "use backend='onnxruntime'") from e
+        raise ConfigError(f"backend 'tensorrt': import failed: {e}") from e
+
+
+def create_backend(package: ModelPackage, backend: str = "auto", *, device: int | None = None,
+                   providers: str | list[str] | None = None, threads: int | None = None) -> Backend:
+    """Open `backend` for `package`.
+
+    "auto" picks TensorRT when the tensorrt package imports and its backend reports a usable GPU, else ONNX Runtime
+    (whose own provider choice prefers TensorRT EP > CUDA EP > CPU). `providers`/`threads` apply to ONNX Runtime.
+    """
+    if backend not in BACKENDS:
+        raise ConfigError(f"backend: expected one of {list(BACKENDS)}, got {backend!r}")
+    if backend == "tensorrt":
+        if providers is not None or threads is not None:
+            raise ConfigError("backend 'tensorrt': providers/threads apply to onnxruntime only, got "
+                              f"providers={providers!r}, threads={threads!r}")
+        return _tensorrt_module().open_backend(package, device=device)
+    if backend == "auto" and providers is None:
+        trt = _probe_tensorrt(package)
+        if trt is not None:
+            try:
+                return trt.open_backend(package, device=device)
+            except Exception as e:  # noqa: BLE001 - "auto" means best available: fall back, but say why
+                log.warning("backend auto: TensorRT failed to open (%s); falling back to onnxruntime", e)
+    from edge_ad.runtime.backends import onnxruntime as ort_backend
+
+    options: dict[str, Any] = {"providers": providers, "threads": threads}
+    return ort_backend.open_backend(package, device=device, **options)
+
+
+def _probe_tensorrt(package: ModelPackage) -> ModuleType | None:
+    """The TensorRT backend module when it is installed and reports a usable device, else None."""
+    try:
+        mod = _tensorrt_module()
+    except ConfigError as e:
+        log.debug("backend auto: TensorRT not usable: %s", e)
+        return None
+    try:
+        ok = bool(mod.available(package))
+    except Exception as e:  # noqa: BLE001 - a broken driver install must not stop the line from running on ONNX Runtime
+        log.warning("backend auto: TensorRT availability check failed (%s); using onnxruntime", e)
+        return None
+    return mod if ok else None

@@ -1,0 +1,174 @@
+"""ONNX Runtime backend: provider choice, tuned session options, name-based I/O checked against the manifest."""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edge_ad.errors import ConfigError, PackageError
+from edge_ad.runtime.package import ModelPackage
+
+log = logging.getLogger(__name__)
+
+#: preference order for `providers="auto"`
+PROVIDER_ORDER = ("TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider")
+_GPU_PROVIDERS = {"TensorrtExecutionProvider", "CUDAExecutionProvider"}
+_FLOAT_TYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16}
+
+
+def physical_cores() -> int:
+    """Physical CPU cores usable by this process (hyper-threads not counted; CPU affinity respected)."""
+    try:
+        usable = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        usable = os.cpu_count() or 1
+    cores: set[tuple[str, str]] = set()
+    try:
+        phys = core = ""
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
+            for line in f:
+                key, _, val = line.partition(":")
+                key = key.strip()
+                if key == "physical id":
+                    phys = val.strip()
+                elif key == "core id":
+                    core = val.strip()
+                    cores.add((phys, core))
+    except OSError:
+        pass
+    return max(1, min(usable, len(cores) or usable))
+
+
+def available(package: ModelPackage) -> bool:
+    """ONNX Runtime is a base dependency: available whenever it imports."""
+    try:
+        import onnxruntime  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def choose_providers(requested: str | list[str] | None) -> list[str]:
+    """Resolve "auto"/None (TensorRT EP > CUDA EP > CPU) or an explicit list against the installed providers."""
+    import onnxruntime as ort
+
+    have = ort.get_available_providers()
+    if requested is None or requested == "auto":
+        chosen = [p for p in PROVIDER_ORDER if p in have]
+        return chosen or ["CPUExecutionProvider"]
+    names = [requested] if isinstance(requested, str) else list(requested)
+    short = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider", "tensorrt": "TensorrtExecutionProvider"}
+    names = [short.get(n.lower(), n) for n in names]
+    missing = [n for n in names if n not in have]
+    if missing:
+        raise ConfigError(f"providers: {missing} not available in this onnxruntime build; available: {have}"
+                          + ("; install onnxruntime-gpu for CUDA/TensorRT" if set(missing) & _GPU_PROVIDERS else ""))
+    return names
+
+
+class OnnxRuntimeBackend:
+    """Backend running the package's ONNX graph with ONNX Runtime."""
+
+    name = "onnxruntime"
+
+    def __init__(self, package: ModelPackage, *, device: int | None = None, providers: str | list[str] | None = None,
+                 threads: int | None = None, precision: str | None = None) -> None:
+        import onnxruntime as ort
+
+        self.onnx_path: Path = package.onnx_path(precision)
+        self.input_name = package.input_name
+        self.input_hw = package.input_hw
+        self.map_hw = package.map_hw
+        self.output_names = ["anomaly_map", "score"]
+        if threads is not None and threads < 1:
+            raise ConfigError(f"threads: expected an integer >= 1, got {threads}")
+        self.threads = threads or physical_cores()
+        chosen = choose_providers(providers)
+        opts = ort.SessionOptions()
+        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        opts.intra_op_num_threads = self.threads
+        opts.inter_op_num_threads = 1
+        opts.log_severity_level = 3
+        provider_args: list[Any] = []
+        for p in chosen:
+            if p in _GPU_PROVIDERS:
+                popts: dict[str, Any] = {"device_id": int(device or 0)}
+                if p == "TensorrtExecutionProvider":
+                    cache = package.root / "engines" / "onnxruntime-trt"
+                    if os.access(package.root, os.W_OK):
+                        cache.mkdir(parents=True, exist_ok=True)
+                        popts.update(trt_engine_cache_enable=True, trt_engine_cache_path=str(cache))
+                    popts["trt_fp16_enable"] = package.precision == "fp16"
+                provider_args.append((p, popts))
+            else:
+                provider_args.append(p)
+        try:
+            self.session = ort.InferenceSession(str(self.onnx_path), sess_options=opts, providers=provider_args)
+        except Exception as e:  # onnxruntime raises its own exception types for invalid/unsupported graphs
+            raise PackageError(f"{self.onnx_path}: ONNX Runtime cannot load the graph: {e}") from e
+        self.providers: list[str] = list(self.session.get_providers())
+        self.max_batch: int | None = self._check_io()
+        log.info("onnxruntime session on %s (threads=%d, batch=%s)", self.providers, self.threads,
+                 self.max_batch or "dynamic")
+
+    def _check_io(self) -> int | None:
+        """Compare graph I/O with the manifest; return the fixed batch size or None when dynamic."""
+        where = str(self.onnx_path)
+        inputs = {i.name: i for i in self.session.get_inputs()}
+        outputs = {o.name: o for o in self.session.get_outputs()}
+        if self.input_name not in inputs or len(inputs) != 1:
+            raise PackageError(f"{where}: expected one graph input named {self.input_name!r} (manifest input.name), "
+                               f"got {sorted(inputs)}")
+        inp = inputs[self.input_name]
+        if inp.type != "tensor(uint8)":
+            raise PackageError(f"{where}: input {self.input_name!r}: expected dtype tensor(uint8), got {inp.type}")
+        want = [None, *self.input_hw, 3]
+        if len(inp.shape) != 4 or any(isinstance(g, int) and w is not None and g != w
+                                      for g, w in zip(inp.shape, want)):
+            raise PackageError(f"{where}: input {self.input_name!r}: expected shape [B, {self.input_hw[0]}, "
+                               f"{self.input_hw[1]}, 3] (manifest input.height/width, NHWC), got {inp.shape}")
+        for name in self.output_names:
+            if name not in outputs:
+                raise PackageError(f"{where}: expected a graph output named {name!r} (manifest outputs), "
+                                   f"got {sorted(outputs)}")
+            if outputs[name].type not in _FLOAT_TYPES:
+                raise PackageError(f"{where}: output {name!r}: expected tensor(float), got {outputs[name].type}")
+        mshape = outputs["anomaly_map"].shape
+        want_map = [None, 1, *self.map_hw]
+        if len(mshape) != 4 or any(isinstance(g, int) and w is not None and g != w for g, w in zip(mshape, want_map)):
+            raise PackageError(f"{where}: output 'anomaly_map': expected shape [B, 1, {self.map_hw[0]}, "
+                               f"{self.map_hw[1]}] (manifest outputs.anomaly_map), got {mshape}")
+        if len(outputs["score"].shape) != 1:
+            raise PackageError(f"{where}: output 'score': expected shape [B], got {outputs['score'].shape}")
+        b = inp.shape[0]
+        return b if isinstance(b, int) and b > 0 else None
+
+    def run(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """uint8 [B,H,W,3] -> (float32 [B,1,h,w], float32 [B]); batches larger than a fixed graph batch are split."""
+        n = batch.shape[0]
+        step = self.max_batch or n
+        maps, scores = [], []
+        for s in range(0, n, step):
+            chunk = batch[s : s + step]
+            k = chunk.shape[0]
+            if k < step:  # a fixed-batch graph: pad with copies of the last image, drop their outputs
+                chunk = np.concatenate([chunk, np.repeat(chunk[-1:], step - k, axis=0)])
+            m, sc = self.session.run(self.output_names, {self.input_name: np.ascontiguousarray(chunk)})
+            maps.append(np.asarray(m)[:k])
+            scores.append(np.asarray(sc).reshape(-1)[:k])
+        out_map = np.concatenate(maps).astype(np.float32, copy=False)
+        out_score = np.concatenate(scores).astype(np.float32, copy=False)
+        if out_map.shape != (n, 1, *self.map_hw) or out_score.shape != (n,):
+            raise PackageError(f"{self.onnx_path}: outputs: expected anomaly_map {[n, 1, *self.map_hw]} and score "
+                               f"[{n}], got {list(out_map.shape)} and {list(out_score.shape)}")
+        return out_map, out_score
+
+
+def open_backend(package: ModelPackage, *, device: int | None = None, **options: Any) -> OnnxRuntimeBackend:
+    """Module-level factory of the backend contract (see base.py); options: providers, threads, precision."""
+    return OnnxRuntimeBackend(package, device=device, **options)

@@ -1,0 +1,121 @@
+"""Image preprocessing shared by training and the line-side runtime, so both see identical pixels.
+
+The model package's manifest stores a `Preprocess` as a dict; the runtime never guesses it.
+Only numpy and OpenCV are used here (this module is on the torch-free runtime path).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import cv2
+import numpy as np
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+def _resize(img: np.ndarray, size_hw: tuple[int, int], *, mask: bool = False) -> np.ndarray:
+    """Resize to (h, w): area averaging when shrinking (antialiased, like PIL), bilinear when enlarging."""
+    h, w = size_hw
+    if img.shape[0] == h and img.shape[1] == w:
+        return img
+    shrink = img.shape[0] > h or img.shape[1] > w
+    interp = cv2.INTER_AREA if shrink and not mask else cv2.INTER_LINEAR
+    return cv2.resize(img, (w, h), interpolation=interp)
+
+
+@dataclass(frozen=True)
+class Preprocess:
+    """Square-or-not resize, then center crop; colour order and normalisation constants of the model input.
+
+    `resize` and `crop` are (height, width). The aspect ratio is not kept (as in the reference code).
+    `mean`/`std` are applied inside the exported graph (uint8 input), or by `normalize()` in PyTorch.
+    """
+
+    resize: tuple[int, int]
+    crop: tuple[int, int]
+    mean: tuple[float, float, float] = IMAGENET_MEAN
+    std: tuple[float, float, float] = IMAGENET_STD
+    color_order: str = "RGB"
+    interpolation: str = "area-down/linear-up"
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.crop[0] > self.resize[0] or self.crop[1] > self.resize[1]:
+            raise ValueError(f"preprocess: crop {self.crop} is larger than resize {self.resize}")
+        if self.color_order not in ("RGB", "BGR"):
+            raise ValueError(f"preprocess: color_order must be 'RGB' or 'BGR', got {self.color_order!r}")
+
+    @property
+    def crop_box(self) -> tuple[int, int, int, int]:
+        """(top, left, height, width) of the crop inside the resized image (centre crop, torchvision rounding)."""
+        rh, rw = self.resize
+        ch, cw = self.crop
+        top = round((rh - ch) / 2.0)
+        left = round((rw - cw) / 2.0)
+        return top, left, ch, cw
+
+    def apply(self, bgr: np.ndarray) -> np.ndarray:
+        """BGR (or grey) uint8 image of any size -> uint8 HxWx3 crop in the model's colour order."""
+        img = to_bgr_uint8(bgr)
+        img = _resize(img, self.resize)
+        top, left, ch, cw = self.crop_box
+        img = img[top : top + ch, left : left + cw]
+        if self.color_order == "RGB":
+            img = cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
+        return np.ascontiguousarray(img)
+
+    def apply_mask(self, mask: np.ndarray) -> np.ndarray:
+        """Ground-truth mask of any size -> uint8 {0,1} crop aligned with `apply` (bilinear, then > 0)."""
+        m = (np.asarray(mask) > 0).astype(np.uint8) * 255
+        if m.ndim == 3:
+            m = m.max(axis=2)
+        m = _resize(m, self.resize, mask=True)
+        top, left, ch, cw = self.crop_box
+        return (m[top : top + ch, left : left + cw] > 0).astype(np.uint8)
+
+    def normalize(self, rgb_uint8: np.ndarray) -> np.ndarray:
+        """uint8 HxWx3 (or NxHxWx3) -> float32 normalised CHW (or NCHW), the reference-model input."""
+        x: np.ndarray = rgb_uint8.astype(np.float32) / np.float32(255.0)
+        x = (x - np.asarray(self.mean, np.float32)) / np.asarray(self.std, np.float32)
+        return np.ascontiguousarray(np.moveaxis(x, -1, -3))
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["resize"] = list(self.resize)
+        d["crop"] = list(self.crop)
+        d["mean"] = list(self.mean)
+        d["std"] = list(self.std)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Preprocess:
+        try:
+            return cls(
+                resize=(int(d["resize"][0]), int(d["resize"][1])),
+                crop=(int(d["crop"][0]), int(d["crop"][1])),
+                mean=tuple(float(v) for v in d.get("mean", IMAGENET_MEAN)),  # type: ignore[arg-type]
+                std=tuple(float(v) for v in d.get("std", IMAGENET_STD)),  # type: ignore[arg-type]
+                color_order=str(d.get("color_order", "RGB")),
+                interpolation=str(d.get("interpolation", "area-down/linear-up")),
+                extra=dict(d.get("extra", {})),
+            )
+        except (KeyError, TypeError, IndexError, ValueError) as e:
+            raise ValueError(f"preprocess: invalid spec {d!r}: {e}") from e
+
+
+def to_bgr_uint8(img: np.ndarray) -> np.ndarray:
+    """Accept grey (HxW, HxWx1), BGR or BGRA uint8 images; anything else is a clear error."""
+    if not isinstance(img, np.ndarray):
+        raise TypeError(f"image: expected a numpy array, got {type(img).__name__}")
+    if img.dtype != np.uint8:
+        raise ValueError(f"image: expected dtype uint8, got {img.dtype}")
+    if img.ndim == 2 or (img.ndim == 3 and img.shape[2] == 1):
+        return cv2.cvtColor(img.reshape(img.shape[0], img.shape[1]), cv2.COLOR_GRAY2BGR)
+    if img.ndim == 3 and img.shape[2] == 3:
+        return img
+    if img.ndim == 3 and img.shape[2] == 4:
+        return cv2.cvtColor(img, cv2.COLOR_BGRA2BGR)
+    raise ValueError(f"image: expected HxW, HxWx3 or HxWx4, got shape {img.shape}")

@@ -1,0 +1,114 @@
+"""What the detector returns for one image: one dataclass for every model family and backend.
+
+Error convention: a frame that could not be inspected (unreadable image, backend failure) yields
+`Result.failed(...)`: `error` holds the reason, `is_anomalous` is False, `score`/`normalized_score` are NaN
+(`null` in JSON) and `status` is "ERROR". An error result is *not* a pass: callers that decide OK/NG must use
+`Result.passed` (False for errors) or check `error`; the PLC layer turns errors into a fail-safe NG.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+
+@dataclass
+class Region:
+    """One connected anomalous area in source-image pixels: bounding box, pixel count, peak map value, contour."""
+
+    x: int
+    y: int
+    w: int
+    h: int
+    area: int
+    peak: float
+    contour: np.ndarray | None = field(default=None, repr=False)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-safe form (the contour is left out)."""
+        return {"box": [int(self.x), int(self.y), int(self.w), int(self.h)], "area": int(self.area),
+                "peak": _num(self.peak)}
+
+
+@dataclass
+class Result:
+    """Outcome of one image.
+
+    `score` is the raw model score, `normalized_score` maps it piecewise-linearly so that 0.5 is the effective
+    threshold and the manifest's `score_min`/`score_max` are 0 and 1 (clipped). `anomaly_map` (float32) and `mask`
+    (uint8 {0,1}) are at the source image's resolution. `timings` are milliseconds per stage. `threshold` is the
+    effective image threshold used for the decision; `map_range` the manifest's (pixel_min, pixel_max) used to
+    colour overlays consistently across images.
+    """
+
+    score: float
+    normalized_score: float
+    is_anomalous: bool
+    anomaly_map: np.ndarray | None = field(default=None, repr=False)
+    mask: np.ndarray | None = field(default=None, repr=False)
+    regions: list[Region] = field(default_factory=list)
+    timings: dict[str, float] = field(default_factory=dict)
+    frame: dict[str, Any] | None = None
+    error: str | None = None
+    threshold: float | None = None
+    map_range: tuple[float, float] | None = None
+
+    @classmethod
+    def failed(cls, error: str | BaseException, frame: dict[str, Any] | None = None) -> Result:
+        """A result for a frame that could not be inspected (see the module docstring for the convention)."""
+        text = str(error) if not isinstance(error, BaseException) else (str(error) or type(error).__name__)
+        return cls(score=math.nan, normalized_score=math.nan, is_anomalous=False, frame=frame, error=text)
+
+    @property
+    def passed(self) -> bool:
+        """True only for an inspected, good image (False for NG and for errors)."""
+        return self.error is None and not self.is_anomalous
+
+    @property
+    def status(self) -> str:
+        """'OK', 'NG' or 'ERROR'."""
+        if self.error is not None:
+            return "ERROR"
+        return "NG" if self.is_anomalous else "OK"
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-safe summary: no arrays, NaN/inf as null, regions as box/area/peak."""
+        out: dict[str, Any] = {
+            "status": self.status,
+            "score": _num(self.score),
+            "normalized_score": _num(self.normalized_score),
+            "is_anomalous": bool(self.is_anomalous),
+            "threshold": _num(self.threshold) if self.threshold is not None else None,
+            "regions": [r.to_dict() for r in self.regions],
+            "timings": {k: _num(v) for k, v in self.timings.items()},
+            "frame": _json_safe(self.frame) if self.frame is not None else None,
+            "error": self.error,
+        }
+        if self.anomaly_map is not None:
+            out["map_shape"] = [int(s) for s in self.anomaly_map.shape]
+        return out
+
+
+def _num(v: Any) -> float | None:
+    f = float(v)
+    return f if math.isfinite(f) else None
+
+
+def _json_safe(v: Any) -> Any:
+    """Frame metadata may hold numpy scalars, paths or arrays; keep scalars, stringify the rest."""
+    if isinstance(v, dict):
+        return {str(k): _json_safe(x) for k, x in v.items()}
+    if isinstance(v, (list, tuple)):
+        return [_json_safe(x) for x in v]
+    if isinstance(v, (bool, str)) or v is None:
+        return v
+    if isinstance(v, (int, np.integer)):
+        return int(v)
+    if isinstance(v, (float, np.floating)):
+        return _num(v)
+    if isinstance(v, np.ndarray):
+        return f"<array {v.dtype} {list(v.shape)}>"
+    return str(v)

@@ -1,0 +1,283 @@
+"""TensorRT engine cache inside a model package: `<package>/engines/<readable-key>-<hash>.engine` + `index.json`.
+
+TensorRT engines are tied to the TensorRT version and the GPU they were built on (JetPack has no hardware
+compatibility mode), so the package ships ONNX and each device builds and caches its own engine. An engine is keyed by
+everything that makes it valid: the ONNX graph (sha256 from the manifest), precision and typing mode, input shape,
+TensorRT version, GPU name + compute capability and DLA core. `engines/index.json` records the full key and the
+sha256 of every engine file; `find_engine` returns an engine only when both match exactly, so a stale engine (new
+model, TensorRT upgrade) or a foreign one (copied from another device, truncated, tampered) is never loaded but
+rebuilt.
+
+`engines/` is deliberately *not* listed in the manifest's `files`: the manifest (and its checksums) describe what was
+exported in the lab and are never modified on the device; `load_package` ignores files it does not list.
+All writes are atomic (temporary file, fsync, os.replace) and index updates hold an exclusive lock on
+`engines/.index.lock`, so two processes building at once cannot corrupt the index.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import logging
+import os
+import re
+import tempfile
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from edge_ad import __version__
+from edge_ad.errors import PackageError
+from edge_ad.runtime.package import ModelPackage, sha256_file
+
+log = logging.getLogger(__name__)
+
+ENGINES_DIR = "engines"
+INDEX_NAME = "index.json"
+INDEX_VERSION = 1
+
+PackageLike = ModelPackage | str | Path
+
+
+def device_tag(gpu: str, compute_capability: str, tensorrt: str) -> str:
+    """Filesystem-safe "gpu-name_smNN_trtX.Y.Z" naming what a plan or timing cache is valid for."""
+    name = re.sub(r"[^a-z0-9]+", "-", gpu.lower()).strip("-")[:32] or "gpu"
+    sm = compute_capability.replace(".", "")
+    trt = re.sub(r"[^0-9A-Za-z.]+", "-", tensorrt)
+    return f"{name}_sm{sm}_trt{trt}"
+
+
+@dataclass(frozen=True)
+class EngineKey:
+    """Everything an engine's validity depends on. Two keys are equal only if every field is."""
+
+    model_sha256: str  # sha256 of the ONNX graph the engine was built from (manifest files[...].sha256)
+    precision: str  # fp32 | fp16 | int8
+    typing: str  # "strong" (strongly typed network) | "weak" | "weak-fp16" (TensorRT 10 BuilderFlag.FP16)
+    input_shape: tuple[int, ...]  # the static shape the engine was optimised for, e.g. (1, 224, 224, 3)
+    tensorrt: str  # full TensorRT version, e.g. "10.3.0.30"
+    gpu: str  # CUDA device name, e.g. "Orin (nvgpu)"
+    compute_capability: str  # e.g. "8.7"
+    dla_core: int | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON form as stored in index.json (input_shape as a list)."""
+        d = asdict(self)
+        d["input_shape"] = list(self.input_shape)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> EngineKey:
+        """Inverse of to_dict; raises KeyError/TypeError/ValueError on a malformed entry."""
+        dla = d.get("dla_core")
+        return cls(model_sha256=str(d["model_sha256"]), precision=str(d["precision"]), typing=str(d["typing"]),
+                   input_shape=tuple(int(v) for v in d["input_shape"]), tensorrt=str(d["tensorrt"]),
+                   gpu=str(d["gpu"]), compute_capability=str(d["compute_capability"]),
+                   dla_core=None if dla is None else int(dla))
+
+    def digest(self) -> str:
+        """sha256 of the canonical JSON of the key."""
+        return hashlib.sha256(json.dumps(self.to_dict(), sort_keys=True).encode()).hexdigest()
+
+    def file_name(self) -> str:
+        """Readable, filesystem-safe engine file name ending in a short hash of the full key.
+
+        e.g. `3fa2b1c4_fp16-strong_1x224x224x3_orin-nvgpu_sm87_trt10.3.0.30_9c1d2e3f4a5b.engine`.
+        """
+        shape = "x".join(str(v) for v in self.input_shape)
+        device = device_tag(self.gpu, self.compute_capability, self.tensorrt)
+        dla = f"_dla{self.dla_core}" if self.dla_core is not None else ""
+        return f"{self.model_sha256[:8]}_{self.precision}-{self.typing}_{shape}_{device}{dla}_{self.digest()[:12]}.engine"
+
+    def describe(self) -> str:
+        """One line for logs and CLI output."""
+        dla = f", DLA core {self.dla_core}" if self.dla_core is not None else ""
+        return (f"model {self.model_sha256[:12]}, {self.precision} ({self.typing} typing), input "
+                f"{list(self.input_shape)}, TensorRT {self.tensorrt}, {self.gpu} (sm {self.compute_capability}){dla}")
+
+
+@dataclass(frozen=True)
+class EngineEntry:
+    """One engine recorded in index.json."""
+
+    path: Path
+    key: EngineKey
+    sha256: str
+    bytes: int
+    created: str
+    build_seconds: float | None
+
+
+def package_root(package: PackageLike) -> Path:
+    """Root directory of a package given as a ModelPackage or a path."""
+    return package.root if isinstance(package, ModelPackage) else Path(package).resolve()
+
+
+def engines_dir(package: PackageLike) -> Path:
+    """`<package>/engines`, where engines and index.json live."""
+    return package_root(package) / ENGINES_DIR
+
+
+def model_sha256(package: ModelPackage, onnx_path: Path) -> str:
+    """sha256 of `onnx_path` as recorded in the manifest (the file itself was verified by load_package)."""
+    try:
+        rel = onnx_path.resolve().relative_to(package.root).as_posix()
+    except ValueError as e:
+        raise PackageError(f"{onnx_path}: expected an ONNX graph inside the package {package.root}") from e
+    entry = package.manifest["files"].get(rel)
+    if entry is None:
+        raise PackageError(f"{package.root / 'manifest.json'}: files: {rel!r} is not listed, so it cannot be "
+                           "used to build a cached engine")
+    return str(entry["sha256"])
+
+
+def _read_index(root: Path) -> dict[str, Any]:
+    """Parsed index.json; an absent, unreadable or foreign index reads as empty (its engines will be rebuilt)."""
+    path = root / ENGINES_DIR / INDEX_NAME
+    empty: dict[str, Any] = {"version": INDEX_VERSION, "engines": {}}
+    if not path.is_file():
+        return empty
+    try:
+        with open(path, encoding="utf-8") as f:
+            data = json.load(f)
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        log.warning("%s: unreadable engine index (%s); cached engines will be rebuilt", path, e)
+        return empty
+    if not isinstance(data, dict) or data.get("version") != INDEX_VERSION or not isinstance(data.get("engines"), dict):
+        log.warning("%s: unexpected engine index format; cached engines will be rebuilt", path)
+        return empty
+    return data
+
+
+def list_engines(package: PackageLike) -> list[EngineEntry]:
+    """Every well-formed entry of index.json (whether or not its file is still there and intact)."""
+    root = package_root(package)
+    out = []
+    for name, rec in _read_index(root)["engines"].items():
+        try:
+            out.append(EngineEntry(path=root / ENGINES_DIR / name, key=EngineKey.from_dict(rec["key"]),
+                                   sha256=str(rec["sha256"]), bytes=int(rec["bytes"]), created=str(rec["created"]),
+                                   build_seconds=rec.get("build_seconds")))
+        except (KeyError, TypeError, ValueError):
+            log.warning("%s: malformed engine index entry %r ignored", root / ENGINES_DIR / INDEX_NAME, name)
+    return out
+
+
+def find_engine(package: PackageLike, key: EngineKey) -> Path | None:
+    """Path of a cached engine for exactly `key` whose file still has its recorded sha256, else None."""
+    root = package_root(package)
+    name = key.file_name()
+    for entry in list_engines(root):
+        if entry.path.name != name:
+            continue
+        if entry.key != key:
+            log.info("engine %s: index key differs from the requested one; rebuilding", name)
+            return None
+        if not entry.path.is_file():
+            log.info("engine %s: listed in the index but missing; rebuilding", name)
+            return None
+        digest, size = sha256_file(entry.path)
+        if digest != entry.sha256 or size != entry.bytes:
+            log.warning("engine %s: sha256 mismatch with the index (corrupt or replaced); rebuilding", entry.path)
+            return None
+        return entry.path
+    return None
+
+
+def _atomic_write(path: Path, data: bytes) -> None:
+    """Write `data` to a temporary file in the same directory, fsync it, then rename it over `path`."""
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
+def write_atomic(path: str | Path, data: bytes) -> None:
+    """Atomic file write (parents created): readers see the old content or the new one, never a partial file."""
+    p = Path(path)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    _atomic_write(p, data)
+
+
+def _write_index(directory: Path, index: dict[str, Any]) -> None:
+    _atomic_write(directory / INDEX_NAME, (json.dumps(index, indent=2, sort_keys=True) + "\n").encode())
+
+
+@contextlib.contextmanager
+def _index_lock(directory: Path) -> Iterator[None]:
+    """Exclusive advisory lock around index read-modify-write (a no-op where fcntl does not exist)."""
+    try:
+        import fcntl
+    except ImportError:  # not on Linux/Jetson: concurrent builders are not supported there
+        yield
+        return
+    with open(directory / ".index.lock", "a+b") as lock:
+        fcntl.flock(lock.fileno(), fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock.fileno(), fcntl.LOCK_UN)
+
+
+def store_engine(package: PackageLike, key: EngineKey, plan: bytes, build_seconds: float | None = None) -> Path:
+    """Write `plan` as the engine for `key` and record it in index.json (both atomically); return its path."""
+    directory = engines_dir(package)
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise PackageError(f"{directory}: cannot create the engine cache ({e.strerror}); make the package "
+                           "directory writable") from e
+    path = directory / key.file_name()
+    digest = hashlib.sha256(plan).hexdigest()
+    with _index_lock(directory):
+        _atomic_write(path, plan)
+        index = _read_index(directory.parent)
+        index["engines"][path.name] = {
+            "key": key.to_dict(),
+            "sha256": digest,
+            "bytes": len(plan),
+            "created": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+            "build_seconds": None if build_seconds is None else round(float(build_seconds), 3),
+            "edge_ad_version": __version__,
+        }
+        _write_index(directory, index)
+    log.info("cached TensorRT engine %s (%d bytes)", path, len(plan))
+    return path
+
+
+def prune_engines(package: ModelPackage) -> list[Path]:
+    """Delete cached engines built from ONNX graphs that are no longer in the package; return their paths.
+
+    A re-exported model gets new graph hashes, so its old engines can never be loaded again; on a Jetson with a small
+    disk they should not linger. Engines for other devices of the *current* graphs are kept.
+    """
+    directory = engines_dir(package)
+    if not directory.is_dir():
+        return []
+    current = {str(entry["sha256"]) for entry in package.manifest["files"].values()}
+    removed: list[Path] = []
+    with _index_lock(directory):
+        index = _read_index(directory.parent)
+        for name, rec in list(index["engines"].items()):
+            key = rec.get("key") if isinstance(rec, dict) else None
+            if isinstance(key, dict) and key.get("model_sha256") in current:
+                continue
+            del index["engines"][name]
+            with contextlib.suppress(FileNotFoundError):
+                (directory / name).unlink()
+            removed.append(directory / name)
+        if removed:
+            _write_index(directory, index)
+    for path in removed:
+        log.info("removed stale engine %s (its ONNX graph is no longer in the package)", path)
+    return removed

@@ -1,0 +1,1 @@
+"""Training: the generic trainer loop, the paper optimisers and schedules, run directories."""

@@ -1,0 +1,114 @@
+"""Run directories: what `edge-ad train` writes and what eval/export read back."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+import yaml
+
+from edge_ad.errors import ConfigError
+from edge_ad.models.base import AnomalyModel
+
+log = logging.getLogger(__name__)
+
+CONFIG = "config.yaml"
+WEIGHTS = "model.safetensors"
+CHECKPOINT = "checkpoint_last.pt"
+THRESHOLDS = "thresholds.json"
+VAL_SPLIT = "val_split.json"
+TRAIN_LOG = "train_log.jsonl"
+RUN_INFO = "run.json"
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write via a temp file in the same directory, then rename: never a half-written file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    atomic_write_bytes(path, text.encode())
+
+
+def write_json(path: Path, obj: Any) -> None:
+    atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=False) + "\n")
+
+
+def save_weights(model: AnomalyModel, path: Path, metadata: dict[str, str]) -> None:
+    """Full state dict (encoder included) as safetensors, so a run never depends on a weights cache later."""
+    from safetensors.torch import save as st_save
+
+    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    atomic_write_bytes(path, st_save(state, metadata=metadata))
+
+
+def load_weights(model: AnomalyModel, path: Path) -> None:
+    from safetensors.torch import load_file
+
+    if not path.is_file():
+        raise ConfigError(f"{path}: weights file not found")
+    try:
+        state = load_file(str(path))
+    except Exception as e:  # safetensors raises its own error types for corrupt headers
+        raise ConfigError(f"{path}: not a readable safetensors file: {e}") from e
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    if missing or unexpected:
+        raise ConfigError(
+            f"{path}: weights do not match model {model.name!r}: missing {list(missing)[:5]}, unexpected {list(unexpected)[:5]}"
+        )
+
+
+def read_config(run_dir: Path) -> dict[str, Any]:
+    p = run_dir / CONFIG
+    if not p.is_file():
+        raise ConfigError(f"{run_dir}: not a run directory (no {CONFIG}); train one with `edge-ad train`")
+    cfg = yaml.safe_load(p.read_text())
+    if not isinstance(cfg, dict) or "model" not in cfg:
+        raise ConfigError(f"{p}: expected a mapping with a 'model' key")
+    return cfg
+
+
+def model_kwargs(cfg: dict[str, Any]) -> dict[str, Any]:
+    """Builder kwargs of a resolved config (input-size overrides and extra model kwargs)."""
+    kw = dict(cfg.get("model_kwargs") or {})
+    if cfg.get("resize"):
+        kw["resize"] = int(cfg["resize"])
+    if cfg.get("crop"):
+        kw["crop"] = int(cfg["crop"])
+    return kw
+
+
+def load_run(run_dir: str | Path, device: str | torch.device = "cpu") -> tuple[AnomalyModel, dict[str, Any], dict[str, Any] | None]:
+    """(model in eval mode with trained weights, resolved config, thresholds or None) of a run directory."""
+    from edge_ad.models.registry import create_model
+
+    run = Path(run_dir)
+    cfg = read_config(run)
+    weights = run / WEIGHTS
+    if not weights.is_file():
+        raise ConfigError(f"{run}: no {WEIGHTS}; the run did not finish a checkpoint (use `edge-ad train --resume`)")
+    # The saved state dict holds the encoder too, so build without loading any pretrained weights.
+    logging.disable(logging.WARNING)  # silence the random-init warning: the real weights load next
+    try:
+        model = create_model(cfg["model"], pretrained=False, **model_kwargs(cfg))
+    finally:
+        logging.disable(logging.NOTSET)
+    load_weights(model, weights)
+    info = json.loads((run / RUN_INFO).read_text()) if (run / RUN_INFO).is_file() else {}
+    model.encoder_weights = info.get("encoder_weights", "unknown")  # type: ignore[attr-defined]
+    thr_path = run / THRESHOLDS
+    thresholds = json.loads(thr_path.read_text()) if thr_path.is_file() else None
+    return model.to(device).eval(), cfg, thresholds

@@ -1,0 +1,235 @@
+"""The generic training loop: any registered model, multi-class by default, single process or DDP (torchrun)."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import random
+import time
+from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
+import torch
+import yaml
+from torch.utils.data import DataLoader, DistributedSampler
+from tqdm import tqdm
+
+from edge_ad import __version__
+from edge_ad.data.mvtec import fingerprint, load_samples, split_holdout
+from edge_ad.data.torch_dataset import ImageDataset
+from edge_ad.errors import ConfigError
+from edge_ad.evaluate.inference import predict_samples
+from edge_ad.evaluate.thresholds import derive_thresholds
+from edge_ad.models.registry import create_model
+from edge_ad.train import rundir
+from edge_ad.train.optim import build_optimizer, build_scheduler
+
+log = logging.getLogger(__name__)
+
+
+def resolve_device(name: str) -> torch.device:
+    """'auto' -> this process's CUDA device if present (LOCAL_RANK under torchrun), else CPU."""
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
+        return torch.device("cpu")
+    try:
+        dev = torch.device(name)
+    except RuntimeError as e:
+        raise ConfigError(f"train config: device {name!r} is not a valid torch device") from e
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"train config: device {name!r} requested but CUDA is not available")
+    return dev
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+class _Dist:
+    """torchrun/DDP context: gradients of the trainable parameters are all-reduced (averaged) after backward."""
+
+    def __init__(self, device: torch.device) -> None:
+        self.world = int(os.environ.get("WORLD_SIZE", "1"))
+        self.rank = int(os.environ.get("RANK", "0"))
+        self.enabled = self.world > 1
+        if self.enabled and not torch.distributed.is_initialized():
+            torch.distributed.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+    def average_gradients(self, params: list[torch.nn.Parameter]) -> None:
+        if not self.enabled:
+            return
+        grads = [p.grad for p in params if p.grad is not None]
+        flat = torch._utils._flatten_dense_tensors(grads)
+        torch.distributed.all_reduce(flat)
+        flat /= self.world
+        for g, synced in zip(grads, torch._utils._unflatten_dense_tensors(flat, grads)):
+            g.copy_(synced)
+
+    def average_scalar(self, value: float, device: torch.device) -> float:
+        if not self.enabled:
+            return value
+        t = torch.tensor([value], device=device)
+        torch.distributed.all_reduce(t)
+        return float(t.item()) / self.world
+
+    def barrier(self) -> None:
+        if self.enabled:
+            torch.distributed.barrier()
+
+    def close(self) -> None:
+        if self.enabled and torch.distributed.is_initialized():
+            torch.distributed.destroy_process_group()
+
+
+def _forever(loader: DataLoader, sampler: DistributedSampler | None) -> Iterator[dict[str, Any]]:
+    epoch = 0
+    while True:
+        if sampler is not None:
+            sampler.set_epoch(epoch)
+        yield from loader
+        epoch += 1
+
+
+def train(cfg: dict[str, Any], *, resume: bool = False, progress: bool = True) -> Path:
+    """Train `cfg["model"]` on the good images of `cfg["data"]` and write a run directory; returns its path.
+
+    The run holds the resolved config, full weights (safetensors), the optimiser checkpoint for `resume`,
+    the held-out good images and the thresholds derived from them.
+    """
+    out = Path(cfg["out"])
+    device = resolve_device(cfg["device"])
+    dist = _Dist(device)
+    seed_everything(cfg["seed"] + dist.rank)
+
+    samples = load_samples(cfg["data"], cfg["categories"], split="train")
+    categories = sorted({s.category for s in samples})
+    train_set, holdout = split_holdout(samples, cfg["val_fraction"], seed=cfg["seed"])
+    if not train_set:
+        raise ConfigError(f"{cfg['data']}: no training images left after holding out {cfg['val_fraction']:.0%}")
+
+    model = create_model(
+        cfg["model"], pretrained=cfg["pretrained"] and not cfg["weights"], weights=cfg["weights"], **rundir.model_kwargs(cfg)
+    ).to(device)
+    encoder_weights = str(getattr(model, "encoder_weights", "unknown"))
+    params = model.trainable_parameters()
+    opt = build_optimizer(cfg["optimizer"], params, cfg)
+    sched = build_scheduler(cfg["scheduler"], opt, cfg)
+
+    batch = cfg["batch"]
+    if len(train_set) < batch * dist.world:
+        log.warning("only %d training images for batch %d x %d processes: using batch %d",
+                    len(train_set), batch, dist.world, max(1, len(train_set) // dist.world))
+        batch = max(1, len(train_set) // dist.world)
+    ds = ImageDataset(train_set, model.preprocess)
+    sampler = DistributedSampler(ds, num_replicas=dist.world, rank=dist.rank, seed=cfg["seed"]) if dist.enabled else None
+    gen = torch.Generator().manual_seed(cfg["seed"])
+    loader = DataLoader(ds, batch_size=batch, shuffle=sampler is None, sampler=sampler, drop_last=True,
+                        num_workers=cfg["workers"], generator=gen, persistent_workers=cfg["workers"] > 0)
+
+    start = 0
+    ckpt_path = out / rundir.CHECKPOINT
+    if resume:
+        if not ckpt_path.is_file():
+            raise ConfigError(f"{out}: --resume given but there is no {rundir.CHECKPOINT}")
+        saved = yaml.safe_load((out / rundir.CONFIG).read_text())
+        if saved.get("model") != cfg["model"]:
+            raise ConfigError(f"{out}: run was trained as {saved.get('model')!r}, cannot resume as {cfg['model']!r}")
+        rundir.load_weights(model, out / rundir.WEIGHTS)
+        ck = torch.load(ckpt_path, map_location=device, weights_only=False)
+        opt.load_state_dict(ck["optimizer"])
+        if sched is not None and ck.get("scheduler"):
+            sched.load_state_dict(ck["scheduler"])
+        start = int(ck["step"])
+        torch.set_rng_state(ck["rng"])
+        log.info("resumed %s at step %d", out, start)
+    elif dist.main:
+        if (out / rundir.CONFIG).exists():
+            raise ConfigError(f"{out}: already holds a run; pass --resume to continue it or choose another --out")
+
+    fp = fingerprint(samples, cfg["data"])
+    if dist.main:
+        out.mkdir(parents=True, exist_ok=True)
+        rundir.atomic_write_text(out / rundir.CONFIG, yaml.safe_dump(cfg, sort_keys=True))
+        rundir.write_json(out / rundir.VAL_SPLIT, {"holdout": [str(s.path) for s in holdout]})
+        rundir.write_json(out / rundir.RUN_INFO, {
+            "edge_ad_version": __version__, "model": cfg["model"], "categories": categories,
+            "encoder_weights": encoder_weights, "data_fingerprint": fp, "n_train": len(train_set),
+            "n_holdout": len(holdout), "world_size": dist.world, "device": str(device),
+        })
+    if encoder_weights == "random-init" and dist.main:
+        log.warning("training on a RANDOM-INIT encoder: expect weak heatmaps (this is expected, not a bug)")
+
+    model.train()
+    it = _forever(loader, sampler)
+    log_f = open(out / rundir.TRAIN_LOG, "a") if dist.main else None
+    bar = tqdm(total=cfg["iters"], initial=start, desc=f"train {cfg['model']}", disable=not (progress and dist.main),
+               dynamic_ncols=True)
+    t_last, step = time.perf_counter(), start
+    try:
+        for step in range(start, cfg["iters"]):
+            x = next(it)["image"].to(device, non_blocking=True)
+            loss = model.training_loss(x, step)
+            if not torch.isfinite(loss):
+                raise ConfigError(f"training diverged at step {step}: loss is {loss.item()}; lower lr or check the data")
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            dist.average_gradients(params)
+            if cfg["grad_clip"]:
+                torch.nn.utils.clip_grad_norm_(params, cfg["grad_clip"])
+            opt.step()
+            if sched is not None:
+                sched.step()
+            if (step + 1) % cfg["log_every"] == 0 or step + 1 == cfg["iters"]:
+                loss_v = dist.average_scalar(loss.item(), device)
+                now = time.perf_counter()
+                rate = cfg["log_every"] / max(now - t_last, 1e-9)
+                t_last = now
+                lr = opt.param_groups[0]["lr"]
+                bar.set_postfix(loss=f"{loss_v:.4f}", lr=f"{lr:.2e}", its=f"{rate:.2f}")
+                if log_f:
+                    log_f.write(json.dumps({"step": step + 1, "loss": loss_v, "lr": lr, "it_per_s": rate}) + "\n")
+                    log_f.flush()
+            bar.update(1)
+            if dist.main and (step + 1) % cfg["save_every"] == 0 and step + 1 < cfg["iters"]:
+                _checkpoint(model, opt, sched, step + 1, out, cfg)
+    finally:
+        bar.close()
+        if log_f:
+            log_f.close()
+
+    if dist.main:
+        _checkpoint(model, opt, sched, cfg["iters"], out, cfg)
+        thresholds = derive_run_thresholds(model, holdout, cfg, device)
+        rundir.write_json(out / rundir.THRESHOLDS, thresholds)
+    dist.barrier()
+    dist.close()
+    return out
+
+
+def _checkpoint(model: torch.nn.Module, opt: torch.optim.Optimizer, sched: Any, step: int, out: Path, cfg: dict[str, Any]) -> None:
+    rundir.save_weights(model, out / rundir.WEIGHTS, {"model": cfg["model"], "step": str(step)})  # type: ignore[arg-type]
+    state = {"optimizer": opt.state_dict(), "scheduler": sched.state_dict() if sched is not None else None,
+             "step": step, "rng": torch.get_rng_state()}
+    tmp = out / f".{rundir.CHECKPOINT}.tmp"
+    torch.save(state, tmp)
+    os.replace(tmp, out / rundir.CHECKPOINT)
+
+
+def derive_run_thresholds(model: Any, holdout: list[Any], cfg: dict[str, Any], device: torch.device) -> dict[str, Any]:
+    """Image/pixel thresholds from held-out good images at the target false-reject rate."""
+    if not holdout:
+        raise ConfigError("no held-out good images to derive thresholds from: set val_fraction > 0")
+    preds = predict_samples(model, holdout, batch_size=min(cfg["batch"], 16), device=device, desc="thresholds")
+    good_max = preds.maps.reshape(len(holdout), -1).max(axis=1)
+    thr = derive_thresholds(preds.scores, good_max, target_frr=cfg["target_frr"])
+    thr["source"] = {"holdout_images": len(holdout), "note": "good images held out of train/good"}
+    return thr

@@ -1,0 +1,101 @@
+"""`edge-ad predict` and `edge-ad bench` through the real entry point."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+from runtime_fixtures import DARK, blob_image, build_package
+
+from edge_ad.cli.main import main
+
+
+@pytest.fixture(scope="module")
+def pkg_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return build_package(tmp_path_factory.mktemp("pkg") / "pkg")
+
+
+@pytest.fixture()
+def images(tmp_path: Path) -> Path:
+    d = tmp_path / "imgs"
+    (d / "sub").mkdir(parents=True)
+    cv2.imwrite(str(d / "bad_part.png"), blob_image())
+    cv2.imwrite(str(d / "sub" / "good_part.jpg"), np.full((120, 160, 3), DARK, np.uint8))
+    cv2.imwrite(str(d / "sub" / "bad_part.png"), blob_image((150, 150), (60, 60, 30, 30), channels=1))
+    return d
+
+
+def test_predict_directory(pkg_dir: Path, images: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    out = tmp_path / "pred"
+    rc = main(["predict", str(pkg_dir), str(images), "--out", str(out)])
+    assert rc == 0
+    lines = [json.loads(x) for x in (out / "results.jsonl").read_text().splitlines()]
+    by_file = {Path(x["file"]).relative_to(images).as_posix(): x for x in lines}
+    assert set(by_file) == {"bad_part.png", "sub/good_part.jpg", "sub/bad_part.png"}
+    assert by_file["bad_part.png"]["status"] == "NG" and by_file["sub/good_part.jpg"]["status"] == "OK"
+    assert by_file["bad_part.png"]["regions"][0]["box"][0] == pytest.approx(140, abs=8)
+    overlays = sorted(p.name for p in out.glob("*_overlay.png"))
+    assert overlays == ["bad_part_2_overlay.png", "bad_part_overlay.png", "good_part_overlay.png"]
+    assert cv2.imread(str(out / by_file["sub/good_part.jpg"]["overlay"])).shape == (120, 160, 3)
+    text = capsys.readouterr().out
+    assert "NG" in text and "OK" in text and "3 inspected, 2 NG, 0 failed" in text
+
+
+def test_predict_glob_threshold_and_failures(pkg_dir: Path, images: Path, tmp_path: Path,
+                                              capsys: pytest.CaptureFixture) -> None:
+    (images / "corrupt.png").write_bytes(b"\x89PNG garbage")
+    out = tmp_path / "pred"
+    rc = main(["predict", str(pkg_dir), str(images / "*.png"), str(images / "nothing*.bmp"), "--out", str(out),
+               "--threshold", "2.0", "--no-overlay"])
+    assert rc == 1
+    err = capsys.readouterr().err
+    assert "corrupt.png: cannot read image" in err and "nothing*.bmp: no image files found" in err
+    lines = [json.loads(x) for x in (out / "results.jsonl").read_text().splitlines()]
+    assert [Path(x["file"]).name for x in lines] == ["bad_part.png"]
+    assert lines[0]["status"] == "OK" and lines[0]["threshold"] == 2.0
+    assert not list(out.glob("*.png"))
+
+
+def test_predict_errors_exit_2(pkg_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    img = tmp_path / "x.png"
+    cv2.imwrite(str(img), blob_image())
+    assert main(["predict", str(tmp_path / "nopkg"), str(img), "--out", str(tmp_path / "o")]) == 2
+    assert "nopkg: model package not found" in capsys.readouterr().err
+    assert main(["predict", str(pkg_dir), str(tmp_path / "empty*"), "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err
+    assert "INPUTS: expected image files" in err and "Traceback" not in err
+
+
+def test_bench_json(pkg_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    out = tmp_path / "bench" / "b.json"
+    rc = main(["bench", str(pkg_dir), "--backend", "onnxruntime", "--batch", "2", "--iters", "5", "--warmup", "1",
+               "--size", "320x240", "--json", str(out)])
+    assert rc == 0
+    rep = json.loads(out.read_text())
+    for key in ("infer_ms", "end_to_end_ms", "preprocess_ms", "postprocess_ms"):
+        assert set(rep[key]) >= {"p50", "p90", "p99"} and rep[key]["p50"] > 0
+        assert rep[key]["p50"] <= rep[key]["p90"] <= rep[key]["p99"]
+    assert rep["end_to_end_ms"]["p50"] >= rep["infer_ms"]["p50"]
+    assert rep["throughput_fps"] > 0 and rep["batch"] == 2 and rep["iters"] == 5
+    assert rep["backend"] == "onnxruntime" and rep["providers"] == ["CPUExecutionProvider"]
+    assert rep["precision"] == "fp32" and rep["package"] == str(pkg_dir.resolve())
+    assert rep["source_hw"] == [240, 320] and rep["machine"]["physical_cores"] >= 1 and rep["machine"]["cpu"]
+    assert rep["edge_ad_version"] == "0.1.0"
+    assert "throughput" in capsys.readouterr().out
+
+
+def test_bench_given_image_and_bad_options(pkg_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    img = tmp_path / "x.png"
+    cv2.imwrite(str(img), blob_image())
+    out = tmp_path / "b.json"
+    assert main(["bench", str(pkg_dir), "--image", str(img), "--iters", "2", "--warmup", "0", "--json", str(out)]) == 0
+    assert json.loads(out.read_text())["source_hw"] == [200, 300]
+    assert main(["bench", str(pkg_dir), "--iters", "0"]) == 2
+    assert main(["bench", str(pkg_dir), "--size", "big"]) == 2
+    assert main(["bench", str(pkg_dir), "--image", str(tmp_path / "none.png")]) == 2
+    err = capsys.readouterr().err
+    assert "--iters: expected an integer >= 1, got 0" in err and "--size: expected WxH" in err
+    assert "none.png: image file not found" in err

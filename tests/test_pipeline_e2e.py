@@ -1,0 +1,132 @@
+"""Lab to line on a tiny synthetic set: synth -> train -> eval -> export -> torch-free Detector, all real code."""
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from edge_ad.cli.main import main
+from edge_ad.data.synth import generate
+from edge_ad.errors import ConfigError, PackageError
+from edge_ad.export import exporter
+from edge_ad.export.exporter import ExportError, export_package
+from edge_ad.runtime import Detector
+from edge_ad.train import rundir
+
+SEVEN = {"image_auroc", "image_ap", "image_f1max", "pixel_auroc", "pixel_ap", "pixel_f1max", "aupro"}
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    root = tmp_path_factory.mktemp("e2e")
+    data = root / "data"
+    cats = None
+    generate(data, categories=cats, per_category=6, size=128, seed=3)
+    run = root / "run"
+    rc = main(["train", "--model", "dinomaly-tiny", "--data", str(data), "--out", str(run), "--iters", "3",
+               "--batch", "4", "--no-pretrained", "--workers", "0", "--no-progress", "--val-fraction", "0.2"])
+    assert rc == 0
+    return root, data, run
+
+
+def test_run_directory_contents(trained):
+    _, _, run = trained
+    for name in (rundir.CONFIG, rundir.WEIGHTS, rundir.CHECKPOINT, rundir.THRESHOLDS, rundir.VAL_SPLIT, rundir.TRAIN_LOG):
+        assert (run / name).is_file(), name
+    thr = json.loads((run / rundir.THRESHOLDS).read_text())
+    assert thr["image"]["method"] and thr["image"]["value"] > 0
+    info = json.loads((run / rundir.RUN_INFO).read_text())
+    assert info["encoder_weights"] == "random-init"
+    assert len(info["categories"]) >= 2  # multi-class: one model for all categories
+
+
+def test_resume_continues_and_refuses_overwrite(trained):
+    _, data, run = trained
+    with pytest.raises(ConfigError, match="already holds a run"):
+        _train_again(data, run)
+    rc = main(["train", "--model", "dinomaly-tiny", "--data", str(data), "--out", str(run), "--iters", "5", "--batch", "4",
+               "--no-pretrained", "--workers", "0", "--no-progress", "--val-fraction", "0.2", "--resume"])
+    assert rc == 0
+    steps = [json.loads(l)["step"] for l in (run / rundir.TRAIN_LOG).read_text().splitlines()]
+    assert steps[-1] == 5
+
+
+def _train_again(data, run):
+    from edge_ad.train.config import resolve_config
+    from edge_ad.train.trainer import train
+
+    train(resolve_config({}, None, {"model": "dinomaly-tiny", "data": str(data), "out": str(run), "iters": 3,
+                                     "pretrained": False, "workers": 0}), progress=False)
+
+
+def test_eval_json_has_seven_metrics_per_category_and_mean(trained, tmp_path):
+    _, _, run = trained
+    out = tmp_path / "m.json"
+    assert main(["eval", "--run", str(run), "--json", str(out), "--no-progress", "--overlays", "1"]) == 0
+    rep = json.loads(out.read_text())
+    assert SEVEN <= set(rep["mean"])
+    for m in rep["categories"].values():
+        assert SEVEN <= set(m)
+        assert all(0.0 <= m[k] <= 1.0 for k in SEVEN if m[k] == m[k])
+    assert any("RANDOM-INIT" in n for n in rep["notes"])
+    assert (run / "eval" / "metrics.md").is_file()
+
+
+def test_export_parity_and_runtime_agree_with_pytorch(trained, tmp_path):
+    _, data, run = trained
+    pkg, summary = export_package(run=str(run), out=tmp_path / "pkg")
+    assert summary["parity"]["max_abs_map_diff"] <= 1e-4
+    assert summary["parity"]["score_spearman"] >= 0.999
+    man = json.loads((pkg / "manifest.json").read_text())
+    assert man["model"]["untrained"] is False and man["precision"] == "fp32"
+    assert man["input"]["dtype"] == "uint8" and man["input"]["layout"] == "NHWC"
+    assert man["onnx"]["opset"] >= 17
+    # The torch-free runtime gives the PyTorch score on a real image.
+    model, _, _ = rundir.load_run(run)
+    img_path = next((data).glob("*/test/*/*.png"))
+    import cv2
+
+    img = cv2.imread(str(img_path))
+    crop = model.preprocess.apply(img)
+    with torch.no_grad():
+        _, ref = exporter.PackagedModel(model, model.preprocess)(torch.from_numpy(crop[None]))
+    res = Detector.load(pkg, backend="onnxruntime").predict(img)
+    assert abs(res.score - float(ref[0])) <= 1e-4
+    assert res.anomaly_map.shape == img.shape[:2]
+
+
+def test_untrained_export_is_labelled(tmp_path):
+    pkg, summary = export_package(model_name="dinomaly-tiny", out=tmp_path / "u")
+    man = json.loads((pkg / "manifest.json").read_text())
+    assert man["model"]["untrained"] is True and summary["untrained"] is True
+    assert man["model"]["encoder_weights"] == "random-init"
+
+
+def test_parity_failure_writes_nothing(trained, tmp_path, monkeypatch):
+    _, _, run = trained
+    real = exporter.check_parity
+
+    def broken(*a, **k):
+        p = real(*a, **k)
+        p.max_abs_map_diff = 0.5
+        return p
+
+    monkeypatch.setattr(exporter, "check_parity", broken)
+    with pytest.raises(ExportError, match="no package written"):
+        export_package(run=str(run), out=tmp_path / "bad")
+    assert not (tmp_path / "bad").exists()
+    assert main(["export", "--run", str(run), "--out", str(tmp_path / "bad2")]) == 2
+
+
+def test_flipped_byte_in_real_package_is_refused(trained, tmp_path):
+    _, _, run = trained
+    pkg, _ = export_package(run=str(run), out=tmp_path / "p")
+    onnx_path = pkg / "model.onnx"
+    b = bytearray(onnx_path.read_bytes())
+    b[len(b) // 2] ^= 0xFF
+    onnx_path.write_bytes(bytes(b))
+    with pytest.raises(PackageError, match="model.onnx"):
+        Detector.load(pkg)

@@ -1,0 +1,61 @@
+"""The line-side runtime works on a machine without the training stack: torch/timm/sklearn/skimage blocked."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import cv2
+from runtime_fixtures import blob_image, build_package
+
+BLOCKER = textwrap.dedent(
+    """
+    import sys
+    BLOCKED = {"torch", "timm", "sklearn", "skimage", "torchvision"}
+
+    class Block:
+        def find_spec(self, name, path=None, target=None):
+            if name.split(".")[0] in BLOCKED:
+                raise ImportError(f"blocked in this test: {name}")
+            return None
+
+    sys.meta_path.insert(0, Block())
+    """
+)
+
+SCRIPT = BLOCKER + textwrap.dedent(
+    """
+    import json
+    import cv2
+    import edge_ad.runtime as rt
+    from edge_ad.cli.main import main
+    pkg_dir, image, out = sys.argv[1:4]
+    det = rt.Detector.load(pkg_dir, backend="auto")
+    res = det.predict(image)
+    overlay = rt.render_overlay(cv2.imread(image), res)
+    rc = main(["predict", pkg_dir, image, "--out", out])
+    leaked = sorted(m for m in sys.modules if m.split(".")[0] in BLOCKED | {"onnx", "jsonschema"})
+    print(json.dumps({"status": res.status, "regions": len(res.regions), "rc": rc, "leaked": leaked,
+                      "overlay": list(overlay.shape)}))
+    """
+)
+
+
+def test_runtime_runs_with_training_stack_blocked(tmp_path: Path) -> None:
+    pkg = build_package(tmp_path / "pkg")
+    img = tmp_path / "part.png"
+    cv2.imwrite(str(img), blob_image())
+    proc = subprocess.run([sys.executable, "-c", SCRIPT, str(pkg), str(img), str(tmp_path / "out")],
+                          check=False, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert report == {"status": "NG", "regions": 1, "rc": 0, "leaked": [], "overlay": [200, 300, 3]}
+
+
+def test_blocker_really_blocks(tmp_path: Path) -> None:
+    code = BLOCKER + "import numpy\ntry:\n    import torch\nexcept ImportError as e:\n    print('blocked', e)\n"
+    proc = subprocess.run([sys.executable, "-c", code], check=False, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0 and proc.stdout.startswith("blocked"), proc.stdout + proc.stderr
