@@ -1,0 +1,240 @@
+"""MVTec-AD-layout datasets: discovery, loading, robust image/mask reading, fingerprints and hold-out splits.
+
+Layout: `<root>/<category>/train/good/*`, `<root>/<category>/test/<defect>/*` ("good" = normal) and
+`<root>/<category>/ground_truth/<defect>/<stem>_mask.png`. MVTec LOCO's per-image mask folders
+(`ground_truth/<defect>/<stem>/*.png`) are accepted too. numpy/OpenCV only, so line-side tools may use it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import zlib
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from edge_ad.errors import ConfigError, DataError
+
+IMAGE_EXTENSIONS = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff"})
+LOGICAL_DEFECTS = frozenset({"missing_part", "extra_part", "misplaced_part", "logical_anomalies"})
+SPLITS = ("train", "test")
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One image of a dataset; `label` is 0 for good and 1 for anomalous, `mask_path` is None for good images."""
+
+    path: Path
+    category: str
+    split: str
+    label: int
+    defect_type: str
+    mask_path: Path | None = None
+
+
+def _is_image(p: Path) -> bool:
+    return p.is_file() and not p.name.startswith(".") and p.suffix.lower() in IMAGE_EXTENSIONS
+
+
+def _images_in(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.iterdir() if _is_image(p))
+
+
+def _check_root(root: str | os.PathLike[str]) -> Path:
+    r = Path(root)
+    if not r.exists():
+        raise DataError(f"dataset root {r}: does not exist (expected an MVTec-layout folder <root>/<category>/train/good)")
+    if not r.is_dir():
+        raise DataError(f"dataset root {r}: expected a directory, got a file")
+    return r
+
+
+def discover_categories(root: str | os.PathLike[str]) -> list[str]:
+    """Sorted names of the sub-folders of `root` that hold a `train/` or `test/` folder."""
+    r = _check_root(root)
+    cats = sorted(
+        d.name
+        for d in r.iterdir()
+        if d.is_dir() and not d.name.startswith(".") and ((d / "train").is_dir() or (d / "test").is_dir())
+    )
+    if not cats:
+        raise DataError(
+            f"dataset root {r}: no categories found (expected sub-folders like {r}/<category>/train/good); "
+            "is this the folder that contains the category folders?"
+        )
+    return cats
+
+
+def _mask_for(cat_dir: Path, defect: str, image: Path) -> Path:
+    """Ground-truth mask of an anomalous test image: `<stem>_mask.png`, or a LOCO folder `<stem>/`."""
+    gt = cat_dir / "ground_truth" / defect
+    expected = gt / f"{image.stem}_mask.png"
+    if expected.is_file():
+        return expected
+    loco = gt / image.stem
+    if loco.is_dir() and _images_in(loco):
+        return loco
+    raise DataError(f"anomalous test image {image}: ground-truth mask missing, expected {expected}")
+
+
+def load_samples(
+    root: str | os.PathLike[str], categories: Sequence[str] | None = None, split: str = "train"
+) -> list[Sample]:
+    """All samples of `split` for the given categories (all by default), as one multi-class set in sorted order."""
+    if split not in SPLITS:
+        raise ConfigError(f"split: expected one of {list(SPLITS)}, got {split!r}")
+    r = _check_root(root)
+    known = discover_categories(r)
+    if isinstance(categories, str):
+        categories = [categories]
+    wanted = known if categories is None else sorted(dict.fromkeys(categories))
+    if not wanted:
+        raise ConfigError("categories: expected at least one category name, got an empty list")
+    unknown = [c for c in wanted if c not in known]
+    if unknown:
+        raise DataError(f"dataset root {r}: unknown categor{'y' if len(unknown) == 1 else 'ies'} {unknown}; known: {known}")
+    samples: list[Sample] = []
+    for cat in wanted:
+        cat_dir = r / cat
+        if split == "train":
+            good = cat_dir / "train" / "good"
+            images = _images_in(good) if good.is_dir() else []
+            if not images:
+                raise DataError(f"category {cat!r}: empty, no train images in {good} (expected {sorted(IMAGE_EXTENSIONS)})")
+            samples += [Sample(p, cat, "train", 0, "good", None) for p in images]
+            continue
+        test = cat_dir / "test"
+        defects = sorted(d.name for d in test.iterdir() if d.is_dir() and not d.name.startswith(".")) if test.is_dir() else []
+        n_before = len(samples)
+        for defect in defects:
+            for p in _images_in(test / defect):
+                if defect == "good":
+                    samples.append(Sample(p, cat, "test", 0, "good", None))
+                else:
+                    samples.append(Sample(p, cat, "test", 1, defect, _mask_for(cat_dir, defect, p)))
+        if len(samples) == n_before:
+            raise DataError(f"category {cat!r}: no test images in {test}/<defect>/ (expected e.g. {test}/good/000.png)")
+    return samples
+
+
+def _read_bytes(path: Path, what: str) -> bytes:
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise DataError(f"{what} {path}: file not found") from None
+    except IsADirectoryError:
+        raise DataError(f"{what} {path}: expected a file, got a directory") from None
+    except OSError as e:
+        raise DataError(f"{what} {path}: cannot read ({e.strerror})") from None
+    if not data:
+        raise DataError(f"{what} {path}: empty file (0 bytes)")
+    return data
+
+
+def _check_complete(path: Path, data: bytes, what: str) -> None:
+    """Reject truncated PNG/JPEG files that OpenCV would otherwise decode silently with a grey/black tail."""
+    if data[:8] == b"\x89PNG\r\n\x1a\n" and b"IEND" not in data[-64:]:
+        raise DataError(f"{what} {path}: truncated PNG (no IEND chunk at the end of {len(data)} bytes)")
+    if data[:2] == b"\xff\xd8" and b"\xff\xd9" not in data[-4096:]:
+        raise DataError(f"{what} {path}: truncated JPEG (no end-of-image marker in {len(data)} bytes)")
+
+
+def _decode(path: Path, what: str) -> np.ndarray:
+    data = _read_bytes(path, what)
+    _check_complete(path, data, what)
+    img = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
+    if img is None or img.size == 0:
+        raise DataError(f"{what} {path}: unreadable, not a valid {sorted(IMAGE_EXTENSIONS)} image or corrupt")
+    return img
+
+
+def _to_uint8(img: np.ndarray, path: Path, what: str) -> np.ndarray:
+    if img.dtype == np.uint8:
+        return img
+    if img.dtype == np.uint16:  # full 16-bit range -> 8-bit, rounded (65535 -> 255)
+        return ((img.astype(np.uint32) * 255 + 32767) // 65535).astype(np.uint8)
+    raise DataError(f"{what} {path}: expected 8- or 16-bit pixels, got dtype {img.dtype}")
+
+
+def read_image(path: str | os.PathLike[str]) -> np.ndarray:
+    """Image file -> HxWx3 BGR uint8; grey, BGRA and 16-bit files are converted, bad files raise DataError."""
+    p = Path(path)
+    img = _to_uint8(_decode(p, "image"), p, "image")
+    if img.ndim == 2:
+        return cv2.cvtColor(img, cv2.COLOR_GRAY2BGR)
+    if img.ndim == 3 and img.shape[2] == 3:
+        return img
+    if img.ndim == 3 and img.shape[2] == 4:
+        return cv2.cvtColor(img, cv2.COLOR_BGRA2BGR)
+    raise DataError(f"image {p}: expected 1, 3 or 4 channels, got shape {img.shape}")
+
+
+def read_mask(path: str | os.PathLike[str]) -> np.ndarray:
+    """Mask file (or LOCO folder of masks, united) -> HxW uint8 in {0,1}; any non-zero pixel is anomalous."""
+    p = Path(path)
+    files = _images_in(p) if p.is_dir() else [p]
+    if not files:
+        raise DataError(f"mask folder {p}: contains no mask images")
+    out: np.ndarray | None = None
+    for f in files:
+        m = _decode(f, "mask")
+        m = (m.max(axis=2) if m.ndim == 3 else m) > 0
+        if out is not None and out.shape != m.shape:
+            raise DataError(f"mask {f}: size {m.shape[::-1]} differs from {out.shape[::-1]} of the other masks in {p}")
+        out = m if out is None else (out | m)
+    assert out is not None
+    return out.astype(np.uint8)
+
+
+def defect_kind(defect_type: str) -> str:
+    """"good", "logical" (missing/extra/misplaced part, LOCO logical_anomalies) or "structural" (everything else)."""
+    if defect_type == "good":
+        return "good"
+    return "logical" if defect_type in LOGICAL_DEFECTS else "structural"
+
+
+def fingerprint(samples: Iterable[Sample], root: str | os.PathLike[str]) -> str:
+    """sha256 hex over the relative paths and byte sizes of images and masks; independent of sample order."""
+    r = Path(root)
+    lines: set[str] = set()
+    for s in samples:
+        files = [s.path]
+        if s.mask_path is not None:
+            files += _images_in(s.mask_path) if s.mask_path.is_dir() else [s.mask_path]
+        for f in files:
+            try:
+                size = f.stat().st_size
+            except OSError as e:
+                raise DataError(f"dataset file {f}: cannot stat ({e.strerror})") from None
+            lines.add(f"{Path(os.path.relpath(f, r)).as_posix()}\t{size}")
+    h = hashlib.sha256()
+    for line in sorted(lines):
+        h.update(line.encode("utf-8") + b"\n")
+    return h.hexdigest()
+
+
+def split_holdout(samples: Sequence[Sample], fraction: float, seed: int) -> tuple[list[Sample], list[Sample]]:
+    """Per-category random hold-out (>= 1 per category of >= 2 images when fraction > 0); input order is kept."""
+    if not 0.0 <= fraction < 1.0:
+        raise ConfigError(f"holdout fraction: expected 0 <= fraction < 1, got {fraction}")
+    by_cat: dict[str, list[Sample]] = {}
+    for s in samples:
+        by_cat.setdefault(s.category, []).append(s)
+    held: set[Path] = set()
+    for cat, items in by_cat.items():
+        n = len(items)
+        k = round(n * fraction)
+        if fraction > 0 and n >= 2:
+            k = min(max(k, 1), n - 1)
+        if k == 0:
+            continue
+        ordered = sorted(items, key=lambda s: str(s.path))
+        rng = np.random.default_rng([seed & 0xFFFFFFFF, zlib.crc32(cat.encode("utf-8"))])
+        held.update(ordered[i].path for i in rng.permutation(n)[:k])
+    train = [s for s in samples if s.path not in held]
+    holdout = [s for s in samples if s.path in held]
+    return train, holdout
