@@ -14,7 +14,13 @@ $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q $(TORCH_PINS)
-	$(BIN)/python -m pip install -q -e ".[train,dev]"
+	$(BIN)/python -m pip install -q -e ".[train,dev,plc]"
+	@# GigE Vision (Aravis via PyGObject) needs system packages; without them the camera tests skip.
+	@if pkg-config --exists gobject-introspection-1.0 cairo 2>/dev/null; then \
+		$(BIN)/python -m pip install -q -e ".[gige]"; \
+	else \
+		echo "note: GigE extra skipped (apt install gir1.2-aravis-0.8 libgirepository1.0-dev libcairo2-dev pkg-config)"; \
+	fi
 	touch $@
 
 demo: setup
@@ -24,7 +30,7 @@ test: setup
 	$(BIN)/python -m pytest -q
 
 typecheck: setup
-	$(BIN)/python -m mypy --config-file mypy.ini
+	.ci/typecheck $(BIN)/python
 
 lint: setup
 	$(BIN)/python -m ruff check edge_ad tests

@@ -64,3 +64,19 @@ def test_warm_cosine_schedule_starts_at_zero_and_ends_at_final():
 def test_unknown_optimizer_is_a_config_error():
     with pytest.raises(ConfigError, match="optimizer"):
         build_optimizer("sgdx", [torch.nn.Parameter(torch.zeros(1))], {"lr": 1e-3})
+
+
+def test_step_scheduler_decays_once_at_fraction():
+    from edge_ad.train.optim import build_scheduler
+
+    param = torch.nn.Parameter(torch.zeros(1))
+    opt = torch.optim.SGD([param], lr=5e-3)
+    sched = build_scheduler("step", opt, {"lr": 5e-3, "iters": 100, "step_at": 0.8, "gamma": 0.1})
+    lrs = []
+    for _ in range(100):
+        lrs.append(opt.param_groups[0]["lr"])
+        opt.step()
+        sched.step()
+    assert lrs[79] == pytest.approx(5e-3) and lrs[80] == pytest.approx(5e-4) and lrs[99] == pytest.approx(5e-4)
+    with pytest.raises(ConfigError, match="step_at"):
+        build_scheduler("step", opt, {"lr": 1.0, "iters": 10, "step_at": 1.5})

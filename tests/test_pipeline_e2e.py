@@ -130,3 +130,19 @@ def test_flipped_byte_in_real_package_is_refused(trained, tmp_path):
     onnx_path.write_bytes(bytes(b))
     with pytest.raises(PackageError, match="model.onnx"):
         Detector.load(pkg)
+
+
+def test_export_cli_fp16_goes_through_the_gate(trained, tmp_path):
+    _, _, run = trained
+    out = tmp_path / "fp16"
+    # a 3-iteration model has scores packed near the threshold; the agreement budget is relaxed accordingly
+    rc = main(["export", "--run", str(run), "--precision", "fp16", "--out", str(out), "--min-agreement", "0.9",
+               "--json", str(tmp_path / "s.json")])
+    assert rc == 0
+    man = json.loads((out / "manifest.json").read_text())
+    assert man["precision"] == "fp16" and "gate" in man["export_metrics"]
+    assert Detector.load(out, backend="onnxruntime").predict(np.zeros((64, 64, 3), np.uint8)).error is None
+    # an impossible budget is refused before anything is written
+    assert main(["export", "--run", str(run), "--precision", "fp16", "--out", str(tmp_path / "x"),
+                 "--min-agreement", "1.5"]) == 2
+    assert not (tmp_path / "x").exists()

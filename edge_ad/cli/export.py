@@ -1,10 +1,12 @@
-"""`edge-ad export`: a trained run (or untrained weights, for speed tests) -> a verified model package."""
+"""`edge-ad export`: a trained run (or untrained weights, for speed tests) -> a verified model package,
+optionally converted to fp16 or int8 behind an accuracy gate."""
 
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
-HELP = "export a model to a self-describing package (ONNX + manifest), verified against PyTorch"
+HELP = "export a model to a self-describing package (ONNX + manifest), verified against PyTorch; fp32/fp16/int8"
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -12,22 +14,70 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     src = p.add_mutually_exclusive_group()
     src.add_argument("--run", help="run directory from `edge-ad train` (weights, thresholds, data)")
     src.add_argument("--checkpoint", help="a model.safetensors file (thresholds.json must lie beside it)")
-    p.add_argument("--out", help="package directory (default packages/<model>)")
-    p.add_argument("--data", help="dataset for the parity images (default: the run's)")
+    src.add_argument("--from-package", dest="from_package", help="convert this existing fp32 package (fp16/int8)")
+    p.add_argument("--out", help="package directory (default packages/<model>[-<precision>])")
+    p.add_argument("--data", help="dataset for parity images, calibration and the gate (default: the run's)")
     p.add_argument("--recipe", help="export recipe YAML (default export/<model>.yaml)")
-    p.add_argument("--precision", choices=["fp32"], default="fp32", help="numeric precision of the package")
+    p.add_argument("--precision", choices=["fp32", "fp16", "int8"], default="fp32", help="numeric precision")
+    p.add_argument("--calib", help="int8: calibration set manifest (default calibration/<model>.yaml)")
+    p.add_argument("--method", choices=["entropy", "percentile", "minmax"], help="int8: calibration method")
+    p.add_argument("--exclude", action="append", help="int8: node-name regex or op type kept in float (repeatable)")
+    p.add_argument("--scales", help="int8: reuse this scales JSON (skips calibration; reproducible builds)")
+    p.add_argument("--scales-out", dest="scales_out", help="int8: where to write the computed scales JSON")
+    p.add_argument("--max-drop", dest="max_drop", type=float, default=0.005,
+                   help="gate: largest allowed image-AUROC drop per category (default 0.005)")
+    p.add_argument("--min-agreement", dest="min_agreement", type=float, default=0.99,
+                   help="gate: smallest allowed OK/NG agreement with fp32 (default 0.99)")
+    p.add_argument("--max-pixel-drop", dest="max_pixel_drop", type=float,
+                   help="gate: largest allowed pixel-AUROC/AUPRO drop (default: not enforced)")
     p.add_argument("--force", action="store_true", help="replace an existing package directory")
     p.add_argument("--json", dest="json_out", help="write the export summary as JSON")
 
 
 def run(args: argparse.Namespace) -> int:
-    from pathlib import Path
+    import tempfile
 
-    from edge_ad.evaluate.report import format_table
-    from edge_ad.export.exporter import export_package
+    from edge_ad.errors import ConfigError
     from edge_ad.train.rundir import write_json
 
-    pkg, s = export_package(model_name=args.model, run=args.run, checkpoint=args.checkpoint, out=args.out,
+    if args.precision == "fp32":
+        if args.from_package:
+            raise ConfigError("export: --from-package converts an fp32 package; use it with --precision fp16|int8")
+        summary = _export_fp32(args, args.out)
+        if args.json_out:
+            write_json(Path(args.json_out), summary)
+        return 0
+
+    from edge_ad.export.precision import convert_package
+
+    int8_opts = dict(calib=args.calib, method=args.method, exclude=args.exclude, scales=args.scales,
+                     scales_out=args.scales_out) if args.precision == "int8" else {}
+    with tempfile.TemporaryDirectory(prefix="edge-ad-fp32-") as tmp:
+        if args.from_package:
+            fp32 = Path(args.from_package)
+        else:
+            print("== fp32 reference package")
+            fp32 = Path(_export_fp32(args, Path(tmp) / "fp32")["package"])
+        from edge_ad.runtime.package import load_package
+
+        name = load_package(fp32).name
+        out = Path(args.out) if args.out else Path("packages") / f"{name}-{args.precision}"
+        print(f"== {args.precision}: convert, re-derive thresholds, gate against fp32")
+        pkg, s = convert_package(fp32, args.precision, out, data=args.data, max_drop=args.max_drop,
+                                 min_agreement=args.min_agreement, max_pixel_drop=args.max_pixel_drop,
+                                 force=args.force, **int8_opts)
+    print(s["table"])
+    print(f"package: {pkg}  (gate passed; next: edge-ad build {pkg} on the device)")
+    if args.json_out:
+        write_json(Path(args.json_out), {k: v for k, v in s.items() if k != "table"})
+    return 0
+
+
+def _export_fp32(args: argparse.Namespace, out: str | Path | None) -> dict:
+    from edge_ad.evaluate.report import format_table
+    from edge_ad.export.exporter import export_package
+
+    pkg, s = export_package(model_name=args.model, run=args.run, checkpoint=args.checkpoint, out=out,
                             data=args.data, recipe_path=args.recipe, force=args.force)
     par = s["parity"]
     rows = [[s["model"], s["precision"], f"{s['onnx_mb']:.1f}", str(s["opset"]), str(s["nodes"]), s["input"],
@@ -37,6 +87,4 @@ def run(args: argparse.Namespace) -> int:
     if s["untrained"]:
         print("WARNING: UNTRAINED package (random weights): use it to measure speed only.")
     print(f"package: {pkg}  (next: edge-ad predict {pkg} IMAGE...  |  edge-ad bench {pkg})")
-    if args.json_out:
-        write_json(Path(args.json_out), s)
-    return 0
+    return s

@@ -31,9 +31,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from edge_ad.errors import ConfigError
-    from edge_ad.models.registry import create_model, model_info
-    from edge_ad.train.config import resolve_config
-    from edge_ad.train.trainer import train
+    from edge_ad.models.registry import model_info
+    from edge_ad.train import fit
 
     overrides = {k: getattr(args, k) for k in ("model", "data", "out", "iters", "batch", "lr", "resize", "crop", "seed",
                                                 "device", "workers", "val_fraction", "target_frr", "weights")}
@@ -43,29 +42,22 @@ def run(args: argparse.Namespace) -> int:
         overrides["pretrained"] = False
     name = args.model
     if name is None and args.config:
+        from pathlib import Path
+
         import yaml
 
-        name = (yaml.safe_load(open(args.config)) or {}).get("model")
+        try:
+            loaded = yaml.safe_load(Path(args.config).read_text()) or {}
+        except (OSError, yaml.YAMLError) as e:
+            raise ConfigError(f"{args.config}: cannot read training config: {e}") from e
+        name = loaded.get("model") if isinstance(loaded, dict) else None
     if not name:
         raise ConfigError("train: --model is required (or a `model:` key in --config)")
     try:
         model_info(name)
     except KeyError as e:
         raise ConfigError(str(e.args[0])) from e
-    if not overrides["out"]:
-        overrides["out"] = f"runs/{name}"
-    # The model's own recipe is the default; build on the meta device to read it without allocating.
-    import torch
-
-    with torch.device("meta"):
-        import logging
-
-        logging.disable(logging.WARNING)
-        try:
-            recipe = create_model(name, pretrained=False).default_train_config()
-        finally:
-            logging.disable(logging.NOTSET)
-    cfg = resolve_config(recipe, args.config, overrides)
-    out = train(cfg, resume=args.resume, progress=not args.no_progress)
+    out = fit(name, overrides.pop("data"), overrides.pop("out"), config=args.config, resume=args.resume,
+              progress=not args.no_progress, **{k: v for k, v in overrides.items() if k != "model" and v is not None})
     print(f"run written to {out}  (next: edge-ad eval --run {out})")
     return 0

@@ -35,20 +35,23 @@ class AnomalyModel(nn.Module):
         return [p for p in self.parameters() if p.requires_grad]
 
     def trainable_state_dict(self) -> dict[str, torch.Tensor]:
-        """What a checkpoint needs: trainable weights plus buffers computed during training."""
+        """The trained weights only (frozen encoders excluded), e.g. for comparing or sharing decoders."""
         names = {n for n, p in self.named_parameters() if p.requires_grad}
-        return {k: v for k, v in self.state_dict().items() if k in names or k in self.fitted_buffers()}
-
-    def fitted_buffers(self) -> set[str]:
-        """Names of buffers estimated from data (e.g. channel statistics) that must be saved with a run."""
-        return set()
+        return {k: v for k, v in self.state_dict().items() if k in names}
 
     def default_train_config(self) -> dict[str, Any]:
         """The paper's training recipe (optimiser, lr, schedule, clip, iterations, batch)."""
         return {}
 
     def fit_constants(self, loader: Any, device: torch.device) -> None:
-        """Hook for models that need statistics from good images before/after training (no-op by default)."""
+        """Called once before training with a loader over the training images (dicts with "image"), in eval mode:
+        models estimate statistics such as per-channel feature mean/std here. Store them as persistent buffers
+        (run directories save the full state dict). No-op by default."""
+
+    def calibrate(self, loader: Any, device: torch.device) -> None:
+        """Called once after training with a loader over the HELD-OUT good images, before thresholds are derived:
+        models estimate output normalisation (e.g. quantiles of local/global maps) here, never on test data.
+        Store results as persistent buffers. No-op by default."""
 
     def package_constants(self) -> dict[str, Any]:
         """Normalisation constants that must be recorded in the model package manifest."""

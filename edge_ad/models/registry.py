@@ -32,9 +32,19 @@ def register_model(info: ModelInfo) -> None:
     _REGISTRY[info.name] = info
 
 
+FAMILIES = ("dinomaly", "mambaad", "ulsad", "dualad")
+
+
 def _ensure_loaded() -> None:
-    # Importing the families registers their variants.
-    from edge_ad.models import dinomaly  # noqa: F401
+    """Import every model family module present; importing a family registers its variants."""
+    import importlib
+
+    for fam in FAMILIES:
+        try:
+            importlib.import_module(f"edge_ad.models.{fam}")
+        except ModuleNotFoundError as e:
+            if e.name != f"edge_ad.models.{fam}":
+                raise
 
 
 def list_models() -> list[str]:

@@ -171,11 +171,13 @@ class Detector:
             infer_ms = (time.perf_counter() - t2) * 1e3 / len(crops)
             for k, (i, src_hw, timing) in enumerate(ok):
                 timing["infer"] = infer_ms
-                results[i] = self._finish(maps[k, 0], float(scores[k]), src_hw, timing, frames_l[i])
+                results[i] = self.finish(maps[k, 0], float(scores[k]), src_hw, timing, frames_l[i])
         return [r for r in results if r is not None]
 
-    def _finish(self, model_map: np.ndarray, score: float, src_hw: tuple[int, int], timing: dict[str, float],
-                frame: dict[str, Any] | None) -> Result:
+    def finish(self, model_map: np.ndarray, score: float, src_hw: tuple[int, int], timing: dict[str, float],
+               frame: dict[str, Any] | None) -> Result:
+        """Post-process one raw backend output (map at model resolution, score) into a Result for an image of
+        size `src_hw`; public so pipelines that run the backend on their own threads give identical results."""
         t0 = time.perf_counter()
         amap = map_to_source(smooth_map(model_map, self._blur_sigma), self.preprocess, src_hw)
         mask, regions = find_regions(amap, self.pixel_threshold, self._min_area, self._open_px)

@@ -106,9 +106,16 @@ def build_optimizer(name: str, params: list[torch.nn.Parameter], cfg: dict[str, 
 
 
 def build_scheduler(name: str, opt: Optimizer, cfg: dict[str, Any]) -> LRScheduler | None:
-    """LR schedule by name: 'warm_cosine' (per iteration) or 'constant' (None)."""
+    """LR schedule by name, stepped per iteration: 'warm_cosine', 'step' (x gamma once `step_at` of the iterations
+    are done: epoch-based StepLR recipes expressed as a fraction of training) or 'constant' (None)."""
     if name == "warm_cosine":
         return WarmCosineScheduler(opt, cfg["lr"], cfg.get("final_lr", cfg["lr"] * 0.1), cfg["iters"], cfg.get("warmup_iters", 0))
+    if name == "step":
+        frac = float(cfg.get("step_at", 0.8))
+        if not 0.0 < frac <= 1.0:
+            raise ConfigError(f"train config: step_at must be in (0, 1], got {frac}")
+        return torch.optim.lr_scheduler.StepLR(opt, step_size=max(1, int(round(frac * cfg["iters"]))),
+                                               gamma=float(cfg.get("gamma", 0.1)))
     if name == "constant":
         return None
-    raise ConfigError(f"train config: scheduler must be 'warm_cosine' or 'constant'; got {name!r}")
+    raise ConfigError(f"train config: scheduler must be 'warm_cosine', 'step' or 'constant'; got {name!r}")

@@ -168,6 +168,12 @@ def train(cfg: dict[str, Any], *, resume: bool = False, progress: bool = True) -
     if encoder_weights == "random-init" and dist.main:
         log.warning("training on a RANDOM-INIT encoder: expect weak heatmaps (this is expected, not a bug)")
 
+    if not resume:
+        # statistics some models need before training (e.g. channel mean/std of frozen features)
+        stats_loader = DataLoader(ds, batch_size=batch, shuffle=False, num_workers=cfg["workers"])
+        model.eval()
+        with torch.no_grad():
+            model.fit_constants(stats_loader, device)
     model.train()
     it = _forever(loader, sampler)
     log_f = open(out / rundir.TRAIN_LOG, "a") if dist.main else None
@@ -207,6 +213,10 @@ def train(cfg: dict[str, Any], *, resume: bool = False, progress: bool = True) -
             log_f.close()
 
     if dist.main:
+        if holdout:  # output normalisation some models fit on held-out good images (never on test data)
+            model.eval()
+            with torch.no_grad():
+                model.calibrate(DataLoader(ImageDataset(holdout, model.preprocess), batch_size=batch, shuffle=False), device)
         _checkpoint(model, opt, sched, cfg["iters"], out, cfg)
         thresholds = derive_run_thresholds(model, holdout, cfg, device)
         rundir.write_json(out / rundir.THRESHOLDS, thresholds)

@@ -7,7 +7,6 @@ without it runs on ONNX Runtime and never pays its import time.
 from __future__ import annotations
 
 import importlib
-import importlib.util
 import logging
 from types import ModuleType
 from typing import Any
@@ -24,7 +23,9 @@ __all__ = ["BACKENDS", "Backend", "create_backend"]
 
 
 def _tensorrt_module() -> ModuleType:
-    if importlib.util.find_spec("tensorrt") is None:
+    from edge_ad.runtime.trt import tensorrt_available
+
+    if not tensorrt_available():  # also false for a stubs-only `tensorrt` (tensorrt-stubs)
         raise ConfigError("backend 'tensorrt': the tensorrt Python package is not installed on this machine; "
                           "install it (JetPack ships it; elsewhere: pip install 'edge-ad[gpu]') or use "
                           "backend='onnxruntime'")
@@ -38,11 +39,13 @@ def _tensorrt_module() -> ModuleType:
 
 
 def create_backend(package: ModelPackage, backend: str = "auto", *, device: int | None = None,
-                   providers: str | list[str] | None = None, threads: int | None = None) -> Backend:
+                   providers: str | list[str] | None = None, threads: int | None = None,
+                   **trt_options: Any) -> Backend:
     """Open `backend` for `package`.
 
     "auto" picks TensorRT when the tensorrt package imports and its backend reports a usable GPU, else ONNX Runtime
-    (whose own provider choice prefers TensorRT EP > CUDA EP > CPU). `providers`/`threads` apply to ONNX Runtime.
+    (whose own provider choice prefers TensorRT EP > CUDA EP > CPU). `providers`/`threads` apply to ONNX Runtime;
+    `trt_options` (precision, zero_copy, batch, workspace_mb, ...) to TensorRT.
     """
     if backend not in BACKENDS:
         raise ConfigError(f"backend: expected one of {list(BACKENDS)}, got {backend!r}")
@@ -50,14 +53,16 @@ def create_backend(package: ModelPackage, backend: str = "auto", *, device: int 
         if providers is not None or threads is not None:
             raise ConfigError("backend 'tensorrt': providers/threads apply to onnxruntime only, got "
                               f"providers={providers!r}, threads={threads!r}")
-        return _tensorrt_module().open_backend(package, device=device)
+        return _tensorrt_module().open_backend(package, device=device, **trt_options)
     if backend == "auto" and providers is None:
         trt = _probe_tensorrt(package)
         if trt is not None:
             try:
-                return trt.open_backend(package, device=device)
+                return trt.open_backend(package, device=device, **trt_options)
             except Exception as e:  # noqa: BLE001 - "auto" means best available: fall back, but say why
                 log.warning("backend auto: TensorRT failed to open (%s); falling back to onnxruntime", e)
+    if backend == "onnxruntime" and trt_options:
+        raise ConfigError(f"backend 'onnxruntime': options {sorted(trt_options)} apply to tensorrt only")
     from edge_ad.runtime.backends import onnxruntime as ort_backend
 
     options: dict[str, Any] = {"providers": providers, "threads": threads}

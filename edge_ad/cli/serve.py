@@ -1,0 +1,110 @@
+"""`edge-ad serve PACKAGE --source SRC --plc URL`: a complete inspection station from one command.
+
+PLC URLs: opcua://HOST:PORT (serve OPC UA), opcua-client://HOST:PORT?nodes=TEMPLATE (write into the PLC's server),
+modbus://HOST:PORT (serve Modbus TCP), modbus-client://HOST:PORT (write into the PLC's registers),
+s7://HOST[:PORT]/RACK/SLOT/DB (Siemens S7 data block). The signal map is in samples/README.md.
+
+Prints a status line every `--status-every` seconds; SIGINT/SIGTERM stop it cleanly (the running inspection is
+finished, Ready/Busy are cleared, VisionState goes to Halted, sockets are closed). Exit status 0 after a clean stop,
+2 for a bad package/option/URL.
+"""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+import threading
+import time
+from pathlib import Path
+from types import FrameType
+
+HELP = "run an inspection station: model package + camera source + PLC handshake (OPC UA, Modbus TCP, S7)"
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("package", help="model package directory = recipe 1")
+    p.add_argument("--source", required=True, help="frame source: DIR, glob, video file, gige://SERIAL, usb://0, ...")
+    p.add_argument("--plc", required=True, metavar="URL",
+                   help="opcua://HOST:PORT | opcua-client://HOST:PORT | modbus://HOST:PORT | modbus-client://HOST:PORT "
+                        "| s7://HOST[:PORT]/RACK/SLOT/DB")
+    p.add_argument("--trigger", choices=["plc", "camera", "free"], default="plc",
+                   help="plc: PLC Trigger edge grabs one frame (default); camera: every frame of a hardware-triggered "
+                        "camera is a part; free: inspect frames continuously")
+    p.add_argument("--recipe", action="append", default=[], metavar="N=PACKAGE",
+                   help="extra recipe the PLC can select with RecipeRequest = N (repeatable; N = 2..65535)")
+    p.add_argument("--budget-ms", type=float, default=200.0,
+                   help="inspection time budget; later = fail-safe NG with Late = 1 (default 200)")
+    p.add_argument("--backend", default="auto", choices=["auto", "onnxruntime", "tensorrt"])
+    p.add_argument("--no-ack", action="store_true",
+                   help="do not wait for ResultAck before posting the next result (post them --hold-ms apart)")
+    p.add_argument("--hold-ms", type=float, default=50.0, help="with --no-ack: minimum time between results")
+    p.add_argument("--queue", type=int, default=64, help="result queue length while the PLC is away (default 64)")
+    p.add_argument("--heartbeat-ms", type=float, default=500.0, help="Heartbeat increment period (default 500)")
+    p.add_argument("--plc-watchdog-s", type=float, default=2.0,
+                   help="fault when PlcHeartbeat stops changing this long; 0 = off (default 2)")
+    p.add_argument("--status-every", type=float, default=1.0, help="status line period in seconds (0 = none)")
+    p.add_argument("--duration", type=float, default=None, help="stop after this many seconds")
+    p.add_argument("--stop-at-end", action="store_true",
+                   help="camera/free trigger: stop once a finite source (folder, video) is done and delivered")
+
+
+def _recipes(args: argparse.Namespace) -> dict[int, str | Path]:
+    from edge_ad.errors import ConfigError
+
+    table: dict[int, str | Path] = {1: args.package}
+    for item in args.recipe:
+        key, sep, path = item.partition("=")
+        try:
+            idx = int(key)
+        except ValueError:
+            idx = -1
+        if not sep or not path or not 2 <= idx <= 0xFFFF or idx in table:
+            raise ConfigError(f"--recipe {item!r}: expected N=PACKAGE with a new index N in 2..65535 "
+                              "(recipe 1 is PACKAGE)")
+        table[idx] = path
+    return table
+
+
+def run(args: argparse.Namespace) -> int:
+    from edge_ad.errors import ConfigError
+    from edge_ad.plc.inspector import Inspector
+    from edge_ad.sources import open_source
+
+    if args.budget_ms <= 0 or args.queue < 1 or args.heartbeat_ms <= 0 or args.hold_ms < 0 or args.plc_watchdog_s < 0:
+        raise ConfigError("serve: expected --budget-ms > 0, --queue >= 1, --heartbeat-ms > 0, --hold-ms >= 0, "
+                          "--plc-watchdog-s >= 0")
+    link_options = {"queue_size": args.queue, "ack": not args.no_ack, "hold_s": args.hold_ms / 1e3,
+                    "heartbeat_s": args.heartbeat_ms / 1e3, "plc_watchdog_s": args.plc_watchdog_s}
+    source = open_source(args.source)
+    inspector = Inspector(_recipes(args), source, args.plc, trigger=args.trigger, budget_s=args.budget_ms / 1e3,
+                          backend=args.backend, link_options=link_options, stop_when_source_ends=args.stop_at_end)
+    stop = threading.Event()
+
+    def _on_signal(signum: int, _frame: FrameType | None) -> None:
+        print(f"\nedge-ad serve: {signal.Signals(signum).name}, stopping", file=sys.stderr)
+        stop.set()
+
+    previous = {s: signal.signal(s, _on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+    print(f"edge-ad serve: {args.package} | source {args.source} | PLC {inspector.link.adapter.description} | "
+          f"trigger {args.trigger} | budget {args.budget_ms:g} ms", file=sys.stderr, flush=True)
+    tty = sys.stderr.isatty()
+    try:
+        inspector.start()
+        end = None if args.duration is None else time.monotonic() + args.duration
+        next_status = time.monotonic()
+        while inspector.running and not stop.is_set() and (end is None or time.monotonic() < end):
+            if args.status_every > 0 and time.monotonic() >= next_status:
+                next_status += args.status_every
+                print(("\r" if tty else "") + inspector.status_line(), end="" if tty else "\n", file=sys.stderr,
+                      flush=True)
+            stop.wait(0.05)
+    finally:
+        inspector.stop()
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+    print(("\n" if tty else "") + "edge-ad serve: stopped. " + inspector.status_line(), file=sys.stderr)
+    if inspector.crashed is not None:
+        print(f"edge-ad serve: the control loop failed: {inspector.crashed!r} (see the log)", file=sys.stderr)
+        return 1
+    return 0

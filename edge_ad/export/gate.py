@@ -1,0 +1,244 @@
+"""Accuracy gate of a converted (fp16/int8) package against its fp32 package, both run by ONNX Runtime.
+
+Tensor tolerances say little for anomaly detection (field-notes 4.5): what matters is the ranking of images
+(AUROC), the localisation (pixel AUROC, AUPRO) and the OK/NG decision at the deployed threshold. The gate runs
+both packages over the same held-out images: the run's held-out good images (thresholds are re-derived on them for
+each model with the same procedure) and the dataset's test split (per-category metric deltas, when it has
+anomalous images). It always reports the score Spearman correlation and the OK/NG agreement.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from tqdm import tqdm
+
+from edge_ad.errors import ConfigError, DataError
+from edge_ad.runtime.package import ModelPackage
+
+log = logging.getLogger(__name__)
+
+GATED_METRICS = ("image_auroc", "pixel_auroc", "aupro")
+
+
+@dataclass(frozen=True)
+class GateBudget:
+    """Largest allowed drops (fp32 - converted) and smallest allowed agreement; None = reported, not gated."""
+
+    max_drop: float = 0.005  # image AUROC, per category
+    min_agreement: float = 0.99  # OK/NG agreement over all gate images
+    max_pixel_drop: float | None = None  # pixel AUROC and AUPRO, per category
+    min_spearman: float | None = None  # image scores over all gate images
+
+    def __post_init__(self) -> None:
+        def check(name: str, v: float | None, lo: float, hi: float) -> None:
+            if v is None and name in ("max_pixel_drop", "min_spearman"):
+                return
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or not lo <= v <= hi:
+                raise ConfigError(f"gate budget {name}: expected a number in [{lo}, {hi}], got {v!r}")
+
+        check("max_drop", self.max_drop, 0.0, 1.0)
+        check("min_agreement", self.min_agreement, 0.0, 1.0)
+        check("max_pixel_drop", self.max_pixel_drop, 0.0, 1.0)
+        check("min_spearman", self.min_spearman, -1.0, 1.0)
+
+
+@dataclass
+class GateSet:
+    """Gate images: held-out good images (threshold derivation) and labelled test samples (metrics)."""
+
+    good: list[Any]  # edge_ad.data.mvtec.Sample, label 0
+    test: list[Any]  # edge_ad.data.mvtec.Sample, with masks for anomalous ones
+    good_source: str
+
+
+def gate_set(pkg: ModelPackage, data_root: str | Path) -> GateSet:
+    """Held-out good images from the run's val_split.json (else the test split's good images) plus the test split."""
+    from edge_ad.data.mvtec import load_samples
+
+    cats = list(pkg.manifest.get("categories") or []) or None
+    try:
+        test = load_samples(data_root, cats, split="test")
+    except DataError as e:
+        log.warning("gate: no usable test split in %s (%s): Spearman and agreement only", data_root, e)
+        test = []
+    run = (pkg.manifest.get("training") or {}).get("run")
+    val = Path(run) / "val_split.json" if run else None
+    if val is not None and val.is_file():
+        held = {str(Path(p).resolve()) for p in json.loads(val.read_text())["holdout"]}
+        train = load_samples(data_root, cats, split="train")
+        good = [s for s in train if str(Path(s.path).resolve()) in held]
+        if good:
+            return GateSet(good, test, f"{len(good)} held-out good images ({val})")
+    good = [s for s in test if s.label == 0]
+    if not good:
+        raise ConfigError(f"gate: no held-out good images: {val or 'the package has no training.run'} lists none and "
+                          f"{data_root} has no test/good images; pass --data with an MVTec-layout dataset")
+    return GateSet(good, test, f"{len(good)} test/good images (no val_split.json)")
+
+
+def _nearest(mask: np.ndarray, hw: tuple[int, int]) -> np.ndarray:
+    """Nearest-neighbour resize with PyTorch's 'nearest' index rule (floor(i * in / out)), as the evaluation."""
+    ys = np.minimum((np.arange(hw[0]) * mask.shape[0] / hw[0]).astype(np.int64), mask.shape[0] - 1)
+    xs = np.minimum((np.arange(hw[1]) * mask.shape[1] / hw[1]).astype(np.int64), mask.shape[1] - 1)
+    return (mask[ys][:, xs] > 0).astype(np.uint8)
+
+
+def run_package(pkg: ModelPackage, samples: Sequence[Any], batch: int = 4, desc: str = "gate",
+                progress: bool = True) -> tuple[np.ndarray, np.ndarray]:
+    """(maps [N,h,w], scores [N]) of the package's graph on the samples, through the runtime's ONNX Runtime backend."""
+    from edge_ad.data.mvtec import read_image
+    from edge_ad.runtime.backends import create_backend
+
+    be = create_backend(pkg, "onnxruntime", providers=["CPUExecutionProvider"])
+    maps, scores = [], []
+    for i in tqdm(range(0, len(samples), batch), desc=desc, disable=not progress, leave=False):
+        crops = np.stack([pkg.preprocess.apply(read_image(s.path)) for s in samples[i : i + batch]])
+        m, sc = be.run(crops)
+        maps.append(m[:, 0])
+        scores.append(sc)
+    if not maps:
+        return np.zeros((0, *pkg.map_hw), np.float32), np.zeros(0, np.float32)
+    return np.concatenate(maps), np.concatenate(scores)
+
+
+def _masks(pkg: ModelPackage, samples: Sequence[Any]) -> np.ndarray:
+    from edge_ad.data.mvtec import read_mask
+
+    h, w = pkg.input_hw
+    out = []
+    for s in samples:
+        m = pkg.preprocess.apply_mask(read_mask(s.mask_path)) if s.mask_path is not None else np.zeros((h, w), np.uint8)
+        out.append(_nearest(m, pkg.map_hw))
+    return np.stack(out) if out else np.zeros((0, *pkg.map_hw), np.uint8)
+
+
+def _spearman(a: np.ndarray, b: np.ndarray) -> float:
+    from scipy.stats import spearmanr
+
+    if len(a) < 2 or (np.ptp(a) == 0 and np.ptp(b) == 0):
+        return 1.0
+    rho = spearmanr(a, b).statistic
+    return float(rho) if np.isfinite(rho) else 0.0
+
+
+def _finite(v: float) -> float | None:
+    return float(v) if math.isfinite(v) else None
+
+
+def evaluate_gate(ref: ModelPackage, cand: ModelPackage, images: GateSet, budget: GateBudget,
+                  target_frr: float = 0.01, progress: bool = True) -> dict[str, Any]:
+    """Run both packages, compare, and return the JSON-ready report (`passed`, `failures`, per-category rows).
+
+    The candidate's re-derived thresholds are in `report["thresholds"]["converted"]`.
+    """
+    from edge_ad.evaluate.metrics import CategoryPredictions, evaluate_categories
+    from edge_ad.evaluate.thresholds import derive_thresholds
+
+    good, test = images.good, images.test
+    runs = {}
+    for key, pkg in (("fp32", ref), ("converted", cand)):
+        gm, gs = run_package(pkg, good, desc=f"gate {pkg.precision} good", progress=progress)
+        tm, ts = run_package(pkg, test, desc=f"gate {pkg.precision} test", progress=progress)
+        thr = derive_thresholds(gs, gm.reshape(len(good), -1).max(axis=1), target_frr=target_frr)
+        runs[key] = {"good": (gm, gs), "test": (tm, ts), "thresholds": thr}
+    samples = list(good) + list(test)
+    cats = np.array([s.category for s in samples], dtype=object)
+    s32 = np.concatenate([runs["fp32"]["good"][1], runs["fp32"]["test"][1]])
+    sc = np.concatenate([runs["converted"]["good"][1], runs["converted"]["test"][1]])
+    ng32 = s32 > runs["fp32"]["thresholds"]["image"]["value"]
+    ngc = sc > runs["converted"]["thresholds"]["image"]["value"]
+    agree = ng32 == ngc
+    rows: dict[str, dict[str, Any]] = {}
+    metrics: dict[str, Any] = {}
+    if test:
+        masks = _masks(ref, test)
+        labels = np.array([s.label for s in test])
+        tcats = np.array([s.category for s in test], dtype=object)
+        dtypes = np.array([s.defect_type for s in test], dtype=object)
+        for key in ("fp32", "converted"):
+            tm, ts = runs[key]["test"]
+            per = {c: CategoryPredictions(labels[tcats == c], ts[tcats == c], masks[tcats == c], tm[tcats == c],
+                                          list(dtypes[tcats == c])) for c in sorted(set(tcats.tolist()))}
+            metrics[key] = evaluate_categories(per)["categories"]
+    for c in sorted(set(cats.tolist())):
+        sel = cats == c
+        row: dict[str, Any] = {"n": int(sel.sum()), "score_spearman": _spearman(s32[sel], sc[sel]),
+                               "agreement": float(agree[sel].mean()), "flips": int((~agree[sel]).sum())}
+        for m in GATED_METRICS:
+            if c in metrics.get("fp32", {}):
+                a, b = metrics["fp32"][c][m], metrics["converted"][c][m]
+                row[m] = {"fp32": _finite(a), "converted": _finite(b), "drop": _finite(a - b)}
+        rows[c] = row
+    overall = {"n": len(samples), "score_spearman": _spearman(s32, sc), "agreement": float(agree.mean()),
+               "flips": int((~agree).sum()), "max_abs_score_diff": float(np.max(np.abs(s32 - sc)))}
+    failures = _failures(rows, overall, budget)
+    return {
+        "passed": not failures,
+        "failures": failures,
+        "budget": asdict(budget),
+        "backend": "onnxruntime-cpu",
+        "precision": cand.precision,
+        "images": {"good": images.good_source, "test": len(test)},
+        "thresholds": {"fp32": runs["fp32"]["thresholds"], "converted": runs["converted"]["thresholds"]},
+        "overall": overall,
+        "categories": rows,
+    }
+
+
+def _failures(rows: dict[str, dict[str, Any]], overall: dict[str, Any], budget: GateBudget) -> list[dict[str, Any]]:
+    fails: list[dict[str, Any]] = []
+    for c, row in rows.items():
+        limits = {"image_auroc": budget.max_drop, "pixel_auroc": budget.max_pixel_drop, "aupro": budget.max_pixel_drop}
+        for m, limit in limits.items():
+            drop = (row.get(m) or {}).get("drop")
+            if limit is not None and drop is not None and drop > limit + 1e-12:
+                fails.append({"category": c, "metric": m, "value": drop, "limit": limit,
+                              "message": f"{c}: {m} dropped by {drop:.4f} (budget {limit:.4f}): "
+                                         f"{row[m]['fp32']:.4f} -> {row[m]['converted']:.4f}"})
+    if overall["agreement"] < budget.min_agreement:
+        worst = max(rows, key=lambda c: rows[c]["flips"])
+        fails.append({"category": "all", "metric": "agreement", "value": overall["agreement"],
+                      "limit": budget.min_agreement,
+                      "message": f"all categories: OK/NG agreement {overall['agreement']:.4f} < {budget.min_agreement} "
+                                 f"({overall['flips']} of {overall['n']} decisions flipped, most in {worst!r}: "
+                                 f"{rows[worst]['flips']})"})
+    if budget.min_spearman is not None and overall["score_spearman"] < budget.min_spearman:
+        fails.append({"category": "all", "metric": "score_spearman", "value": overall["score_spearman"],
+                      "limit": budget.min_spearman,
+                      "message": f"all categories: score Spearman {overall['score_spearman']:.4f} < {budget.min_spearman}"})
+    return fails
+
+
+def format_gate_report(report: dict[str, Any]) -> str:
+    """Printable table: one row per category with fp32 -> converted values and deltas, then the verdict."""
+    from edge_ad.evaluate.report import format_table
+
+    def cell(row: dict[str, Any], m: str) -> str:
+        v = row.get(m)
+        if not v or v["fp32"] is None or v["converted"] is None:
+            return "-"
+        return f"{v['fp32']:.4f}->{v['converted']:.4f} ({-v['drop']:+.4f})"
+
+    failed = {(f["category"], f["metric"]) for f in report["failures"]}
+    rows = []
+    for c, r in report["categories"].items():
+        mark = " FAIL" if any(k[0] == c for k in failed) else ""
+        rows.append([c + mark, str(r["n"]), cell(r, "image_auroc"), cell(r, "pixel_auroc"), cell(r, "aupro"),
+                     f"{r['score_spearman']:.4f}", f"{r['agreement']:.3f}"])
+    o = report["overall"]
+    rows.append(["all" + (" FAIL" if any(k[0] == "all" for k in failed) else ""), str(o["n"]), "", "", "",
+                 f"{o['score_spearman']:.4f}", f"{o['agreement']:.3f}"])
+    table = format_table(rows, ["category", "n", "image AUROC", "pixel AUROC", "AUPRO", "Spearman", "agreement"])
+    b = report["budget"]
+    verdict = "PASSED" if report["passed"] else "FAILED:\n  " + "\n  ".join(f["message"] for f in report["failures"])
+    return (f"accuracy gate, {report['precision']} vs fp32 ({report['backend']}; {report['images']['good']}, "
+            f"{report['images']['test']} test images)\n{table}\nbudget: image AUROC drop <= {b['max_drop']}, "
+            f"agreement >= {b['min_agreement']}\n{verdict}")

@@ -1,0 +1,178 @@
+"""fp32 package -> fp16 or int8 package, released only through the accuracy gate.
+
+One package per precision (field-notes 4.1): a strongly-typed FP16 graph (`fp16.py`) or an explicit Q/DQ INT8
+graph (`int8.py`, calibrated per `calibration/<model>.yaml`). The converted graph is staged in a temporary package,
+run against the fp32 package by ONNX Runtime on held-out images (`gate.py`), and written with re-derived
+thresholds and the gate report in `export_metrics.gate` only when it passes. On refusal no package is written:
+GateError carries the report table and the path of the report JSON (`<out>.gate-report.json`).
+"""
+
+from __future__ import annotations
+
+import copy
+import datetime as _dt
+import hashlib
+import json
+import logging
+import tempfile
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import onnx
+
+from edge_ad.errors import ConfigError, GateError
+from edge_ad.export.gate import GateBudget, evaluate_gate, format_gate_report, gate_set
+from edge_ad.runtime.package import ModelPackage, load_package, write_package
+
+log = logging.getLogger(__name__)
+
+PRECISIONS = ("fp16", "int8")
+SCALES_IN_PACKAGE = "int8_scales.json"
+
+
+def default_scales_path(pkg: ModelPackage, method: str) -> Path:
+    """calibration/<package-name>.<method>.scales.json (relative to the working directory)."""
+    return Path("calibration") / f"{pkg.root.name}.{method}.scales.json"
+
+
+def _holdout(pkg: ModelPackage) -> list[str]:
+    run = (pkg.manifest.get("training") or {}).get("run")
+    val = Path(run) / "val_split.json" if run else None
+    return list(json.loads(val.read_text())["holdout"]) if val is not None and val.is_file() else []
+
+
+def _convert_int8(pkg: ModelPackage, model: onnx.ModelProto, data: str | None, fallback_root: str, calib: str | Path | None,
+                  method: str | None, exclude: Sequence[str] | None, scales: str | Path | None,
+                  scales_out: str | Path | None, progress: bool) -> tuple[onnx.ModelProto, dict[str, Any], Path]:
+    from edge_ad.export.calibration import (
+        ImageCalibrationReader,
+        load_calibration_config,
+        select_images,
+        validate_config,
+    )
+    from edge_ad.export.int8 import load_scales, quantize_int8
+
+    cfg = load_calibration_config(pkg.name, calib)
+    if method is not None or exclude is not None:  # CLI overrides, validated like the YAML
+        raw = {k: v for k, v in cfg.to_dict().items() if k != "source"}
+        raw.update({k: v for k, v in (("method", method), ("exclude", None if exclude is None else list(exclude)))
+                    if v is not None})
+        cfg = validate_config(raw, f"{cfg.source} (with overrides)", pkg.name)
+    info: dict[str, Any] = {"manifest": cfg.to_dict()}
+    if scales is not None:
+        doc = load_scales(scales)
+        qmodel, doc = quantize_int8(model, reader=None, scales=doc, scales_where=str(scales))
+        path = Path(scales)
+        info["reused_scales"] = True
+    else:
+        root = data or cfg.data_root or fallback_root  # --data > manifest data_root > the package's dataset
+        paths = select_images(cfg, root, exclude_paths=_holdout(pkg))
+        reader = ImageCalibrationReader(paths, pkg.preprocess, pkg.input_name, progress=progress)
+        qmodel, doc = quantize_int8(model, reader=reader, method=cfg.method, percentile=cfg.percentile,
+                                    exclude=cfg.exclude)
+        doc["calibration"] = {"manifest": cfg.to_dict(), "data_root": str(root), "n_images": len(paths),
+                              "images_sha256": hashlib.sha256("\n".join(map(str, paths)).encode()).hexdigest()}
+        path = Path(scales_out) if scales_out else default_scales_path(pkg, cfg.method)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.tmp")
+        tmp.write_text(json.dumps(doc, indent=1) + "\n", encoding="utf-8")
+        tmp.replace(path)
+        log.info("int8: wrote %d activation and %d weight scales to %s", len(doc["activations"]), len(doc["weights"]),
+                 path)
+        info["reused_scales"] = False
+        info["n_images"] = len(paths)
+    info.update({"scales_file": str(path), "method": doc["method"], "quantized_nodes": len(doc["nodes"]),
+                 "activation_scales": len(doc["activations"])})
+    return qmodel, info, path
+
+
+def convert_package(
+    fp32_pkg: str | Path,
+    precision: str,
+    out_dir: str | Path,
+    *,
+    calib: str | Path | None = None,
+    data: str | Path | None = None,
+    max_drop: float = 0.005,
+    min_agreement: float = 0.99,
+    max_pixel_drop: float | None = None,
+    method: str | None = None,
+    exclude: Sequence[str] | None = None,
+    scales: str | Path | None = None,
+    scales_out: str | Path | None = None,
+    force: bool = False,
+    progress: bool = True,
+) -> tuple[Path, dict[str, Any]]:
+    """Convert an fp32 package to `precision` ("fp16" | "int8") and write it to `out_dir` if the gate passes.
+
+    int8 only: `calib` is the calibration manifest (default calibration/<model>.yaml), `method`/`exclude` override
+    it, `scales` is an existing scales JSON (skips calibration), `scales_out` where new scales are written.
+    `data` overrides the dataset root recorded in the fp32 manifest (gate images, calibration images).
+    Returns (package path, report) where report["gate"] is the gate report.
+    """
+    t0 = time.perf_counter()
+    if precision not in PRECISIONS:
+        raise ConfigError(f"precision: expected one of {list(PRECISIONS)}, got {precision!r}")
+    budget = GateBudget(max_drop=max_drop, min_agreement=min_agreement, max_pixel_drop=max_pixel_drop)
+    if precision == "fp16" and any(v is not None for v in (calib, method, exclude, scales, scales_out)):
+        raise ConfigError("calib/method/exclude/scales apply to int8 only, not to fp16")
+    pkg = load_package(fp32_pkg)
+    if pkg.precision != "fp32":
+        raise ConfigError(f"{pkg.root}: precision: expected an fp32 package to convert, got {pkg.precision!r}")
+    out = Path(out_dir)
+    if out.exists() and not force:
+        raise ConfigError(f"{out}: already exists; choose another directory or pass force=True (--force)")
+    data_root = str(data) if data is not None else (pkg.manifest.get("training") or {}).get("data_root")
+    if data_root is None or not Path(data_root).is_dir():
+        raise ConfigError(f"{pkg.root}: training.data_root: the gate needs the dataset, got {data_root!r}; pass --data")
+    images = gate_set(pkg, data_root)
+
+    model = onnx.load(str(pkg.onnx_path()))
+    files: dict[str, Any] = {}
+    if precision == "fp16":
+        from edge_ad.export.fp16 import convert_to_fp16
+
+        converted, conv_info = convert_to_fp16(model)
+    else:
+        converted, conv_info, scales_path = _convert_int8(pkg, model, None if data is None else str(data), data_root, calib, method, exclude, scales,
+                                                          scales_out, progress)
+        files[SCALES_IN_PACKAGE] = scales_path
+        conv_info["scales_in_package"] = SCALES_IN_PACKAGE
+    onnx_bytes = converted.SerializeToString()
+    files["model.onnx"] = onnx_bytes
+
+    manifest = copy.deepcopy(pkg.manifest)
+    manifest["precision"] = precision
+    manifest["created"] = _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    manifest["onnx"] = {k: v for k, v in manifest["onnx"].items() if k not in ("variants", "nodes")}
+    manifest["onnx"]["file"] = "model.onnx"
+    manifest["onnx"]["nodes"] = len(converted.graph.node)
+    manifest.pop("engines", None)
+    target_frr = float(pkg.thresholds["image"].get("target_frr", 0.01))
+    with tempfile.TemporaryDirectory(prefix=".edge-ad-gate-") as tmp:
+        staged = load_package(write_package(Path(tmp) / "candidate", files, manifest))
+        report = evaluate_gate(pkg, staged, images, budget, target_frr=target_frr, progress=progress)
+    text = format_gate_report(report)
+    if not report["passed"]:
+        rpath = out.with_name(out.name + ".gate-report.json")
+        rpath.parent.mkdir(parents=True, exist_ok=True)
+        rpath.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+        raise GateError(f"{out}: {precision} conversion refused by the accuracy gate; no package written "
+                        f"(report: {rpath})\n{text}")
+    thresholds = report["thresholds"]["converted"]
+    thresholds["source"] = {"note": f"re-derived for the {precision} graph by ONNX Runtime on "
+                                    f"{report['images']['good']}"}
+    manifest["thresholds"] = thresholds
+    manifest["export_metrics"] = {
+        "gate": report,
+        "conversion": {"from": str(pkg.root), "from_onnx_sha256": pkg.manifest["files"][pkg.manifest["onnx"]["file"]]["sha256"],
+                       **conv_info},
+    }
+    path = write_package(out, files, manifest, overwrite=force)
+    log.info("%s", text)
+    summary = {"package": str(path), "precision": precision, "gate": report, "table": text,
+               "conversion": manifest["export_metrics"]["conversion"], "onnx_mb": len(onnx_bytes) / 2**20,
+               "seconds": time.perf_counter() - t0}
+    return path, summary

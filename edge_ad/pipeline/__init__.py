@@ -1,0 +1,60 @@
+"""Streaming inference on the line: a source's frames through a model package to results and sinks.
+
+Iterator form:
+
+    from edge_ad.pipeline import stream
+    for result in stream("packages/dinomaly-tiny", "gige://192.168.1.20?pixel_format=BayerRG8"):
+        print(result.frame["seq"], result.status)
+
+Callback form (returns the final counters; Ctrl-C / SIGTERM stop it gracefully):
+
+    from edge_ad.pipeline import run
+    run("packages/dinomaly-tiny", "gige://CAM01", on_result=lambda result, image: plc.send(result))
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edge_ad.pipeline.sinks import CallbackSink, JsonlSink, NGImageSink, Sink
+from edge_ad.pipeline.stats import PipelineStats, status_line
+from edge_ad.pipeline.stream import Pipeline, Policy
+from edge_ad.runtime.detector import Detector
+from edge_ad.runtime.result import Result
+from edge_ad.sources.base import Source
+
+__all__ = ["CallbackSink", "JsonlSink", "NGImageSink", "Pipeline", "PipelineStats", "Sink", "run", "status_line",
+           "stream"]
+
+
+def stream(model: Detector | str | Path, source: Source | str | int, *, policy: Policy = "latest",
+           sinks: Sequence[Sink] = (), max_frames: int | None = None, backend: str = "auto",
+           queue_size: int = 2, **options: Any) -> Pipeline:
+    """A Pipeline to iterate: `for result in stream(package, source): ...` (stops when the loop is left).
+
+    `options` go to the Pipeline (max_batch, expect_size) or, for URI sources, to the source (pixel_format, fps...).
+    """
+    return Pipeline(model, source, policy=policy, sinks=sinks, max_frames=max_frames, backend=backend,
+                    queue_size=queue_size, **options)
+
+
+def run(model: Detector | str | Path, source: Source | str | int,
+        on_result: Callable[[Result, np.ndarray | None], object] | None = None, *, policy: Policy = "latest",
+        sinks: Sequence[Sink] = (), max_frames: int | None = None, backend: str = "auto", queue_size: int = 2,
+        handle_signals: bool = True, **options: Any) -> dict[str, Any]:
+    """Callback form: run to the end (source exhausted, max_frames, SIGINT/SIGTERM) and return the final counters."""
+    all_sinks = [*sinks, *([CallbackSink(on_result)] if on_result is not None else [])]
+    pipe = stream(model, source, policy=policy, sinks=all_sinks, max_frames=max_frames, backend=backend,
+                  queue_size=queue_size, output=False, **options)
+    main = threading.current_thread() is threading.main_thread()
+    restore = pipe.install_signal_handlers() if handle_signals and main else None
+    try:
+        return pipe.run()
+    finally:
+        if restore is not None:
+            restore()

@@ -1,0 +1,388 @@
+"""The streaming pipeline: capture -> preprocess -> infer -> postprocess -> sinks, one thread per stage.
+
+Stages are joined by bounded queues. Only the first queue (capture -> preprocess) applies the policy:
+- `latest`: when full, the oldest waiting frame is dropped and counted, so results stay fresh when the model is
+  slower than the camera;
+- `all`: the capture thread waits (backpressure; a live camera then loses frames in its own buffer pool).
+The other queues always block, so a frame that passed the first queue is never lost: after a stop the pipeline
+drains and `frames_in == results_out + dropped`. A frame that cannot be inspected (decode error, wrong size,
+preprocessing or inference failure) becomes `Result.failed(...)` with the frame's metadata and the stream goes on.
+
+Each stage runs the Detector's own code (its Preprocess, backend and post-processing), so results equal
+`Detector.predict` on the same image.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import signal
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import FrameType
+from typing import Any, Literal
+
+import cv2
+import numpy as np
+
+from edge_ad.errors import ConfigError, DataError
+from edge_ad.pipeline.sinks import Sink
+from edge_ad.pipeline.stats import PipelineStats
+from edge_ad.runtime.detector import Detector
+from edge_ad.runtime.result import Result
+from edge_ad.sources.base import Source
+from edge_ad.sources.factory import open_source
+from edge_ad.sources.frame import Frame
+
+log = logging.getLogger(__name__)
+
+Policy = Literal["latest", "all"]
+_END = object()  # end-of-stream marker passed down the stages
+_POLL_S = 0.2
+
+
+@dataclass
+class _Item:
+    """One frame on its way through the stages."""
+
+    frame: Frame
+    meta: dict[str, Any]
+    crop: np.ndarray | None = None
+    amap: np.ndarray | None = None
+    score: float = float("nan")
+    timing: dict[str, float] = field(default_factory=dict)
+    result: Result | None = None
+
+
+class Pipeline:
+    """A running stream of Results from a source through a detector.
+
+    Args:
+        detector: a Detector or a model package path (loaded with `backend`).
+        source: a Source or a URI for `edge_ad.sources.open_source` (`source_options` are passed along).
+        policy: "latest" (drop the oldest waiting frame) or "all" (backpressure).
+        queue_size: capacity of the capture queue (frames waiting for preprocessing).
+        sinks: receive every result in order (see edge_ad.pipeline.sinks).
+        max_frames: stop after this many frames from the source (None: until the source ends or stop()).
+        max_batch: run up to this many already-waiting frames in one backend call (dynamic-batch packages).
+        expect_size: (height, width) every frame must have; other frames become error results.
+        output: False when nobody iterates the results (callback form); True keeps them for `__iter__`.
+    """
+
+    def __init__(self, detector: Detector | str | Path, source: Source | str | int, *, policy: Policy = "latest",
+                 queue_size: int = 2, sinks: Sequence[Sink] = (), max_frames: int | None = None,
+                 backend: str = "auto", max_batch: int = 1, expect_size: tuple[int, int] | None = None,
+                 output: bool = True, **source_options: Any) -> None:
+        if policy not in ("latest", "all"):
+            raise ConfigError(f"policy: expected 'latest' or 'all', got {policy!r}")
+        if queue_size < 1:
+            raise ConfigError(f"queue_size: expected >= 1, got {queue_size}")
+        if max_frames is not None and max_frames < 1:
+            raise ConfigError(f"max_frames: expected >= 1 or None, got {max_frames}")
+        if max_batch < 1:
+            raise ConfigError(f"max_batch: expected >= 1, got {max_batch}")
+        self.detector = detector if isinstance(detector, Detector) else Detector.load(detector, backend=backend)
+        if max_batch > 1 and self.detector.package.manifest["input"].get("batch") != "dynamic":
+            raise ConfigError(f"max_batch={max_batch}: the package's input batch is fixed; use max_batch=1")
+        self.source = open_source(source, **source_options)
+        self.policy, self.max_frames, self.max_batch = policy, max_frames, max_batch
+        self.expect_size = expect_size
+        self.sinks = list(sinks)
+        self.stats = PipelineStats()
+        self._output = output
+        self._q_in: queue.Queue[Any] = queue.Queue(queue_size)
+        self._q_infer: queue.Queue[Any] = queue.Queue(1)
+        self._q_post: queue.Queue[Any] = queue.Queue(1)
+        self._q_sink: queue.Queue[Any] = queue.Queue(8)
+        self._q_out: queue.Queue[Any] = queue.Queue(8)
+        self._abort = threading.Event()
+        self._threads: list[threading.Thread] = []
+        self._error: BaseException | None = None
+        self._started = False
+        self._done = threading.Event()
+
+    # ---- control ------------------------------------------------------------------------------------------------
+    def start(self) -> Pipeline:
+        """Open the source (errors raise here) and start the stage threads."""
+        if self._started:
+            return self
+        self.source.open()
+        self._started = True
+        self.stats.started = time.monotonic()
+        for name, fn in (("capture", self._capture), ("preprocess", self._preprocess), ("infer", self._infer),
+                         ("postprocess", self._postprocess), ("sinks", self._sink)):
+            t = threading.Thread(target=self._guard, args=(fn,), name=f"edge-ad-{name}", daemon=True)
+            t.start()
+            self._threads.append(t)
+        return self
+
+    def stop(self) -> None:
+        """Graceful stop: capture ends (camera closed), frames already queued are still inspected (thread-safe)."""
+        self.source.request_stop()
+
+    def abort(self) -> None:
+        """Immediate stop: queued frames are abandoned (used on a second Ctrl-C)."""
+        self.source.request_stop()
+        self._abort.set()
+
+    def join(self, timeout: float = 30.0) -> bool:
+        """Wait for every stage to finish; False when some did not within `timeout` (then aborted)."""
+        deadline = time.monotonic() + timeout
+        for t in self._threads:
+            t.join(max(0.0, deadline - time.monotonic()))
+        if any(t.is_alive() for t in self._threads):
+            log.warning("pipeline did not drain within %.0f s; aborting", timeout)
+            self.abort()
+            for t in self._threads:
+                t.join(5.0)
+            return False
+        return True
+
+    @property
+    def running(self) -> bool:
+        return self._started and not self._done.is_set()
+
+    def __iter__(self) -> Iterator[Result]:
+        """Results in frame order until the stream ends; a fatal source error is raised after the drain."""
+        if not self._output:
+            raise ConfigError("this pipeline was created with output=False; its results go to the sinks only")
+        self.start()
+        try:
+            while True:
+                item = self._get(self._q_out)
+                if item is _END or item is None:
+                    break
+                yield item
+        finally:
+            self.stop()
+            self.join()
+        if self._error is not None:
+            raise self._error
+
+    def run(self) -> dict[str, Any]:
+        """Run to the end without yielding (results go to the sinks); returns the final stats snapshot."""
+        if self._output:
+            for _ in self:
+                pass
+        else:
+            self.start()
+            try:
+                while not self._done.wait(_POLL_S):
+                    pass
+            finally:
+                self.stop()
+                self.join()
+            if self._error is not None:
+                raise self._error
+        return self.stats.snapshot()
+
+    def __enter__(self) -> Pipeline:  # noqa: PYI034
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+        self.join()
+
+    def install_signal_handlers(self) -> Any:
+        """SIGINT/SIGTERM: first = graceful stop, second = abort. Returns a function that restores the old ones."""
+        old = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+        count = [0]
+
+        def handler(signum: int, _frame: FrameType | None) -> None:
+            count[0] += 1
+            if count[0] == 1:
+                log.warning("%s: stopping (draining queued frames, closing the source)", signal.Signals(signum).name)
+                self.stop()
+            else:
+                log.warning("%s again: aborting", signal.Signals(signum).name)
+                self.abort()
+
+        for s in old:
+            signal.signal(s, handler)
+
+        def restore() -> None:
+            for s, h in old.items():
+                signal.signal(s, h)
+
+        return restore
+
+    # ---- queue helpers ------------------------------------------------------------------------------------------
+    def _put(self, q: queue.Queue[Any], item: Any) -> bool:
+        while not self._abort.is_set():
+            try:
+                q.put(item, timeout=_POLL_S)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def _get(self, q: queue.Queue[Any]) -> Any:
+        """Next item, or None once aborted."""
+        while not self._abort.is_set():
+            try:
+                return q.get(timeout=_POLL_S)
+            except queue.Empty:
+                continue
+        return None
+
+    def _guard(self, fn: Any) -> None:
+        """Run a stage; an unexpected exception is kept (raised to the consumer) and stops the pipeline."""
+        try:
+            fn()
+        except BaseException as e:  # a bug in a stage must end the stream visibly, not hang it
+            log.exception("pipeline stage %s failed", threading.current_thread().name)
+            if self._error is None:
+                self._error = e
+            self.abort()
+            self._done.set()
+
+    # ---- stages -------------------------------------------------------------------------------------------------
+    def _capture(self) -> None:
+        n = 0
+        try:
+            for frame in self.source:
+                self.stats.add_in()
+                if frame.gap is not None:
+                    self.stats.add_gap(frame.gap.to_dict())
+                item = _Item(frame=frame, meta=frame.meta())
+                if self.policy == "latest":
+                    while True:
+                        try:
+                            self._q_in.put_nowait(item)
+                            break
+                        except queue.Full:
+                            try:
+                                self._q_in.get_nowait()
+                                self.stats.add_dropped()
+                            except queue.Empty:
+                                pass
+                elif not self._put(self._q_in, item):
+                    self.stats.add_dropped()  # aborted while waiting: account for the frame
+                    return
+                n += 1
+                if self.max_frames is not None and n >= self.max_frames:
+                    break
+        except Exception as e:  # a camera that cannot be recovered: report it after the drain  # noqa: BLE001
+            log.error("%s: %s", self.source.source_id, e)
+            self._error = e
+        finally:
+            self.source.close()
+            self._put(self._q_in, _END)
+
+    def _preprocess(self) -> None:
+        pre = self.detector.preprocess
+        while True:
+            item = self._get(self._q_in)
+            if item is None:
+                return
+            if item is _END:
+                self._put(self._q_infer, _END)
+                return
+            frame = item.frame
+            if frame.error is not None or frame.image is None:
+                item.result = Result.failed(frame.error or "no image", frame=item.meta)
+            elif self.expect_size is not None and tuple(frame.image.shape[:2]) != tuple(self.expect_size):
+                h, w = self.expect_size
+                item.result = Result.failed(f"{frame.source_id}: frame {frame.frame_id}: expected {w}x{h}, got "
+                                            f"{frame.image.shape[1]}x{frame.image.shape[0]}", frame=item.meta)
+            else:
+                t0 = time.perf_counter()
+                try:
+                    item.crop = pre.apply(frame.image)
+                except (DataError, TypeError, ValueError, cv2.error) as e:
+                    item.result = Result.failed(f"{frame.source_id}: frame {frame.frame_id}: {e}", frame=item.meta)
+                item.timing["preprocess"] = (time.perf_counter() - t0) * 1e3
+            if not self._put(self._q_infer, item):
+                return
+
+    def _infer(self) -> None:
+        backend = self.detector.backend
+        while True:
+            item = self._get(self._q_infer)
+            if item is None:
+                return
+            batch = [item]
+            end = item is _END
+            while not end and len(batch) < self.max_batch:
+                try:
+                    nxt = self._q_infer.get_nowait()
+                except queue.Empty:
+                    break
+                if nxt is _END:
+                    end = True
+                else:
+                    batch.append(nxt)
+            todo = [it for it in batch if it is not _END and it.result is None]
+            if todo:
+                t0 = time.perf_counter()
+                try:
+                    maps, scores = backend.run(np.stack([it.crop for it in todo]))
+                except Exception as e:  # a backend failure fails these frames, not the stream  # noqa: BLE001
+                    log.error("inference failed: %s", e)
+                    for it in todo:
+                        it.result = Result.failed(f"inference failed: {e}", frame=it.meta)
+                else:
+                    ms = (time.perf_counter() - t0) * 1e3 / len(todo)
+                    for k, it in enumerate(todo):
+                        it.amap, it.score = maps[k, 0], float(scores[k])
+                        it.timing["infer"] = ms
+            for it in batch:
+                if it is not _END and not self._put(self._q_post, it):
+                    return
+            if end:
+                self._put(self._q_post, _END)
+                return
+
+    def _postprocess(self) -> None:
+        det = self.detector
+        while True:
+            item = self._get(self._q_post)
+            if item is None:
+                return
+            if item is _END:
+                self._put(self._q_sink, _END)
+                return
+            result = item.result
+            if result is None:
+                img = item.frame.image
+                try:
+                    # the Detector's own post-processing, so streamed results equal Detector.predict
+                    result = det.finish(item.amap, item.score, (int(img.shape[0]), int(img.shape[1])),
+                                         item.timing, item.meta)
+                except Exception as e:  # noqa: BLE001
+                    result = Result.failed(f"postprocess failed: {e}", frame=item.meta)
+            latency_ms = (time.monotonic() - item.frame.capture_monotonic) * 1e3
+            result.timings["latency"] = latency_ms
+            self.stats.add_result(result.status, latency_ms)
+            if not self._put(self._q_sink, (result, item.frame.image)):
+                return
+
+    def _sink(self) -> None:
+        try:
+            while True:
+                item = self._get(self._q_sink)
+                if item is None:
+                    return
+                if item is _END:
+                    break
+                result, image = item
+                for sink in self.sinks:
+                    try:
+                        sink.write(result, image)
+                    except Exception:  # a full disk or a failing callback must not stop inspection
+                        self.stats.add_sink_error()
+                        log.exception("sink %s failed on frame %s", type(sink).__name__, (result.frame or {}).get("seq"))
+                if self._output and not self._put(self._q_out, result):
+                    return
+        finally:
+            for sink in self.sinks:
+                try:
+                    sink.close()
+                except Exception:
+                    log.exception("closing sink %s failed", type(sink).__name__)
+            if self._output:
+                self._put(self._q_out, _END)
+            self._done.set()

@@ -1,0 +1,60 @@
+"""PLC integration: an inspection station (`Inspector`) with the trigger/result handshake over OPC UA, Modbus TCP
+and Siemens S7.
+
+    from edge_ad.plc import Inspector
+    from edge_ad.sources.factory import open_source      # or any Source
+    insp = Inspector("packages/widget", open_source("images/"), "modbus://0.0.0.0:5020", trigger="plc")
+    insp.run()                                             # until Ctrl-C / stop event
+
+The signal set and its addresses are in `edge_ad.plc.signals` (and samples/README.md). The protocol libraries
+(asyncua, pymodbus, python-snap7) are imported only when a link of that kind is opened:
+`pip install "edge-ad[plc]"`.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from edge_ad.plc.inspector import Inspector, InspectorStats
+    from edge_ad.plc.link import (
+        PlcAdapter,
+        PlcConnectionError,
+        PlcError,
+        PlcLink,
+        open_adapter,
+    )
+    from edge_ad.plc.signals import (
+        SIGNALS,
+        DefectCode,
+        FaultCode,
+        InspectionRecord,
+        VisionState,
+    )
+
+_EXPORTS = {
+    "Inspector": "edge_ad.plc.inspector",
+    "InspectorStats": "edge_ad.plc.inspector",
+    "PlcAdapter": "edge_ad.plc.link",
+    "PlcConnectionError": "edge_ad.plc.link",
+    "PlcError": "edge_ad.plc.link",
+    "PlcLink": "edge_ad.plc.link",
+    "open_adapter": "edge_ad.plc.link",
+    "SIGNALS": "edge_ad.plc.signals",
+    "DefectCode": "edge_ad.plc.signals",
+    "FaultCode": "edge_ad.plc.signals",
+    "InspectionRecord": "edge_ad.plc.signals",
+    "VisionState": "edge_ad.plc.signals",
+}
+
+__all__ = ["SIGNALS", "DefectCode", "FaultCode", "InspectionRecord", "Inspector", "InspectorStats", "PlcAdapter",
+           "PlcConnectionError", "PlcError", "PlcLink", "VisionState", "open_adapter"]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _EXPORTS:
+        value = getattr(importlib.import_module(_EXPORTS[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'edge_ad.plc' has no attribute {name!r}")
