@@ -128,7 +128,7 @@ def rederive_constants(
         after[f"qa_{br}"], after[f"qb_{br}"] = float(q[i, 0]), float(q[i, 1])
     new["quantiles"] = after
     new.setdefault("status", {})["quantiles"] = f"re-derived on the converted graph ({len(m)} held-out good images)"
-    report = {"rederived": True, "n_images": int(len(m)), "tensor": raw, "quantiles_before": before,
+    report = {"rederived": True, "n_images": len(m), "tensor": raw, "quantiles_before": before,
               "quantiles_after": after}
     return out, new, report
 

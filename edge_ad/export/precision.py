@@ -88,6 +88,21 @@ def _convert_int8(pkg: ModelPackage, model: onnx.ModelProto, data: str | None, f
     return qmodel, info, path
 
 
+def fp16_policy(model_name: str) -> Any:
+    """The fp16 policy of a model: the defaults plus its export recipe's `fp16` section (extra node-name regexes
+    kept in fp32, e.g. a memory read; the decoder pattern that delimits the head)."""
+    from edge_ad.export.fp16 import Fp16Policy
+    from edge_ad.export.recipe import load_recipe
+
+    section = load_recipe(model_name).get("fp16") or {}
+    kw: dict[str, Any] = {}
+    if section.get("keep_fp32"):
+        kw["keep_name_patterns"] = tuple(str(x) for x in section["keep_fp32"])
+    if section.get("decoder_pattern"):
+        kw["decoder_pattern"] = str(section["decoder_pattern"])
+    return Fp16Policy(**kw)
+
+
 def convert_package(
     fp32_pkg: str | Path,
     precision: str,
@@ -134,17 +149,22 @@ def convert_package(
     if precision == "fp16":
         from edge_ad.export.fp16 import convert_to_fp16
 
-        converted, conv_info = convert_to_fp16(model)
+        converted, conv_info = convert_to_fp16(model, fp16_policy(pkg.name))
     else:
         converted, conv_info, scales_path = _convert_int8(pkg, model, None if data is None else str(data), data_root, calib, method, exclude, scales,
                                                           scales_out, progress)
         files[SCALES_IN_PACKAGE] = scales_path
         conv_info["scales_in_package"] = SCALES_IN_PACKAGE
+    # constants a model normalises with (e.g. ULSAD's map quantiles) are re-measured on the converted graph
+    from edge_ad.export.constants import rederive_package_constants
+
+    converted, new_constants, conv_info["constants"] = rederive_package_constants(converted, pkg, images.good)
     onnx_bytes = converted.SerializeToString()
     files["model.onnx"] = onnx_bytes
 
     manifest = copy.deepcopy(pkg.manifest)
     manifest["precision"] = precision
+    manifest["constants"] = new_constants
     manifest["created"] = _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
     manifest["onnx"] = {k: v for k, v in manifest["onnx"].items() if k not in ("variants", "nodes")}
     manifest["onnx"]["file"] = "model.onnx"

@@ -16,6 +16,9 @@ DEFAULTS: dict[str, Any] = {
     "outputs": ["anomaly_map", "score"],
     "postprocess": {"min_region_area_px": 16, "mask_blur_sigma": 0.0},
     "parity": {"n_images": 8, "max_abs_map_diff": 1e-4, "min_score_spearman": 0.999},
+    # fp16 conversion: node-name regexes kept in fp32 beyond the defaults, and the pattern of the decoder
+    # (nodes after it that do not feed it form the head, kept in fp32)
+    "fp16": {"keep_fp32": [], "decoder_pattern": None},
 }
 KEYS = set(DEFAULTS) | {"model", "resize", "crop", "model_kwargs", "description"}
 

@@ -16,14 +16,20 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
-def _resize(img: np.ndarray, size_hw: tuple[int, int], *, mask: bool = False) -> np.ndarray:
-    """Resize to (h, w): area averaging when shrinking (antialiased, like PIL), bilinear when enlarging."""
+INTERPOLATIONS = ("area-down/linear-up", "linear")
+
+
+def _resize(img: np.ndarray, size_hw: tuple[int, int], *, mask: bool = False,
+            interpolation: str = "area-down/linear-up") -> np.ndarray:
+    """Resize to (h, w). "area-down/linear-up": area averaging when shrinking (antialiased, like PIL's bilinear
+    in torchvision), bilinear when enlarging. "linear": cv2's bilinear always (as reference code using cv2.resize).
+    Masks are always resized bilinearly (then thresholded > 0 by the caller)."""
     h, w = size_hw
     if img.shape[0] == h and img.shape[1] == w:
         return img
     shrink = img.shape[0] > h or img.shape[1] > w
-    interp = cv2.INTER_AREA if shrink and not mask else cv2.INTER_LINEAR
-    return cv2.resize(img, (w, h), interpolation=interp)
+    area = interpolation == "area-down/linear-up" and shrink and not mask
+    return cv2.resize(img, (w, h), interpolation=cv2.INTER_AREA if area else cv2.INTER_LINEAR)
 
 
 @dataclass(frozen=True)
@@ -45,6 +51,8 @@ class Preprocess:
     def __post_init__(self) -> None:
         if self.crop[0] > self.resize[0] or self.crop[1] > self.resize[1]:
             raise ValueError(f"preprocess: crop {self.crop} is larger than resize {self.resize}")
+        if self.interpolation not in INTERPOLATIONS:
+            raise ValueError(f"preprocess: interpolation must be one of {INTERPOLATIONS}, got {self.interpolation!r}")
         if self.color_order not in ("RGB", "BGR"):
             raise ValueError(f"preprocess: color_order must be 'RGB' or 'BGR', got {self.color_order!r}")
 
@@ -60,7 +68,7 @@ class Preprocess:
     def apply(self, bgr: np.ndarray) -> np.ndarray:
         """BGR (or grey) uint8 image of any size -> uint8 HxWx3 crop in the model's colour order."""
         img = to_bgr_uint8(bgr)
-        img = _resize(img, self.resize)
+        img = _resize(img, self.resize, interpolation=self.interpolation)
         top, left, ch, cw = self.crop_box
         img = img[top : top + ch, left : left + cw]
         if self.color_order == "RGB":
