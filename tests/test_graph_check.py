@@ -1,7 +1,6 @@
 """The TensorRT compatibility walk flags what the device would reject."""
 
 import numpy as np
-import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 from edge_ad.export.graph_check import check_tensorrt_compat, op_histogram

@@ -1,8 +1,6 @@
 """Lab to line on a tiny synthetic set: synth -> train -> eval -> export -> torch-free Detector, all real code."""
 
 import json
-import subprocess
-import sys
 
 import numpy as np
 import pytest

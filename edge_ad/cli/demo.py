@@ -27,6 +27,7 @@ def run(args: argparse.Namespace) -> int:
     import cv2
     import numpy as np
 
+    from edge_ad.cli.bench import run_bench
     from edge_ad.data.mvtec import load_samples
     from edge_ad.data.synth import generate
     from edge_ad.errors import ConfigError
@@ -34,7 +35,6 @@ def run(args: argparse.Namespace) -> int:
     from edge_ad.evaluate.report import format_table
     from edge_ad.export.exporter import export_package
     from edge_ad.runtime import Detector, render_overlay
-    from edge_ad.cli.bench import run_bench
     from edge_ad.train.config import resolve_config
     from edge_ad.train.trainer import train
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 
 HELP = "evaluate a run on the test split: image/pixel AUROC, AP, F1max and AUPRO per category"
 

@@ -91,7 +91,7 @@ def validation_images(model: AnomalyModel, cfg: dict[str, Any], run: str | None,
     rng = np.random.default_rng(seed)
     h, w = pre.crop
     base = rng.integers(0, 256, size=(n, 1, 1, 3))
-    yy, xx = np.mgrid[0:h, 0:w]
+    xx = np.mgrid[0:h, 0:w][1]
     imgs = np.clip(base + 40 * np.sin(xx / (3 + np.arange(n)[:, None, None]))[..., None]
                    + rng.normal(0, 12, size=(n, h, w, 3)), 0, 255).astype(np.uint8)
     return imgs, f"{n} synthetic images (no dataset given)"

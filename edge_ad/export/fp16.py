@@ -49,7 +49,8 @@ class Fp16Policy:
     """What stays FP32. `keep_name_patterns` are regexes matched (re.search) against node names."""
 
     keep_op_types: frozenset[str] = frozenset({
-        "LayerNormalization", "Softmax", "ReduceSum", "ReduceMean", "ReduceL2", "ReduceL1", "ReduceMax",
+        "LayerNormalization", "InstanceNormalization", "GroupNormalization", "BatchNormalization", "Softmax",
+        "ReduceSum", "ReduceMean", "ReduceL2", "ReduceL1", "ReduceMax",
         "ReduceMin", "ReduceProd", "ReduceSumSquare", "ReduceLogSumExp", "TopK",
     })
     keep_name_patterns: tuple[str, ...] = ()

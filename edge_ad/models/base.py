@@ -34,6 +34,11 @@ class AnomalyModel(nn.Module):
         """Parameters the optimiser updates (frozen encoders excluded)."""
         return [p for p in self.parameters() if p.requires_grad]
 
+    def param_groups(self, weight_decay: float) -> list[dict[str, Any]]:
+        """Optimiser parameter groups; by default one group, decay on every trainable parameter (as Dinomaly's
+        StableAdamW). Families whose reference code exempts biases/norms override this."""
+        return [{"params": self.trainable_parameters(), "weight_decay": weight_decay}]
+
     def trainable_state_dict(self) -> dict[str, torch.Tensor]:
         """The trained weights only (frozen encoders excluded), e.g. for comparing or sharing decoders."""
         names = {n for n, p in self.named_parameters() if p.requires_grad}

@@ -29,6 +29,7 @@ from timm.models.vision_transformer import VisionTransformer
 from torch import nn
 
 from edge_ad.errors import ConfigError
+from edge_ad.models import weights as wcache
 from edge_ad.models.base import AnomalyModel
 from edge_ad.models.layers import (
     DecoderBlock,
@@ -321,7 +322,7 @@ def _build(
         raise ConfigError(f"{name}: dropout must be in [0, 1), got {dropout}")
 
     # resolve pretrained weights before building, so a missing cache entry fails fast
-    pretrained_path = _pretrained_path(name, v) if pretrained and not weights else None
+    pretrained_path = wcache.pretrained_path(name, v.weights_name, available=bool(v.timm_name), part="encoder") if pretrained and not weights else None
     if v.timm_name:
         import timm
 
@@ -336,33 +337,8 @@ def _build(
     if weights or pretrained_path:
         model.load_encoder_weights(weights or pretrained_path)  # type: ignore[arg-type]
     elif encoder.patch_embed.proj.weight.device.type != "meta":  # meta models (parameter counting) never produce maps
-        log.warning(
-            "%s: RANDOM-INIT encoder: heatmaps will be weak; this is expected, not a bug. "
-            "Use pretrained=True (after `edge-ad weights import %s FILE`) or weights=PATH for real results.",
-            name, v.weights_name,
-        )
+        wcache.warn_random_init(name, v.weights_name, "encoder")
     return model
-
-
-def _pretrained_path(name: str, v: _Variant) -> Path:
-    """Offline cache first, then a timm/Hugging Face download (stored in the cache) if the network is up."""
-    from edge_ad.models import weights as wcache
-
-    path = wcache.resolve(v.weights_name)
-    if path is not None:
-        return path
-    hint = (
-        f"run `edge-ad weights import {v.weights_name} FILE` (or `edge-ad weights fetch {name}` when online) "
-        "or pass --weights PATH"
-    )
-    if not v.timm_name:
-        raise ConfigError(f"{name}: no pretrained encoder weights exist for this test-only variant; {hint}")
-    if not wcache.network_reachable():
-        raise ConfigError(
-            f"{name}: encoder weights {v.weights_name!r} are not in the offline cache {wcache.weights_dir()} "
-            f"and the network is unreachable; {hint}"
-        )
-    return wcache.fetch_weights(v.weights_name)
 
 
 _DESCRIPTIONS = {

@@ -52,6 +52,7 @@ from timm.models.resnet import BasicBlock, ResNet
 from torch import nn
 
 from edge_ad.errors import ConfigError
+from edge_ad.models import weights as wcache
 from edge_ad.models.base import AnomalyModel
 from edge_ad.models.layers import bilinear_matrix
 from edge_ad.models.registry import ModelInfo, register_model
@@ -686,7 +687,7 @@ def _build(
             raise ConfigError(f"{name}: dropout must be in [0, 1), got {dropout}")
         cfg = replace(cfg, dropout=float(dropout))
 
-    pretrained_path = _pretrained_path(name, v) if pretrained and not weights else None
+    pretrained_path = wcache.pretrained_path(name, v.weights_name, available=bool(v.timm_name), part="backbone", file_hint=" (torchvision wide_resnet50_2-95faca4d.pth works)") if pretrained and not weights else None
     if v.timm_name:
         import timm
 
@@ -699,33 +700,8 @@ def _build(
     if weights or pretrained_path:
         model.load_backbone_weights(weights or pretrained_path)  # type: ignore[arg-type]
     elif model.backbone.conv1.weight.device.type != "meta":  # meta models (parameter counting) never produce maps
-        log.warning(
-            "%s: RANDOM-INIT backbone: heatmaps will be weak; this is expected, not a bug. "
-            "Use pretrained=True (after `edge-ad weights import %s FILE`) or weights=PATH for real results.",
-            name, v.weights_name,
-        )
+        wcache.warn_random_init(name, v.weights_name, "backbone")
     return model
-
-
-def _pretrained_path(name: str, v: _Variant) -> Path:
-    """Offline cache first, then a timm/Hugging Face download (stored in the cache) if the network is up."""
-    from edge_ad.models import weights as wcache
-
-    path = wcache.resolve(v.weights_name)
-    if path is not None:
-        return path
-    hint = (
-        f"run `edge-ad weights import {v.weights_name} FILE` (torchvision wide_resnet50_2-95faca4d.pth works) "
-        f"or `edge-ad weights fetch {name}` when online, or pass --weights PATH"
-    )
-    if not v.timm_name:
-        raise ConfigError(f"{name}: no pretrained backbone weights exist for this test-only variant; {hint}")
-    if not wcache.network_reachable():
-        raise ConfigError(
-            f"{name}: backbone weights {v.weights_name!r} are not in the offline cache {wcache.weights_dir()} "
-            f"and the network is unreachable; {hint}"
-        )
-    return wcache.fetch_weights(v.weights_name)
 
 
 _DESCRIPTIONS = {

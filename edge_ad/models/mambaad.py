@@ -48,6 +48,7 @@ from timm.models.resnet import BasicBlock, Bottleneck, ResNet
 from torch import nn
 
 from edge_ad.errors import ConfigError
+from edge_ad.models import weights as wcache
 from edge_ad.models.base import AnomalyModel
 from edge_ad.models.layers import bilinear_matrix
 from edge_ad.models.registry import ModelInfo, register_model
@@ -591,40 +592,15 @@ def _build(
     if not 0.0 <= drop_path_rate < 1.0:
         raise ConfigError(f"{name}: drop_path_rate must be in [0, 1), got {drop_path_rate}")
 
-    pretrained_path = _pretrained_path(name, v) if pretrained and not weights else None
+    pretrained_path = wcache.pretrained_path(name, v.weights_name, available=bool(v.timm_name), part="encoder", file_hint=" (timm's resnet34-43635321.pth)") if pretrained and not weights else None
     model = MambaAD(_teacher(v), width=v.width, depths=v.depths, size=v.size, resize=resize, scan_type=scan_type,
                     drop_path_rate=drop_path_rate)
     model.name = name
     if weights or pretrained_path:
         model.load_encoder_weights(weights or pretrained_path)  # type: ignore[arg-type]
     elif model.mff_oce.conv1.weight.device.type != "meta":  # meta models (parameter counting) never produce maps
-        log.warning(
-            "%s: RANDOM-INIT encoder: heatmaps will be weak; this is expected, not a bug. "
-            "Use pretrained=True (after `edge-ad weights import %s FILE`) or weights=PATH for real results.",
-            name, v.weights_name,
-        )
+        wcache.warn_random_init(name, v.weights_name, "encoder")
     return model
-
-
-def _pretrained_path(name: str, v: _Variant) -> Path:
-    """Offline cache first, then a timm/Hugging Face download (stored in the cache) if the network is up."""
-    from edge_ad.models import weights as wcache
-
-    path = wcache.resolve(v.weights_name)
-    if path is not None:
-        return path
-    hint = (
-        f"run `edge-ad weights import {v.weights_name} FILE` (timm's resnet34-43635321.pth) "
-        f"(or `edge-ad weights fetch {name}` when online) or pass --weights PATH"
-    )
-    if not v.timm_name:
-        raise ConfigError(f"{name}: no pretrained encoder weights exist for this test-only variant; {hint}")
-    if not wcache.network_reachable():
-        raise ConfigError(
-            f"{name}: encoder weights {v.weights_name!r} are not in the offline cache {wcache.weights_dir()} "
-            f"and the network is unreachable; {hint}"
-        )
-    return wcache.fetch_weights(v.weights_name)
 
 
 _DESCRIPTIONS = {

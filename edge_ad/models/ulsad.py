@@ -51,6 +51,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from edge_ad.errors import ConfigError
+from edge_ad.models import weights as wcache
 from edge_ad.models.base import AnomalyModel
 from edge_ad.models.layers import bilinear_matrix
 from edge_ad.models.registry import ModelInfo, register_model
@@ -501,7 +502,7 @@ def _build(
             raise ConfigError(f"{name}: {key} (cosine weight of the distance) must be a finite value >= 0, got {lam}")
 
     # resolve pretrained weights before building, so a missing cache entry fails fast
-    pretrained_path = _pretrained_path(name, v) if pretrained and not weights else None
+    pretrained_path = wcache.pretrained_path(name, v.weights_name, available=v.pretrained_exists, part="backbone") if pretrained and not weights else None
     backbone = timm.create_model(v.timm_name, pretrained=False, features_only=True, out_indices=OUT_INDICES)
     model = ULSAD(backbone, size=size, resize=resize, target_dim=v.target_dim, lambda_l=lambda_l,
                   lambda_g=lambda_g, lambda_a=lambda_a)
@@ -509,33 +510,8 @@ def _build(
     if weights or pretrained_path:
         model.load_backbone_weights(weights or pretrained_path)  # type: ignore[arg-type]
     elif model.feat_mean.device.type != "meta":  # meta models (parameter counting) never produce maps
-        log.warning(
-            "%s: RANDOM-INIT backbone: heatmaps will be weak; this is expected, not a bug. "
-            "Use pretrained=True (after `edge-ad weights import %s FILE`) or weights=PATH for real results.",
-            name, v.weights_name,
-        )
+        wcache.warn_random_init(name, v.weights_name, "backbone")
     return model
-
-
-def _pretrained_path(name: str, v: _Variant) -> Path:
-    """Offline cache first, then a timm/Hugging Face download (stored in the cache) if the network is up."""
-    from edge_ad.models import weights as wcache
-
-    path = wcache.resolve(v.weights_name)
-    if path is not None:
-        return path
-    hint = (
-        f"run `edge-ad weights import {v.weights_name} FILE` (or `edge-ad weights fetch {name}` when online) "
-        "or pass --weights PATH"
-    )
-    if not v.pretrained_exists:
-        raise ConfigError(f"{name}: no pretrained backbone weights exist for this test-only variant; {hint}")
-    if not wcache.network_reachable():
-        raise ConfigError(
-            f"{name}: backbone weights {v.weights_name!r} are not in the offline cache {wcache.weights_dir()} "
-            f"and the network is unreachable; {hint}"
-        )
-    return wcache.fetch_weights(v.weights_name)
 
 
 _DESCRIPTIONS = {

@@ -11,6 +11,7 @@ from __future__ import annotations
 import datetime as _dt
 import hashlib
 import json
+import logging
 import os
 import shutil
 import socket
@@ -180,3 +181,28 @@ def fetch_weights(name: str) -> Path:
     except Exception as e:  # network errors surface as many types (OSError, HTTPError, LocalEntryNotFound)
         raise ConfigError(f"weights {key!r}: download from huggingface.co/{repo} failed ({e}); offline? {hint}") from e
     return import_weights(key, local, source=f"hf:{repo}")
+
+
+def pretrained_path(model: str, weights_name: str, *, available: bool, part: str = "encoder",
+                    file_hint: str = "") -> Path:
+    """Weights file for `model`'s pretrained `part`: the offline cache first, then a timm/Hugging Face download
+    (stored in the cache) when the network is up; otherwise a ConfigError saying how to provide the file.
+    `available` is False for test-only variants that have no published weights."""
+    path = resolve(weights_name)
+    if path is not None:
+        return path
+    hint = (f"run `edge-ad weights import {weights_name} FILE`{file_hint} (or `edge-ad weights fetch {model}` when "
+            "online) or pass --weights PATH")
+    if not available:
+        raise ConfigError(f"{model}: no pretrained {part} weights exist for this test-only variant; {hint}")
+    if not network_reachable():
+        raise ConfigError(f"{model}: {part} weights {weights_name!r} are not in the offline cache {weights_dir()} "
+                          f"and the network is unreachable; {hint}")
+    return fetch_weights(weights_name)
+
+
+def warn_random_init(model: str, weights_name: str, part: str = "encoder") -> None:
+    """The loud warning every random-init build gives: its heatmaps are weak by construction."""
+    logging.getLogger(f"edge_ad.models.{model.split('-')[0]}").warning(
+        "%s: RANDOM-INIT %s: heatmaps will be weak; this is expected, not a bug. Use pretrained=True (after "
+        "`edge-ad weights import %s FILE`) or weights=PATH for real results.", model, part, weights_name)

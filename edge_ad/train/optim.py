@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import math
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 import numpy as np
 import torch
@@ -90,8 +91,8 @@ class WarmCosineScheduler(LRScheduler):
         return [float(self.schedule[self.last_epoch]) for _ in self.base_lrs]
 
 
-def build_optimizer(name: str, params: list[torch.nn.Parameter], cfg: dict[str, Any]) -> Optimizer:
-    """Optimiser by name from a resolved training config."""
+def build_optimizer(name: str, params: list[torch.nn.Parameter] | list[dict[str, Any]], cfg: dict[str, Any]) -> Optimizer:
+    """Optimiser by name from a resolved training config; `params` may be parameter groups with their own decay."""
     betas = tuple(cfg.get("betas", (0.9, 0.999)))
     if name == "stable_adamw":
         return StableAdamW(params, lr=cfg["lr"], betas=betas, eps=cfg.get("eps", 1e-8),  # type: ignore[arg-type]
@@ -114,7 +115,7 @@ def build_scheduler(name: str, opt: Optimizer, cfg: dict[str, Any]) -> LRSchedul
         frac = float(cfg.get("step_at", 0.8))
         if not 0.0 < frac <= 1.0:
             raise ConfigError(f"train config: step_at must be in (0, 1], got {frac}")
-        return torch.optim.lr_scheduler.StepLR(opt, step_size=max(1, int(round(frac * cfg["iters"]))),
+        return torch.optim.lr_scheduler.StepLR(opt, step_size=max(1, round(frac * cfg["iters"])),
                                                gamma=float(cfg.get("gamma", 0.1)))
     if name == "constant":
         return None

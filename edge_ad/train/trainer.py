@@ -7,8 +7,9 @@ import logging
 import os
 import random
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 import torch
@@ -33,7 +34,7 @@ def resolve_device(name: str) -> torch.device:
     """'auto' -> this process's CUDA device if present (LOCAL_RANK under torchrun), else CPU."""
     if name == "auto":
         if torch.cuda.is_available():
-            return torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
+            return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
         return torch.device("cpu")
     try:
         dev = torch.device(name)
@@ -121,7 +122,7 @@ def train(cfg: dict[str, Any], *, resume: bool = False, progress: bool = True) -
     ).to(device)
     encoder_weights = str(getattr(model, "encoder_weights", "unknown"))
     params = model.trainable_parameters()
-    opt = build_optimizer(cfg["optimizer"], params, cfg)
+    opt = build_optimizer(cfg["optimizer"], model.param_groups(cfg["weight_decay"]), cfg)
     sched = build_scheduler(cfg["scheduler"], opt, cfg)
 
     batch = cfg["batch"]
@@ -151,9 +152,8 @@ def train(cfg: dict[str, Any], *, resume: bool = False, progress: bool = True) -
         start = int(ck["step"])
         torch.set_rng_state(ck["rng"])
         log.info("resumed %s at step %d", out, start)
-    elif dist.main:
-        if (out / rundir.CONFIG).exists():
-            raise ConfigError(f"{out}: already holds a run; pass --resume to continue it or choose another --out")
+    elif dist.main and (out / rundir.CONFIG).exists():
+        raise ConfigError(f"{out}: already holds a run; pass --resume to continue it or choose another --out")
 
     fp = fingerprint(samples, cfg["data"])
     if dist.main:
