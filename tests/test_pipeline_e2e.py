@@ -144,3 +144,20 @@ def test_export_cli_fp16_goes_through_the_gate(trained, tmp_path):
     assert main(["export", "--run", str(run), "--precision", "fp16", "--out", str(tmp_path / "x"),
                  "--min-agreement", "1.5"]) == 2
     assert not (tmp_path / "x").exists()
+
+
+def test_labelled_validation_split_adds_f1_optimal_threshold(tmp_path):
+    import shutil
+
+    data = tmp_path / "data"
+    generate(data, categories=["fabric", "cap"], per_category=6, size=96, seed=5)
+    for cat in ("fabric", "cap"):  # a labelled validation split, as MVTec LOCO has: reuse some test images
+        for d in (data / cat / "test").iterdir():
+            (data / cat / "validation" / d.name).mkdir(parents=True)
+            for p in sorted(d.glob("*.png"))[:2]:
+                shutil.copy(p, data / cat / "validation" / d.name / p.name)
+    run = tmp_path / "run"
+    assert main(["train", "--model", "dinomaly-tiny", "--data", str(data), "--out", str(run), "--iters", "1",
+                 "--batch", "2", "--no-pretrained", "--workers", "0", "--no-progress"]) == 0
+    thr = json.loads((run / rundir.THRESHOLDS).read_text())
+    assert thr["image"]["f1_optimal"] is not None and thr["source"]["validation_images"] > 0

@@ -57,7 +57,7 @@ def run(args: argparse.Namespace) -> int:
             fp32 = Path(args.from_package)
         else:
             print("== fp32 reference package")
-            fp32 = Path(_export_fp32(args, Path(tmp) / "fp32")["package"])
+            fp32 = Path(_export_fp32(args, Path(tmp) / "fp32", reference=True)["package"])
         from edge_ad.runtime.package import load_package
 
         name = load_package(fp32).name
@@ -73,7 +73,8 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _export_fp32(args: argparse.Namespace, out: str | Path | None) -> dict:
+def _export_fp32(args: argparse.Namespace, out: str | Path | None, reference: bool = False) -> dict:
+    """Export the fp32 package and print its summary; `reference`: a temporary package for the gate only."""
     from edge_ad.evaluate.report import format_table
     from edge_ad.export.exporter import export_package
 
@@ -86,5 +87,6 @@ def _export_fp32(args: argparse.Namespace, out: str | Path | None) -> dict:
     print(f"outputs: {s['outputs']}")
     if s["untrained"]:
         print("WARNING: UNTRAINED package (random weights): use it to measure speed only.")
-    print(f"package: {pkg}  (next: edge-ad predict {pkg} IMAGE...  |  edge-ad bench {pkg})")
+    if not reference:
+        print(f"package: {pkg}  (next: edge-ad predict {pkg} IMAGE...  |  edge-ad bench {pkg})")
     return s

@@ -21,7 +21,7 @@ from edge_ad.errors import ConfigError, DataError
 
 IMAGE_EXTENSIONS = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff"})
 LOGICAL_DEFECTS = frozenset({"missing_part", "extra_part", "misplaced_part", "logical_anomalies"})
-SPLITS = ("train", "test")
+SPLITS = ("train", "test", "validation")
 
 
 @dataclass(frozen=True)
@@ -81,10 +81,22 @@ def _mask_for(cat_dir: Path, defect: str, image: Path) -> Path:
     raise DataError(f"anomalous test image {image}: ground-truth mask missing, expected {expected}")
 
 
+def _optional_mask(cat_dir: Path, defect: str, image: Path) -> Path | None:
+    """The mask of a labelled validation image if it has one (validation masks are not required)."""
+    try:
+        return _mask_for(cat_dir, defect, image)
+    except DataError:
+        return None
+
+
 def load_samples(
     root: str | os.PathLike[str], categories: Sequence[str] | None = None, split: str = "train"
 ) -> list[Sample]:
-    """All samples of `split` for the given categories (all by default), as one multi-class set in sorted order."""
+    """All samples of `split` for the given categories (all by default), as one multi-class set in sorted order.
+
+    "validation" is optional (`<cat>/validation/<defect>/`, as MVTec LOCO): categories without it contribute
+    nothing, and its masks are optional (validation is only used for image-level threshold selection).
+    """
     if split not in SPLITS:
         raise ConfigError(f"split: expected one of {list(SPLITS)}, got {split!r}")
     r = _check_root(root)
@@ -107,16 +119,18 @@ def load_samples(
                 raise DataError(f"category {cat!r}: empty, no train images in {good} (expected {sorted(IMAGE_EXTENSIONS)})")
             samples += [Sample(p, cat, "train", 0, "good", None) for p in images]
             continue
-        test = cat_dir / "test"
+        test = cat_dir / split
         defects = sorted(d.name for d in test.iterdir() if d.is_dir() and not d.name.startswith(".")) if test.is_dir() else []
         n_before = len(samples)
         for defect in defects:
             for p in _images_in(test / defect):
                 if defect == "good":
-                    samples.append(Sample(p, cat, "test", 0, "good", None))
+                    samples.append(Sample(p, cat, split, 0, "good", None))
+                elif split == "validation":
+                    samples.append(Sample(p, cat, split, 1, defect, _optional_mask(cat_dir, defect, p)))
                 else:
-                    samples.append(Sample(p, cat, "test", 1, defect, _mask_for(cat_dir, defect, p)))
-        if len(samples) == n_before:
+                    samples.append(Sample(p, cat, split, 1, defect, _mask_for(cat_dir, defect, p)))
+        if len(samples) == n_before and split == "test":
             raise DataError(f"category {cat!r}: no test images in {test}/<defect>/ (expected e.g. {test}/good/000.png)")
     return samples
 

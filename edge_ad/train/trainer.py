@@ -240,6 +240,13 @@ def derive_run_thresholds(model: Any, holdout: list[Any], cfg: dict[str, Any], d
         raise ConfigError("no held-out good images to derive thresholds from: set val_fraction > 0")
     preds = predict_samples(model, holdout, batch_size=min(cfg["batch"], 16), device=device, desc="thresholds")
     good_max = preds.maps.reshape(len(holdout), -1).max(axis=1)
-    thr = derive_thresholds(preds.scores, good_max, target_frr=cfg["target_frr"])
-    thr["source"] = {"holdout_images": len(holdout), "note": "good images held out of train/good"}
+    # a labelled validation split (<cat>/validation/<defect>/) with anomalies adds the F1-optimal threshold
+    val = load_samples(cfg["data"], cfg["categories"], split="validation")
+    labels = scores = None
+    if any(s.label == 1 for s in val) and any(s.label == 0 for s in val):
+        vpred = predict_samples(model, val, batch_size=min(cfg["batch"], 16), device=device, desc="validation")
+        labels, scores = np.array([s.label for s in val]), vpred.scores
+    thr = derive_thresholds(preds.scores, good_max, target_frr=cfg["target_frr"], labels=labels, scores=scores)
+    thr["source"] = {"holdout_images": len(holdout), "note": "good images held out of train/good",
+                     "validation_images": len(val) if labels is not None else 0}
     return thr
