@@ -8,6 +8,7 @@ Constants the deployed model needs are registered buffers (baked into ONNX) or l
 
 from __future__ import annotations
 
+import abc
 from typing import Any
 
 import torch
@@ -16,19 +17,22 @@ from torch import nn
 from edge_ad.runtime.preprocess import Preprocess
 
 
-class AnomalyModel(nn.Module):
-    """Base class: subclasses set `preprocess`, implement `forward` and `training_loss`."""
+class AnomalyModel(nn.Module, metaclass=abc.ABCMeta):
+    """Base class: subclasses set `preprocess`, implement `forward` and `training_loss` (abstract: a family
+    missing either cannot be instantiated)."""
 
     #: registry name, set by `create_model`
     name: str = ""
     #: the training/inference preprocessing the model was designed for (resize + crop + normalisation)
     preprocess: Preprocess
 
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:  # pragma: no cover - abstract
-        raise NotImplementedError
+    @abc.abstractmethod
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Normalised float images [B,3,H,W] -> (anomaly_map float32 [B,1,h,w], score float32 [B])."""
 
-    def training_loss(self, x: torch.Tensor, step: int) -> torch.Tensor:  # pragma: no cover - abstract
-        raise NotImplementedError
+    @abc.abstractmethod
+    def training_loss(self, x: torch.Tensor, step: int) -> torch.Tensor:
+        """Scalar loss of a batch of normalised good images at optimiser step `step`."""
 
     def trainable_parameters(self) -> list[nn.Parameter]:
         """Parameters the optimiser updates (frozen encoders excluded)."""

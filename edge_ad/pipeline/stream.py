@@ -1,11 +1,11 @@
 """The streaming pipeline: capture -> preprocess -> infer -> postprocess -> sinks, one thread per stage.
 
-Stages are joined by bounded queues. Only the first queue (capture -> preprocess) applies the policy:
-- `latest`: when full, the oldest waiting frame is dropped and counted, so results stay fresh when the model is
-  slower than the camera;
-- `all`: the capture thread waits (backpressure; a live camera then loses frames in its own buffer pool).
-The other queues always block, so a frame that passed the first queue is never lost: after a stop the pipeline
-drains and `frames_in == results_out + dropped`. A frame that cannot be inspected (decode error, wrong size,
+Stages are joined by bounded queues. The queues in front of preprocessing and inference apply the policy:
+- `latest`: when full, the oldest waiting frame is dropped and counted, so results stay fresh (about one
+  inference time old) when the model is slower than the camera;
+- `all`: the producer waits (backpressure; a live camera then loses frames in its own buffer pool).
+The queues after inference always block, so an inferred frame is never lost: after a stop the pipeline drains and
+`frames_in == results_out + dropped`. A frame that cannot be inspected (decode error, wrong size,
 preprocessing or inference failure) becomes `Result.failed(...)` with the frame's metadata and the stream goes on.
 
 Each stage runs the Detector's own code (its Preprocess, backend and post-processing), so results equal
@@ -219,6 +219,19 @@ class Pipeline:
                 continue
         return False
 
+    def _offer_latest(self, q: queue.Queue[Any], item: Any) -> None:
+        """Policy `latest`: put without waiting; when full, the oldest waiting frame is dropped (and counted)."""
+        while True:
+            try:
+                q.put_nowait(item)
+                return
+            except queue.Full:
+                try:
+                    q.get_nowait()
+                    self.stats.add_dropped()
+                except queue.Empty:
+                    pass
+
     def _get(self, q: queue.Queue[Any]) -> Any:
         """Next item, or None once aborted."""
         while not self._abort.is_set():
@@ -249,16 +262,7 @@ class Pipeline:
                     self.stats.add_gap(frame.gap.to_dict())
                 item = _Item(frame=frame, meta=frame.meta())
                 if self.policy == "latest":
-                    while True:
-                        try:
-                            self._q_in.put_nowait(item)
-                            break
-                        except queue.Full:
-                            try:
-                                self._q_in.get_nowait()
-                                self.stats.add_dropped()
-                            except queue.Empty:
-                                pass
+                    self._offer_latest(self._q_in, item)
                 elif not self._put(self._q_in, item):
                     self.stats.add_dropped()  # aborted while waiting: account for the frame
                     return
@@ -295,7 +299,9 @@ class Pipeline:
                 except (DataError, TypeError, ValueError, cv2.error) as e:
                     item.result = Result.failed(f"{frame.source_id}: frame {frame.frame_id}: {e}", frame=item.meta)
                 item.timing["preprocess"] = (time.perf_counter() - t0) * 1e3
-            if not self._put(self._q_infer, item):
+            if self.policy == "latest":  # a frame waiting for inference is replaced by a fresher one
+                self._offer_latest(self._q_infer, item)
+            elif not self._put(self._q_infer, item):
                 return
 
     def _infer(self) -> None:
