@@ -28,7 +28,7 @@ def run(args: argparse.Namespace) -> int:
     import numpy as np
 
     from edge_ad.cli.bench import run_bench
-    from edge_ad.data.mvtec import load_samples
+    from edge_ad.data.mvtec import load_samples, read_image
     from edge_ad.data.synth import generate
     from edge_ad.errors import ConfigError
     from edge_ad.evaluate.pipeline import evaluate_run
@@ -87,7 +87,7 @@ def run(args: argparse.Namespace) -> int:
     picks = [test[i] for i in sorted(rng.choice(len(test), size=min(8, len(test)), replace=False))]
     tiles, lines = [], []
     for s in picks:
-        img = cv2.imread(str(s.path), cv2.IMREAD_COLOR)
+        img = read_image(s.path)
         res = det.predict(img)
         tile = cv2.resize(render_overlay(img, res), (256, 256))
         cv2.putText(tile, f"{s.category}/{s.defect_type}", (4, 250), cv2.FONT_HERSHEY_SIMPLEX, 0.4, (255, 255, 255), 1)
@@ -110,9 +110,12 @@ def run(args: argparse.Namespace) -> int:
     (out / "metrics.md").write_text(table + "\n")
     (out / "timings.json").write_text(json.dumps(times, indent=2) + "\n")
     print(f"\nDone in {sum(times.values()):.0f} s. Look at:")
-    print(f"  {out / 'overlays.png'}        runtime overlays (OK/NG, heatmap, regions)")
-    print(f"  {out / 'eval' / 'metrics.md'}  metrics per category; overlays in {out / 'eval' / 'overlays'}")
-    print(f"  {out / 'bench.json'}          latency per stage")
-    print(f"  {pkg}                         the deployable model package")
+    looks = [(out / "overlays.png", "runtime overlays (OK/NG, heatmap, regions)"),
+             (out / "eval" / "metrics.md", f"metrics per category; overlays in {out / 'eval' / 'overlays'}"),
+             (out / "bench.json", "latency per stage"),
+             (pkg, "the deployable model package")]
+    width = max(len(str(p)) for p, _ in looks)
+    for p, what in looks:
+        print(f"  {str(p):<{width}}  {what}")
     print("Note: the encoder is RANDOM-INIT (no downloads here), so heatmaps are weak: expected, not a bug.")
     return 0

@@ -62,7 +62,7 @@ def load_for_export(name: str | None, run: str | None, checkpoint: str | None, r
         rundir.load_weights(model, Path(checkpoint))
         thr_p = Path(checkpoint).parent / rundir.THRESHOLDS
         thresholds = json.loads(thr_p.read_text()) if thr_p.is_file() else None
-        model.encoder_weights = "checkpoint"  # type: ignore[attr-defined]
+        model.encoder_weights = "checkpoint"
         return model.eval(), recipe, thresholds, {}, {}
     log.warning("exporting %s with UNTRAINED weights (random-init encoder and decoder): for measuring speed only; "
                 "its scores mean nothing. Pass --run to export a trained model.", name)
@@ -82,8 +82,9 @@ def validation_images(model: AnomalyModel, cfg: dict[str, Any], run: str | None,
     if root and Path(root).is_dir():
         test = load_samples(root, cfg.get("categories"), split="test")
         rng = np.random.default_rng(seed)
-        pick = rng.choice(len(test), size=min(n - len(paths), len(test)), replace=False) if test else []
-        paths += [test[i].path for i in sorted(pick)]
+        if test:
+            pick = rng.choice(len(test), size=min(n - len(paths), len(test)), replace=False)
+            paths += [test[i].path for i in sorted(pick)]
     pre = model.preprocess
     if paths:
         imgs = np.stack([pre.apply(read_image(p)) for p in paths[:n]])

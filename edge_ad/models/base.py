@@ -25,6 +25,9 @@ class AnomalyModel(nn.Module, metaclass=abc.ABCMeta):
     name: str = ""
     #: the training/inference preprocessing the model was designed for (resize + crop + normalisation)
     preprocess: Preprocess
+    #: where the frozen encoder's weights came from: "random-init", "file:<sha256>", "checkpoint", ... (shown on
+    #: every output, so random-init results are never mistaken for real ones)
+    encoder_weights: str = "unknown"
 
     @abc.abstractmethod
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -37,7 +37,7 @@ class StableAdamW(Optimizer):
         super().__init__(params, defaults)
 
     @torch.no_grad()
-    def step(self, closure: Any = None) -> Any:  # type: ignore[override]
+    def step(self, closure: Any = None) -> Any:
         loss = closure() if closure is not None else None
         for group in self.param_groups:
             lr, wd, eps = group["lr"], group["weight_decay"], group["eps"]
@@ -95,13 +95,13 @@ def build_optimizer(name: str, params: list[torch.nn.Parameter] | list[dict[str,
     """Optimiser by name from a resolved training config; `params` may be parameter groups with their own decay."""
     betas = tuple(cfg.get("betas", (0.9, 0.999)))
     if name == "stable_adamw":
-        return StableAdamW(params, lr=cfg["lr"], betas=betas, eps=cfg.get("eps", 1e-8),  # type: ignore[arg-type]
+        return StableAdamW(params, lr=cfg["lr"], betas=betas, eps=cfg.get("eps", 1e-8),
                            weight_decay=cfg.get("weight_decay", 1e-4), amsgrad=cfg.get("amsgrad", True))
     if name == "adamw":
-        return torch.optim.AdamW(params, lr=cfg["lr"], betas=betas, eps=cfg.get("eps", 1e-8),  # type: ignore[arg-type]
+        return torch.optim.AdamW(params, lr=cfg["lr"], betas=betas, eps=cfg.get("eps", 1e-8),
                                  weight_decay=cfg.get("weight_decay", 1e-2), amsgrad=cfg.get("amsgrad", False))
     if name == "adam":
-        return torch.optim.Adam(params, lr=cfg["lr"], betas=betas, eps=cfg.get("eps", 1e-8),  # type: ignore[arg-type]
+        return torch.optim.Adam(params, lr=cfg["lr"], betas=betas, eps=cfg.get("eps", 1e-8),
                                 weight_decay=cfg.get("weight_decay", 0.0))
     raise ConfigError(f"train config: optimizer must be one of stable_adamw, adamw, adam; got {name!r}")
 

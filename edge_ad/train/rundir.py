@@ -108,7 +108,7 @@ def load_run(run_dir: str | Path, device: str | torch.device = "cpu") -> tuple[A
         logging.disable(logging.NOTSET)
     load_weights(model, weights)
     info = json.loads((run / RUN_INFO).read_text()) if (run / RUN_INFO).is_file() else {}
-    model.encoder_weights = info.get("encoder_weights", "unknown")  # type: ignore[attr-defined]
+    model.encoder_weights = str(info.get("encoder_weights", "unknown"))
     thr_path = run / THRESHOLDS
     thresholds = json.loads(thr_path.read_text()) if thr_path.is_file() else None
     return model.to(device).eval(), cfg, thresholds

@@ -131,7 +131,8 @@ def train(cfg: dict[str, Any], *, resume: bool = False, progress: bool = True) -
                     len(train_set), batch, dist.world, max(1, len(train_set) // dist.world))
         batch = max(1, len(train_set) // dist.world)
     ds = ImageDataset(train_set, model.preprocess)
-    sampler = DistributedSampler(ds, num_replicas=dist.world, rank=dist.rank, seed=cfg["seed"]) if dist.enabled else None
+    sampler: DistributedSampler[Any] | None = (
+        DistributedSampler(ds, num_replicas=dist.world, rank=dist.rank, seed=cfg["seed"]) if dist.enabled else None)
     gen = torch.Generator().manual_seed(cfg["seed"])
     loader = DataLoader(ds, batch_size=batch, shuffle=sampler is None, sampler=sampler, drop_last=True,
                         num_workers=cfg["workers"], generator=gen, persistent_workers=cfg["workers"] > 0)
