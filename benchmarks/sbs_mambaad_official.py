@@ -52,7 +52,7 @@ import timm  # noqa: E402
 import torch  # noqa: E402
 import torch.nn as nn  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
-from einops import rearrange, repeat  # noqa: E402
+from einops import repeat  # noqa: E402
 from scipy.ndimage import gaussian_filter  # noqa: E402
 from timm.models._helpers import load_checkpoint  # noqa: E402
 
