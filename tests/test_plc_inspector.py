@@ -4,6 +4,7 @@ heartbeat; plus the documented signal layout. The helpers here are reused by the
 from __future__ import annotations
 
 import queue
+import socket
 import threading
 import time
 from collections.abc import Callable
@@ -42,6 +43,13 @@ FAST_LINK = {"heartbeat_s": 0.05, "backoff_s": (0.02, 0.1), "plc_watchdog_s": 0.
 
 
 # ---- helpers shared with the protocol tests ------------------------------------------------------------------
+def free_port() -> int:
+    """A free TCP port on 127.0.0.1 for a loopback protocol peer."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
 def wait_for(cond: Callable[[], Any], timeout: float = 5.0, what: str = "condition") -> Any:
     """Poll `cond` every 5 ms until truthy (returned) or fail after `timeout` seconds."""
     end = time.monotonic() + timeout

@@ -22,6 +22,7 @@ from test_plc_inspector import (
     QueueSource,
     SlowDetector,
     detector,
+    free_port,
     plc_packages,
     wait_for,
 )
@@ -41,12 +42,6 @@ from edge_ad.runtime import Detector
 pytest.importorskip("pymodbus")
 ROOT = Path(__file__).resolve().parents[1]
 __all__ = ["detector", "plc_packages"]  # session fixtures reused from test_plc_inspector
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 class ClientPlc:

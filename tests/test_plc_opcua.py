@@ -4,7 +4,6 @@ time budget) and as client writing into the PLC's own server, which restarts mid
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -21,6 +20,7 @@ from test_plc_inspector import (
     QueueSource,
     SlowDetector,
     detector,
+    free_port,
     plc_packages,
     wait_for,
 )
@@ -39,12 +39,6 @@ __all__ = ["detector", "plc_packages"]  # session fixtures reused from test_plc_
 _VT = {"BOOL": ua.VariantType.Boolean, "UINT16": ua.VariantType.UInt16, "UINT32": ua.VariantType.UInt32,
        "REAL": ua.VariantType.Float}
 SIG = {s.name: s for s in SIGNALS}
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 class ClientPlc:

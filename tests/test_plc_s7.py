@@ -3,7 +3,6 @@ trigger handshake, time budget, and a PLC restart with zeroed DB mid-run without
 
 from __future__ import annotations
 
-import socket
 import threading
 from typing import Any
 
@@ -16,6 +15,7 @@ from test_plc_inspector import (
     QueueSource,
     SlowDetector,
     detector,
+    free_port,
     plc_packages,
     wait_for,
 )
@@ -29,12 +29,6 @@ from edge_ad.runtime import Detector
 pytest.importorskip("snap7")
 __all__ = ["detector", "plc_packages"]  # session fixtures reused from test_plc_inspector
 DB = 100
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 class SnapPlc:

@@ -7,10 +7,7 @@ import onnx
 import onnxruntime as ort
 import pytest
 
-from edge_ad.cli.main import main
-from edge_ad.data.synth import generate
 from edge_ad.errors import ConfigError
-from edge_ad.export.exporter import export_package
 from edge_ad.export.fp16 import (
     FLOAT,
     HALF,
@@ -24,14 +21,9 @@ from edge_ad.runtime.package import load_package
 
 
 @pytest.fixture(scope="module")
-def fp32(tmp_path_factory):
-    root = tmp_path_factory.mktemp("fp16")
-    data = root / "data"
-    generate(data, categories=["pcb", "fabric"], per_category=6, size=96, seed=5)
-    run = root / "run"
-    assert main(["train", "--model", "dinomaly-tiny", "--data", str(data), "--out", str(run), "--iters", "2",
-                 "--batch", "4", "--no-pretrained", "--workers", "0", "--no-progress", "--val-fraction", "0.34"]) == 0
-    pkg, _ = export_package(run=str(run), out=root / "fp32")
+def fp32(tiny_fp32, tmp_path_factory):
+    data, run, pkg = tiny_fp32
+    root = tmp_path_factory.mktemp("fp16")  # this module's conversions
     return root, data, pkg
 
 

@@ -7,13 +7,13 @@ resolution with regions), so the numbers are what the line sees, not just the en
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
-import tempfile
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+from edge_ad.fileio import atomic_write_json
 
 if TYPE_CHECKING:
     from edge_ad.runtime.package import ModelPackage
@@ -150,15 +150,5 @@ def run(args: argparse.Namespace) -> int:
         print(f"{key[:-3]:12s} {s['p50']:9.3f} {s['p90']:9.3f} {s['p99']:9.3f}")
     print(f"throughput   {report['throughput_fps']:.1f} images/s")
     if args.json:
-        out = Path(args.json)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", dir=out.parent)
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as f:
-                json.dump(report, f, indent=2)
-                f.write("\n")
-            os.replace(tmp, out)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        atomic_write_json(args.json, report)
     return 0

@@ -24,7 +24,7 @@ def run(args: argparse.Namespace) -> int:
 
     from edge_ad.evaluate.pipeline import evaluate_run
     from edge_ad.evaluate.report import format_table
-    from edge_ad.train.rundir import atomic_write_bytes
+    from edge_ad.fileio import atomic_write_bytes
 
     cats = [c.strip() for c in args.categories.split(",")] if args.categories else None
     report = evaluate_run(args.run, data=args.data, categories=cats, out_dir=args.out, batch_size=args.batch,

@@ -9,10 +9,10 @@ from __future__ import annotations
 import argparse
 import glob
 import json
-import os
 import sys
-import tempfile
 from pathlib import Path
+
+from edge_ad.fileio import atomic_write_bytes
 
 HELP = "run a model package on images: overlays, results.jsonl and an OK/NG table"
 
@@ -58,17 +58,6 @@ def expand_inputs(inputs: list[str]) -> tuple[list[Path], list[str]]:
     return unique, unmatched
 
 
-def _atomic_write_bytes(path: Path, data: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def run(args: argparse.Namespace) -> int:
     import cv2
 
@@ -103,13 +92,13 @@ def run(args: argparse.Namespace) -> int:
             ok, buf = cv2.imencode(".png", render_overlay(img, res))
             if not ok:
                 raise DataError(f"{out / name}: PNG encoding failed")
-            _atomic_write_bytes(out / name, buf.tobytes())
+            atomic_write_bytes(out / name, buf.tobytes())
             record["overlay"] = name
         lines.append(json.dumps(record))
         n_ng += int(res.is_anomalous)
         shown = str(f) if len(str(f)) <= 40 else "..." + str(f)[-37:]
         print(f"{shown:40s} {res.score:10.5g} {res.normalized_score:6.3f} {res.status:>6s} {len(res.regions):7d}")
-    _atomic_write_bytes(out / "results.jsonl", ("\n".join(lines) + "\n" if lines else "").encode("utf-8"))
+    atomic_write_bytes(out / "results.jsonl", ("\n".join(lines) + "\n" if lines else "").encode("utf-8"))
     print(f"{len(lines)} inspected, {n_ng} NG, {failed} failed; results in {out / 'results.jsonl'}")
     return 1 if failed else 0
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -14,25 +13,13 @@ import cv2
 import numpy as np
 
 from edge_ad.errors import ConfigError, DataError
+from edge_ad.fileio import atomic_write_bytes
 
 COLUMNS = (("image_auroc", "I-AUROC"), ("image_ap", "I-AP"), ("image_f1max", "I-F1max"), ("pixel_auroc", "P-AUROC"),
            ("pixel_ap", "P-AP"), ("pixel_f1max", "P-F1max"), ("aupro", "AUPRO"))
 KIND_COLUMNS = (("image_auroc", "I-AUROC"), ("pixel_auroc", "P-AUROC"), ("pixel_ap", "P-AP"),
                 ("pixel_f1max", "P-F1max"), ("aupro", "AUPRO"))
 _KNOWN = {"categories", "mean", "defect_types", "defect_kinds", "notes"}
-
-
-def _atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write to a temp file in the same folder, then os.replace: readers never see a half-written file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def _json_safe(x: Any) -> Any:
@@ -120,8 +107,8 @@ def write_report(report: Mapping[str, Any], out_dir: str | os.PathLike[str], tit
         raise ConfigError(f"report: expected dict entries {missing} (from evaluate_categories), got keys {sorted(report)}")
     out = Path(out_dir)
     js, md = out / "metrics.json", out / "metrics.md"
-    _atomic_write_bytes(js, (json.dumps(_json_safe(report), indent=2, allow_nan=False) + "\n").encode("utf-8"))
-    _atomic_write_bytes(md, _markdown(report, title).encode("utf-8"))
+    atomic_write_bytes(js, (json.dumps(_json_safe(report), indent=2, allow_nan=False) + "\n").encode("utf-8"))
+    atomic_write_bytes(md, _markdown(report, title).encode("utf-8"))
     return js, md
 
 
@@ -183,5 +170,5 @@ def save_overlay_grid(
     if not ok:
         raise DataError(f"overlay {path}: OpenCV could not encode the PNG")
     out = Path(path)
-    _atomic_write_bytes(out, buf.tobytes())
+    atomic_write_bytes(out, buf.tobytes())
     return out

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from edge_ad.errors import ConfigError
+from edge_ad.fileio import atomic_write_json
 
 INDEX = "index.json"
 _SUFFIXES = (".safetensors", ".pth", ".pt", ".bin")
@@ -65,13 +66,7 @@ def _read_index() -> dict[str, dict[str, Any]]:
 
 
 def _write_index(index: dict[str, dict[str, Any]]) -> None:
-    d = weights_dir()
-    d.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=d, prefix=".index.", suffix=".tmp")
-    with os.fdopen(fd, "w") as f:
-        json.dump(index, f, indent=2, sort_keys=True)
-        f.write("\n")
-    os.replace(tmp, d / INDEX)
+    atomic_write_json(weights_dir() / INDEX, index, sort_keys=True)
 
 
 def load_state_dict_file(path: str | Path) -> dict[str, Any]:

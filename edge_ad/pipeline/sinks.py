@@ -10,7 +10,6 @@ import json
 import logging
 import os
 import re
-import tempfile
 import time
 from collections import deque
 from collections.abc import Callable
@@ -21,6 +20,7 @@ import cv2
 import numpy as np
 
 from edge_ad.errors import ConfigError
+from edge_ad.fileio import atomic_write_bytes
 from edge_ad.runtime.result import Result
 
 log = logging.getLogger(__name__)
@@ -32,17 +32,6 @@ class Sink(Protocol):
     def write(self, result: Result, image: np.ndarray | None) -> None: ...
 
     def close(self) -> None: ...
-
-
-def _atomic_write_bytes(path: Path, data: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 class CallbackSink:
@@ -130,11 +119,11 @@ class NGImageSink:
         ts = float(frame.get("host_timestamp") or time.time())
         stem = time.strftime("%Y%m%dT%H%M%S", time.localtime(ts)) + f"_{int(ts % 1 * 1e6):06d}_{frame.get('seq', 0)}"
         if image is not None:
-            _atomic_write_bytes(self.folder / f"{stem}_image{self.ext}", _encode(image, self.ext))
+            atomic_write_bytes(self.folder / f"{stem}_image{self.ext}", _encode(image, self.ext))
             if self.overlays:
-                _atomic_write_bytes(self.folder / f"{stem}_overlay{self.ext}",
+                atomic_write_bytes(self.folder / f"{stem}_overlay{self.ext}",
                                     _encode(render_overlay(image, result), self.ext))
-        _atomic_write_bytes(self.folder / f"{stem}.json",
+        atomic_write_bytes(self.folder / f"{stem}.json",
                             (json.dumps(result.to_dict(), indent=1, allow_nan=False) + "\n").encode())
         self._items.append(stem)
         self.saved += 1

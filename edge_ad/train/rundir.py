@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +11,7 @@ import torch
 import yaml
 
 from edge_ad.errors import ConfigError
+from edge_ad.fileio import atomic_write_bytes, atomic_write_json
 from edge_ad.models.base import AnomalyModel
 
 log = logging.getLogger(__name__)
@@ -26,25 +25,8 @@ TRAIN_LOG = "train_log.jsonl"
 RUN_INFO = "run.json"
 
 
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write via a temp file in the same directory, then rename: never a half-written file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    atomic_write_bytes(path, text.encode())
-
-
 def write_json(path: Path, obj: Any) -> None:
-    atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=False) + "\n")
+    atomic_write_json(path, obj, sort_keys=False)
 
 
 def save_weights(model: AnomalyModel, path: Path, metadata: dict[str, str]) -> None:

@@ -23,6 +23,7 @@ from edge_ad.data.torch_dataset import ImageDataset
 from edge_ad.errors import ConfigError
 from edge_ad.evaluate.inference import predict_samples
 from edge_ad.evaluate.thresholds import derive_thresholds
+from edge_ad.fileio import atomic_write_text
 from edge_ad.models.registry import create_model
 from edge_ad.train import rundir
 from edge_ad.train.optim import build_optimizer, build_scheduler
@@ -159,7 +160,7 @@ def train(cfg: dict[str, Any], *, resume: bool = False, progress: bool = True) -
     fp = fingerprint(samples, cfg["data"])
     if dist.main:
         out.mkdir(parents=True, exist_ok=True)
-        rundir.atomic_write_text(out / rundir.CONFIG, yaml.safe_dump(cfg, sort_keys=True))
+        atomic_write_text(out / rundir.CONFIG, yaml.safe_dump(cfg, sort_keys=True))
         rundir.write_json(out / rundir.VAL_SPLIT, {"holdout": [str(s.path) for s in holdout]})
         rundir.write_json(out / rundir.RUN_INFO, {
             "edge_ad_version": __version__, "model": cfg["model"], "categories": categories,

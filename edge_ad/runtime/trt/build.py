@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from edge_ad.errors import ConfigError, PackageError
+from edge_ad.fileio import atomic_write_bytes
 from edge_ad.runtime.package import ModelPackage
 from edge_ad.runtime.trt import EngineBuildError, load_tensorrt, tensorrt_major
 from edge_ad.runtime.trt.cache import (
@@ -31,7 +32,6 @@ from edge_ad.runtime.trt.cache import (
     model_sha256,
     prune_engines,
     store_engine,
-    write_atomic,
 )
 from edge_ad.runtime.trt.cuda_mem import CudaApi, DeviceInfo, get_cuda
 
@@ -146,7 +146,7 @@ def _save_timing_cache(config: trt.IBuilderConfig, cache: trt.ITimingCache, path
         if not cache.combine(other, ignore_mismatch=False):
             log.warning("timing cache %s: could not merge the version saved meanwhile; overwriting it", path)
     try:
-        write_atomic(path, bytes(memoryview(cache.serialize())))
+        atomic_write_bytes(path, bytes(memoryview(cache.serialize())), fsync=True)
     except OSError as e:
         log.warning("timing cache %s not saved (%s)", path, e)
 

@@ -20,9 +20,7 @@ import contextlib
 import hashlib
 import json
 import logging
-import os
 import re
-import tempfile
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
@@ -31,6 +29,7 @@ from typing import Any
 
 from edge_ad import __version__
 from edge_ad.errors import PackageError
+from edge_ad.fileio import atomic_write_bytes
 from edge_ad.runtime.package import ModelPackage, sha256_file
 
 log = logging.getLogger(__name__)
@@ -187,30 +186,9 @@ def find_engine(package: PackageLike, key: EngineKey) -> Path | None:
     return None
 
 
-def _atomic_write(path: Path, data: bytes) -> None:
-    """Write `data` to a temporary file in the same directory, fsync it, then rename it over `path`."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-
-
-def write_atomic(path: str | Path, data: bytes) -> None:
-    """Atomic file write (parents created): readers see the old content or the new one, never a partial file."""
-    p = Path(path)
-    p.parent.mkdir(parents=True, exist_ok=True)
-    _atomic_write(p, data)
-
-
 def _write_index(directory: Path, index: dict[str, Any]) -> None:
-    _atomic_write(directory / INDEX_NAME, (json.dumps(index, indent=2, sort_keys=True) + "\n").encode())
+    text = json.dumps(index, indent=2, sort_keys=True) + "\n"
+    atomic_write_bytes(directory / INDEX_NAME, text.encode(), fsync=True)
 
 
 @contextlib.contextmanager
@@ -240,7 +218,7 @@ def store_engine(package: PackageLike, key: EngineKey, plan: bytes, build_second
     path = directory / key.file_name()
     digest = hashlib.sha256(plan).hexdigest()
     with _index_lock(directory):
-        _atomic_write(path, plan)
+        atomic_write_bytes(path, plan, fsync=True)
         index = _read_index(directory.parent)
         index["engines"][path.name] = {
             "key": key.to_dict(),

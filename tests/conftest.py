@@ -1,0 +1,21 @@
+"""Shared fixtures. `tiny_fp32` trains and exports one small dinomaly-tiny package per test session, reused by the
+precision and gate tests (each writes its conversions into its own folder)."""
+
+import pytest
+
+from edge_ad.cli.main import main
+from edge_ad.data.synth import generate
+from edge_ad.export.exporter import export_package
+
+
+@pytest.fixture(scope="session")
+def tiny_fp32(tmp_path_factory):
+    """(data root, run dir, fp32 package) of a 2-iteration dinomaly-tiny on 2 synthetic categories."""
+    root = tmp_path_factory.mktemp("tiny_fp32")
+    data = root / "data"
+    generate(data, categories=["pcb", "fabric"], per_category=6, size=96, seed=5)
+    run = root / "run"
+    assert main(["train", "--model", "dinomaly-tiny", "--data", str(data), "--out", str(run), "--iters", "2",
+                 "--batch", "4", "--no-pretrained", "--workers", "0", "--no-progress", "--val-fraction", "0.34"]) == 0
+    pkg, _ = export_package(run=str(run), out=root / "fp32")
+    return data, run, pkg
