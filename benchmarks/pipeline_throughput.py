@@ -90,7 +90,7 @@ def main() -> int:
     ap.add_argument("--json", default=None, help="write the figures here")
     args = ap.parse_args()
 
-    from edge_ad.cli.bench import machine_info
+    from edge_ad.runtime.bench import machine_info
     from edge_ad.pipeline import Pipeline
     from edge_ad.runtime.detector import Detector
     from edge_ad.sources.aravis import GigESource

@@ -20,3 +20,7 @@ class PackageError(EdgeADError):
 
 class GateError(EdgeADError):
     """A converted model (fp16/int8) failed the accuracy gate; no package was written."""
+
+
+class ExportError(EdgeADError):
+    """An exported or converted graph failed a check (TensorRT's rules, parity with PyTorch); nothing was written."""

@@ -104,3 +104,26 @@ def test_cli_doctor_json_and_text(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["doctor"]) == 0
     out = capsys.readouterr().out
     assert "[inference]" in out and "onnxruntime" in out
+
+
+@pytest.mark.parametrize("jetson,jetpack,machine,gpu,extra", [
+    (True, "6.2", "aarch64", True, "jetson"),
+    (False, None, "x86_64", True, "cuda"),
+    (False, None, "x86_64", False, "cpu"),
+    (False, None, "aarch64", True, "cpu"),  # an ARM server GPU is not a target of the cuda extra (x86 wheels)
+])
+def test_doctor_recommends_the_extra_that_fits(jetson: bool, jetpack: str | None, machine: str, gpu: bool,
+                                               extra: str) -> None:
+    got, how = doctor.recommend_extra(jetson, jetpack, machine, gpu)
+    assert got == extra and f"edge-ad[{extra}]" in how
+    if extra == "jetson":
+        assert "--system-site-packages" in how and "python3-libnvinfer" in how
+
+
+def test_doctor_warns_about_two_onnxruntimes(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(doctor, "_version", lambda dist: "1.22.0" if dist in ("onnxruntime", "onnxruntime-gpu") else None)
+    report = doctor.run_doctor()
+    checks = _by_name(report)
+    assert checks["onnxruntime install"].status == "warn" and "pip uninstall -y" in checks["onnxruntime install"].hint
+    assert report.facts["recommended_extra"] in ("cpu", "cuda", "jetson")
+    assert "fits this machine" in doctor.format_report(report)

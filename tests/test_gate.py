@@ -62,8 +62,8 @@ def test_degraded_int8_is_refused_and_nothing_is_written(fp32):
     convert_package(pkg, "int8", root / "ok8", method="minmax", scales_out=scales, min_agreement=0.0, max_drop=1.0,
                     progress=False)
     doc = json.loads(scales.read_text())
-    for q in doc["activations"].values():
-        q["scale"] *= 1e-3
+    for entry in doc["nodes"].values():
+        entry["activation"]["scale"] *= 1e-3
     bad = root / "bad.json"
     bad.write_text(json.dumps(doc))
     out = root / "int8"

@@ -301,12 +301,12 @@ def test_anomaly_map_and_score_equal_the_reference_evaluation(tiny):
 
 
 def test_tiny_export_is_tensorrt_clean_and_matches(tiny):
-    from edge_ad.export.graph_check import check_tensorrt_compat, op_histogram
+    from edge_ad.export.graph_check import check_graph, op_histogram
     from edge_ad.export.onnx_export import check_parity, export_onnx
 
     proto = export_onnx(tiny, opset=17)
     assert [o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")] == [17]
-    assert check_tensorrt_compat(proto) == []
+    assert check_graph(proto) == []
     ops = set(op_histogram(proto)["ops"])
     assert not {"Loop", "Scan", "Einsum", "ScatterElements", "ScatterND", "Resize", "Softplus", "Shape"} & ops
     imgs = np.random.default_rng(1).integers(0, 256, size=(3, 64, 64, 3), dtype=np.uint8)
@@ -316,13 +316,13 @@ def test_tiny_export_is_tensorrt_clean_and_matches(tiny):
 
 def test_full_size_mambaad_export_parity():
     """The paper-size model (random init) at 256x256: TensorRT-clean graph and ONNX Runtime parity."""
-    from edge_ad.export.graph_check import check_tensorrt_compat
+    from edge_ad.export.graph_check import check_graph
     from edge_ad.export.onnx_export import check_parity, export_onnx
 
     torch.manual_seed(0)
     m = create_model("mambaad").eval()
     proto = export_onnx(m, opset=17, dynamic_batch=True)
-    assert check_tensorrt_compat(proto) == []
+    assert check_graph(proto) == []
     imgs = np.random.default_rng(2).integers(0, 256, size=(1, 256, 256, 3), dtype=np.uint8)
     parity = check_parity(m, proto.SerializeToString(), imgs, batch=1)
     assert parity.map_hw == (256, 256) and parity.max_abs_map_diff <= 1e-4

@@ -50,7 +50,7 @@ def test_mixed_type_check_catches_a_mixed_add():
         [onnx.helper.make_node("Add", ["a", "b"], ["c"], name="bad")], "g",
         [onnx.helper.make_tensor_value_info("a", FLOAT, [2]), onnx.helper.make_tensor_value_info("b", HALF, [2])],
         [onnx.helper.make_tensor_value_info("c", FLOAT, [2])])
-    assert any("bad" in p for p in mixed_type_nodes(onnx.helper.make_model(g)))
+    assert any(p.where == "bad" and p.rule == "mixed-float" for p in mixed_type_nodes(onnx.helper.make_model(g)))
 
 
 def test_sensitive_nodes_run_in_fp32_and_gemms_in_fp16(converted):
@@ -92,6 +92,8 @@ def test_package_passes_gate_and_detector_loads_it(fp32):
     man = json.loads((out / "manifest.json").read_text())
     assert man["precision"] == "fp16"
     assert man["export_metrics"]["gate"]["overall"]["score_spearman"] > 0.99
+    share = man["onnx"]["gemm_precision"]  # the manifest says how much of the GEMM work runs in fp16
+    assert share["reduced_share"]["flops"] >= 0.9 and set(share["nodes"]) == {"fp16", "fp32"}
     assert "re-derived" in man["thresholds"]["source"]["note"]
     p = load_package(out)
     det = Detector.load(p, backend="onnxruntime", providers=["CPUExecutionProvider"])

@@ -1,4 +1,5 @@
-"""INT8: Q/DQ only on the allowed GEMMs, TensorRT rules (symmetric, per-channel weights), reusable scales file."""
+"""INT8: Q/DQ only on the allowed GEMMs, on top of the FP16 graph (TensorRT rules, strongly typed), calibrated
+image by image, with a reusable scales file."""
 
 import json
 
@@ -10,13 +11,23 @@ import pytest
 from edge_ad.errors import ConfigError
 from edge_ad.export.calibration import (
     DEFAULT_EXCLUDE,
-    ImageCalibrationReader,
+    RangeCollector,
+    collect_ranges,
+    image_batches,
     load_calibration_config,
     select_images,
     validate_config,
 )
-from edge_ad.export.int8 import qdq_problems, quantize_int8, select_nodes
-from edge_ad.export.precision import convert_package
+from edge_ad.export.graph_check import check_graph
+from edge_ad.export.int8 import (
+    calibrate_scales,
+    cpu_graph,
+    fp16_scale,
+    quantized_nodes,
+    select_nodes,
+    tensorrt_graph,
+)
+from edge_ad.export.precision import convert_package, fp16_policy
 from edge_ad.runtime.package import load_package
 
 ALLOWED = r"^/model/(blocks|decoder)\.\d+/(attn/(qkv|proj)|mlp/(fc1|fc2))/MatMul$"
@@ -55,20 +66,32 @@ def test_default_exclusions_leave_only_block_gemms(fp32):
         select_nodes(model, ["MatMul", "Conv"])
 
 
-def test_qdq_follows_tensorrt_rules_and_runs(packages):
-    a, _, scales, _ra, _ = packages
+def test_qdq_follows_tensorrt_rules_on_the_fp16_graph_and_runs(packages):
+    import re
+
+    a, _, scales, ra, _ = packages
     q = onnx.load(str(a / "model.onnx"))
     doc = json.loads(scales.read_text())
-    assert qdq_problems(q, doc["nodes"]) == []
-    ops = [n.op_type for n in q.graph.node]
-    assert ops.count("QuantizeLinear") == len(doc["activations"]) > 0
-    assert all(q_["zero_point"] == 0 for q_ in doc["activations"].values())
+    assert check_graph(q, allowed_quantized=doc["nodes"]) == []
+    assert quantized_nodes(q) == sorted(doc["nodes"]) and len(doc["nodes"]) == 72
+    assert all(re.match(ALLOWED, n) for n in doc["nodes"])
+    assert [o.version for o in q.opset_import if o.domain in ("", "ai.onnx")] == [19]  # FP16 scales need Q/DQ-19
     inits = {t.name: t for t in q.graph.initializer}
-    for w, info in doc["weights"].items():
-        assert inits[w].data_type == onnx.TensorProto.INT8
-        assert info["axis"] == 1 and len(info["scale"]) == inits[w].dims[1] > 1  # per output channel
-    assert len(doc["nodes"]) == 72
+    producers = {o: n for n in q.graph.node for o in n.output}
+    by_name = {n.name: n for n in q.graph.node}
+    for name, entry in doc["nodes"].items():
+        gemm = by_name[name]
+        wdq = producers[gemm.input[1]]
+        w, ws = inits[wdq.input[0]], inits[wdq.input[1]]
+        assert w.data_type == onnx.TensorProto.INT8 and ws.data_type == onnx.TensorProto.FLOAT16
+        assert entry["weight"]["axis"] == 1 and len(entry["weight"]["scale"]) == w.dims[1] > 1  # per output channel
+        xdq = producers[gemm.input[0]]
+        assert inits[xdq.input[1]].data_type == onnx.TensorProto.FLOAT16  # DQ outputs FP16: no Cast before the GEMM
+    # between the INT8 GEMMs the graph is FP16: >= 90 % of the GEMM FLOPs run in reduced precision
     man = json.loads((a / "manifest.json").read_text())
+    share = man["onnx"]["gemm_precision"]
+    assert share["nodes"]["int8"] == 72 and share["reduced_share"]["flops"] >= 0.9 and share["flops"]["fp16"] > 0
+    assert man["onnx"]["opset"] == 19 and ra["gemm_precision"] == share
     assert man["precision"] == "int8" and "int8_scales.json" in man["files"]
     assert man["export_metrics"]["conversion"]["scales_file"] == str(scales)
     x = np.random.default_rng(0).integers(0, 256, size=(1, 224, 224, 3), dtype=np.uint8)
@@ -78,11 +101,64 @@ def test_qdq_follows_tensorrt_rules_and_runs(packages):
     assert m.shape == (1, 1, 256, 256) and np.isfinite(m).all() and s.shape == (1,)
 
 
-def test_qdq_check_flags_nonzero_zero_point(packages):
-    q = onnx.load(str(packages[0] / "model.onnx"))
-    zp = next(t for t in q.graph.initializer if t.data_type == onnx.TensorProto.INT8 and not t.dims)
-    zp.CopyFrom(onnx.numpy_helper.from_array(np.array(3, np.int8), zp.name))
-    assert any("zero point must be 0" in p for p in qdq_problems(q))
+def test_int8_package_carries_a_gated_cpu_graph_that_cpu_backends_run(packages):
+    from edge_ad.runtime.backends.onnxruntime import OnnxRuntimeBackend
+
+    a, _, _, ra, _ = packages
+    pkg = load_package(a)
+    man = pkg.manifest
+    assert man["onnx"]["cpu"]["file"] == "model_cpu.onnx" and "model_cpu.onnx" in man["files"]
+    cpu = onnx.load(str(pkg.cpu_onnx_path()))
+    assert quantized_nodes(cpu) == quantized_nodes(onnx.load(str(pkg.onnx_path()))) and check_graph(cpu) == []
+    assert man["onnx"]["cpu"]["opset"] == 17 and man["onnx"]["cpu"]["gemm_precision"]["nodes"]["int8"] == 72
+    gate = man["export_metrics"]["gate"]
+    assert gate["cpu_graph"]["file"] == "model_cpu.onnx" and set(gate["cpu_graph"]["categories"]) == {"pcb", "fabric"}
+    assert "CPU graph (model_cpu.onnx" in ra["table"]
+    assert OnnxRuntimeBackend(pkg, providers="cpu").onnx_path.name == "model_cpu.onnx"  # CPU-only: the CPU graph
+    assert OnnxRuntimeBackend(pkg, providers="cpu", graph="main").onnx_path.name == "model.onnx"
+    with pytest.raises(ConfigError, match="no CPU graph"):
+        OnnxRuntimeBackend(load_package(ra["conversion"]["from"]), providers="cpu", graph="cpu")
+
+
+def test_cpu_and_tensorrt_graphs_quantise_identically(fp32):
+    _root, _, _, pkg = fp32
+    model = onnx.load(str(pkg / "model.onnx"))
+    rng = np.random.default_rng(1)
+    batches = [rng.integers(0, 256, (1, 224, 224, 3), dtype=np.uint8) for _ in range(2)]
+    doc = calibrate_scales(model, batches, method="minmax", exclude=DEFAULT_EXCLUDE)
+    cpu, trt = cpu_graph(model, doc), tensorrt_graph(model, doc, fp16_policy("dinomaly-tiny"))
+    assert quantized_nodes(cpu) == quantized_nodes(trt) == sorted(doc["nodes"])
+    assert check_graph(cpu) == [] and check_graph(trt) == []
+    so = ort.SessionOptions()
+    so.log_severity_level = 3
+    outs = [ort.InferenceSession(g.SerializeToString(), so, providers=["CPUExecutionProvider"]).run(
+        None, {"image": batches[0]}) for g in (model, cpu, trt)]
+    scale = float(np.abs(outs[0][0]).max())
+    for o in outs[1:]:  # same scales, so both are close to fp32 and to each other
+        assert np.max(np.abs(o[0] - outs[0][0])) < 0.05 * scale
+    assert np.max(np.abs(outs[1][0] - outs[2][0])) < 0.05 * scale
+
+
+def test_scales_are_fp16_safe():
+    s = fp16_scale(np.array([1e-9, 0.1, 3.0e-3], np.float32))
+    assert s.dtype == np.float32 and np.all(s.astype(np.float16).astype(np.float32) == s)
+    assert np.all(s >= np.array([np.finfo(np.float16).tiny, 0.1, 3.0e-3], np.float32))  # rounded up, never to 0
+
+
+def test_range_collector_is_incremental():
+    rng = np.random.default_rng(0)
+    data = [rng.normal(0, 1, (4, 64)).astype(np.float32) for _ in range(5)]
+    data[3][0, 0] = 9.0
+    mm = RangeCollector("minmax")
+    for d in data:
+        mm.update({"t": d})
+    assert mm.amax() == {"t": pytest.approx(9.0)}
+    ent = RangeCollector("entropy")
+    for d in data:
+        ent.update({"t": d})
+    assert 0 < ent.amax()["t"] <= 9.0 + 1e-6  # entropy clips the outlier
+    with pytest.raises(ConfigError, match="non-finite"):
+        mm.update({"t": np.array([np.nan], np.float32)})
 
 
 def test_scales_file_reuse_reproduces_identical_onnx(packages):
@@ -105,7 +181,7 @@ def test_scales_file_for_other_weights_is_refused(fp32, packages, tmp_path):
 def test_calibration_manifest_validation_and_sampling(fp32, tmp_path):
     _root, data, run, pkg = fp32
     cfg = load_calibration_config("dinomaly-tiny")
-    assert cfg.exclude == DEFAULT_EXCLUDE and cfg.method == "entropy"
+    assert cfg.exclude == DEFAULT_EXCLUDE and cfg.method == "percentile"
     for raw, match in (({"split": "test"}, "split: expected 'train'"), ({"num_images": 0}, "num_images"),
                        ({"sampling": "all"}, "sampling"), ({"method": "kl"}, "method"),
                        ({"exclude": ["("]}, "not a valid regular expression"), ({"color": 1}, "unknown key"),
@@ -118,14 +194,18 @@ def test_calibration_manifest_validation_and_sampling(fp32, tmp_path):
     assert len(paths) == 4 and {p.parts[-4] for p in paths} == {"pcb", "fabric"}
     assert not {str(p) for p in paths} & set(holdout)
     p = load_package(pkg)
-    reader = ImageCalibrationReader(paths[:2], p.preprocess, "image", progress=False)
-    batch = reader.get_next()
-    assert batch["image"].dtype == np.uint8 and batch["image"].shape == (1, 224, 224, 3)
+    batch = next(image_batches(paths[:2], p.preprocess, batch=2, progress=False))
+    assert batch.dtype == np.uint8 and batch.shape == (2, 224, 224, 3)
     y = tmp_path / "c.yaml"
     y.write_text("model: dinomaly-tiny\nnum_images: 3\nsampling: first\nmethod: percentile\npercentile: 99.9\n")
     c = load_calibration_config("dinomaly-tiny", y)
     assert (c.num_images, c.sampling, c.method, c.percentile) == (3, "first", "percentile", 99.9)
-    q, doc = quantize_int8(onnx.load(str(pkg / "model.onnx")),
-                           reader=ImageCalibrationReader(select_images(c, data), p.preprocess, "image", progress=False),
+    model = onnx.load(str(pkg / "model.onnx"))
+    doc = calibrate_scales(model, image_batches(select_images(c, data), p.preprocess, progress=False),
                            method=c.method, percentile=c.percentile, exclude=c.exclude)
-    assert doc["method"] == "percentile" and doc["percentile"] == 99.9 and qdq_problems(q, doc["nodes"]) == []
+    assert doc["method"] == "percentile" and doc["percentile"] == 99.9 and len(doc["nodes"]) == 72
+    acts = {e["activation"]["tensor"] for e in doc["nodes"].values()}
+    amax = collect_ranges(model, sorted(acts), image_batches(select_images(c, data), p.preprocess, progress=False),
+                          "image", "percentile", 99.9)
+    assert all(doc["nodes"][n]["activation"]["amax"] == pytest.approx(amax[e["activation"]["tensor"]])
+               for n, e in doc["nodes"].items())

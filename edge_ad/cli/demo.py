@@ -27,7 +27,6 @@ def run(args: argparse.Namespace) -> int:
     import cv2
     import numpy as np
 
-    from edge_ad.cli.bench import run_bench
     from edge_ad.data.mvtec import load_samples, read_image
     from edge_ad.data.synth import generate
     from edge_ad.errors import ConfigError
@@ -35,6 +34,7 @@ def run(args: argparse.Namespace) -> int:
     from edge_ad.evaluate.report import format_table
     from edge_ad.export.exporter import export_package
     from edge_ad.runtime import Detector, render_overlay
+    from edge_ad.runtime.bench import run_bench
     from edge_ad.train.config import resolve_config
     from edge_ad.train.trainer import train
 
@@ -116,6 +116,6 @@ def run(args: argparse.Namespace) -> int:
              (pkg, "the deployable model package")]
     width = max(len(str(p)) for p, _ in looks)
     for p, what in looks:
-        print(f"  {str(p):<{width}}  {what}")
+        print(f"  {p!s:<{width}}  {what}")
     print("Note: the encoder is RANDOM-INIT (no downloads here), so heatmaps are weak: expected, not a bug.")
     return 0

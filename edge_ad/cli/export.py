@@ -66,7 +66,10 @@ def run(args: argparse.Namespace) -> int:
         pkg, s = convert_package(fp32, args.precision, out, data=args.data, max_drop=args.max_drop,
                                  min_agreement=args.min_agreement, max_pixel_drop=args.max_pixel_drop,
                                  force=args.force, **int8_opts)
+    from edge_ad.export.gemm_share import format_gemm_share
+
     print(s["table"])
+    print(format_gemm_share(s["gemm_precision"]))
     print(f"package: {pkg}  (gate passed; next: edge-ad build {pkg} on the device)")
     if args.json_out:
         write_json(Path(args.json_out), {k: v for k, v in s.items() if k != "table"})

@@ -29,6 +29,7 @@ COMMANDS: dict[str, str] = {
     "weights": "edge_ad.cli.weights",
     "build": "edge_ad.cli.build",
     "verify": "edge_ad.cli.verify",
+    "selftest": "edge_ad.cli.selftest",
     "doctor": "edge_ad.cli.doctor",
 }
 

@@ -9,18 +9,9 @@ Exit status: 0 within tolerance, 1 beyond it, 2 on errors (e.g. tensorrt not ins
 from __future__ import annotations
 
 import argparse
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
-
-import numpy as np
 
 HELP = "compare the TensorRT engine with ONNX Runtime CPU on sample images (score deltas, map diff, OK/NG)"
-
-#: default tolerance per precision, as a fraction of the normalisation range
-DEFAULT_TOL = {"fp32": 0.01, "fp16": 0.05, "int8": 0.10}
-MIN_SPEARMAN = 0.9
-IMAGE_EXTS = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff"}
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -33,141 +24,36 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--fp16-fallback", action="store_true", help="verify the weakly typed fp16 engine (TensorRT 10)")
     p.add_argument("--tol", type=float, default=None,
                    help="max score/map difference as a fraction of the normalisation range "
-                        f"(default {DEFAULT_TOL})")
+                        "(default fp32 0.01, fp16 0.05, int8 0.10)")
     p.add_argument("--device", type=int, default=0, help="CUDA device index")
     p.add_argument("--seed", type=int, default=0, help="seed of the synthetic images")
 
 
-def spearman(a: np.ndarray, b: np.ndarray) -> float | None:
-    """Spearman rank correlation (ties get average ranks); None when undefined (n < 3 or a constant series)."""
-    if len(a) < 3:
-        return None
-    ra, rb = _ranks(np.asarray(a, dtype=np.float64)), _ranks(np.asarray(b, dtype=np.float64))
-    if np.std(ra) == 0 or np.std(rb) == 0:
-        return None
-    return float(np.corrcoef(ra, rb)[0, 1])
-
-
-def _ranks(x: np.ndarray) -> np.ndarray:
-    order = np.argsort(x, kind="mergesort")
-    ranks = np.empty(len(x), dtype=np.float64)
-    ranks[order] = np.arange(1, len(x) + 1)
-    for v in np.unique(x):
-        tie = x == v
-        if tie.sum() > 1:
-            ranks[tie] = ranks[tie].mean()
-    return ranks
-
-
-@dataclass
-class Comparison:
-    """Reference (ONNX Runtime) vs TensorRT outputs and the verdict."""
-
-    score_delta: np.ndarray  # per image, absolute
-    max_map_diff: float
-    spearman: float | None
-    agree: np.ndarray  # per image: same OK/NG decision
-    score_tol: float
-    map_tol: float
-
-    @property
-    def failures(self) -> list[str]:
-        out = []
-        if float(self.score_delta.max(initial=0.0)) > self.score_tol:
-            out.append(f"max score delta {self.score_delta.max():.4g} > {self.score_tol:.4g}")
-        if self.max_map_diff > self.map_tol:
-            out.append(f"max map difference {self.max_map_diff:.4g} > {self.map_tol:.4g}")
-        if self.spearman is not None and self.spearman < MIN_SPEARMAN:
-            out.append(f"score Spearman {self.spearman:.3f} < {MIN_SPEARMAN}")
-        if not bool(self.agree.all()):
-            out.append(f"OK/NG differs on {int((~self.agree).sum())} of {len(self.agree)} image(s)")
-        return out
-
-
-def compare(ref: tuple[np.ndarray, np.ndarray], got: tuple[np.ndarray, np.ndarray], thresholds: dict[str, Any],
-            tol: float) -> Comparison:
-    """Compare (maps, scores) pairs; tolerances are `tol` times the manifest's normalisation ranges."""
-    norm = thresholds["normalization"]
-    score_range = max(float(norm["score_max"]) - float(norm["score_min"]), 1e-12)
-    pixel_range = max(float(norm["pixel_max"]) - float(norm["pixel_min"]), 1e-12)
-    threshold = float(thresholds["image"]["value"])
-    (ref_maps, ref_scores), (maps, scores) = ref, got
-    return Comparison(
-        score_delta=np.abs(scores.astype(np.float64) - ref_scores.astype(np.float64)),
-        max_map_diff=float(np.max(np.abs(maps.astype(np.float64) - ref_maps.astype(np.float64)), initial=0.0)),
-        spearman=spearman(ref_scores, scores),
-        agree=(ref_scores > threshold) == (scores > threshold),
-        score_tol=tol * score_range,
-        map_tol=tol * pixel_range,
-    )
-
-
-def load_images(folder: Path | None, n: int, size_hw: tuple[int, int], seed: int) -> list[tuple[str, np.ndarray]]:
-    """Up to `n` (name, BGR uint8) images from `folder`, or `n` seeded noise images of `size_hw`."""
-    import cv2
-
-    from edge_ad.errors import ConfigError, DataError
-
-    if n < 1:
-        raise ConfigError(f"--n: expected an integer >= 1, got {n}")
-    if folder is None:
-        rng = np.random.default_rng(seed)
-        return [(f"noise-{i}", rng.integers(0, 256, (*size_hw, 3), dtype=np.uint8)) for i in range(n)]
-    if not folder.is_dir():
-        raise ConfigError(f"--images: {folder} is not a directory")
-    files = sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_EXTS)[:n]
-    if not files:
-        raise ConfigError(f"--images: no images ({', '.join(sorted(IMAGE_EXTS))}) in {folder}")
-    out = []
-    for f in files:
-        img = cv2.imread(str(f), cv2.IMREAD_COLOR)
-        if img is None:
-            raise DataError(f"{f}: cannot read the image")
-        out.append((f.name, img))
-    return out
-
-
 def run(args: argparse.Namespace) -> int:
-    from edge_ad.errors import ConfigError
-    from edge_ad.runtime.backends.onnxruntime import OnnxRuntimeBackend
     from edge_ad.runtime.package import load_package
     from edge_ad.runtime.trt import load_tensorrt
+    from edge_ad.runtime.trt.verify import verify_engine
 
     load_tensorrt()
     pkg = load_package(args.package)
-    precision = args.precision or pkg.precision
-    tol = DEFAULT_TOL[precision] if args.tol is None else args.tol
-    if tol <= 0:
-        raise ConfigError(f"--tol: expected a positive fraction, got {tol}")
-    images = load_images(args.images, args.n, pkg.preprocess.resize, args.seed)
-    batch = np.stack([pkg.preprocess.apply(img) for _, img in images])
-
-    from edge_ad.runtime.backends.tensorrt import TensorRTBackend
-
-    with TensorRTBackend(pkg, precision=precision, device=args.device, fp16_fallback=args.fp16_fallback) as trt_be:
-        got = trt_be.run(batch)
-        onnx_path = trt_be.record.onnx_path
-        key = trt_be.record.key
-    ref_precision = "fp32" if args.fp16_fallback else precision
-    ref = OnnxRuntimeBackend(pkg, providers="cpu", precision=ref_precision).run(batch)
-    result = compare(ref, got, pkg.thresholds, tol)
-
-    threshold = float(pkg.thresholds["image"]["value"])
-    print(f"engine: {key.describe()}")
-    print(f"reference: ONNX Runtime CPU on {onnx_path.name}; image threshold {threshold:.6g}")
-    name_w = max(len(name) for name, _ in images)
+    r = verify_engine(pkg, args.precision, images=args.images, n=args.n, seed=args.seed, tol=args.tol,
+                      device=args.device, fp16_fallback=args.fp16_fallback)
+    threshold = r["threshold"]
+    print(f"engine: {r['engine']}")
+    print(f"reference: {r['reference']}; image threshold {threshold:.6g}")
+    name_w = max(len(i["name"]) for i in r["images"])
     print(f"{'image':<{name_w}}  {'onnxruntime':>12}  {'tensorrt':>12}  {'delta':>10}  decision")
-    for i, (name, _) in enumerate(images):
-        r, g = float(ref[1][i]), float(got[1][i])
-        verdict = ("NG" if r > threshold else "OK") + ("" if result.agree[i] else f" vs {'NG' if g > threshold else 'OK'}")
-        print(f"{name:<{name_w}}  {r:>12.6g}  {g:>12.6g}  {abs(g - r):>10.3g}  {verdict}")
-    rho = "n/a" if result.spearman is None else f"{result.spearman:.4f}"
-    print(f"max |score delta| {result.score_delta.max():.4g} (tol {result.score_tol:.4g}), max |map diff| "
-          f"{result.max_map_diff:.4g} (tol {result.map_tol:.4g}), Spearman {rho}, OK/NG agreement "
-          f"{int(result.agree.sum())}/{len(result.agree)}")
-    failures = result.failures
-    if failures:
-        print("FAIL: " + "; ".join(failures))
+    for i in r["images"]:
+        ref, got = i["onnxruntime"], i["tensorrt"]
+        verdict = ("NG" if ref > threshold else "OK") + ("" if i["agree"] else f" vs {'NG' if got > threshold else 'OK'}")
+        print(f"{i['name']:<{name_w}}  {ref:>12.6g}  {got:>12.6g}  {abs(got - ref):>10.3g}  {verdict}")
+    rho = "n/a" if r["spearman"] is None else f"{r['spearman']:.4f}"
+    agree = sum(i["agree"] for i in r["images"])
+    print(f"max |score delta| {r['max_score_delta']:.4g} (tol {r['score_tol']:.4g}), max |map diff| "
+          f"{r['max_map_diff']:.4g} (tol {r['map_tol']:.4g}), Spearman {rho}, OK/NG agreement "
+          f"{agree}/{len(r['images'])}")
+    if r["failures"]:
+        print("FAIL: " + "; ".join(r["failures"]))
         return 1
     print("PASS")
     return 0

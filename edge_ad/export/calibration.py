@@ -1,23 +1,26 @@
-"""INT8 calibration sets: the `calibration/<model>.yaml` manifest and an ONNX Runtime data reader over its images.
+"""INT8 calibration: the `calibration/<model>.yaml` manifest, its images, and activation ranges collected image by image.
 
 The manifest says which good training images calibrate the activation ranges (how many, how sampled, with which
 method and which nodes stay in float). Pixels come from the package manifest's `Preprocess`, never re-specified,
 so calibration sees exactly what the deployed graph sees. Images held out by the run (`val_split.json`) are never
-calibration images: the accuracy gate evaluates on them.
+calibration images: the accuracy gate evaluates on them. Ranges are folded batch by batch into histograms
+(`collect_ranges`), never kept as tensors, so 300 or 3000 images need the same memory.
 """
 
 from __future__ import annotations
 
+import contextlib
+import io
 import logging
 import re
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import onnx
 import yaml
-from onnxruntime.quantization import CalibrationDataReader
 from tqdm import tqdm
 
 from edge_ad.errors import ConfigError
@@ -52,7 +55,7 @@ class CalibrationConfig:
     num_images: int = 512
     sampling: str = "stratified"
     seed: int = 0
-    method: str = "entropy"
+    method: str = "percentile"
     percentile: float = 99.999
     exclude: tuple[str, ...] = DEFAULT_EXCLUDE
     source: str = "defaults"
@@ -108,7 +111,7 @@ def validate_config(raw: dict[str, Any], where: str, model: str | None = None) -
         raise ConfigError(f"{where}: sampling: expected one of {list(SAMPLINGS)}, got {sampling!r}")
     cfg["sampling"] = sampling
     cfg["seed"] = _want(where, "seed", raw.get("seed", 0), int, "an integer")
-    method = raw.get("method", "entropy")
+    method = raw.get("method", "percentile")
     if method not in METHODS:
         raise ConfigError(f"{where}: method: expected one of {list(METHODS)}, got {method!r}")
     cfg["method"] = method
@@ -181,35 +184,83 @@ def select_images(cfg: CalibrationConfig, data_root: str | Path, exclude_paths: 
     return [Path(s.path) for s in picked]
 
 
-class ImageCalibrationReader(CalibrationDataReader):
-    """Feeds uint8 NHWC crops (package preprocessing) to ONNX Runtime's calibrator, one batch per call."""
+def image_batches(paths: Sequence[Path], preprocess: Preprocess, batch: int = 1, progress: bool = True,
+                  desc: str = "calibration") -> Iterator[np.ndarray]:
+    """uint8 NHWC crops of `paths` (package preprocessing), `batch` images at a time, with a progress bar."""
+    from edge_ad.data.mvtec import read_image
 
-    def __init__(self, paths: Sequence[Path], preprocess: Preprocess, input_name: str, batch: int = 1,
-                 progress: bool = True) -> None:
-        self.paths = list(paths)
-        self.preprocess = preprocess
-        self.input_name = input_name
-        self.batch = batch
-        self.progress = progress
-        self._it: Iterator[dict[str, np.ndarray]] | None = None
-
-    def _batches(self) -> Iterator[dict[str, np.ndarray]]:
-        from edge_ad.data.mvtec import read_image
-
-        bar = tqdm(total=len(self.paths), desc="calibration", unit="img", disable=not self.progress, leave=False)
-        for i in range(0, len(self.paths), self.batch):
-            chunk = self.paths[i : i + self.batch]
-            yield {self.input_name: np.stack([self.preprocess.apply(read_image(p)) for p in chunk])}
+    with tqdm(total=len(paths), desc=desc, unit="img", disable=not progress, leave=False) as bar:
+        for i in range(0, len(paths), batch):
+            chunk = paths[i : i + batch]
+            yield np.stack([preprocess.apply(read_image(p)) for p in chunk])
             bar.update(len(chunk))
-        bar.close()
 
-    def get_next(self) -> dict[str, np.ndarray] | None:
-        if self._it is None:
-            self._it = self._batches()
-        return next(self._it, None)
 
-    def rewind(self) -> None:
-        self._it = None
+class RangeCollector:
+    """Per-tensor |x| ranges accumulated batch by batch, so memory stays flat in the number of images.
 
-    def __len__(self) -> int:
-        return (len(self.paths) + self.batch - 1) // self.batch
+    "minmax" keeps the running max |x|; "entropy" and "percentile" keep ONNX Runtime's mergeable histograms
+    (`HistogramCollector`, the same bins and thresholds as its calibrators) and pick the threshold at the end.
+    """
+
+    def __init__(self, method: str, percentile: float = 99.999) -> None:
+        if method not in METHODS:
+            raise ConfigError(f"calibration method: expected one of {list(METHODS)}, got {method!r}")
+        self.method = method
+        self._amax: dict[str, float] = {}
+        self._hist: Any = None
+        if method != "minmax":
+            from onnxruntime.quantization.calibrate import HistogramCollector
+
+            bins = 2048  # TensorRT's entropy calibrator uses 2048 bins (ONNX Runtime's entropy default of 128 leaves
+            # one candidate threshold until merging widens the histogram); percentile: ONNX Runtime's default
+            self._hist = HistogramCollector(method=method, symmetric=True, num_bins=bins, num_quantized_bins=128,
+                                            percentile=percentile, scenario="same")
+
+    def update(self, tensors: dict[str, np.ndarray]) -> None:
+        """Fold one batch of intermediate tensors into the ranges."""
+        for name, arr in tensors.items():
+            if not np.all(np.isfinite(arr)):
+                raise ConfigError(f"calibration: tensor {name!r} has non-finite values on a calibration image; the "
+                                  "fp32 model itself produces NaN/inf there")
+        if self._hist is None:
+            for name, arr in tensors.items():
+                self._amax[name] = max(self._amax.get(name, 0.0), float(np.max(np.abs(arr))) if arr.size else 0.0)
+            return
+        with contextlib.redirect_stdout(io.StringIO()):  # the collector prints a line per call
+            self._hist.collect(tensors)
+
+    def amax(self) -> dict[str, float]:
+        """tensor -> calibrated |x| threshold (>= 0)."""
+        if self._hist is None:
+            return dict(self._amax)
+        with contextlib.redirect_stdout(io.StringIO()):
+            result = self._hist.compute_collection_result()
+        return {name: float(max(abs(float(v[0])), abs(float(v[1])))) for name, v in result.items()}
+
+
+def collect_ranges(model: onnx.ModelProto, tensors: Sequence[str], batches: Iterable[np.ndarray], input_name: str,
+                   method: str, percentile: float = 99.999) -> dict[str, float]:
+    """Calibrated |x| thresholds of `tensors` of the fp32 `model` over uint8 image `batches`.
+
+    The model is run with those tensors as its only outputs, one batch at a time, and each batch is folded into a
+    `RangeCollector` and dropped: peak memory is one batch's intermediates, whatever the number of images.
+    """
+    import onnxruntime as ort
+
+    probe = onnx.ModelProto()
+    probe.CopyFrom(model)
+    del probe.graph.output[:]
+    probe.graph.output.extend(onnx.helper.make_empty_tensor_value_info(t) for t in tensors)
+    so = ort.SessionOptions()
+    so.log_severity_level = 3
+    sess = ort.InferenceSession(probe.SerializeToString(), so, providers=["CPUExecutionProvider"])
+    collector = RangeCollector(method, percentile)
+    seen = 0
+    for batch in batches:
+        outs = sess.run(list(tensors), {input_name: batch})
+        collector.update(dict(zip(tensors, outs)))
+        seen += len(batch)
+    if not seen:
+        raise ConfigError("calibration: no images")
+    return collector.amax()

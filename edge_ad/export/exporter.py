@@ -13,8 +13,9 @@ import numpy as np
 import torch
 
 from edge_ad import __version__
-from edge_ad.errors import ConfigError, EdgeADError
-from edge_ad.export.graph_check import check_tensorrt_compat, op_histogram
+from edge_ad.errors import ConfigError, ExportError
+from edge_ad.export.gemm_share import gemm_precision
+from edge_ad.export.graph_check import check_graph, format_problems, op_histogram
 from edge_ad.export.onnx_export import PackagedModel, check_parity, export_onnx
 from edge_ad.export.recipe import load_recipe
 from edge_ad.models.base import AnomalyModel
@@ -22,10 +23,6 @@ from edge_ad.models.registry import create_model, model_info
 from edge_ad.train import rundir
 
 log = logging.getLogger(__name__)
-
-
-class ExportError(EdgeADError):
-    """The exported graph failed a check (TensorRT compatibility or parity with PyTorch); nothing was written."""
 
 
 def _params(model: torch.nn.Module) -> int:
@@ -129,9 +126,9 @@ def export_package(
 
     proto = export_onnx(model, opset=int(recipe["opset"]), dynamic_batch=bool(recipe["dynamic_batch"]),
                         input_name=recipe["input"]["name"])
-    problems = check_tensorrt_compat(proto)
+    problems = check_graph(proto)
     if problems:
-        raise ExportError("exported graph is not TensorRT-clean:\n  " + "\n  ".join(problems[:20]))
+        raise ExportError("exported graph breaks TensorRT's rules; no package written:\n  " + format_problems(problems))
     onnx_bytes = proto.SerializeToString()
 
     par_cfg = recipe["parity"]
@@ -165,7 +162,8 @@ def export_package(
         },
         "categories": list(info.get("categories") or cfg.get("categories") or []),
         "precision": "fp32",
-        "onnx": {"file": "model.onnx", "opset": int(recipe["opset"]), "nodes": hist["nodes"]},
+        "onnx": {"file": "model.onnx", "opset": int(recipe["opset"]), "nodes": hist["nodes"],
+                 "gemm_precision": gemm_precision(proto)},
         "input": {
             "name": recipe["input"]["name"], "dtype": "uint8", "layout": "NHWC",
             "height": pre.crop[0], "width": pre.crop[1], "batch": "dynamic" if recipe["dynamic_batch"] else 1,

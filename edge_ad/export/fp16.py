@@ -33,6 +33,8 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
+from edge_ad.export.graph_check import mixed_type_nodes
+
 log = logging.getLogger(__name__)
 
 FLOAT = TensorProto.FLOAT
@@ -42,6 +44,7 @@ FP16_MAX = float(np.finfo(np.float16).max)
 _TYPE_AGNOSTIC = frozenset({"Cast", "Shape", "Size"})
 #: ops whose outputs do not depend on the input *values*
 _SHAPE_ONLY = frozenset({"Shape", "Size"})
+_QDQ = frozenset({"QuantizeLinear", "DequantizeLinear"})
 
 
 @dataclass(frozen=True)
@@ -142,9 +145,16 @@ def _head(nodes: list[onnx.NodeProto], producer: dict[str, int], policy: Fp16Pol
 
 
 def fp32_nodes(model: onnx.ModelProto, policy: Fp16Policy = DEFAULT_POLICY) -> dict[str, str]:
-    """node name -> why it stays FP32 (for nodes that touch float tensors and are kept)."""
+    """node name -> why it stays FP32 (for nodes that touch float tensors and are kept).
+
+    Q/DQ nodes (an INT8 graph) take the precision of the GEMM they feed, so each DequantizeLinear writes the type
+    its GEMM reads and TensorRT can fuse the pair into an INT8 kernel with no Cast in between."""
     nodes = list(model.graph.node)
     producer = {o: i for i, n in enumerate(nodes) for o in n.output if o}
+    consumers: dict[str, list[int]] = defaultdict(list)
+    for i, n in enumerate(nodes):
+        for t in n.input:
+            consumers[t].append(i)
     dep = _value_dependent(model)
     reasons: dict[int, str] = {}
     if policy.keep_head:
@@ -152,7 +162,10 @@ def fp32_nodes(model: onnx.ModelProto, policy: Fp16Policy = DEFAULT_POLICY) -> d
     if policy.keep_linear_attention:
         reasons.update(dict.fromkeys(_linear_attention_core(nodes, producer), "linear-attention sums"))
     pats = [re.compile(p) for p in policy.keep_name_patterns]
+    qdq = [i for i, n in enumerate(nodes) if n.op_type in _QDQ]
     for i, n in enumerate(nodes):
+        if n.op_type in _QDQ:
+            continue
         if not n.name.startswith(policy.model_scope):
             reasons[i] = "graph prologue/epilogue"
         elif n.op_type in policy.keep_op_types:
@@ -161,6 +174,10 @@ def fp32_nodes(model: onnx.ModelProto, policy: Fp16Policy = DEFAULT_POLICY) -> d
             reasons[i] = "keep_name_patterns"
         elif not any(t in dep for t in n.input if t):
             reasons.setdefault(i, "shape arithmetic")
+    for i in sorted(qdq, key=lambda j: nodes[j].op_type != "DequantizeLinear"):  # DQ first, then the Q feeding it
+        users = consumers.get(nodes[i].output[0], [])
+        if any(u in reasons for u in users):
+            reasons[i] = "Q/DQ of an FP32 GEMM"
     return {nodes[i].name or f"#{i}": r for i, r in sorted(reasons.items())}
 
 
@@ -247,7 +264,7 @@ def convert_to_fp16(model: onnx.ModelProto, policy: Fp16Policy = DEFAULT_POLICY)
     onnx.checker.check_model(m)
     problems = mixed_type_nodes(m)
     if problems:
-        raise RuntimeError("fp16 conversion left mixed-type inputs: " + "; ".join(problems[:5]))
+        raise RuntimeError("fp16 conversion left mixed-type inputs: " + "; ".join(str(p) for p in problems[:5]))
     reasons: dict[str, int] = defaultdict(int)
     for r in keep_names.values():
         reasons[r] += 1
@@ -256,35 +273,6 @@ def convert_to_fp16(model: onnx.ModelProto, policy: Fp16Policy = DEFAULT_POLICY)
         "fp32_reasons": dict(sorted(reasons.items())), "clipped_weights": clipped,
     }
     return m, summary
-
-
-def mixed_type_nodes(model: onnx.ModelProto) -> list[str]:
-    """Nodes whose inputs bound to the same ONNX type variable (e.g. both 'T' of Add) have different dtypes.
-
-    Such a graph is invalid ONNX and is rejected by TensorRT's strongly-typed mode; empty list = clean.
-    """
-    inferred = onnx.shape_inference.infer_shapes(model)
-    g = inferred.graph
-    types = {vi.name: vi.type.tensor_type.elem_type for vi in [*g.value_info, *g.input, *g.output]}
-    types.update({t.name: t.data_type for t in g.initializer})
-    opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 17)
-    problems = []
-    for n in g.node:
-        if n.domain not in ("", "ai.onnx"):
-            continue
-        schema = onnx.defs.get_schema(n.op_type, opset)
-        seen: dict[str, set[int]] = defaultdict(set)
-        for k, t in enumerate(n.input):
-            if not t:
-                continue
-            formal = schema.inputs[min(k, len(schema.inputs) - 1)]
-            if t in types:
-                seen[formal.type_str].add(types[t])
-        for tv, dts in seen.items():
-            if len(dts) > 1:
-                names = sorted(TensorProto.DataType.Name(d) for d in dts)
-                problems.append(f"{n.name or n.op_type} ({n.op_type}): inputs of type {tv} mix {names}")
-    return problems
 
 
 def node_precisions(model: onnx.ModelProto) -> dict[str, int]:

@@ -92,12 +92,13 @@ def _nearest(mask: np.ndarray, hw: tuple[int, int]) -> np.ndarray:
 
 
 def run_package(pkg: ModelPackage, samples: Sequence[Any], batch: int = 4, desc: str = "gate",
-                progress: bool = True) -> tuple[np.ndarray, np.ndarray]:
-    """(maps [N,h,w], scores [N]) of the package's graph on the samples, through the runtime's ONNX Runtime backend."""
+                progress: bool = True, graph: str = "main") -> tuple[np.ndarray, np.ndarray]:
+    """(maps [N,h,w], scores [N]) of one of the package's graphs ("main" or "cpu") on the samples, through the
+    runtime's ONNX Runtime backend."""
     from edge_ad.data.mvtec import read_image
-    from edge_ad.runtime.backends import create_backend
+    from edge_ad.runtime.backends.onnxruntime import OnnxRuntimeBackend
 
-    be = create_backend(pkg, "onnxruntime", providers=["CPUExecutionProvider"])
+    be = OnnxRuntimeBackend(pkg, providers=["CPUExecutionProvider"], graph=graph)
     maps, scores = [], []
     for i in tqdm(range(0, len(samples), batch), desc=desc, disable=not progress, leave=False):
         crops = np.stack([pkg.preprocess.apply(read_image(s.path)) for s in samples[i : i + batch]])
@@ -137,37 +138,74 @@ def evaluate_gate(ref: ModelPackage, cand: ModelPackage, images: GateSet, budget
                   target_frr: float = 0.01, progress: bool = True) -> dict[str, Any]:
     """Run both packages, compare, and return the JSON-ready report (`passed`, `failures`, per-category rows).
 
-    The candidate's re-derived thresholds are in `report["thresholds"]["converted"]`.
+    The candidate's re-derived thresholds are in `report["thresholds"]["converted"]`. A candidate with a CPU graph
+    (int8) is gated twice: its main (TensorRT) graph, and its CPU graph in `report["cpu_graph"]`, judged with the
+    same re-derived thresholds because that is what a CPU station will decide with; failures of either refuse it.
     """
-    from edge_ad.evaluate.metrics import CategoryPredictions, evaluate_categories
     from edge_ad.evaluate.thresholds import derive_thresholds
 
     good, test = images.good, images.test
-    runs = {}
-    for key, pkg in (("fp32", ref), ("converted", cand)):
-        gm, gs = run_package(pkg, good, desc=f"gate {pkg.precision} good", progress=progress)
-        tm, ts = run_package(pkg, test, desc=f"gate {pkg.precision} test", progress=progress)
-        thr = derive_thresholds(gs, gm.reshape(len(good), -1).max(axis=1), target_frr=target_frr)
-        runs[key] = {"good": (gm, gs), "test": (tm, ts), "thresholds": thr}
+
+    def run(pkg: ModelPackage, graph: str = "main") -> dict[str, Any]:
+        gm, gs = run_package(pkg, good, desc=f"gate {pkg.precision} {graph} good", progress=progress, graph=graph)
+        tm, ts = run_package(pkg, test, desc=f"gate {pkg.precision} {graph} test", progress=progress, graph=graph)
+        return {"good": (gm, gs), "test": (tm, ts)}
+
+    runs = {"fp32": run(ref), "converted": run(cand)}
+    for key in runs:
+        gm, gs = runs[key]["good"]
+        runs[key]["thresholds"] = derive_thresholds(gs, gm.reshape(len(good), -1).max(axis=1), target_frr=target_frr)
+    masks = _masks(ref, test)
+    metrics = {k: _test_metrics(r, test, masks) for k, r in runs.items()} if test else {}
+    main = _compare(runs["fp32"], runs["converted"], runs["converted"]["thresholds"], metrics, good, test, budget)
+    report = {
+        "passed": not main["failures"],
+        "failures": main["failures"],
+        "budget": asdict(budget),
+        "backend": "onnxruntime-cpu",
+        "precision": cand.precision,
+        "images": {"good": images.good_source, "test": len(test)},
+        "thresholds": {"fp32": runs["fp32"]["thresholds"], "converted": runs["converted"]["thresholds"]},
+        "overall": main["overall"],
+        "categories": main["rows"],
+    }
+    if cand.cpu_onnx_path() is not None:
+        cpu_run = run(cand, "cpu")
+        cpu_metrics = {"fp32": metrics.get("fp32", {}), "converted": _test_metrics(cpu_run, test, masks)} if test else {}
+        cpu = _compare(runs["fp32"], cpu_run, runs["converted"]["thresholds"], cpu_metrics, good, test, budget)
+        for f in cpu["failures"]:
+            f["message"] = "CPU graph: " + f["message"]
+        report["cpu_graph"] = {"file": cand.manifest["onnx"]["cpu"]["file"], "overall": cpu["overall"],
+                               "categories": cpu["rows"], "failures": cpu["failures"]}
+        report["failures"] = main["failures"] + cpu["failures"]
+        report["passed"] = not report["failures"]
+    return report
+
+
+def _test_metrics(run: dict[str, Any], test: Sequence[Any], masks: np.ndarray) -> dict[str, Any]:
+    """Per-category metrics of one run on the labelled test samples."""
+    from edge_ad.evaluate.metrics import CategoryPredictions, evaluate_categories
+
+    labels = np.array([s.label for s in test])
+    tcats = np.array([s.category for s in test], dtype=object)
+    dtypes = np.array([s.defect_type for s in test], dtype=object)
+    tm, ts = run["test"]
+    per = {c: CategoryPredictions(labels[tcats == c], ts[tcats == c], masks[tcats == c], tm[tcats == c],
+                                  list(dtypes[tcats == c])) for c in sorted(set(tcats.tolist()))}
+    result: dict[str, Any] = evaluate_categories(per)["categories"]
+    return result
+
+
+def _compare(ref_run: dict[str, Any], cand_run: dict[str, Any], cand_thresholds: dict[str, Any],
+             metrics: dict[str, Any], good: Sequence[Any], test: Sequence[Any], budget: GateBudget
+             ) -> dict[str, Any]:
+    """Per-category rows, the overall row and the budget failures of one candidate run against fp32."""
     samples = list(good) + list(test)
     cats = np.array([s.category for s in samples], dtype=object)
-    s32 = np.concatenate([runs["fp32"]["good"][1], runs["fp32"]["test"][1]])
-    sc = np.concatenate([runs["converted"]["good"][1], runs["converted"]["test"][1]])
-    ng32 = s32 > runs["fp32"]["thresholds"]["image"]["value"]
-    ngc = sc > runs["converted"]["thresholds"]["image"]["value"]
-    agree = ng32 == ngc
+    s32 = np.concatenate([ref_run["good"][1], ref_run["test"][1]])
+    sc = np.concatenate([cand_run["good"][1], cand_run["test"][1]])
+    agree = (s32 > ref_run["thresholds"]["image"]["value"]) == (sc > cand_thresholds["image"]["value"])
     rows: dict[str, dict[str, Any]] = {}
-    metrics: dict[str, Any] = {}
-    if test:
-        masks = _masks(ref, test)
-        labels = np.array([s.label for s in test])
-        tcats = np.array([s.category for s in test], dtype=object)
-        dtypes = np.array([s.defect_type for s in test], dtype=object)
-        for key in ("fp32", "converted"):
-            tm, ts = runs[key]["test"]
-            per = {c: CategoryPredictions(labels[tcats == c], ts[tcats == c], masks[tcats == c], tm[tcats == c],
-                                          list(dtypes[tcats == c])) for c in sorted(set(tcats.tolist()))}
-            metrics[key] = evaluate_categories(per)["categories"]
     for c in sorted(set(cats.tolist())):
         sel = cats == c
         row: dict[str, Any] = {"n": int(sel.sum()), "score_spearman": _spearman(s32[sel], sc[sel]),
@@ -179,18 +217,7 @@ def evaluate_gate(ref: ModelPackage, cand: ModelPackage, images: GateSet, budget
         rows[c] = row
     overall = {"n": len(samples), "score_spearman": _spearman(s32, sc), "agreement": float(agree.mean()),
                "flips": int((~agree).sum()), "max_abs_score_diff": float(np.max(np.abs(s32 - sc)))}
-    failures = _failures(rows, overall, budget)
-    return {
-        "passed": not failures,
-        "failures": failures,
-        "budget": asdict(budget),
-        "backend": "onnxruntime-cpu",
-        "precision": cand.precision,
-        "images": {"good": images.good_source, "test": len(test)},
-        "thresholds": {"fp32": runs["fp32"]["thresholds"], "converted": runs["converted"]["thresholds"]},
-        "overall": overall,
-        "categories": rows,
-    }
+    return {"rows": rows, "overall": overall, "failures": _failures(rows, overall, budget)}
 
 
 def _failures(rows: dict[str, dict[str, Any]], overall: dict[str, Any], budget: GateBudget) -> list[dict[str, Any]]:
@@ -237,6 +264,14 @@ def format_gate_report(report: dict[str, Any]) -> str:
     rows.append(["all" + (" FAIL" if any(k[0] == "all" for k in failed) else ""), str(o["n"]), "", "", "",
                  f"{o['score_spearman']:.4f}", f"{o['agreement']:.3f}"])
     table = format_table(rows, ["category", "n", "image AUROC", "pixel AUROC", "AUPRO", "Spearman", "agreement"])
+    cpu = report.get("cpu_graph")
+    if cpu:
+        crows = [[c, str(r["n"]), cell(r, "image_auroc"), f"{r['score_spearman']:.4f}", f"{r['agreement']:.3f}"]
+                 for c, r in cpu["categories"].items()]
+        o = cpu["overall"]
+        crows.append(["all", str(o["n"]), "", f"{o['score_spearman']:.4f}", f"{o['agreement']:.3f}"])
+        table += (f"\nCPU graph ({cpu['file']}, same thresholds):\n"
+                  + format_table(crows, ["category", "n", "image AUROC", "Spearman", "agreement"]))
     b = report["budget"]
     verdict = "PASSED" if report["passed"] else "FAILED:\n  " + "\n  ".join(f["message"] for f in report["failures"])
     return (f"accuracy gate, {report['precision']} vs fp32 ({report['backend']}; {report['images']['good']}, "

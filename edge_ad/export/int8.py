@@ -1,55 +1,80 @@
-"""Explicit INT8 quantisation: FP32 ONNX -> Q/DQ ONNX for TensorRT (and ONNX Runtime), with a reviewable scales file.
+"""Explicit INT8: an FP32 ONNX graph + calibrated activation ranges -> Q/DQ graphs, with a reviewable scales file.
 
 TensorRT 10.1 deprecated and 11.x removed implicit INT8 calibration; explicit Q/DQ is the path that works on both
-(field-notes 4.1, 4.3). The rules followed here are TensorRT's: symmetric INT8 (zero point 0), per-tensor
-activation scales, per-output-channel weight scales, a Q/DQ pair in front of each quantised GEMM input.
+(field-notes 4.1, 4.3). TensorRT's rules are followed: symmetric INT8 (zero point 0), per-tensor activation scales,
+per-output-channel weight scales, a Q/DQ pair in front of both inputs of each quantised GEMM and nowhere else.
 
 Only GEMMs/convolutions with a constant weight are candidates; `exclude` (regexes on node names or op types)
 removes sensitive ones, so for Dinomaly only the qkv/proj/fc1/fc2 GEMMs of the encoder and decoder blocks are
-quantised (dinomaly.md 11.3). The scales of every Q node are written to a JSON file; passing that file back skips
-calibration and reproduces the same graph byte for byte (ONNX Runtime's `TensorQuantOverrides`).
+quantised (dinomaly.md 11.3). A strongly typed engine keeps every ONNX type, so Q/DQ on the FP32 graph would
+leave softmax, LayerNorm, GELU and attention in FP32 (field-notes 4.8). `tensorrt_graph` therefore quantises on
+top of the FP16 graph: opset 19, FP16 scales, the FP16 policy's islands kept FP32, everything else FP16 between
+the INT8 GEMMs. `cpu_graph` is the same quantisation on the FP32 graph, which CPU runtimes fuse into integer
+GEMMs. Scales are rounded to FP16 once, so both graphs quantise identically; the scales JSON stores them and
+passing it back reproduces both graphs byte for byte.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import logging
 import re
-import tempfile
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import onnx
-from onnx import numpy_helper
+from onnx import TensorProto, helper, numpy_helper
 
 from edge_ad.errors import ConfigError
 
-log = logging.getLogger(__name__)
 
 SCALES_FORMAT = "edge-ad/int8-scales"
-SCALES_VERSION = 1
+SCALES_VERSION = 2
 CANDIDATE_OPS = ("MatMul", "Gemm", "Conv")
-_WEIGHT_INPUT = {"MatMul": 1, "Gemm": 1, "Conv": 1}
+QMAX = 127
+#: FP16 Q/DQ scales need QuantizeLinear/DequantizeLinear-19 (TensorRT 10.3 imports opsets up to 20)
+QDQ_FP16_OPSET = 19
+#: the smallest scale kept: FP16's smallest normal number (subnormal scales lose precision in FP16)
+MIN_SCALE = float(np.finfo(np.float16).tiny)
 
 
 def _is_op_type(entry: str) -> bool:
     return re.fullmatch(r"[A-Z][A-Za-z0-9]*", entry) is not None and onnx.defs.has(entry)
 
 
+def _constant_tensors(model: onnx.ModelProto) -> dict[str, onnx.TensorProto]:
+    out = {t.name: t for t in model.graph.initializer}
+    for n in model.graph.node:
+        if n.op_type == "Constant":
+            value = next((a.t for a in n.attribute if a.name == "value"), None)
+            if value is not None:
+                out[n.output[0]] = value
+    return out
+
+
+def _weight_axis(node: onnx.NodeProto, rank: int) -> int:
+    """Output-channel axis of the weight (input 1): Conv [O, I, k..] -> 0, Gemm -> 0 if transB else 1, MatMul -> last."""
+    if node.op_type == "Conv":
+        return 0
+    if node.op_type == "Gemm":
+        return 0 if next((a.i for a in node.attribute if a.name == "transB"), 0) else 1
+    return rank - 1
+
+
 def select_nodes(model: onnx.ModelProto, exclude: Sequence[str]) -> list[str]:
-    """Names of the candidate nodes (GEMM/Conv with a constant weight) not removed by `exclude`."""
-    inits = {t.name for t in model.graph.initializer}
-    inits.update(n.output[0] for n in model.graph.node if n.op_type == "Constant")
+    """Names of the candidate nodes (GEMM/Conv with a constant float weight as input 1, 2-D for MatMul) not removed
+    by `exclude`."""
+    consts = _constant_tensors(model)
     op_ex = {e for e in exclude if _is_op_type(e)}
     rx = [re.compile(e) for e in exclude if e not in op_ex]
     out = []
     for n in model.graph.node:
-        if n.op_type not in CANDIDATE_OPS or len(n.input) <= _WEIGHT_INPUT[n.op_type]:
+        if n.op_type not in CANDIDATE_OPS or len(n.input) < 2 or n.op_type in op_ex:
             continue
-        if n.input[_WEIGHT_INPUT[n.op_type]] not in inits or n.op_type in op_ex:
+        w = consts.get(n.input[1])
+        if w is None or w.data_type != TensorProto.FLOAT or (n.op_type == "MatMul" and len(w.dims) != 2):
             continue
         if any(r.search(n.name) for r in rx):
             continue
@@ -60,138 +85,174 @@ def select_nodes(model: onnx.ModelProto, exclude: Sequence[str]) -> list[str]:
     return out
 
 
-def _extra_options(overrides: dict[str, Any] | None = None) -> dict[str, Any]:
-    opts: dict[str, Any] = {
-        "ActivationSymmetric": True,
-        "WeightSymmetric": True,
-        "QDQOpTypePerChannelSupportToAxis": {"MatMul": 1},  # weight [K, N]: one scale per output column
-        "OpTypesToExcludeOutputQuantization": list(CANDIDATE_OPS),  # GEMM outputs (residual branches) stay float
-    }
-    if overrides:
-        opts["TensorQuantOverrides"] = overrides
-    return opts
+def fp16_scale(values: np.ndarray | float) -> np.ndarray:
+    """Scales representable in FP16, rounded up (never clipping more than the FP32 scale would), >= MIN_SCALE;
+    returned as float32."""
+    s = np.maximum(np.asarray(values, np.float32), np.float32(MIN_SCALE))
+    s16 = s.astype(np.float16)
+    s16 = np.where(s16.astype(np.float32) < s, np.nextafter(s16, np.float16(np.inf)), s16)
+    return s16.astype(np.float32)
 
 
-def _method(name: str) -> Any:
-    from onnxruntime.quantization import CalibrationMethod
-
-    return {"entropy": CalibrationMethod.Entropy, "percentile": CalibrationMethod.Percentile,
-            "minmax": CalibrationMethod.MinMax}[name]
-
-
-def _quantize(model: onnx.ModelProto, nodes: list[str], tensors_range: Any, overrides: dict[str, Any] | None
-              ) -> onnx.ModelProto:
-    """ONNX Runtime's QDQ quantiser on given tensor ranges (no calibration pass)."""
-    from onnxruntime.quantization import QuantType
-    from onnxruntime.quantization.qdq_quantizer import QDQQuantizer
-    from onnxruntime.quantization.quant_utils import load_model_with_shape_infer
-
-    with tempfile.TemporaryDirectory(prefix="edge-ad-int8-") as tmp:
-        src = Path(tmp) / "model.onnx"
-        onnx.save(model, str(src))
-        inferred = load_model_with_shape_infer(src)
-        q = QDQQuantizer(inferred, True, False, QuantType.QInt8, QuantType.QInt8, tensors_range, nodes, [],
-                         list(CANDIDATE_OPS), _extra_options(overrides))
-        q.quantize_model()
-        out = q.model.model
-    out.graph.ClearField("value_info")
-    return out
+def weight_scales(w: np.ndarray, axis: int) -> np.ndarray:
+    """Symmetric per-channel scales max|w| / 127 along `axis` (FP16-representable); all-zero channels get MIN_SCALE."""
+    other = tuple(i for i in range(w.ndim) if i != axis)
+    return fp16_scale(np.max(np.abs(w), axis=other) / QMAX)
 
 
-def calibrate(model: onnx.ModelProto, reader: Any, method: str, percentile: float = 99.999) -> Any:
-    """Activation ranges (ONNX Runtime TensorsData) of the inputs/outputs of every candidate op, from `reader`."""
-    from onnxruntime.quantization import create_calibrator
-
-    extra: dict[str, Any] = {"symmetric": True}
-    if method == "percentile":
-        extra["percentile"] = percentile
-    with tempfile.TemporaryDirectory(prefix="edge-ad-calib-") as tmp:
-        src = Path(tmp) / "model.onnx"
-        onnx.save(model, str(src))
-        cal = create_calibrator(src, list(CANDIDATE_OPS), augmented_model_path=str(Path(tmp) / "augmented.onnx"),
-                                calibrate_method=_method(method), extra_options=extra)
-        cal.collect_data(reader)
-        return cal.compute_data()
-
-
-def extract_scales(qmodel: onnx.ModelProto) -> dict[str, Any]:
-    """{"activations": {tensor: {scale, zero_point}}, "weights": {initializer: {axis, scale[], zero_point}},
-    "nodes": [quantised node names]} read back from the Q/DQ graph."""
-    inits = {t.name: numpy_helper.to_array(t) for t in qmodel.graph.initializer}
-    acts: dict[str, Any] = {}
-    weights: dict[str, Any] = {}
-    for n in qmodel.graph.node:
-        if n.op_type == "QuantizeLinear":
-            acts[n.input[0]] = {"scale": float(inits[n.input[1]]), "zero_point": int(inits[n.input[2]])}
-        elif n.op_type == "DequantizeLinear" and n.input[0] in inits:
-            axis = next((a.i for a in n.attribute if a.name == "axis"), 1)
-            zp = inits[n.input[2]] if len(n.input) > 2 else np.zeros(1, np.int8)
-            weights[n.input[0]] = {"axis": int(axis), "scale": [float(v) for v in np.ravel(inits[n.input[1]])],
-                                   "zero_point": int(np.max(np.abs(zp)))}
-    producers = {o: n for n in qmodel.graph.node for o in n.output}
-    nodes = sorted({n.name for n in qmodel.graph.node if n.op_type in CANDIDATE_OPS
-                    and any(producers.get(i) is not None and producers[i].op_type == "DequantizeLinear"
-                            for i in n.input)})
-    return {"activations": dict(sorted(acts.items())), "weights": dict(sorted(weights.items())), "nodes": nodes}
+def activation_tensors(model: onnx.ModelProto, nodes: Sequence[str]) -> dict[str, str]:
+    """node name -> the activation tensor (input 0) it quantises."""
+    by_name = {n.name: n for n in model.graph.node}
+    return {name: by_name[name].input[0] for name in nodes}
 
 
 def onnx_sha256(model: onnx.ModelProto) -> str:
     return hashlib.sha256(model.SerializeToString(deterministic=True)).hexdigest()
 
 
-def quantize_with_scales(model: onnx.ModelProto, scales: dict[str, Any], where: str = "scales") -> onnx.ModelProto:
-    """Rebuild the Q/DQ graph from a scales document (no calibration): same model + same file = same bytes."""
-    from onnxruntime.quantization.calibrate import TensorData, TensorsData
-
-    names = {n.name for n in model.graph.node}
-    missing = [n for n in scales["nodes"] if n not in names]
-    if missing:
-        raise ConfigError(f"{where}: nodes {missing[:3]} are not in this graph; the scales file belongs to another "
-                          "model (recalibrate without --scales)")
-    overrides: dict[str, Any] = {}
-    ranges: dict[str, Any] = {}
-    for tensor, q in scales["activations"].items():
-        if int(q["zero_point"]) != 0:
-            raise ConfigError(f"{where}: activations[{tensor!r}].zero_point: expected 0 (TensorRT INT8 is symmetric), "
-                              f"got {q['zero_point']}")
-        s = np.float32(q["scale"])
-        if not np.isfinite(s) or s <= 0:
-            raise ConfigError(f"{where}: activations[{tensor!r}].scale: expected a finite number > 0, got {q['scale']}")
-        overrides[tensor] = [{"scale": np.array(s, np.float32), "zero_point": np.array(0, np.int8)}]
-        ranges[tensor] = TensorData(lowest=np.float32(-127.0) * s, highest=np.float32(127.0) * s)
-    from onnxruntime.quantization import CalibrationMethod
-
-    qmodel = _quantize(model, list(scales["nodes"]), TensorsData(CalibrationMethod.MinMax, ranges), overrides)
-    got = extract_scales(qmodel)
-    for w, q in scales.get("weights", {}).items():
-        have = got["weights"].get(w)
-        if have is None or not np.allclose(have["scale"], q["scale"], rtol=1e-6, atol=0):
-            raise ConfigError(f"{where}: weights[{w!r}]: the stored per-channel scales differ from this model's "
-                              "weights (the file belongs to other weights; recalibrate without --scales)")
-    return qmodel
+def plan_scales(model: onnx.ModelProto, nodes: Sequence[str], amax: dict[str, float], *, method: str,
+                percentile: float | None, exclude: Sequence[str]) -> dict[str, Any]:
+    """The scales document for `nodes` of the FP32 `model` from calibrated activation |x| thresholds (`amax`, keyed
+    by tensor name, as `calibration.collect_ranges` returns them)."""
+    consts = _constant_tensors(model)
+    by_name = {n.name: n for n in model.graph.node}
+    plan: dict[str, Any] = {}
+    for name in nodes:
+        n = by_name[name]
+        act = n.input[0]
+        if act not in amax:
+            raise ConfigError(f"int8: no calibrated range for {act!r}, the input of {name}")
+        w = numpy_helper.to_array(consts[n.input[1]])
+        axis = _weight_axis(n, w.ndim)
+        plan[name] = {
+            "op": n.op_type,
+            "activation": {"tensor": act, "amax": float(amax[act]), "scale": float(fp16_scale(amax[act] / QMAX))},
+            "weight": {"initializer": n.input[1], "axis": axis, "scale": [float(v) for v in weight_scales(w, axis)]},
+        }
+    return {"format": SCALES_FORMAT, "version": SCALES_VERSION, "fp32_onnx_sha256": onnx_sha256(model),
+            "method": method, "percentile": percentile if method == "percentile" else None,
+            "exclude": list(exclude), "nodes": plan}
 
 
-def quantize_int8(model: onnx.ModelProto, *, reader: Any | None, method: str = "entropy", percentile: float = 99.999,
-                  exclude: Sequence[str] = (), scales: dict[str, Any] | None = None, scales_where: str = "scales"
-                  ) -> tuple[onnx.ModelProto, dict[str, Any]]:
-    """(Q/DQ model, scales document). With `scales` no calibration runs; otherwise `reader` feeds calibration."""
+def calibrate_scales(model: onnx.ModelProto, batches: Iterable[np.ndarray], *, input_name: str = "image",
+                     method: str = "percentile", percentile: float = 99.999, exclude: Sequence[str] = ()) -> dict[str, Any]:
+    """Select the nodes, collect activation ranges over uint8 image `batches` (bounded memory) and plan the scales."""
+    from edge_ad.export.calibration import collect_ranges
+
+    nodes = select_nodes(model, exclude)
+    acts = activation_tensors(model, nodes)
+    amax = collect_ranges(model, sorted(set(acts.values())), batches, input_name, method, percentile)
+    return plan_scales(model, nodes, amax, method=method, percentile=percentile, exclude=exclude)
+
+
+def check_scales(model: onnx.ModelProto, doc: dict[str, Any], where: str) -> None:
+    """Refuse a scales document that is malformed or belongs to another graph or other weights (ConfigError)."""
+    check_scales_document(doc, where)
     sha = onnx_sha256(model)
-    if scales is None:
-        if reader is None:
-            raise ConfigError("int8: calibration images or an existing scales file are required")
-        nodes = select_nodes(model, exclude)
-        ranges = calibrate(model, reader, method, percentile)
-        first = _quantize(model, nodes, ranges, None)
-        scales = {"format": SCALES_FORMAT, "version": SCALES_VERSION, "fp32_onnx_sha256": sha, "method": method,
-                  "percentile": percentile if method == "percentile" else None, "exclude": list(exclude),
-                  **extract_scales(first)}
-    else:
-        check_scales_document(scales, scales_where)
-        if scales["fp32_onnx_sha256"] != sha:
-            raise ConfigError(f"{scales_where}: fp32_onnx_sha256: the scales were computed for graph "
-                              f"{scales['fp32_onnx_sha256'][:12]}..., this package's graph is {sha[:12]}...; "
-                              "recalibrate without --scales")
-    return quantize_with_scales(model, scales, scales_where), scales
+    if doc["fp32_onnx_sha256"] != sha:
+        raise ConfigError(f"{where}: fp32_onnx_sha256: the scales were computed for graph {doc['fp32_onnx_sha256'][:12]}..., "
+                          f"this package's graph is {sha[:12]}...; recalibrate without --scales")
+    consts = _constant_tensors(model)
+    by_name = {n.name: n for n in model.graph.node}
+    for name, entry in doc["nodes"].items():
+        n = by_name.get(name)
+        if n is None or n.op_type not in CANDIDATE_OPS:
+            raise ConfigError(f"{where}: nodes[{name!r}]: no such GEMM in this graph; the file belongs to another model")
+        a = entry.get("activation") or {}
+        s = a.get("scale")
+        if isinstance(s, bool) or not isinstance(s, (int, float)) or not np.isfinite(s) or s <= 0:
+            raise ConfigError(f"{where}: nodes[{name!r}].activation.scale: expected a finite number > 0, got {s!r}")
+        if a.get("tensor") != n.input[0]:
+            raise ConfigError(f"{where}: nodes[{name!r}].activation.tensor: expected {n.input[0]!r}, got {a.get('tensor')!r}")
+        wi = entry.get("weight") or {}
+        if wi.get("initializer") != n.input[1] or n.input[1] not in consts:
+            raise ConfigError(f"{where}: nodes[{name!r}].weight.initializer: expected {n.input[1]!r}, got "
+                              f"{wi.get('initializer')!r}")
+        w = numpy_helper.to_array(consts[n.input[1]])
+        want = weight_scales(w, _weight_axis(n, w.ndim))
+        got = np.asarray(wi.get("scale", []), np.float32)
+        if wi.get("axis") != _weight_axis(n, w.ndim) or got.shape != want.shape or not np.array_equal(got, want):
+            raise ConfigError(f"{where}: nodes[{name!r}].weight: the stored per-channel scales differ from this "
+                              "model's weights (the file belongs to other weights; recalibrate without --scales)")
+
+
+def build_qdq(model: onnx.ModelProto, doc: dict[str, Any], scale_dtype: int = TensorProto.FLOAT) -> onnx.ModelProto:
+    """Insert Q/DQ for every node of the scales document into a copy of `model`: Q->DQ on the activation (per
+    tensor), INT8 weights with a per-channel DQ; scales stored as `scale_dtype`. The input is not modified."""
+    np_scale = np.float16 if scale_dtype == TensorProto.FLOAT16 else np.float32
+    m = onnx.ModelProto()
+    m.CopyFrom(model)
+    consts = _constant_tensors(m)
+    zero = numpy_helper.from_array(np.array(0, np.int8), "qdq/zero_point")
+    inits: list[onnx.TensorProto] = [zero]
+    weights_done: dict[str, str] = {}
+    out_nodes: list[onnx.NodeProto] = []
+    for n in m.graph.node:
+        entry = doc["nodes"].get(n.name)
+        if entry is None:
+            out_nodes.append(n)
+            continue
+        act, base = n.input[0], f"qdq/{n.name.strip('/')}"
+        s = numpy_helper.from_array(np.array(entry["activation"]["scale"], np_scale), f"{base}/x_scale")
+        inits.append(s)
+        out_nodes += [helper.make_node("QuantizeLinear", [act, s.name, zero.name], [f"{base}/x_q"], name=f"{base}/Q"),
+                      helper.make_node("DequantizeLinear", [f"{base}/x_q", s.name, zero.name], [f"{base}/x_dq"],
+                                       name=f"{base}/DQ")]
+        wname = n.input[1]
+        if wname not in weights_done:
+            w = numpy_helper.to_array(consts[wname])
+            axis = int(entry["weight"]["axis"])
+            ws = np.asarray(entry["weight"]["scale"], np.float32)
+            shape = [1] * w.ndim
+            shape[axis] = -1
+            wq = np.clip(np.rint(w / ws.reshape(shape)), -QMAX, QMAX).astype(np.int8)
+            wb = f"qdq/w/{wname.strip('/')}"
+            inits += [numpy_helper.from_array(wq, f"{wb}/int8"), numpy_helper.from_array(ws.astype(np_scale), f"{wb}/scale"),
+                      numpy_helper.from_array(np.zeros(len(ws), np.int8), f"{wb}/zero_point")]
+            out_nodes.append(helper.make_node("DequantizeLinear", [f"{wb}/int8", f"{wb}/scale", f"{wb}/zero_point"],
+                                              [f"{wb}/dq"], name=f"{wb}/DQ", axis=axis))
+            weights_done[wname] = f"{wb}/dq"
+        n.input[0] = f"{base}/x_dq"
+        n.input[1] = weights_done[wname]
+        out_nodes.append(n)
+    missing = sorted(set(doc["nodes"]) - {n.name for n in out_nodes})
+    if missing:
+        raise ConfigError(f"int8: nodes {missing[:3]} of the scales document are not in the graph")
+    used = {t for nd in out_nodes for t in nd.input} | {o.name for o in m.graph.output}
+    out_nodes = [nd for nd in out_nodes if nd.op_type != "Constant" or nd.output[0] in used]  # replaced weights
+    del m.graph.node[:]
+    m.graph.node.extend(out_nodes)
+    m.graph.initializer.extend(inits)
+    kept = [t for t in m.graph.initializer if t.name in used]
+    del m.graph.initializer[:]
+    m.graph.initializer.extend(kept)
+    onnx.checker.check_model(m)
+    return m
+
+
+def cpu_graph(model: onnx.ModelProto, doc: dict[str, Any]) -> onnx.ModelProto:
+    """The Q/DQ graph for CPU runtimes: FP32 between the INT8 GEMMs (ONNX Runtime fuses it into integer GEMMs)."""
+    return build_qdq(model, doc, TensorProto.FLOAT)
+
+
+def tensorrt_graph(model: onnx.ModelProto, doc: dict[str, Any], policy: Any) -> onnx.ModelProto:
+    """The Q/DQ graph for a strongly typed TensorRT engine: opset 19, FP16 scales, FP16 between the INT8 GEMMs except
+    the islands `policy` (an `fp16.Fp16Policy`) keeps in FP32, whose Q/DQ stay FP32 with them."""
+    from onnx import version_converter
+
+    from edge_ad.export.fp16 import convert_to_fp16
+
+    opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
+    upgraded = version_converter.convert_version(model, QDQ_FP16_OPSET) if opset < QDQ_FP16_OPSET else model
+    half, _ = convert_to_fp16(build_qdq(upgraded, doc, TensorProto.FLOAT), policy)
+    return half
+
+
+def quantized_nodes(model: onnx.ModelProto) -> list[str]:
+    """Names of the GEMMs whose two data inputs are dequantised (what runs in INT8)."""
+    producers = {o: n for n in model.graph.node for o in n.output}
+    return sorted(n.name for n in model.graph.node if n.op_type in CANDIDATE_OPS and len(n.input) > 1 and all(
+        (p := producers.get(t)) is not None and p.op_type == "DequantizeLinear" for t in n.input[:2]))
 
 
 def check_scales_document(doc: Any, where: str) -> None:
@@ -201,10 +262,15 @@ def check_scales_document(doc: Any, where: str) -> None:
     if doc.get("format") != SCALES_FORMAT:
         raise ConfigError(f"{where}: format: expected {SCALES_FORMAT!r}, got {doc.get('format')!r}")
     if doc.get("version") != SCALES_VERSION:
-        raise ConfigError(f"{where}: version: expected {SCALES_VERSION}, got {doc.get('version')!r}")
-    for key, typ in (("fp32_onnx_sha256", str), ("activations", dict), ("weights", dict), ("nodes", list)):
+        raise ConfigError(f"{where}: version: expected {SCALES_VERSION}, got {doc.get('version')!r} (files of older "
+                          "edge-ad versions cannot be reused: recalibrate without --scales)")
+    for key, typ in (("fp32_onnx_sha256", str), ("nodes", dict)):
         if not isinstance(doc.get(key), typ):
             raise ConfigError(f"{where}: {key}: expected a {typ.__name__}, got {doc.get(key)!r}")
+    for name, entry in doc["nodes"].items():
+        if not isinstance(entry, dict) or not isinstance(entry.get("activation"), dict) or not isinstance(
+                entry.get("weight"), dict):
+            raise ConfigError(f"{where}: nodes[{name!r}]: expected an object with 'activation' and 'weight'")
 
 
 def load_scales(path: str | Path) -> dict[str, Any]:
@@ -213,37 +279,7 @@ def load_scales(path: str | Path) -> dict[str, Any]:
         raise ConfigError(f"{p}: scales file not found")
     try:
         doc = json.loads(p.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as e:
-        raise ConfigError(f"{p}: invalid JSON at line {e.lineno}: {e.msg}") from e
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ConfigError(f"{p}: invalid JSON: {e}") from e
     check_scales_document(doc, str(p))
     return doc
-
-
-def qdq_problems(qmodel: onnx.ModelProto, allowed: Sequence[str] | None = None) -> list[str]:
-    """Violations of TensorRT's explicit-quantisation rules; empty list = clean.
-
-    Every Q/DQ is INT8 with zero point 0; activation scales are scalars; every quantised node has a DQ on each
-    of its first two inputs; only nodes in `allowed` (if given) are quantised; no other op reads dequantised
-    values (shape queries excepted), so quantisation error stays inside the chosen GEMMs.
-    """
-    inits = {t.name: numpy_helper.to_array(t) for t in qmodel.graph.initializer}
-    producers = {o: n for n in qmodel.graph.node for o in n.output}
-    problems = []
-    for n in qmodel.graph.node:
-        if n.op_type in ("QuantizeLinear", "DequantizeLinear"):
-            zp = inits.get(n.input[2]) if len(n.input) > 2 else None
-            if zp is None or zp.dtype != np.int8:
-                problems.append(f"{n.name}: zero point must be an int8 initializer, got {None if zp is None else zp.dtype}")
-            elif np.any(zp != 0):
-                problems.append(f"{n.name}: zero point must be 0 (symmetric), got {np.unique(zp)[:4].tolist()}")
-            if n.op_type == "QuantizeLinear" and np.size(inits.get(n.input[1], np.zeros(2))) != 1:
-                problems.append(f"{n.name}: activation scale must be per-tensor")
-        dq_inputs = [i for i in n.input if i in producers and producers[i].op_type == "DequantizeLinear"]
-        if n.op_type in CANDIDATE_OPS and dq_inputs:
-            if len(dq_inputs) < 2:
-                problems.append(f"{n.name}: quantised {n.op_type} needs Q/DQ on both inputs, got {len(dq_inputs)}")
-            if allowed is not None and n.name not in allowed:
-                problems.append(f"{n.name}: quantised but not in the allowed node list")
-        elif dq_inputs and n.op_type not in ("QuantizeLinear", "DequantizeLinear", "Shape", "Size"):
-            problems.append(f"{n.name}: {n.op_type} consumes a DequantizeLinear output but is not a quantised GEMM")
-    return problems

@@ -32,7 +32,8 @@ class PackagedModel(nn.Module):
         self.register_buffer("std255", torch.tensor(preprocess.std, dtype=torch.float32).view(1, 3, 1, 1) * 255.0)
 
     def forward(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        x = image.permute(0, 3, 1, 2).to(torch.float32)
+        # cast first: TensorRT takes a UINT8 network input only straight into a Cast (graph_check rule uint8-io)
+        x = image.to(torch.float32).permute(0, 3, 1, 2)
         x = (x - self.mean255) / self.std255
         amap, score = self.model(x)
         return amap.to(torch.float32), score.to(torch.float32)

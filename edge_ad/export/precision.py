@@ -22,14 +22,30 @@ from typing import Any
 
 import onnx
 
-from edge_ad.errors import ConfigError, GateError
+from edge_ad.errors import ConfigError, ExportError, GateError
 from edge_ad.export.gate import GateBudget, evaluate_gate, format_gate_report, gate_set
+from edge_ad.fileio import atomic_write_json
 from edge_ad.runtime.package import ModelPackage, load_package, write_package
 
 log = logging.getLogger(__name__)
 
 PRECISIONS = ("fp16", "int8")
 SCALES_IN_PACKAGE = "int8_scales.json"
+#: int8 packages: the same quantisation between FP32 ops, for CPU runtimes (manifest onnx.cpu)
+CPU_GRAPH = "model_cpu.onnx"
+
+
+def _opset(model: onnx.ModelProto) -> int:
+    return next(o.version for o in model.opset_import if o.domain in ("", "ai.onnx"))
+
+
+def _check_tensorrt_rules(model: onnx.ModelProto, what: str) -> None:
+    """ExportError listing every TensorRT parser rule `model` breaks (graph_check)."""
+    from edge_ad.export.graph_check import check_graph, format_problems
+
+    problems = check_graph(model)
+    if problems:
+        raise ExportError(f"{what} breaks TensorRT's rules; no package written:\n  " + format_problems(problems))
 
 
 def default_scales_path(pkg: ModelPackage, method: str) -> Path:
@@ -45,14 +61,11 @@ def _holdout(pkg: ModelPackage) -> list[str]:
 
 def _convert_int8(pkg: ModelPackage, model: onnx.ModelProto, data: str | None, fallback_root: str, calib: str | Path | None,
                   method: str | None, exclude: Sequence[str] | None, scales: str | Path | None,
-                  scales_out: str | Path | None, progress: bool) -> tuple[onnx.ModelProto, dict[str, Any], Path]:
-    from edge_ad.export.calibration import (
-        ImageCalibrationReader,
-        load_calibration_config,
-        select_images,
-        validate_config,
-    )
-    from edge_ad.export.int8 import load_scales, quantize_int8
+                  scales_out: str | Path | None, progress: bool
+                  ) -> tuple[onnx.ModelProto, onnx.ModelProto, dict[str, Any], Path]:
+    """(TensorRT graph, CPU graph, conversion info, scales file) of the int8 conversion."""
+    from edge_ad.export.calibration import image_batches, load_calibration_config, select_images, validate_config
+    from edge_ad.export.int8 import calibrate_scales, check_scales, cpu_graph, load_scales, tensorrt_graph
 
     cfg = load_calibration_config(pkg.name, calib)
     if method is not None or exclude is not None:  # CLI overrides, validated like the YAML
@@ -63,29 +76,25 @@ def _convert_int8(pkg: ModelPackage, model: onnx.ModelProto, data: str | None, f
     info: dict[str, Any] = {"manifest": cfg.to_dict()}
     if scales is not None:
         doc = load_scales(scales)
-        qmodel, doc = quantize_int8(model, reader=None, scales=doc, scales_where=str(scales))
+        check_scales(model, doc, str(scales))
         path = Path(scales)
         info["reused_scales"] = True
     else:
         root = data or cfg.data_root or fallback_root  # --data > manifest data_root > the package's dataset
         paths = select_images(cfg, root, exclude_paths=_holdout(pkg))
-        reader = ImageCalibrationReader(paths, pkg.preprocess, pkg.input_name, progress=progress)
-        qmodel, doc = quantize_int8(model, reader=reader, method=cfg.method, percentile=cfg.percentile,
-                                    exclude=cfg.exclude)
+        doc = calibrate_scales(model, image_batches(paths, pkg.preprocess, progress=progress),
+                               input_name=pkg.input_name, method=cfg.method, percentile=cfg.percentile,
+                               exclude=cfg.exclude)
         doc["calibration"] = {"manifest": cfg.to_dict(), "data_root": str(root), "n_images": len(paths),
                               "images_sha256": hashlib.sha256("\n".join(map(str, paths)).encode()).hexdigest()}
         path = Path(scales_out) if scales_out else default_scales_path(pkg, cfg.method)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.tmp")
-        tmp.write_text(json.dumps(doc, indent=1) + "\n", encoding="utf-8")
-        tmp.replace(path)
-        log.info("int8: wrote %d activation and %d weight scales to %s", len(doc["activations"]), len(doc["weights"]),
-                 path)
+        atomic_write_json(path, doc)
+        log.info("int8: wrote the scales of %d quantised nodes to %s", len(doc["nodes"]), path)
         info["reused_scales"] = False
         info["n_images"] = len(paths)
-    info.update({"scales_file": str(path), "method": doc["method"], "quantized_nodes": len(doc["nodes"]),
-                 "activation_scales": len(doc["activations"])})
-    return qmodel, info, path
+    qmodel = tensorrt_graph(model, doc, fp16_policy(pkg.name))
+    info.update({"scales_file": str(path), "method": doc["method"], "quantized_nodes": len(doc["nodes"])})
+    return qmodel, cpu_graph(model, doc), info, path
 
 
 def fp16_policy(model_name: str) -> Any:
@@ -146,19 +155,25 @@ def convert_package(
 
     model = onnx.load(str(pkg.onnx_path()))
     files: dict[str, Any] = {}
+    cpu: onnx.ModelProto | None = None
     if precision == "fp16":
         from edge_ad.export.fp16 import convert_to_fp16
 
         converted, conv_info = convert_to_fp16(model, fp16_policy(pkg.name))
     else:
-        converted, conv_info, scales_path = _convert_int8(pkg, model, None if data is None else str(data), data_root, calib, method, exclude, scales,
-                                                          scales_out, progress)
+        converted, cpu, conv_info, scales_path = _convert_int8(
+            pkg, model, None if data is None else str(data), data_root, calib, method, exclude, scales, scales_out,
+            progress)
         files[SCALES_IN_PACKAGE] = scales_path
         conv_info["scales_in_package"] = SCALES_IN_PACKAGE
-    # constants a model normalises with (e.g. ULSAD's map quantiles) are re-measured on the converted graph
+    # constants a model normalises with (e.g. ULSAD's map quantiles) are re-measured on each converted graph
     from edge_ad.export.constants import rederive_package_constants
+    from edge_ad.export.gemm_share import format_gemm_share, gemm_precision
 
     converted, new_constants, conv_info["constants"] = rederive_package_constants(converted, pkg, images.good)
+    _check_tensorrt_rules(converted, f"{out}: the {precision} graph")
+    gemms = gemm_precision(converted)
+    log.info("%s: %s", precision, format_gemm_share(gemms))
     onnx_bytes = converted.SerializeToString()
     files["model.onnx"] = onnx_bytes
 
@@ -166,9 +181,15 @@ def convert_package(
     manifest["precision"] = precision
     manifest["constants"] = new_constants
     manifest["created"] = _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
-    manifest["onnx"] = {k: v for k, v in manifest["onnx"].items() if k not in ("variants", "nodes")}
-    manifest["onnx"]["file"] = "model.onnx"
-    manifest["onnx"]["nodes"] = len(converted.graph.node)
+    keep = {k: v for k, v in manifest["onnx"].items() if k not in ("variants", "nodes", "gemm_precision", "cpu")}
+    manifest["onnx"] = {**keep, "file": "model.onnx", "opset": _opset(converted), "nodes": len(converted.graph.node),
+                        "gemm_precision": gemms}
+    if cpu is not None:
+        cpu, cpu_constants, conv_info["cpu_constants"] = rederive_package_constants(cpu, pkg, images.good)
+        _check_tensorrt_rules(cpu, f"{out}: the {precision} CPU graph")
+        files[CPU_GRAPH] = cpu.SerializeToString()
+        manifest["onnx"]["cpu"] = {"file": CPU_GRAPH, "opset": _opset(cpu), "nodes": len(cpu.graph.node),
+                                   "gemm_precision": gemm_precision(cpu), "constants": cpu_constants}
     manifest.pop("engines", None)
     target_frr = float(pkg.thresholds["image"].get("target_frr", 0.01))
     with tempfile.TemporaryDirectory(prefix=".edge-ad-gate-") as tmp:
@@ -192,7 +213,7 @@ def convert_package(
     }
     path = write_package(out, files, manifest, overwrite=force)
     log.info("%s", text)
-    summary = {"package": str(path), "precision": precision, "gate": report, "table": text,
+    summary = {"package": str(path), "precision": precision, "gate": report, "table": text, "gemm_precision": gemms,
                "conversion": manifest["export_metrics"]["conversion"], "onnx_mb": len(onnx_bytes) / 2**20,
                "seconds": time.perf_counter() - t0}
     return path, summary

@@ -206,6 +206,15 @@ class HSCANS(nn.Module):
         return flat.index_select(-1, self.merge_index).reshape(-1, d, n, NUM_DIRECTIONS).sum(-1)
 
 
+class SelectiveScan(nn.Module):
+    """`selective_scan` as a parameter-free module, so its exported nodes share the scope `.../scan/` that the fp16
+    policy keeps in FP32 (mambaad.md 9.4: the recurrence accumulates over thousands of steps) while the
+    projections around it run in FP16. The state dict is unchanged."""
+
+    def forward(self, *args: torch.Tensor) -> torch.Tensor:
+        return selective_scan(*args)
+
+
 class SS2D(nn.Module):
     """2-D selective-scan block: d_state 16, 3x3 depth-wise conv, expand 2, dt_rank ceil(C/16), 8 directions.
 
@@ -238,6 +247,7 @@ class SS2D(nn.Module):
         self.out_norm = nn.LayerNorm(d)
         self.out_proj = nn.Linear(d, d_model, bias=False)
         self.scans = HSCANS(size, scan_type)
+        self.scan = SelectiveScan()
 
     def forward_core(self, x: torch.Tensor) -> torch.Tensor:
         """(B, d, H, W) -> (B, d, L): scan the 8 direction sequences and sum them back in pixel order."""
@@ -254,9 +264,9 @@ class SS2D(nn.Module):
             # recompute the scan in backward: its (B, K, d, N, L/2) intermediates (~1.2 GB per image per stage-4
             # block) would otherwise be kept for all 16 blocks at once, an estimated ~9 GB per image at 256x256
             # (~140 GB at the recipe's batch 16); checkpointed, only the (B, K*d, L) inputs are kept
-            y = torch.utils.checkpoint.checkpoint(selective_scan, *args, use_reentrant=False)
+            y = torch.utils.checkpoint.checkpoint(self.scan, *args, use_reentrant=False)
         else:
-            y = selective_scan(*args)
+            y = self.scan(*args)
         return self.scans.merge(y.reshape(-1, k, d, length), d)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

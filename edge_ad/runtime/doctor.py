@@ -31,11 +31,13 @@ _L4T_TO_JETPACK = (
 
 HINTS = {
     "tensorrt": "sudo apt install python3-libnvinfer (part of nvidia-jetpack); create the venv with "
-                "--system-site-packages to see it. Desktop: pip install tensorrt",
-    "cuda-python": "pip install 'cuda-python>=12.6,<12.7' (JetPack 6 = CUDA 12.6); desktop: pip install cuda-python",
+                "--system-site-packages to see it. x86 server: pip install 'edge-ad[cuda]'",
+    "cuda-python": "JetPack 6: pip install 'edge-ad[jetson]' (cuda-python 12.6 = JetPack 6's CUDA); x86 server: "
+                   "pip install 'edge-ad[cuda]'",
     "cuda": "sudo apt install nvidia-jetpack (CUDA, cuDNN, TensorRT); desktop: install the NVIDIA driver + CUDA",
-    "onnxruntime": "pip install onnxruntime (CPU); for the GPU on JetPack 6: pip install onnxruntime-gpu "
-                   "--extra-index-url https://pypi.jetson-ai-lab.io/jp6/cu126",
+    "onnxruntime": "pip install 'edge-ad[cpu]' (or [jetson] / [cuda], see 'extra' above); for ONNX Runtime on the "
+                   "Jetson GPU (optional: the TensorRT backend is faster): pip uninstall onnxruntime, then pip install "
+                   "onnxruntime-gpu --extra-index-url https://pypi.jetson-ai-lab.io/jp6/cu126",
     "opencv": "pip install opencv-python-headless",
     "aravis": "sudo apt install gir1.2-aravis-0.8 python3-gi (venv: --system-site-packages)",
     "harvesters": "pip install harvesters (needs a GenTL producer .cti from the camera vendor)",
@@ -216,6 +218,35 @@ def _check_onnxruntime(r: Report) -> None:
           "" if gpu else HINTS["onnxruntime"])
 
 
+def recommend_extra(jetson: bool, jetpack: str | None, machine: str, nvidia_gpu: bool) -> tuple[str, str]:
+    """(extra, how to install it) for this machine: `jetson` on JetPack 6, `cuda` on x86-64 with an NVIDIA GPU,
+    else `cpu`."""
+    if jetson:
+        major = (jetpack or "").split(".")[0]
+        if major and major != "6":
+            note = f" (this is JetPack {jetpack}; edge-ad's Jetson extra targets JetPack 6 with TensorRT 10.3)"
+        else:
+            note = ""
+        return "jetson", ("sudo apt install python3-libnvinfer; python3 -m venv --system-site-packages .venv; "
+                          f".venv/bin/pip install 'edge-ad[jetson]'{note}")
+    if nvidia_gpu and machine in ("x86_64", "AMD64"):
+        return "cuda", "pip install 'edge-ad[cuda]' (TensorRT, cuda-python 12, onnxruntime-gpu; needs a CUDA 12 driver)"
+    return "cpu", "pip install 'edge-ad[cpu]'"
+
+
+def _check_extra(r: Report) -> None:
+    """Which extra fits this machine, and whether two ONNX Runtimes were installed side by side."""
+    nvidia = bool(_run(["nvidia-smi", "-L"])) or any(Path(p).exists() for p in ("/dev/nvidia0", "/dev/nvgpu"))
+    extra, how = recommend_extra(bool(r.facts.get("jetson")), r.facts.get("jetpack"), platform.machine(), nvidia)
+    r.facts["recommended_extra"] = extra
+    r.add("system", "extra", "info", f"edge-ad[{extra}] fits this machine", how)
+    runtimes = [d for d in ("onnxruntime", "onnxruntime-gpu") if _version(d)]
+    if len(runtimes) > 1:
+        r.add("system", "onnxruntime install", "warn", f"both {' and '.join(runtimes)} are installed: they share one "
+              "`onnxruntime` module and overwrite each other's files",
+              f"pip uninstall -y {' '.join(runtimes)} && pip install 'edge-ad[{extra}]'")
+
+
 def _check_module(r: Report, group: str, name: str, module: str, dist: str | None, hint: str) -> None:
     try:
         mod = importlib.import_module(module)
@@ -246,6 +277,7 @@ def _checks() -> list[tuple[str, str, Callable[[Report], None]]]:
 
     return [
         ("system", "platform", _check_platform),
+        ("system", "extra", _check_extra),
         ("cuda", "cuda", _check_cuda),
         ("inference", "tensorrt", _check_tensorrt),
         ("inference", "onnxruntime", _check_onnxruntime),
@@ -283,6 +315,6 @@ def format_report(report: Report) -> str:
             group = c.group
             lines.append(f"[{group}]")
         lines.append(f"  {c.name:<{width}}  {marks.get(c.status, c.status):<7}  {c.detail}".rstrip())
-        if c.hint and c.status in ("missing", "warn"):
+        if c.hint and c.status != "ok":
             lines.append(f"  {'':<{width}}  {'':<7}  -> {c.hint}")
     return "\n".join(lines)

@@ -54,6 +54,15 @@ class ModelPackage:
                                f"available precisions: {have}")
         return self.root / variants[precision]
 
+    def cpu_onnx_path(self) -> Path | None:
+        """The package's graph for CPU runtimes (`onnx.cpu.file`), or None when the main graph is the CPU graph too.
+
+        int8 packages carry one: their main graph quantises on top of FP16 for TensorRT, which a CPU runs through
+        casts; the CPU graph is the same quantisation between FP32 ops, which CPU runtimes fuse into integer GEMMs.
+        """
+        cpu = self.manifest["onnx"].get("cpu")
+        return self.root / cpu["file"] if cpu else None
+
     @property
     def name(self) -> str:
         return str(self.manifest["model"]["name"])
@@ -106,6 +115,8 @@ def _check_consistency(manifest: dict[str, Any], where: str) -> None:
     """Cross-field rules the JSON Schema cannot express."""
     files = manifest["files"]
     graphs = [manifest["onnx"]["file"], *manifest["onnx"].get("variants", {}).values()]
+    if manifest["onnx"].get("cpu"):
+        graphs.append(manifest["onnx"]["cpu"]["file"])
     for g in graphs:
         if g not in files:
             raise PackageError(f"{where}: onnx graph {g!r} is not listed in files (listed: {sorted(files)})")

@@ -27,7 +27,8 @@ def _tensorrt_module() -> ModuleType:
 
     if not tensorrt_available():  # also false for a stubs-only `tensorrt` (tensorrt-stubs)
         raise ConfigError("backend 'tensorrt': the tensorrt Python package is not installed on this machine; "
-                          "install it (JetPack ships it; elsewhere: pip install 'edge-ad[gpu]') or use "
+                          "install it (JetPack 6: apt install python3-libnvinfer and pip install 'edge-ad[jetson]' "
+                          "in a --system-site-packages venv; x86 servers: pip install 'edge-ad[cuda]') or use "
                           "backend='onnxruntime'")
     try:
         return importlib.import_module("edge_ad.runtime.backends.tensorrt")
@@ -64,6 +65,12 @@ def create_backend(package: ModelPackage, backend: str = "auto", *, device: int 
     if backend == "onnxruntime" and trt_options:
         raise ConfigError(f"backend 'onnxruntime': options {sorted(trt_options)} apply to tensorrt only")
     from edge_ad.runtime.backends import onnxruntime as ort_backend
+
+    if not ort_backend.available(package):
+        raise ConfigError(f"backend {backend!r}: no inference engine is installed (ONNX Runtime is an extra, so that "
+                          "onnxruntime and onnxruntime-gpu never clash): pip install 'edge-ad[cpu]' on a CPU, "
+                          "'edge-ad[cuda]' on an x86 machine with an NVIDIA GPU, 'edge-ad[jetson]' on JetPack 6 "
+                          "(`edge-ad doctor` says which fits this machine)")
 
     options: dict[str, Any] = {"providers": providers, "threads": threads}
     return ort_backend.open_backend(package, device=device, **options)

@@ -14,6 +14,8 @@ from edge_ad.runtime.package import ModelPackage
 
 log = logging.getLogger(__name__)
 
+#: which of a package's graphs to run: "auto" = its CPU graph (int8 packages) on CPU-only providers, else the main one
+GRAPHS = ("auto", "main", "cpu")
 #: preference order for `providers="auto"`
 PROVIDER_ORDER = ("TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider")
 _GPU_PROVIDERS = {"TensorrtExecutionProvider", "CUDAExecutionProvider"}
@@ -44,7 +46,7 @@ def physical_cores() -> int:
 
 
 def available(package: ModelPackage) -> bool:
-    """ONNX Runtime is a base dependency: available whenever it imports."""
+    """Available whenever the `onnxruntime` module (from onnxruntime or onnxruntime-gpu) imports."""
     try:
         import onnxruntime  # noqa: F401
     except ImportError:
@@ -71,23 +73,30 @@ def choose_providers(requested: str | list[str] | None) -> list[str]:
 
 
 class OnnxRuntimeBackend:
-    """Backend running the package's ONNX graph with ONNX Runtime."""
+    """Backend running the package's ONNX graph with ONNX Runtime (`graph` says which: "main" or "cpu")."""
 
     name = "onnxruntime"
 
     def __init__(self, package: ModelPackage, *, device: int | None = None, providers: str | list[str] | None = None,
-                 threads: int | None = None, precision: str | None = None) -> None:
+                 threads: int | None = None, precision: str | None = None, graph: str = "auto") -> None:
         import onnxruntime as ort
 
-        self.onnx_path: Path = package.onnx_path(precision)
+        if graph not in GRAPHS:
+            raise ConfigError(f"graph: expected one of {list(GRAPHS)}, got {graph!r}")
+        if threads is not None and threads < 1:
+            raise ConfigError(f"threads: expected an integer >= 1, got {threads}")
+        chosen = choose_providers(providers)
+        cpu_path = package.cpu_onnx_path() if precision in (None, package.precision) else None
+        if graph == "cpu" and cpu_path is None:
+            raise ConfigError(f"graph 'cpu': {package.root} has no CPU graph (onnx.cpu); only int8 packages carry one")
+        use_cpu = cpu_path is not None and (graph == "cpu" or (graph == "auto" and not set(chosen) & _GPU_PROVIDERS))
+        self.graph = "cpu" if use_cpu else "main"
+        self.onnx_path: Path = cpu_path if use_cpu and cpu_path is not None else package.onnx_path(precision)
         self.input_name = package.input_name
         self.input_hw = package.input_hw
         self.map_hw = package.map_hw
         self.output_names = ["anomaly_map", "score"]
-        if threads is not None and threads < 1:
-            raise ConfigError(f"threads: expected an integer >= 1, got {threads}")
         self.threads = threads or physical_cores()
-        chosen = choose_providers(providers)
         opts = ort.SessionOptions()
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
@@ -113,8 +122,8 @@ class OnnxRuntimeBackend:
             raise PackageError(f"{self.onnx_path}: ONNX Runtime cannot load the graph: {e}") from e
         self.providers: list[str] = list(self.session.get_providers())
         self.max_batch: int | None = self._check_io()
-        log.info("onnxruntime session on %s (threads=%d, batch=%s)", self.providers, self.threads,
-                 self.max_batch or "dynamic")
+        log.info("onnxruntime session on %s (%s graph %s, threads=%d, batch=%s)", self.providers, self.graph,
+                 self.onnx_path.name, self.threads, self.max_batch or "dynamic")
 
     def _check_io(self) -> int | None:
         """Compare graph I/O with the manifest; return the fixed batch size or None when dynamic."""
@@ -170,5 +179,5 @@ class OnnxRuntimeBackend:
 
 
 def open_backend(package: ModelPackage, *, device: int | None = None, **options: Any) -> OnnxRuntimeBackend:
-    """Module-level factory of the backend contract (see base.py); options: providers, threads, precision."""
+    """Module-level factory of the backend contract (see base.py); options: providers, threads, precision, graph."""
     return OnnxRuntimeBackend(package, device=device, **options)

@@ -1,8 +1,11 @@
 """TensorRT backend: runs the package's engine (built and cached on this device on first use) with execute_async_v3.
 
-One execution context, one CUDA stream, buffers allocated once at the engine's batch size. Host buffers are pinned
-and copied asynchronously; on integrated GPUs (Jetson, `zero_copy="auto"`) they are mapped instead, so the GPU reads
-the input and writes the outputs in place and no copy is queued at all. I/O tensors are bound by name, never by index.
+One execution context, one non-blocking CUDA stream, buffers allocated once at the engine's batch size. Host buffers
+are pinned and copied asynchronously; on integrated GPUs (Jetson, `zero_copy="auto"`) they are mapped instead, so the
+GPU reads the input and writes the outputs in place and no copy is queued at all. I/O tensors are bound by name,
+never by index. Every entry point makes the device (and pycuda's context) current on the *calling* thread, so a
+backend opened on one thread runs on another (the pipeline's inference thread). A DLA engine gets its core set on
+the runtime before it is deserialised (otherwise TensorRT runs it on core 0).
 """
 
 from __future__ import annotations
@@ -68,28 +71,32 @@ class TensorRTBackend:
         self.providers: list[str] = ["tensorrt"]
         self._lock = threading.Lock()
         self._cuda: CudaApi = get_cuda()
+        self._device_index = device
         self._buffers: dict[str, HostBuffer] = {}
         try:
             self.record: EngineRecord = ensure_engine(
                 package, precision, device=device, batch=batch, workspace_mb=workspace_mb, timing_cache=timing_cache,
                 dla_core=dla_core, fp16_fallback=fp16_fallback, build_if_missing=build_if_missing, cuda=self._cuda)
-            self.device = self._cuda.device_info(device)
-            self.zero_copy = use_zero_copy(self.device, zero_copy)
-            self._logger = make_logger()
-            self._runtime = trt.Runtime(self._logger)
-            where = str(self.record.path or self.record.onnx_path)
-            engine = self._runtime.deserialize_cuda_engine(self.record.plan)
-            if engine is None:
-                raise PackageError(f"{where}: TensorRT {trt.__version__} cannot deserialize the engine; delete "
-                                   "the package's engines/ folder to rebuild it")
-            self._engine = engine
-            self.record = replace(self.record, plan=b"")  # the engine keeps its own copy; free the plan bytes
-            context = engine.create_execution_context()
-            if context is None:
-                raise CudaError(f"{where}: cannot create a TensorRT execution context (out of GPU memory?)")
-            self._context = context
-            self.max_batch: int | None = self._bind(where)
-            self._stream = self._cuda.create_stream()
+            with self._cuda.activate(device):
+                self.device = self._cuda.device_info(device)
+                self.zero_copy = use_zero_copy(self.device, zero_copy)
+                self._logger = make_logger()
+                self._runtime = trt.Runtime(self._logger)
+                if self.record.key.dla_core is not None:
+                    self._runtime.DLA_core = self.record.key.dla_core  # before deserialising, as trtexec does
+                where = str(self.record.path or self.record.onnx_path)
+                engine = self._runtime.deserialize_cuda_engine(self.record.plan)
+                if engine is None:
+                    raise PackageError(f"{where}: TensorRT {trt.__version__} cannot deserialize the engine; delete "
+                                       "the package's engines/ folder to rebuild it")
+                self._engine = engine
+                self.record = replace(self.record, plan=b"")  # the engine keeps its own copy; free the plan bytes
+                context = engine.create_execution_context()
+                if context is None:
+                    raise CudaError(f"{where}: cannot create a TensorRT execution context (out of GPU memory?)")
+                self._context = context
+                self.max_batch: int | None = self._bind(where)
+                self._stream = self._cuda.create_stream()
         except BaseException:
             self.close()
             raise
@@ -147,7 +154,7 @@ class TensorRTBackend:
         n = batch.shape[0]
         step = int(self.max_batch or n)
         maps, scores = [], []
-        with self._lock:
+        with self._lock, self._cuda.activate(self._device_index):  # this thread may not be the one that opened us
             for s in range(0, n, step):
                 m, sc = self._run_chunk(batch[s : s + step])
                 maps.append(m)
@@ -171,12 +178,20 @@ class TensorRTBackend:
         return amap, score
 
     def close(self) -> None:
-        """Free the execution context, engine, stream and all buffers (idempotent)."""
-        for attr in ("_context", "_engine", "_runtime"):
-            if hasattr(self, attr):
-                delattr(self, attr)  # TensorRT objects free their memory when the last reference goes
-        self._buffers = {}
-        self._cuda.close()
+        """Free the execution context, engine, stream and all buffers (idempotent), on whatever thread calls it."""
+        with self._lock:
+            held = [a for a in ("_context", "_engine", "_runtime") if hasattr(self, a)]
+            if held:
+                try:
+                    with self._cuda.activate(self._device_index):
+                        for attr in held:
+                            delattr(self, attr)  # TensorRT objects free their GPU memory when the last reference goes
+                except CudaError as e:
+                    log.warning("TensorRT backend close: cannot make GPU %d current (%s)", self._device_index, e)
+                    for attr in held:
+                        delattr(self, attr)
+            self._buffers = {}
+            self._cuda.close()
 
     def __enter__(self) -> TensorRTBackend:  # noqa: PYI034 - Python 3.10 has no typing.Self
         return self

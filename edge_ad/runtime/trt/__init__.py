@@ -14,8 +14,8 @@ from edge_ad.errors import ConfigError, EdgeADError
 
 TENSORRT_INSTALL_HINT = (
     "on JetPack 6 it ships with the OS: `sudo apt install python3-libnvinfer` (or the whole `nvidia-jetpack`), "
-    "and a virtualenv must be created with `--system-site-packages` to see it; "
-    "on an x86-64 workstation: `pip install tensorrt` (needs an NVIDIA driver). "
+    "and a virtualenv must be created with `--system-site-packages` to see it (then pip install 'edge-ad[jetson]'); "
+    "on an x86-64 server: pip install 'edge-ad[cuda]' (needs an NVIDIA driver). "
     "Run `edge-ad doctor` to see what this machine has."
 )
 

@@ -58,6 +58,16 @@ class BuildMode:
         return "weak-fp16" if self.fp16_flag else "weak"
 
 
+def builder_flags(mode: BuildMode, dla_core: int | None) -> tuple[str, ...]:
+    """The BuilderFlag names `build_engine` sets for this mode (part of the engine cache key)."""
+    flags = []
+    if mode.fp16_flag:
+        flags.append("FP16")
+    if dla_core is not None:
+        flags.append("GPU_FALLBACK")
+    return tuple(flags)
+
+
 def resolve_build_mode(trt_major: int, precision: str, strongly_typed: bool | None = None,
                        fp16_fallback: bool = False) -> BuildMode:
     """Typing mode for a build, or ConfigError for a combination this TensorRT version cannot do.
@@ -126,14 +136,30 @@ def _read_timing_cache(path: Path) -> bytes:
         return b""
 
 
+def _new_timing_cache(config: trt.IBuilderConfig, data: bytes) -> trt.ITimingCache | None:
+    """A timing cache from serialized bytes, or None when TensorRT rejects them (truncated, corrupt, foreign)."""
+    try:
+        return config.create_timing_cache(data)
+    except Exception as e:  # noqa: BLE001 - TensorRT raises its own error types for a bad blob
+        log.debug("timing cache rejected: %s", e)
+        return None
+
+
 def _setup_timing_cache(config: trt.IBuilderConfig, path: Path | None) -> tuple[trt.ITimingCache, bytes]:
-    """Load the timing cache at `path` (or an empty one) into `config`; returns it and the bytes it started from."""
+    """Load the timing cache at `path` (or an empty one) into `config`; returns it and the bytes it started from.
+
+    A cache that is corrupt or was made by another TensorRT version or GPU is discarded with a warning (the build
+    then times tactics from scratch); it never fails the build."""
     start = _read_timing_cache(path) if path is not None else b""
-    cache = config.create_timing_cache(start)
-    if not config.set_timing_cache(cache, ignore_mismatch=False):
-        log.warning("timing cache %s was made by another TensorRT version or GPU; starting an empty one", path)
+    cache = _new_timing_cache(config, start) if start else None
+    if cache is None or not config.set_timing_cache(cache, ignore_mismatch=False):
+        if start:
+            log.warning("timing cache %s is corrupt or was made by another TensorRT version or GPU; discarding it "
+                        "(this build times every tactic again)", path)
         start = b""
-        cache = config.create_timing_cache(b"")
+        cache = _new_timing_cache(config, b"")
+        if cache is None:
+            raise EngineBuildError("TensorRT cannot create an empty timing cache (see the TensorRT messages above)")
         config.set_timing_cache(cache, ignore_mismatch=False)
     return cache, start
 
@@ -142,8 +168,8 @@ def _save_timing_cache(config: trt.IBuilderConfig, cache: trt.ITimingCache, path
     """Merge what another process saved meanwhile into `cache`, then write it atomically."""
     now = _read_timing_cache(path)
     if now and now != start:
-        other = config.create_timing_cache(now)
-        if not cache.combine(other, ignore_mismatch=False):
+        other = _new_timing_cache(config, now)
+        if other is None or not cache.combine(other, ignore_mismatch=False):
             log.warning("timing cache %s: could not merge the version saved meanwhile; overwriting it", path)
     try:
         atomic_write_bytes(path, bytes(memoryview(cache.serialize())), fsync=True)
@@ -265,7 +291,8 @@ class EngineRecord:
 
 def default_timing_cache(package: ModelPackage, info: DeviceInfo, trt_version: str) -> Path:
     """Per-device timing cache kept next to the engines (timing data is only valid for one GPU + TensorRT)."""
-    return engines_dir(package) / f"timing_{device_tag(info.name, info.sm, trt_version)}.timing-cache"
+    tag = device_tag(info.name, info.sm, trt_version, info.multiprocessors)
+    return engines_dir(package) / f"timing_{tag}.timing-cache"
 
 
 def engine_input_shape(package: ModelPackage, batch: int | None) -> tuple[int, int, int, int]:
@@ -315,25 +342,27 @@ def ensure_engine(package: ModelPackage, precision: str | None = None, *, device
     onnx = resolve_onnx(package, prec, fp16_fallback, major)
     shape = engine_input_shape(package, batch)
     api = cuda if cuda is not None else get_cuda()
-    api.set_device(device)
-    info = api.device_info(device)
-    key = EngineKey(model_sha256=model_sha256(package, onnx), precision=prec, typing=mode.typing, input_shape=shape,
-                    tensorrt=str(trt.__version__), gpu=info.name, compute_capability=info.sm, dla_core=dla_core)
-    if not force:
-        found = find_engine(package, key)
-        if found is not None:
-            log.info("using cached engine %s", found)
-            return EngineRecord(key=key, plan=found.read_bytes(), path=found, built=False, build_seconds=None,
-                                onnx_path=onnx)
-    if not build_if_missing:
-        raise PackageError(f"{engines_dir(package)}: no TensorRT engine for {key.describe()}; build it on this "
-                           f"device with `edge-ad build {package.root} --precision {prec}`")
-    log.info("building TensorRT engine for %s (this takes minutes on a Jetson)", key.describe())
-    cache_file = timing_cache if timing_cache is not None else default_timing_cache(package, info, key.tensorrt)
-    t0 = time.perf_counter()
-    plan = build_engine(onnx, prec, workspace_mb=workspace_mb, timing_cache=cache_file, dla_core=dla_core,
-                        input_shape=shape, strongly_typed=mode.strongly_typed, fp16_fallback=fp16_fallback)
-    seconds = time.perf_counter() - t0
+    with api.activate(device):  # the builder runs on the device current on this thread
+        info = api.device_info(device)
+        key = EngineKey(model_sha256=model_sha256(package, onnx), precision=prec, typing=mode.typing,
+                        input_shape=shape, tensorrt=str(trt.__version__), gpu=info.name, compute_capability=info.sm,
+                        sm_count=info.multiprocessors, memory_mib=info.total_memory >> 20, dla_core=dla_core,
+                        workspace_mib=workspace_mb, builder_flags=builder_flags(mode, dla_core))
+        if not force:
+            found = find_engine(package, key)
+            if found is not None:
+                log.info("using cached engine %s", found)
+                return EngineRecord(key=key, plan=found.read_bytes(), path=found, built=False, build_seconds=None,
+                                    onnx_path=onnx)
+        if not build_if_missing:
+            raise PackageError(f"{engines_dir(package)}: no TensorRT engine for {key.describe()}; build it on this "
+                               f"device with `edge-ad build {package.root} --precision {prec}`")
+        log.info("building TensorRT engine for %s (this takes minutes on a Jetson)", key.describe())
+        cache_file = timing_cache if timing_cache is not None else default_timing_cache(package, info, key.tensorrt)
+        t0 = time.perf_counter()
+        plan = build_engine(onnx, prec, workspace_mb=workspace_mb, timing_cache=cache_file, dla_core=dla_core,
+                            input_shape=shape, strongly_typed=mode.strongly_typed, fp16_fallback=fp16_fallback)
+        seconds = time.perf_counter() - t0
     path: Path | None
     try:
         path = store_engine(package, key, plan, seconds)

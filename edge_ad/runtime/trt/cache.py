@@ -3,7 +3,8 @@
 TensorRT engines are tied to the TensorRT version and the GPU they were built on (JetPack has no hardware
 compatibility mode), so the package ships ONNX and each device builds and caches its own engine. An engine is keyed by
 everything that makes it valid: the ONNX graph (sha256 from the manifest), precision and typing mode, input shape,
-TensorRT version, GPU name + compute capability and DLA core. `engines/index.json` records the full key and the
+TensorRT version, GPU name + compute capability + SM count + memory (Orin Nano, NX and AGX all report "Orin", sm 8.7,
+but differ in SMs and memory, and tactics are timed per chip), DLA core, workspace limit and builder flags. `engines/index.json` records the full key and the
 sha256 of every engine file; `find_engine` returns an engine only when both match exactly, so a stale engine (new
 model, TensorRT upgrade) or a foreign one (copied from another device, truncated, tampered) is never loaded but
 rebuilt.
@@ -36,17 +37,17 @@ log = logging.getLogger(__name__)
 
 ENGINES_DIR = "engines"
 INDEX_NAME = "index.json"
-INDEX_VERSION = 1
+INDEX_VERSION = 2
 
 PackageLike = ModelPackage | str | Path
 
 
-def device_tag(gpu: str, compute_capability: str, tensorrt: str) -> str:
-    """Filesystem-safe "gpu-name_smNN_trtX.Y.Z" naming what a plan or timing cache is valid for."""
+def device_tag(gpu: str, compute_capability: str, tensorrt: str, sm_count: int) -> str:
+    """Filesystem-safe "gpu-name_smNN-xSMs_trtX.Y.Z" naming what a plan or timing cache is valid for."""
     name = re.sub(r"[^a-z0-9]+", "-", gpu.lower()).strip("-")[:32] or "gpu"
     sm = compute_capability.replace(".", "")
     trt = re.sub(r"[^0-9A-Za-z.]+", "-", tensorrt)
-    return f"{name}_sm{sm}_trt{trt}"
+    return f"{name}_sm{sm}-x{sm_count}_trt{trt}"
 
 
 @dataclass(frozen=True)
@@ -60,22 +61,29 @@ class EngineKey:
     tensorrt: str  # full TensorRT version, e.g. "10.3.0.30"
     gpu: str  # CUDA device name, e.g. "Orin (nvgpu)"
     compute_capability: str  # e.g. "8.7"
+    sm_count: int  # multiprocessors: Orin Nano 8 GB has 8, NX 16 GB 8, AGX 64 GB 16
+    memory_mib: int  # total device memory (on Jetson the shared RAM): tactics that fit differ with it
     dla_core: int | None = None
+    workspace_mib: int | None = None  # builder workspace limit (None = TensorRT's default)
+    builder_flags: tuple[str, ...] = ()  # e.g. ("GPU_FALLBACK",) for DLA builds
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON form as stored in index.json (input_shape as a list)."""
+        """JSON form as stored in index.json (tuples as lists)."""
         d = asdict(self)
         d["input_shape"] = list(self.input_shape)
+        d["builder_flags"] = list(self.builder_flags)
         return d
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> EngineKey:
         """Inverse of to_dict; raises KeyError/TypeError/ValueError on a malformed entry."""
-        dla = d.get("dla_core")
+        dla, ws = d.get("dla_core"), d.get("workspace_mib")
         return cls(model_sha256=str(d["model_sha256"]), precision=str(d["precision"]), typing=str(d["typing"]),
                    input_shape=tuple(int(v) for v in d["input_shape"]), tensorrt=str(d["tensorrt"]),
-                   gpu=str(d["gpu"]), compute_capability=str(d["compute_capability"]),
-                   dla_core=None if dla is None else int(dla))
+                   gpu=str(d["gpu"]), compute_capability=str(d["compute_capability"]), sm_count=int(d["sm_count"]),
+                   memory_mib=int(d["memory_mib"]), dla_core=None if dla is None else int(dla),
+                   workspace_mib=None if ws is None else int(ws),
+                   builder_flags=tuple(str(f) for f in d.get("builder_flags", ())))
 
     def digest(self) -> str:
         """sha256 of the canonical JSON of the key."""
@@ -84,18 +92,20 @@ class EngineKey:
     def file_name(self) -> str:
         """Readable, filesystem-safe engine file name ending in a short hash of the full key.
 
-        e.g. `3fa2b1c4_fp16-strong_1x224x224x3_orin-nvgpu_sm87_trt10.3.0.30_9c1d2e3f4a5b.engine`.
+        e.g. `3fa2b1c4_fp16-strong_1x224x224x3_orin-nvgpu_sm87-x8_trt10.3.0.30_9c1d2e3f4a5b.engine`.
         """
         shape = "x".join(str(v) for v in self.input_shape)
-        device = device_tag(self.gpu, self.compute_capability, self.tensorrt)
+        device = device_tag(self.gpu, self.compute_capability, self.tensorrt, self.sm_count)
         dla = f"_dla{self.dla_core}" if self.dla_core is not None else ""
         return f"{self.model_sha256[:8]}_{self.precision}-{self.typing}_{shape}_{device}{dla}_{self.digest()[:12]}.engine"
 
     def describe(self) -> str:
         """One line for logs and CLI output."""
         dla = f", DLA core {self.dla_core}" if self.dla_core is not None else ""
+        ws = f", workspace {self.workspace_mib} MiB" if self.workspace_mib is not None else ""
         return (f"model {self.model_sha256[:12]}, {self.precision} ({self.typing} typing), input "
-                f"{list(self.input_shape)}, TensorRT {self.tensorrt}, {self.gpu} (sm {self.compute_capability}){dla}")
+                f"{list(self.input_shape)}, TensorRT {self.tensorrt}, {self.gpu} (sm {self.compute_capability}, "
+                f"{self.sm_count} SMs, {self.memory_mib} MiB){dla}{ws}")
 
 
 @dataclass(frozen=True)
@@ -234,10 +244,11 @@ def store_engine(package: PackageLike, key: EngineKey, plan: bytes, build_second
 
 
 def prune_engines(package: ModelPackage) -> list[Path]:
-    """Delete cached engines built from ONNX graphs that are no longer in the package; return their paths.
+    """Delete cached engines that can never be loaded again; return their paths.
 
-    A re-exported model gets new graph hashes, so its old engines can never be loaded again; on a Jetson with a small
-    disk they should not linger. Engines for other devices of the *current* graphs are kept.
+    That is engines built from ONNX graphs no longer in the package (a re-export gets new graph hashes) and engine
+    files the index does not list (e.g. from an older index format); on a Jetson with a small disk they should not
+    linger. Engines for other devices of the *current* graphs are kept.
     """
     directory = engines_dir(package)
     if not directory.is_dir():
@@ -254,6 +265,10 @@ def prune_engines(package: ModelPackage) -> list[Path]:
             with contextlib.suppress(FileNotFoundError):
                 (directory / name).unlink()
             removed.append(directory / name)
+        for path in sorted(directory.glob("*.engine")):
+            if path.name not in index["engines"]:
+                path.unlink()
+                removed.append(path)
         if removed:
             _write_index(directory, index)
     for path in removed:

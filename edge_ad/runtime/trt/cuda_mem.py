@@ -1,21 +1,28 @@
 """CUDA device queries, streams and host/device buffers for the TensorRT backend, without PyTorch.
 
 Two allocators, tried in this order:
-- cuda-python (`from cuda.bindings import runtime` in cuda-python >= 12.6/13, `from cuda import cudart` before), the
-  library NVIDIA's own TensorRT samples use; it needs no compiled extension of its own;
+- cuda-python, the library NVIDIA's own TensorRT samples use; it needs no compiled extension of its own. Its
+  runtime module is `cuda.bindings.runtime` from 12.6.1 (and the only name in 13.x) and `cuda.cudart` up to
+  12.6.0 (`import cuda` alone does not load it). cuda-python 13 needs a CUDA 13 driver: JetPack 6 (CUDA 12.6)
+  must pin `cuda-python>=12.6.1,<13`, and the mismatch is reported, not silently turned into "no GPU";
 - pycuda, as an alternative where only it is installed (it shares the CUDA primary context TensorRT uses).
 
-Host buffers are pinned (page-locked), so asynchronous copies really are asynchronous. On integrated GPUs (Jetson)
-they can instead be *mapped*: the GPU reads and writes the very same physical memory, and no copy is needed at all.
-Every allocation is tracked by its `CudaApi` and released by `CudaApi.close()`.
+The current device (cuda-python) and the current context (pycuda) are per *thread*: `activate()` makes them current
+on the calling thread and is used around every call that touches the GPU, so an engine created on one thread runs
+on another (the pipeline's inference thread). Streams are non-blocking (no implicit sync with the legacy default
+stream). Host buffers are pinned (page-locked), so asynchronous copies really are asynchronous. On integrated GPUs
+(Jetson) they can instead be *mapped*: the GPU reads and writes the very same physical memory, and no copy is
+needed at all. Every allocation is tracked by its `CudaApi` and released by `CudaApi.close()`.
 """
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import importlib
 import logging
 from abc import ABC, abstractmethod
+from collections.abc import Iterator
 from dataclasses import dataclass
 from types import ModuleType
 from typing import Any
@@ -28,7 +35,7 @@ log = logging.getLogger(__name__)
 
 CUDA_INSTALL_HINT = (
     "install cuda-python matching the CUDA of this machine: on JetPack 6 (CUDA 12.6) "
-    "`pip install 'cuda-python>=12.6,<12.7'`, elsewhere `pip install cuda-python` "
+    "`pip install 'edge-ad[jetson]'` (cuda-python>=12.6.1,<13), on an x86 server `pip install 'edge-ad[cuda]'` "
     "(pycuda is used instead when only it is installed)"
 )
 
@@ -51,6 +58,7 @@ class DeviceInfo:
     integrated: bool
     can_map_host_memory: bool
     total_memory: int
+    multiprocessors: int = 0
 
     @property
     def sm(self) -> str:
@@ -88,9 +96,16 @@ class CudaApi(ABC):
     def set_device(self, device: int) -> None:
         """Make `device` current for this thread (TensorRT builds and runs on the current device)."""
 
+    @contextlib.contextmanager
+    def activate(self, device: int) -> Iterator[None]:
+        """Make `device` current on the *calling* thread for the duration of the block (CUDA's current device and
+        pycuda's context are per thread)."""
+        self.set_device(device)
+        yield
+
     @abstractmethod
     def create_stream(self) -> int:
-        """A new CUDA stream; returns its handle as TensorRT's execute_async_v3 wants it."""
+        """A new non-blocking CUDA stream; returns its handle as TensorRT's execute_async_v3 wants it."""
 
     @abstractmethod
     def synchronize(self, stream: int) -> None:
@@ -119,19 +134,24 @@ class CudaApi(ABC):
         self.close()
 
 
+#: where cuda-python keeps its runtime bindings: 12.6.1+ and 13.x, then 11.x-12.6.0 (a submodule `import cuda` skips)
+CUDART_MODULES = ("cuda.bindings.runtime", "cuda.cudart")
+
+
 def _import_cudart() -> ModuleType | None:
-    """The cuda-python runtime module under its new (>= 12.6) or old name, or None."""
-    for modname, attr in (("cuda.bindings.runtime", None), ("cuda", "cudart")):
+    """The cuda-python runtime module under its new or old name, or None."""
+    for modname in CUDART_MODULES:
         try:
-            mod = importlib.import_module(modname)
+            return importlib.import_module(modname)
         except ImportError:
             continue
-        if attr is None:
-            return mod
-        sub = getattr(mod, attr, None)
-        if isinstance(sub, ModuleType):
-            return sub
     return None
+
+
+def _cuda_version(v: Any) -> str:
+    """12060 -> "12.6"; 0 -> "none"."""
+    n = int(v or 0)
+    return f"{n // 1000}.{(n % 1000) // 10}" if n else "none"
 
 
 def _import_pycuda() -> ModuleType | None:
@@ -175,7 +195,18 @@ class CudaPython(CudaApi):
 
     def device_count(self) -> int:
         err, count = self._rt.cudaGetDeviceCount()
-        return int(count) if err == self._rt.cudaError_t.cudaSuccess else 0
+        if err == self._rt.cudaError_t.cudaSuccess:
+            return int(count)
+        name = getattr(err, "name", str(err))
+        _, driver = self._rt.cudaDriverGetVersion()
+        _, runtime = self._rt.cudaRuntimeGetVersion()
+        if "InsufficientDriver" in name and int(driver or 0) > 0:  # e.g. cuda-python 13 on JetPack 6's CUDA 12.6
+            log.warning("CUDA: this cuda-python is built for CUDA %s but the driver provides CUDA %s; on JetPack 6 "
+                        "install 'cuda-python>=12.6.1,<13' (pip install 'edge-ad[jetson]')", _cuda_version(runtime),
+                        _cuda_version(driver))
+        else:
+            log.info("CUDA: no usable GPU (%s; driver CUDA %s)", name, _cuda_version(driver))
+        return 0
 
     def device_info(self, device: int) -> DeviceInfo:
         prop = self._call(f"cudaGetDeviceProperties({device})", self._rt.cudaGetDeviceProperties(device))
@@ -183,13 +214,14 @@ class CudaPython(CudaApi):
         name = raw_name.split(b"\0", 1)[0].decode(errors="replace") if isinstance(raw_name, bytes) else str(raw_name)
         return DeviceInfo(index=device, name=name.strip(), compute_capability=(int(prop.major), int(prop.minor)),
                           integrated=bool(prop.integrated), can_map_host_memory=bool(prop.canMapHostMemory),
-                          total_memory=int(prop.totalGlobalMem))
+                          total_memory=int(prop.totalGlobalMem), multiprocessors=int(prop.multiProcessorCount))
 
     def set_device(self, device: int) -> None:
         self._call(f"cudaSetDevice({device})", self._rt.cudaSetDevice(device))
 
     def create_stream(self) -> int:
-        stream = self._call("cudaStreamCreate", self._rt.cudaStreamCreate())
+        rt = self._rt
+        stream = self._call("cudaStreamCreateWithFlags", rt.cudaStreamCreateWithFlags(rt.cudaStreamNonBlocking))
         self._streams.append(stream)
         return int(stream)
 
@@ -243,6 +275,7 @@ class PyCuda(CudaApi):
         self._drv = driver
         self._drv.init()
         self._ctx: Any = None
+        self._device: int | None = None
         self._keep: list[Any] = []  # pycuda frees memory when its Python object dies: keep them until close()
 
     def device_count(self) -> int:
@@ -257,22 +290,37 @@ class PyCuda(CudaApi):
             return DeviceInfo(index=device, name=str(dev.name()), compute_capability=(int(major), int(minor)),
                               integrated=bool(dev.get_attribute(attr.INTEGRATED)),
                               can_map_host_memory=bool(dev.get_attribute(attr.CAN_MAP_HOST_MEMORY)),
-                              total_memory=int(dev.total_memory()))
+                              total_memory=int(dev.total_memory()),
+                              multiprocessors=int(dev.get_attribute(attr.MULTIPROCESSOR_COUNT)))
         except drv.Error as e:
             raise CudaError(f"CUDA device {device}: {e}") from e
 
     def set_device(self, device: int) -> None:
+        """Retain the device's primary context (once) and make it current on the calling thread."""
         drv = self._drv
         try:
-            if self._ctx is not None:
-                self._ctx.pop()
-            self._ctx = drv.Device(device).retain_primary_context()
-            self._ctx.push()
+            if self._ctx is None or self._device != device:
+                self._ctx = drv.Device(device).retain_primary_context()
+                self._device = device
+            self._ctx.push()  # fails here, with a clear error, if the device is unusable
+            drv.Context.pop()  # retained, not left pushed: activate() pushes it per thread and call
         except drv.Error as e:
             raise CudaError(f"CUDA device {device}: cannot make it current: {e}") from e
 
+    @contextlib.contextmanager
+    def activate(self, device: int) -> Iterator[None]:
+        """Push the primary context on the calling thread for the block, pop it after (pycuda's context stack is
+        per thread: a context pushed on the builder's thread does not exist on the pipeline's)."""
+        if self._ctx is None or self._device != device:
+            self.set_device(device)
+        self._ctx.push()
+        try:
+            yield
+        finally:
+            self._drv.Context.pop()
+
     def create_stream(self) -> int:
-        stream = self._drv.Stream()
+        stream = self._drv.Stream(flags=1)  # CU_STREAM_NON_BLOCKING
         self._keep.append(stream)
         return int(stream.handle)
 
@@ -310,13 +358,18 @@ class PyCuda(CudaApi):
             self._drv.memcpy_dtoh_async(buf.array, buf.device_ptr, self._stream(stream))
 
     def close(self) -> None:
-        for obj in reversed(self._keep):
-            free = getattr(obj, "free", None)
-            if callable(free):
-                free()
+        if self._ctx is not None and self._keep:
+            self._ctx.push()  # frees need the context current on this thread
+            try:
+                for obj in reversed(self._keep):
+                    free = getattr(obj, "free", None)
+                    if callable(free):
+                        free()
+            finally:
+                self._drv.Context.pop()
         self._keep = []
         if self._ctx is not None:
-            self._ctx.pop()
+            self._ctx.detach()
             self._ctx = None
 
 

@@ -1,0 +1,108 @@
+"""Latency per stage (p50/p90/p99) and throughput of a model package through the full Detector path.
+
+Each iteration runs one batch through preprocess, inference and postprocess to source resolution with regions, so
+the numbers are what the line sees, not just the engine. Stage times are per batch. Used by `edge-ad bench`,
+`edge-ad selftest` and the demo.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from edge_ad.runtime.package import ModelPackage
+
+
+def percentiles(values: list[float]) -> dict[str, float]:
+    """p50/p90/p99 and mean of a list of milliseconds."""
+    import numpy as np
+
+    a = np.asarray(values, dtype=np.float64)
+    return {"p50": float(np.percentile(a, 50)), "p90": float(np.percentile(a, 90)),
+            "p99": float(np.percentile(a, 99)), "mean": float(a.mean())}
+
+
+def machine_info() -> dict[str, Any]:
+    """CPU model, core counts, OS and Python of this machine (Jetson: the device-tree model)."""
+    from edge_ad.runtime.backends.onnxruntime import physical_cores
+
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
+            for line in f:
+                if line.lower().startswith(("model name", "hardware")):
+                    cpu = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    board = None
+    try:
+        board = Path("/proc/device-tree/model").read_text(errors="replace").strip("\x00\n ") or None
+    except OSError:
+        pass
+    return {"cpu": cpu, "physical_cores": physical_cores(), "logical_cpus": os.cpu_count(), "board": board,
+            "arch": platform.machine(), "os": platform.platform(), "python": platform.python_version()}
+
+
+def _positive(name: str, v: int, allow_zero: bool = False) -> None:
+    from edge_ad.errors import ConfigError
+
+    if v < (0 if allow_zero else 1):
+        raise ConfigError(f"--{name}: expected an integer >= {0 if allow_zero else 1}, got {v}")
+
+
+def run_bench(package: str | Path | ModelPackage, backend: str = "auto", batch: int = 1, iters: int = 100,
+              warmup: int = 10, image: str | Path | None = None, size_hw: tuple[int, int] | None = None,
+              threads: int | None = None) -> dict[str, Any]:
+    """Benchmark a package through the full Detector path; returns the JSON report (keys documented in the CLI)."""
+    import numpy as np
+
+    from edge_ad import __version__
+    from edge_ad.runtime.detector import Detector, read_image
+
+    _positive("batch", batch)
+    _positive("iters", iters)
+    _positive("warmup", warmup, allow_zero=True)
+    det = Detector.load(package, backend=backend, threads=threads)
+    if image is not None:
+        img = read_image(image)
+        source = str(image)
+    else:
+        h, w = size_hw or det.preprocess.resize
+        img = np.random.default_rng(0).integers(0, 256, size=(h, w, 3), dtype=np.uint8)
+        source = f"synthetic noise {w}x{h}"
+    images = [img] * batch
+    for _ in range(warmup):
+        det.predict_batch(images)
+    stages: dict[str, list[float]] = {"preprocess": [], "infer": [], "postprocess": [], "end_to_end": []}
+    for _ in range(iters):
+        t0 = time.perf_counter()
+        results = det.predict_batch(images)
+        stages["end_to_end"].append((time.perf_counter() - t0) * 1e3)
+        stages["preprocess"].append(sum(r.timings["preprocess"] for r in results))
+        stages["infer"].append(sum(r.timings["infer"] for r in results))  # amortised per image -> batch total
+        stages["postprocess"].append(sum(r.timings["postprocess"] for r in results))
+    total_s = sum(stages["end_to_end"]) / 1e3
+    return {
+        "package": str(det.package.root),
+        "model": det.package.name,
+        "precision": det.package.precision,
+        "backend": det.backend.name,
+        "providers": list(det.backend.providers),
+        "batch": batch,
+        "iters": iters,
+        "warmup": warmup,
+        "source": source,
+        "source_hw": [int(img.shape[0]), int(img.shape[1])],
+        "preprocess_ms": percentiles(stages["preprocess"]),
+        "infer_ms": percentiles(stages["infer"]),
+        "postprocess_ms": percentiles(stages["postprocess"]),
+        "end_to_end_ms": percentiles(stages["end_to_end"]),
+        "throughput_fps": batch * iters / total_s if total_s > 0 else float("inf"),
+        "machine": machine_info(),
+        "edge_ad_version": __version__,
+    }
