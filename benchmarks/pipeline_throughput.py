@@ -60,7 +60,7 @@ def build_conv_package(out: Path, size: int = 224, width: int = 48, depth: int =
     model.ir_version = 8
     onnx.checker.check_model(model)
     manifest: dict[str, Any] = {
-        "schema_version": 1, "edge_ad_version": "0.1.0", "created": "2026-01-01T00:00:00Z",
+        "schema_version": 2, "edge_ad_version": "0.1.0", "created": "2026-01-01T00:00:00Z",
         "model": {"name": "bench-conv", "family": "test", "untrained": True}, "categories": ["widget"],
         "precision": "fp32", "onnx": {"file": "model.onnx", "opset": 17},
         "input": {"name": "image", "dtype": "uint8", "layout": "NHWC", "height": size, "width": size,
@@ -90,8 +90,8 @@ def main() -> int:
     ap.add_argument("--json", default=None, help="write the figures here")
     args = ap.parse_args()
 
-    from edge_ad.runtime.bench import machine_info
     from edge_ad.pipeline import Pipeline
+    from edge_ad.runtime.bench import machine_info
     from edge_ad.runtime.detector import Detector
     from edge_ad.sources.aravis import GigESource
     from edge_ad.sources.pixel_formats import mosaic, to_bgr

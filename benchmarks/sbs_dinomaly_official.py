@@ -64,6 +64,7 @@ torch.save(enc.state_dict(), CKPT)
 
 logging.disable(logging.WARNING)
 from edge_ad.models import create_model
+
 ours = create_model("dinomaly-s", weights=CKPT, attn_eps=0.0)
 sd_off = {k: v for k, v in off.state_dict().items() if not k.startswith("encoder.")}
 missing, unexpected = ours.load_state_dict(sd_off, strict=False)

@@ -34,3 +34,43 @@ def atomic_write_text(path: str | os.PathLike[str], text: str) -> None:
 def atomic_write_json(path: str | os.PathLike[str], obj: Any, **dumps_kwargs: Any) -> None:
     """`obj` as indented JSON plus a newline (extra keyword arguments go to json.dumps)."""
     atomic_write_text(path, json.dumps(obj, indent=2, **dumps_kwargs) + "\n")
+
+
+def read_text_file(path: str | os.PathLike[str], what: str, max_bytes: int = 64 << 20) -> str:
+    """UTF-8 text of a config/metadata file; ConfigError naming the file when it is missing, too large, unreadable
+    or not text (e.g. a binary or pickle file put in its place)."""
+    from edge_ad.errors import ConfigError
+
+    p = Path(path)
+    try:
+        if p.stat().st_size > max_bytes:
+            raise ConfigError(f"{p}: {what} is larger than {max_bytes} bytes")
+        return p.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"{p}: {what} not found") from None
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"{p}: {what} is not UTF-8 text ({e.reason} at byte {e.start})") from None
+    except OSError as e:
+        raise ConfigError(f"{p}: cannot read {what} ({e.strerror})") from None
+
+
+def read_json_file(path: str | os.PathLike[str], what: str) -> Any:
+    """Parsed JSON of a metadata file (run.json, thresholds.json, ...); ConfigError naming the file otherwise."""
+    from edge_ad.errors import ConfigError
+
+    try:
+        return json.loads(read_text_file(path, what))
+    except (ValueError, RecursionError) as e:
+        raise ConfigError(f"{Path(path)}: {what} is not valid JSON ({e})") from None
+
+
+def read_yaml_file(path: str | os.PathLike[str], what: str) -> Any:
+    """Parsed YAML (safe loader: plain data only, never objects) of a config file; ConfigError naming the file."""
+    import yaml
+
+    from edge_ad.errors import ConfigError
+
+    try:
+        return yaml.safe_load(read_text_file(path, what))
+    except (yaml.YAMLError, RecursionError) as e:
+        raise ConfigError(f"{Path(path)}: {what} is not valid YAML ({e})") from None

@@ -57,7 +57,8 @@ def make_manifest(input_hw: tuple[int, int] = INPUT_HW, resize_hw: tuple[int, in
     """A complete schema-valid manifest for `make_onnx` (files is filled by write_package)."""
     h, w = input_hw
     return {
-        "schema_version": 1,
+        "schema_version": 2,
+        "digest": "0" * 64,  # write_package computes the real one
         "edge_ad_version": "0.1.0",
         "created": "2026-11-24T10:00:00Z",
         "model": {"name": "brightness-test", "family": "test", "untrained": True},

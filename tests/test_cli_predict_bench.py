@@ -37,11 +37,18 @@ def test_predict_directory(pkg_dir: Path, images: Path, tmp_path: Path, capsys: 
     assert set(by_file) == {"bad_part.png", "sub/good_part.jpg", "sub/bad_part.png"}
     assert by_file["bad_part.png"]["status"] == "NG" and by_file["sub/good_part.jpg"]["status"] == "OK"
     assert by_file["bad_part.png"]["regions"][0]["box"][0] == pytest.approx(140, abs=8)
-    overlays = sorted(p.name for p in out.glob("*_overlay.png"))
-    assert overlays == ["bad_part_2_overlay.png", "bad_part_overlay.png", "good_part_overlay.png"]
+    overlays = sorted(p.relative_to(out).as_posix() for p in out.rglob("*_overlay.png"))
+    assert overlays == ["bad_part_overlay.png", "sub/bad_part_overlay.png", "sub/good_part_overlay.png"]
+    assert by_file["sub/good_part.jpg"]["overlay"] == "sub/good_part_overlay.png"  # the input's sub-folder is kept
     assert cv2.imread(str(out / by_file["sub/good_part.jpg"]["overlay"])).shape == (120, 160, 3)
+    assert not (out / "results.jsonl.partial").exists()
     text = capsys.readouterr().out
-    assert "NG" in text and "OK" in text and "3 inspected, 2 NG, 0 failed" in text
+    assert "NG" in text and "OK" in text and "3 inspected (1 OK, 2 NG), 0 failed" in text
+    # a second run into the same folder replaces what the first wrote, and leaves other files alone
+    (out / "notes.txt").write_text("mine")
+    assert main(["predict", str(pkg_dir), str(images / "sub" / "good_part.jpg"), "--out", str(out)]) == 0
+    assert sorted(p.relative_to(out).as_posix() for p in out.rglob("*_overlay.png")) == ["good_part_overlay.png"]
+    assert len((out / "results.jsonl").read_text().splitlines()) == 1 and (out / "notes.txt").read_text() == "mine"
 
 
 def test_predict_glob_threshold_and_failures(pkg_dir: Path, images: Path, tmp_path: Path,
@@ -52,10 +59,11 @@ def test_predict_glob_threshold_and_failures(pkg_dir: Path, images: Path, tmp_pa
                "--threshold", "2.0", "--no-overlay"])
     assert rc == 1
     err = capsys.readouterr().err
-    assert "corrupt.png: cannot read image" in err and "nothing*.bmp: no image files found" in err
+    assert "corrupt.png: not an image of a supported format" in err and "nothing*.bmp: no image files found" in err
     lines = [json.loads(x) for x in (out / "results.jsonl").read_text().splitlines()]
-    assert [Path(x["file"]).name for x in lines] == ["bad_part.png"]
+    assert [Path(x["file"]).name for x in lines] == ["bad_part.png", "corrupt.png"]  # failures are recorded too
     assert lines[0]["status"] == "OK" and lines[0]["threshold"] == 2.0
+    assert lines[1]["status"] == "ERROR" and "not an image" in lines[1]["error"] and lines[1]["fault"] == "IMAGE"
     assert not list(out.glob("*.png"))
 
 
@@ -98,4 +106,4 @@ def test_bench_given_image_and_bad_options(pkg_dir: Path, tmp_path: Path, capsys
     assert main(["bench", str(pkg_dir), "--image", str(tmp_path / "none.png")]) == 2
     err = capsys.readouterr().err
     assert "--iters: expected an integer >= 1, got 0" in err and "--size: expected WxH" in err
-    assert "none.png: image file not found" in err
+    assert "none.png: file not found" in err

@@ -15,11 +15,11 @@ from edge_ad.data.mvtec import (
     discover_categories,
     fingerprint,
     load_samples,
-    read_image,
     read_mask,
     split_holdout,
 )
 from edge_ad.errors import ConfigError, DataError
+from edge_ad.imageio import read_image
 from edge_ad.runtime.preprocess import Preprocess
 
 

@@ -17,7 +17,11 @@ from safetensors.torch import save_file
 from edge_ad.errors import ConfigError
 from edge_ad.models import count_parameters, create_model
 from edge_ad.models.dinomaly import Dinomaly, hard_mining_cosine_loss, hard_mining_p
-from edge_ad.models.layers import LinearAttention, interpolate_pos_embed_dinov2, map_head_matrix
+from edge_ad.models.layers import (
+    LinearAttention,
+    interpolate_pos_embed_dinov2,
+    map_head_matrix,
+)
 
 
 @pytest.fixture(scope="module")

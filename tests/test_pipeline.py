@@ -22,6 +22,7 @@ from edge_ad.pipeline import JsonlSink, NGImageSink, Pipeline, run, stream
 from edge_ad.runtime.detector import Detector
 from edge_ad.runtime.result import Result
 from edge_ad.sources.folder import FolderSource
+from edge_ad.sources.frame import Gap
 
 
 @pytest.fixture(scope="module")
@@ -77,7 +78,8 @@ def test_bad_frames_yield_error_results_and_the_stream_goes_on(package: Path, tm
     status = {Path(r.frame["file"]).name: r for r in results}
     assert len(results) == 7
     assert status["0001b.png"].status == "ERROR" and "truncated PNG" in status["0001b.png"].error
-    assert status["0002b.jpg"].status == "ERROR" and "cannot decode" in status["0002b.jpg"].error
+    assert status["0002b.jpg"].status == "ERROR" and "not an image" in status["0002b.jpg"].error
+    assert status["0002b.jpg"].fault == "FRAME"
     assert "expected 300x200, got 60x50" in status["0003b.png"].error
     assert [status[f"{i:04d}.png"].status for i in range(4)] == ["NG", "OK", "NG", "OK"]
     s = pipe.stats.snapshot()
@@ -109,6 +111,29 @@ def test_policies_account_for_every_frame(package: Path, tmp_path: Path, policy:
     else:
         assert s["dropped"] > 10 and seqs[-1] == 39  # the newest frame is always inspected
     assert s["latency_p50_ms"] > 0 and s["latency_p99_ms"] >= s["latency_p50_ms"]
+
+
+class GappySource(FolderSource):
+    """A folder played as a camera that had an outage (3 frames lost) just before every 7th frame."""
+
+    def _grab(self, timeout: float) -> Any:
+        frame = super()._grab(timeout)
+        if frame is not None and frame.seq % 7 == 3:
+            frame.gap = Gap(seconds_down=0.1, frames_lost=3, reason=f"outage before {frame.seq}", reconnects=1)
+        return frame
+
+
+def test_policy_latest_carries_a_camera_gap_to_the_next_delivered_frame(package: Path, tmp_path: Path) -> None:
+    det = Detector.load(package)
+    det.backend = SlowBackend(det.backend, 0.01)  # type: ignore[assignment]
+    pipe = stream(det, GappySource(_parts(tmp_path / "in", 40)), policy="latest", queue_size=1)
+    results = list(pipe)
+    s = pipe.stats.snapshot()
+    assert s["dropped"] > 10  # frames that carried a gap were dropped too ...
+    gaps = [r.frame["gap"] for r in results if "gap" in r.frame]
+    assert sum(g["frames_lost"] for g in gaps) == 3 * 6  # ... yet every outage reaches a result
+    assert sum(g["reconnects"] for g in gaps) == 6 and s["frames_lost"] == 18
+    assert any("carried_from_seq" in g for g in gaps)
 
 
 def test_stop_drains_and_leaving_the_loop_stops_threads(package: Path, tmp_path: Path) -> None:

@@ -52,6 +52,30 @@ def test_resume_continues_and_refuses_overwrite(trained):
     assert steps[-1] == 5
 
 
+def test_resume_never_unpickles(trained, tmp_path, capsys):
+    """A run directory with a crafted pickle checkpoint (or a forged resume state) is refused, never executed."""
+    import pickle
+    import shutil
+
+    _, data, run = trained
+    evil = tmp_path / "evil_run"
+    shutil.copytree(run, evil)
+    marker = tmp_path / "pwned"
+
+    class Payload:
+        def __reduce__(self):
+            return (open, (str(marker), "w"))
+
+    (evil / rundir.CHECKPOINT).unlink()
+    (evil / rundir.LEGACY_CHECKPOINT).write_bytes(pickle.dumps(Payload()))
+    args = ["train", "--model", "dinomaly-tiny", "--data", str(data), "--out", str(evil), "--iters", "4", "--batch",
+            "4", "--no-pretrained", "--workers", "0", "--no-progress", "--val-fraction", "0.2", "--resume"]
+    assert main(args) == 2 and "pickle from an older edge-ad" in capsys.readouterr().err
+    (evil / rundir.CHECKPOINT).write_bytes(pickle.dumps(Payload()))  # a pickle under the new name
+    assert main(args) == 2 and "not a readable safetensors" in capsys.readouterr().err
+    assert not marker.exists()
+
+
 def _train_again(data, run):
     from edge_ad.train.config import resolve_config
     from edge_ad.train.trainer import train

@@ -126,18 +126,22 @@ def test_fixed_batch_one_graph_runs_larger_batches(tmp_path: Path, det: Detector
 
 
 def test_unreadable_inputs(det: Detector, tmp_path: Path) -> None:
-    with pytest.raises(DataError, match="missing.png: image file not found"):
+    with pytest.raises(DataError, match="missing.png: file not found"):
         det.predict(tmp_path / "missing.png")
     bad = tmp_path / "broken.png"
     bad.write_bytes(b"not a png")
-    with pytest.raises(DataError, match="broken.png: cannot read image"):
+    with pytest.raises(DataError, match="broken.png: not an image of a supported format"):
         det.predict(str(bad))
-    with pytest.raises(DataError, match="image: expected dtype uint8, got float32"):
+    with pytest.raises(DataError, match="image: expected 8- or 16-bit pixels, got dtype float32"):
         det.predict(np.zeros((10, 10, 3), np.float32))
-    res = det.predict_batch([bad, blob_image()], errors="result")
+    for empty in (np.zeros((0, 0), np.uint8), np.zeros((0, 10, 3), np.uint8), np.zeros((10, 0), np.uint8)):
+        with pytest.raises(DataError, match="empty image of shape"):
+            det.predict(empty)
+    res = det.predict_batch([bad, blob_image(), np.zeros((0, 0), np.uint8)], errors="result")
     assert res[0].status == "ERROR" and "broken.png" in (res[0].error or "") and not res[0].passed
-    assert math.isnan(res[0].score) and res[0].to_dict()["score"] is None
-    assert res[1].status == "NG"
+    assert res[0].fault == "IMAGE" and res[0].is_anomalous  # fail-safe: rejecting on is_anomalous rejects it too
+    assert math.isnan(res[0].score) and res[0].to_dict()["score"] is None and res[0].to_dict()["fault"] == "IMAGE"
+    assert res[1].status == "NG" and res[2].status == "ERROR"  # the good image of the batch is still inspected
 
 
 def test_read_image_from_path(det: Detector, tmp_path: Path) -> None:

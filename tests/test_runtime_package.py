@@ -20,6 +20,7 @@ GOOD_FILES = {"model.onnx": {"sha256": "0" * 64, "bytes": 10}}
 def _good() -> dict:
     m = make_manifest()
     m["files"] = copy.deepcopy(GOOD_FILES)
+    m["digest"] = "0" * 64
     return m
 
 
@@ -38,8 +39,18 @@ def _mutate(path: str, value: object) -> dict:
 
 
 BAD_CASES = [
-    ("schema_version", 2),
+    ("schema_version", 1),
+    ("schema_version", 3),
     ("schema_version", ...),
+    ("digest", ...),
+    ("digest", "abc"),
+    ("input.preprocess.resize", [40000, 40000]),
+    ("input.preprocess.mean", [0.5, 1e9, 0.5]),
+    ("input.preprocess.std", [0.2, 1e300, 0.2]),
+    ("postprocess.mask_blur_sigma", 1e6),
+    ("postprocess.morph_open_px", 100000),
+    ("thresholds.image.value", 1e308),
+    ("outputs.anomaly_map.height", 100000),
     ("created", "yesterday"),
     ("model.untrained", "no"),
     ("model.name", ""),
@@ -95,7 +106,7 @@ def test_validator_agrees_with_jsonschema(path: str, value: object) -> None:
 def test_error_messages_name_field_expected_and_got() -> None:
     with pytest.raises(PackageError) as e:
         validate_manifest(_mutate("input.preprocess.crop", "abc"))
-    assert str(e.value) == "manifest.json: input.preprocess.crop: expected array of 2 integers >= 1, got 'abc'"
+    assert str(e.value) == "manifest.json: input.preprocess.crop: expected array of 2 integers >= 1 <= 4096, got 'abc'"
     with pytest.raises(PackageError, match=r"thresholds\.pixel: missing required field"):
         validate_manifest(_mutate("thresholds.pixel", ...))
     with pytest.raises(PackageError, match=r"precision: expected one of \"fp32\", \"fp16\", \"int8\", got 'fp64'"):
@@ -190,8 +201,11 @@ def test_missing_field_is_named(tmp_path: Path) -> None:
 
 def test_newer_schema_version_is_refused(tmp_path: Path) -> None:
     pkg_dir = build_package(tmp_path / "pkg")
-    _edit_manifest(pkg_dir, lambda m: m.update(schema_version=2))
-    with pytest.raises(PackageError, match="schema version 2.*reads up to 1; upgrade edge-ad"):
+    _edit_manifest(pkg_dir, lambda m: m.update(schema_version=3))
+    with pytest.raises(PackageError, match="schema version 3.*reads up to 2; upgrade edge-ad"):
+        load_package(pkg_dir)
+    _edit_manifest(pkg_dir, lambda m: m.update(schema_version=1))
+    with pytest.raises(PackageError, match="without a package digest.*re-export it"):
         load_package(pkg_dir)
     _edit_manifest(pkg_dir, lambda m: m.update(schema_version="1"))
     with pytest.raises(PackageError, match="schema_version: expected integer, got '1'"):

@@ -10,8 +10,9 @@ import pytest
 
 from edge_ad.cli.main import main
 from edge_ad.data import synth
-from edge_ad.data.mvtec import defect_kind, discover_categories, load_samples, read_image, read_mask
+from edge_ad.data.mvtec import defect_kind, discover_categories, load_samples, read_mask
 from edge_ad.errors import ConfigError
+from edge_ad.imageio import read_image
 
 
 def _files(root: Path) -> dict[str, bytes]:

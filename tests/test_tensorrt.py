@@ -93,7 +93,8 @@ def package(tmp_path: Path):
 
 
 def key_for(pkg, **kw: Any) -> EngineKey:
-    base: dict[str, Any] = {"model_sha256": model_sha256(pkg, pkg.onnx_path()), "precision": "fp32",
+    base: dict[str, Any] = {"model_sha256": model_sha256(pkg, pkg.onnx_path()), "package_digest": pkg.digest,
+                            "precision": "fp32",
                             "typing": "weak", "input_shape": (1, H, W, 3), "tensorrt": "10.3.0.30",
                             "gpu": "Orin (nvgpu)", "compute_capability": "8.7", "sm_count": 8, "memory_mib": 16384}
     base.update(kw)
@@ -208,7 +209,7 @@ def test_engine_key_file_name_is_readable_and_key_specific(package) -> None:
                 key_for(package, compute_capability="9.0"), key_for(package, dla_core=0),
                 key_for(package, model_sha256="f" * 64), key_for(package, sm_count=16),
                 key_for(package, memory_mib=65536), key_for(package, workspace_mib=512),
-                key_for(package, builder_flags=("GPU_FALLBACK",))]
+                key_for(package, builder_flags=("GPU_FALLBACK",)), key_for(package, package_digest="e" * 64)]
     names = {v.file_name() for v in variants}
     assert len(names) == len(variants) and name not in names
     assert EngineKey.from_dict(json.loads(json.dumps(k.to_dict()))) == k
@@ -276,10 +277,25 @@ def test_corrupt_index_reads_as_empty(package) -> None:
 def test_prune_removes_engines_of_graphs_no_longer_in_package(package) -> None:
     current = store_engine(package, key_for(package), b"current")
     other_device = store_engine(package, key_for(package, gpu="NVIDIA H100", compute_capability="9.0"), b"h100")
-    stale = store_engine(package, key_for(package, model_sha256="0" * 64), b"stale")
+    stale = store_engine(package, key_for(package, package_digest="0" * 64), b"stale")
     assert prune_engines(package) == [stale]
     assert current.exists() and other_device.exists() and not stale.exists()
     assert {e.path for e in list_engines(package)} == {current, other_device}
+
+
+def test_engine_is_bound_to_the_package_digest(package, tmp_path: Path) -> None:
+    """Same graph, edited manifest (new thresholds, new digest): the old package's engine is never reused."""
+    from edge_ad.runtime.package import manifest_digest
+
+    store_engine(package, key_for(package), b"plan")
+    man = json.loads((package.root / "manifest.json").read_text())
+    man["thresholds"]["image"]["value"] = man["thresholds"]["normalization"]["score_min"]
+    man["digest"] = manifest_digest(man)
+    (package.root / "manifest.json").write_text(json.dumps(man))
+    edited = load_package(package.root)
+    assert edited.digest != package.digest and model_sha256(edited, edited.onnx_path()) == key_for(package).model_sha256
+    assert find_engine(edited, key_for(edited)) is None
+    assert len(prune_engines(edited)) == 1
 
 
 # ---------------------------------------------------------------- ensure_engine with a fake TensorRT and GPU

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 
+from edge_ad.cli.common import add_trusted_key
 from edge_ad.fileio import atomic_write_json
 
 HELP = "measure per-stage latency percentiles and throughput of a model package"
@@ -26,6 +27,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="synthetic image size, e.g. 1920x1200 (default: the package's resize size)")
     p.add_argument("--threads", type=int, default=None, help="ONNX Runtime intra-op threads (default: physical cores)")
     p.add_argument("--json", default=None, metavar="OUT.json", help="also write the results as JSON")
+    add_trusted_key(p)
 
 
 def _parse_size(text: str) -> tuple[int, int]:
@@ -44,7 +46,8 @@ def run(args: argparse.Namespace) -> int:
     from edge_ad.runtime.bench import run_bench
 
     report = run_bench(args.package, backend=args.backend, batch=args.batch, iters=args.iters, warmup=args.warmup,
-                       image=args.image, size_hw=_parse_size(args.size) if args.size else None, threads=args.threads)
+                       image=args.image, size_hw=_parse_size(args.size) if args.size else None, threads=args.threads,
+                       trusted_keys=args.trusted_keys)
     print(f"{report['model']} ({report['precision']}) on {report['backend']} {report['providers']}, "
           f"batch {report['batch']}, {report['iters']} iters, {report['source']}")
     print(f"{'stage':12s} {'p50 ms':>9s} {'p90 ms':>9s} {'p99 ms':>9s}")

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from edge_ad.cli.common import add_trusted_key
+
 HELP = "build the TensorRT engine of a model package on this device (cached in PACKAGE/engines/)"
 
 
@@ -20,6 +22,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--fp16-fallback", action="store_true",
                    help="TensorRT 10 only: fp16 engine from the fp32 graph with weak typing (BuilderFlag.FP16)")
     p.add_argument("--device", type=int, default=0, help="CUDA device index")
+    add_trusted_key(p)
     p.add_argument("--force", action="store_true", help="rebuild even if a valid cached engine exists")
 
 
@@ -29,7 +32,7 @@ def run(args: argparse.Namespace) -> int:
     from edge_ad.runtime.trt.build import ensure_engine
 
     load_tensorrt()  # fail fast with the install hint, before hashing a large package
-    pkg = load_package(args.package)
+    pkg = load_package(args.package, trusted_keys=args.trusted_keys)
     rec = ensure_engine(pkg, args.precision, device=args.device, batch=args.batch, workspace_mb=args.workspace,
                         timing_cache=args.timing_cache, dla_core=args.dla, fp16_fallback=args.fp16_fallback,
                         force=args.force)

@@ -27,12 +27,13 @@ def run(args: argparse.Namespace) -> int:
     import cv2
     import numpy as np
 
-    from edge_ad.data.mvtec import load_samples, read_image
+    from edge_ad.data.mvtec import load_samples
     from edge_ad.data.synth import generate
     from edge_ad.errors import ConfigError
     from edge_ad.evaluate.pipeline import evaluate_run
     from edge_ad.evaluate.report import format_table
     from edge_ad.export.exporter import export_package
+    from edge_ad.imageio import read_image
     from edge_ad.runtime import Detector, render_overlay
     from edge_ad.runtime.bench import run_bench
     from edge_ad.train.config import resolve_config

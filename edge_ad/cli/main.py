@@ -30,6 +30,9 @@ COMMANDS: dict[str, str] = {
     "build": "edge_ad.cli.build",
     "verify": "edge_ad.cli.verify",
     "selftest": "edge_ad.cli.selftest",
+    "keygen": "edge_ad.cli.keygen",
+    "sign": "edge_ad.cli.sign",
+    "plc-user": "edge_ad.cli.plc_user",
     "doctor": "edge_ad.cli.doctor",
 }
 

@@ -13,6 +13,8 @@ import sys
 import threading
 from typing import Any
 
+from edge_ad.cli.common import add_trusted_key
+
 HELP = "stream a camera (GigE Vision, GenTL, USB, RTSP), video or folder through a model package"
 
 
@@ -38,6 +40,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-frames", type=int, default=None, help="stop after this many frames from the source")
     p.add_argument("--status-every", type=float, default=5.0, help="seconds between status lines (default 5)")
     p.add_argument("--json-status", action="store_true", help="print status lines as JSON objects")
+    add_trusted_key(p)
 
 
 def _source_options(items: list[str]) -> dict[str, Any]:
@@ -68,7 +71,8 @@ def run(args: argparse.Namespace) -> int:
 
     if args.status_every <= 0:
         raise ConfigError(f"--status-every: expected seconds > 0, got {args.status_every}")
-    det = Detector.load(args.package, backend=args.backend, threshold=args.threshold, sensitivity=args.sensitivity)
+    det = Detector.load(args.package, backend=args.backend, threshold=args.threshold, sensitivity=args.sensitivity,
+                        trusted_keys=args.trusted_keys)
     sinks: list[Sink] = []
     if args.results_log:
         sinks.append(JsonlSink(args.results_log))

@@ -54,7 +54,12 @@ def run(args: argparse.Namespace) -> int:
         print(f"copy {args.prepare} to the device and run: edge-ad selftest {args.prepare}")
         return 0
     from edge_ad.runtime.trt import load_tensorrt
-    from edge_ad.runtime.trt.selftest import REPORT_JSON, REPORT_MD, find_packages, run_selftest
+    from edge_ad.runtime.trt.selftest import (
+        REPORT_JSON,
+        REPORT_MD,
+        find_packages,
+        run_selftest,
+    )
 
     load_tensorrt()  # fail fast, with the install hint, before exporting or hashing anything
     paths = list(args.packages) or _prepare(args.out / "packages", args.models)

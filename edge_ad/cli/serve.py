@@ -19,6 +19,8 @@ import time
 from pathlib import Path
 from types import FrameType
 
+from edge_ad.cli.common import add_trusted_key
+
 HELP = "run an inspection station: model package + camera source + PLC handshake (OPC UA, Modbus TCP, S7)"
 
 
@@ -47,6 +49,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--duration", type=float, default=None, help="stop after this many seconds")
     p.add_argument("--stop-at-end", action="store_true",
                    help="camera/free trigger: stop once a finite source (folder, video) is done and delivered")
+    add_trusted_key(p)
 
 
 def _recipes(args: argparse.Namespace) -> dict[int, str | Path]:
@@ -77,8 +80,13 @@ def run(args: argparse.Namespace) -> int:
     link_options = {"queue_size": args.queue, "ack": not args.no_ack, "hold_s": args.hold_ms / 1e3,
                     "heartbeat_s": args.heartbeat_ms / 1e3, "plc_watchdog_s": args.plc_watchdog_s}
     source = open_source(args.source)
+    from edge_ad.runtime.detector import Detector
+
+    def load(path: str | Path) -> Detector:
+        return Detector.load(path, backend=args.backend, trusted_keys=args.trusted_keys)
+
     inspector = Inspector(_recipes(args), source, args.plc, trigger=args.trigger, budget_s=args.budget_ms / 1e3,
-                          backend=args.backend, link_options=link_options, stop_when_source_ends=args.stop_at_end)
+                          load_detector=load, link_options=link_options, stop_when_source_ends=args.stop_at_end)
     stop = threading.Event()
 
     def _on_signal(signum: int, _frame: FrameType | None) -> None:

@@ -42,14 +42,9 @@ def run(args: argparse.Namespace) -> int:
         overrides["pretrained"] = False
     name = args.model
     if name is None and args.config:
-        from pathlib import Path
+        from edge_ad.fileio import read_yaml_file
 
-        import yaml
-
-        try:
-            loaded = yaml.safe_load(Path(args.config).read_text()) or {}
-        except (OSError, yaml.YAMLError) as e:
-            raise ConfigError(f"{args.config}: cannot read training config: {e}") from e
+        loaded = read_yaml_file(args.config, "training config") or {}
         name = loaded.get("model") if isinstance(loaded, dict) else None
     if not name:
         raise ConfigError("train: --model is required (or a `model:` key in --config)")

@@ -11,6 +11,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from edge_ad.cli.common import add_trusted_key
+
 HELP = "compare the TensorRT engine with ONNX Runtime CPU on sample images (score deltas, map diff, OK/NG)"
 
 
@@ -26,6 +28,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="max score/map difference as a fraction of the normalisation range "
                         "(default fp32 0.01, fp16 0.05, int8 0.10)")
     p.add_argument("--device", type=int, default=0, help="CUDA device index")
+    add_trusted_key(p)
     p.add_argument("--seed", type=int, default=0, help="seed of the synthetic images")
 
 
@@ -35,7 +38,7 @@ def run(args: argparse.Namespace) -> int:
     from edge_ad.runtime.trt.verify import verify_engine
 
     load_tensorrt()
-    pkg = load_package(args.package)
+    pkg = load_package(args.package, trusted_keys=args.trusted_keys)
     r = verify_engine(pkg, args.precision, images=args.images, n=args.n, seed=args.seed, tol=args.tol,
                       device=args.device, fp16_fallback=args.fp16_fallback)
     threshold = r["threshold"]

@@ -9,10 +9,10 @@ from edge_ad.data.mvtec import (
     discover_categories,
     fingerprint,
     load_samples,
-    read_image,
     read_mask,
     split_holdout,
 )
+from edge_ad.imageio import read_image
 
 __all__ = [
     "Sample",

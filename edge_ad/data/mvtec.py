@@ -1,4 +1,4 @@
-"""MVTec-AD-layout datasets: discovery, loading, robust image/mask reading, fingerprints and hold-out splits.
+"""MVTec-AD-layout datasets: discovery, loading, image/mask reading (edge_ad.imageio), fingerprints, hold-out splits.
 
 Layout: `<root>/<category>/train/good/*`, `<root>/<category>/test/<defect>/*` ("good" = normal) and
 `<root>/<category>/ground_truth/<defect>/<stem>_mask.png`. MVTec LOCO's per-image mask folders
@@ -14,12 +14,11 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-import cv2
 import numpy as np
 
 from edge_ad.errors import ConfigError, DataError
+from edge_ad.imageio import IMAGE_EXTENSIONS, read_raw
 
-IMAGE_EXTENSIONS = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff"})
 LOGICAL_DEFECTS = frozenset({"missing_part", "extra_part", "misplaced_part", "logical_anomalies"})
 SPLITS = ("train", "test", "validation")
 
@@ -116,7 +115,7 @@ def load_samples(
             good = cat_dir / "train" / "good"
             images = _images_in(good) if good.is_dir() else []
             if not images:
-                raise DataError(f"category {cat!r}: empty, no train images in {good} (expected {sorted(IMAGE_EXTENSIONS)})")
+                raise DataError(f"category {cat!r}: empty, no train images in {good} (expected {', '.join(IMAGE_EXTENSIONS)} files)")
             samples += [Sample(p, cat, "train", 0, "good", None) for p in images]
             continue
         test = cat_dir / split
@@ -135,58 +134,6 @@ def load_samples(
     return samples
 
 
-def _read_bytes(path: Path, what: str) -> bytes:
-    try:
-        data = path.read_bytes()
-    except FileNotFoundError:
-        raise DataError(f"{what} {path}: file not found") from None
-    except IsADirectoryError:
-        raise DataError(f"{what} {path}: expected a file, got a directory") from None
-    except OSError as e:
-        raise DataError(f"{what} {path}: cannot read ({e.strerror})") from None
-    if not data:
-        raise DataError(f"{what} {path}: empty file (0 bytes)")
-    return data
-
-
-def _check_complete(path: Path, data: bytes, what: str) -> None:
-    """Reject truncated PNG/JPEG files that OpenCV would otherwise decode silently with a grey/black tail."""
-    if data[:8] == b"\x89PNG\r\n\x1a\n" and b"IEND" not in data[-64:]:
-        raise DataError(f"{what} {path}: truncated PNG (no IEND chunk at the end of {len(data)} bytes)")
-    if data[:2] == b"\xff\xd8" and b"\xff\xd9" not in data[-4096:]:
-        raise DataError(f"{what} {path}: truncated JPEG (no end-of-image marker in {len(data)} bytes)")
-
-
-def _decode(path: Path, what: str) -> np.ndarray:
-    data = _read_bytes(path, what)
-    _check_complete(path, data, what)
-    img = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
-    if img is None or img.size == 0:
-        raise DataError(f"{what} {path}: unreadable, not a valid {sorted(IMAGE_EXTENSIONS)} image or corrupt")
-    return img
-
-
-def _to_uint8(img: np.ndarray, path: Path, what: str) -> np.ndarray:
-    if img.dtype == np.uint8:
-        return img
-    if img.dtype == np.uint16:  # full 16-bit range -> 8-bit, rounded (65535 -> 255)
-        return ((img.astype(np.uint32) * 255 + 32767) // 65535).astype(np.uint8)
-    raise DataError(f"{what} {path}: expected 8- or 16-bit pixels, got dtype {img.dtype}")
-
-
-def read_image(path: str | os.PathLike[str]) -> np.ndarray:
-    """Image file -> HxWx3 BGR uint8; grey, BGRA and 16-bit files are converted, bad files raise DataError."""
-    p = Path(path)
-    img = _to_uint8(_decode(p, "image"), p, "image")
-    if img.ndim == 2:
-        return cv2.cvtColor(img, cv2.COLOR_GRAY2BGR)
-    if img.ndim == 3 and img.shape[2] == 3:
-        return img
-    if img.ndim == 3 and img.shape[2] == 4:
-        return cv2.cvtColor(img, cv2.COLOR_BGRA2BGR)
-    raise DataError(f"image {p}: expected 1, 3 or 4 channels, got shape {img.shape}")
-
-
 def read_mask(path: str | os.PathLike[str]) -> np.ndarray:
     """Mask file (or LOCO folder of masks, united) -> HxW uint8 in {0,1}; any non-zero pixel is anomalous."""
     p = Path(path)
@@ -195,7 +142,7 @@ def read_mask(path: str | os.PathLike[str]) -> np.ndarray:
         raise DataError(f"mask folder {p}: contains no mask images")
     out: np.ndarray | None = None
     for f in files:
-        m = _decode(f, "mask")
+        m = read_raw(f, "mask")
         m = (m.max(axis=2) if m.ndim == 3 else m) > 0
         if out is not None and out.shape != m.shape:
             raise DataError(f"mask {f}: size {m.shape[::-1]} differs from {out.shape[::-1]} of the other masks in {p}")

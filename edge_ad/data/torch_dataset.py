@@ -9,8 +9,9 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from edge_ad.data.mvtec import Sample, read_image, read_mask
+from edge_ad.data.mvtec import Sample, read_mask
 from edge_ad.errors import DataError
+from edge_ad.imageio import read_image
 from edge_ad.runtime.preprocess import Preprocess
 
 

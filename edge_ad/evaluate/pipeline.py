@@ -9,10 +9,11 @@ from typing import Any
 import numpy as np
 import torch
 
-from edge_ad.data.mvtec import load_samples, read_image
+from edge_ad.data.mvtec import load_samples
 from edge_ad.evaluate.inference import DatasetPredictions, predict_samples
 from edge_ad.evaluate.metrics import CategoryPredictions, evaluate_categories
 from edge_ad.evaluate.report import save_overlay_grid, write_report
+from edge_ad.imageio import read_image
 from edge_ad.train.rundir import load_run
 from edge_ad.train.trainer import resolve_device
 

@@ -20,10 +20,10 @@ from typing import Any
 
 import numpy as np
 import onnx
-import yaml
 from tqdm import tqdm
 
 from edge_ad.errors import ConfigError
+from edge_ad.fileio import read_yaml_file
 from edge_ad.runtime.preprocess import Preprocess
 
 log = logging.getLogger(__name__)
@@ -138,10 +138,7 @@ def load_calibration_config(model: str, path: str | Path | None = None) -> Calib
     candidates = [Path(path)] if path else [d / f"{model}.yaml" for d in calibration_dirs()]
     for p in candidates:
         if p.is_file():
-            try:
-                raw = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
-            except yaml.YAMLError as e:
-                raise ConfigError(f"{p}: invalid YAML: {e}") from e
+            raw = read_yaml_file(p, "calibration manifest") or {}
             return validate_config(raw, str(p), model)
     if path:
         raise ConfigError(f"{path}: calibration manifest not found")
@@ -187,7 +184,7 @@ def select_images(cfg: CalibrationConfig, data_root: str | Path, exclude_paths: 
 def image_batches(paths: Sequence[Path], preprocess: Preprocess, batch: int = 1, progress: bool = True,
                   desc: str = "calibration") -> Iterator[np.ndarray]:
     """uint8 NHWC crops of `paths` (package preprocessing), `batch` images at a time, with a progress bar."""
-    from edge_ad.data.mvtec import read_image
+    from edge_ad.imageio import read_image
 
     with tqdm(total=len(paths), desc=desc, unit="img", disable=not progress, leave=False) as bar:
         for i in range(0, len(paths), batch):

@@ -138,7 +138,7 @@ def rederive_package_constants(
 ) -> tuple[onnx.ModelProto, dict[str, Any], dict[str, Any]]:
     """`rederive_constants` for a converted graph of the fp32 package `pkg` (an `edge_ad.runtime.package.
     ModelPackage`) on `samples` (held-out good `Sample`s), read and preprocessed exactly as the runtime does."""
-    from edge_ad.data.mvtec import read_image
+    from edge_ad.imageio import read_image
 
     def batches() -> Iterable[np.ndarray]:
         for i in range(0, len(samples), batch):

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import datetime as _dt
-import json
 import logging
 import time
 from pathlib import Path
@@ -18,6 +17,7 @@ from edge_ad.export.gemm_share import gemm_precision
 from edge_ad.export.graph_check import check_graph, format_problems, op_histogram
 from edge_ad.export.onnx_export import PackagedModel, check_parity, export_onnx
 from edge_ad.export.recipe import load_recipe
+from edge_ad.fileio import read_json_file
 from edge_ad.models.base import AnomalyModel
 from edge_ad.models.registry import create_model, model_info
 from edge_ad.train import rundir
@@ -37,7 +37,7 @@ def load_for_export(name: str | None, run: str | None, checkpoint: str | None, r
         if name and name != cfg["model"]:
             raise ConfigError(f"{run}: the run holds model {cfg['model']!r}, not --model {name!r}")
         info_p = Path(run) / rundir.RUN_INFO
-        info = json.loads(info_p.read_text()) if info_p.is_file() else {}
+        info = read_json_file(info_p, "run info") if info_p.is_file() else {}
         return model, load_recipe(cfg["model"], recipe_path), thresholds, cfg, info
     if not name:
         raise ConfigError("export: --model is required unless --run is given")
@@ -58,7 +58,7 @@ def load_for_export(name: str | None, run: str | None, checkpoint: str | None, r
             logging.disable(logging.NOTSET)
         rundir.load_weights(model, Path(checkpoint))
         thr_p = Path(checkpoint).parent / rundir.THRESHOLDS
-        thresholds = json.loads(thr_p.read_text()) if thr_p.is_file() else None
+        thresholds = read_json_file(thr_p, "thresholds") if thr_p.is_file() else None
         model.encoder_weights = "checkpoint"
         return model.eval(), recipe, thresholds, {}, {}
     log.warning("exporting %s with UNTRAINED weights (random-init encoder and decoder): for measuring speed only; "
@@ -70,12 +70,13 @@ def load_for_export(name: str | None, run: str | None, checkpoint: str | None, r
 def validation_images(model: AnomalyModel, cfg: dict[str, Any], run: str | None, data: str | None, n: int, seed: int = 0
                       ) -> tuple[np.ndarray, str]:
     """uint8 crops for parity: held-out good + test images of the dataset, or seeded synthetic images."""
-    from edge_ad.data.mvtec import load_samples, read_image
+    from edge_ad.data.mvtec import load_samples
+    from edge_ad.imageio import read_image
 
     paths: list[Path] = []
     root = data or cfg.get("data")
     if run and (Path(run) / rundir.VAL_SPLIT).is_file():
-        paths += [Path(p) for p in json.loads((Path(run) / rundir.VAL_SPLIT).read_text())["holdout"]][: n // 2]
+        paths += [Path(p) for p in rundir.holdout(Path(run))][: n // 2]
     if root and Path(root).is_dir():
         test = load_samples(root, cfg.get("categories"), split="test")
         rng = np.random.default_rng(seed)
@@ -149,7 +150,7 @@ def export_package(
     pre = model.preprocess
     hist = op_histogram(proto)
     manifest: dict[str, Any] = {
-        "schema_version": 1,
+        "schema_version": 2,
         "edge_ad_version": __version__,
         "created": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
         "model": {

@@ -9,7 +9,6 @@ anomalous images). It always reports the score Spearman correlation and the OK/N
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 from collections.abc import Sequence
@@ -22,6 +21,7 @@ from tqdm import tqdm
 
 from edge_ad.errors import ConfigError, DataError
 from edge_ad.runtime.package import ModelPackage
+from edge_ad.train import rundir
 
 log = logging.getLogger(__name__)
 
@@ -72,7 +72,7 @@ def gate_set(pkg: ModelPackage, data_root: str | Path) -> GateSet:
     run = (pkg.manifest.get("training") or {}).get("run")
     val = Path(run) / "val_split.json" if run else None
     if val is not None and val.is_file():
-        held = {str(Path(p).resolve()) for p in json.loads(val.read_text())["holdout"]}
+        held = {str(Path(p).resolve()) for p in rundir.holdout(Path(run))}
         train = load_samples(data_root, cats, split="train")
         good = [s for s in train if str(Path(s.path).resolve()) in held]
         if good:
@@ -95,7 +95,7 @@ def run_package(pkg: ModelPackage, samples: Sequence[Any], batch: int = 4, desc:
                 progress: bool = True, graph: str = "main") -> tuple[np.ndarray, np.ndarray]:
     """(maps [N,h,w], scores [N]) of one of the package's graphs ("main" or "cpu") on the samples, through the
     runtime's ONNX Runtime backend."""
-    from edge_ad.data.mvtec import read_image
+    from edge_ad.imageio import read_image
     from edge_ad.runtime.backends.onnxruntime import OnnxRuntimeBackend
 
     be = OnnxRuntimeBackend(pkg, providers=["CPUExecutionProvider"], graph=graph)

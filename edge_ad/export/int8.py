@@ -17,7 +17,6 @@ passing it back reproduces both graphs byte for byte.
 from __future__ import annotations
 
 import hashlib
-import json
 import re
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -28,7 +27,7 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 from edge_ad.errors import ConfigError
-
+from edge_ad.fileio import read_json_file
 
 SCALES_FORMAT = "edge-ad/int8-scales"
 SCALES_VERSION = 2
@@ -277,9 +276,6 @@ def load_scales(path: str | Path) -> dict[str, Any]:
     p = Path(path)
     if not p.is_file():
         raise ConfigError(f"{p}: scales file not found")
-    try:
-        doc = json.loads(p.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise ConfigError(f"{p}: invalid JSON: {e}") from e
+    doc = read_json_file(p, "scales file")
     check_scales_document(doc, str(p))
     return doc

@@ -26,6 +26,7 @@ from edge_ad.errors import ConfigError, ExportError, GateError
 from edge_ad.export.gate import GateBudget, evaluate_gate, format_gate_report, gate_set
 from edge_ad.fileio import atomic_write_json
 from edge_ad.runtime.package import ModelPackage, load_package, write_package
+from edge_ad.train import rundir
 
 log = logging.getLogger(__name__)
 
@@ -55,8 +56,7 @@ def default_scales_path(pkg: ModelPackage, method: str) -> Path:
 
 def _holdout(pkg: ModelPackage) -> list[str]:
     run = (pkg.manifest.get("training") or {}).get("run")
-    val = Path(run) / "val_split.json" if run else None
-    return list(json.loads(val.read_text())["holdout"]) if val is not None and val.is_file() else []
+    return rundir.holdout(Path(run)) if run and (Path(run) / rundir.VAL_SPLIT).is_file() else []
 
 
 def _convert_int8(pkg: ModelPackage, model: onnx.ModelProto, data: str | None, fallback_root: str, calib: str | Path | None,
@@ -64,8 +64,19 @@ def _convert_int8(pkg: ModelPackage, model: onnx.ModelProto, data: str | None, f
                   scales_out: str | Path | None, progress: bool
                   ) -> tuple[onnx.ModelProto, onnx.ModelProto, dict[str, Any], Path]:
     """(TensorRT graph, CPU graph, conversion info, scales file) of the int8 conversion."""
-    from edge_ad.export.calibration import image_batches, load_calibration_config, select_images, validate_config
-    from edge_ad.export.int8 import calibrate_scales, check_scales, cpu_graph, load_scales, tensorrt_graph
+    from edge_ad.export.calibration import (
+        image_batches,
+        load_calibration_config,
+        select_images,
+        validate_config,
+    )
+    from edge_ad.export.int8 import (
+        calibrate_scales,
+        check_scales,
+        cpu_graph,
+        load_scales,
+        tensorrt_graph,
+    )
 
     cfg = load_calibration_config(pkg.name, calib)
     if method is not None or exclude is not None:  # CLI overrides, validated like the YAML

@@ -5,9 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from edge_ad.errors import ConfigError
+from edge_ad.fileio import read_yaml_file
 
 DEFAULTS: dict[str, Any] = {
     "opset": 17,
@@ -36,10 +35,7 @@ def load_recipe(model: str, path: str | Path | None = None) -> dict[str, Any]:
     source = "defaults"
     for p in candidates:
         if p.is_file():
-            try:
-                recipe = yaml.safe_load(p.read_text()) or {}
-            except yaml.YAMLError as e:
-                raise ConfigError(f"{p}: invalid YAML: {e}") from e
+            recipe = read_yaml_file(p, "export recipe") or {}
             if not isinstance(recipe, dict):
                 raise ConfigError(f"{p}: expected a mapping, got {type(recipe).__name__}")
             unknown = sorted(set(recipe) - KEYS)

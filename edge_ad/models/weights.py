@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import datetime as _dt
 import hashlib
-import json
 import logging
 import os
 import shutil
@@ -20,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from edge_ad.errors import ConfigError
-from edge_ad.fileio import atomic_write_json
+from edge_ad.fileio import atomic_write_json, read_json_file
 
 INDEX = "index.json"
 _SUFFIXES = (".safetensors", ".pth", ".pt", ".bin")
@@ -57,9 +56,9 @@ def _read_index() -> dict[str, dict[str, Any]]:
     if not p.is_file():
         return {}
     try:
-        data = json.loads(p.read_text())
-    except (OSError, json.JSONDecodeError) as e:
-        raise ConfigError(f"{p}: unreadable weights index ({e}); delete it and re-import the weights") from e
+        data = read_json_file(p, "weights index")
+    except ConfigError as e:
+        raise ConfigError(f"{e}; delete it and re-import the weights") from None
     if not isinstance(data, dict):
         raise ConfigError(f"{p}: expected a JSON object mapping names to entries, got {type(data).__name__}")
     return data

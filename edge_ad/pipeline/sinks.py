@@ -111,7 +111,9 @@ class NGImageSink:
         self.saved = 0
 
     def write(self, result: Result, image: np.ndarray | None) -> None:
-        if not (result.is_anomalous or (self.errors and result.error is not None)):
+        if result.error is not None and not self.errors:
+            return
+        if result.passed:
             return
         from edge_ad.runtime.overlay import render_overlay
 

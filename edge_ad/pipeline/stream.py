@@ -25,14 +25,14 @@ from pathlib import Path
 from types import FrameType
 from typing import Any, Literal
 
-import cv2
 import numpy as np
 
 from edge_ad.errors import ConfigError, DataError
+from edge_ad.imageio import check_array
 from edge_ad.pipeline.sinks import Sink
 from edge_ad.pipeline.stats import PipelineStats
 from edge_ad.runtime.detector import Detector
-from edge_ad.runtime.result import Result
+from edge_ad.runtime.result import Fault, Result
 from edge_ad.sources.base import Source
 from edge_ad.sources.factory import open_source
 from edge_ad.sources.frame import Frame
@@ -55,6 +55,18 @@ class _Item:
     score: float = float("nan")
     timing: dict[str, float] = field(default_factory=dict)
     result: Result | None = None
+
+
+def _carry_gap(dropped: dict[str, Any], into: dict[str, Any]) -> None:
+    """A dropped frame reported an outage: the next delivered frame reports it instead (merged with its own),
+    so under policy `latest` a camera gap never vanishes with the frame that carried it."""
+    g, mine = dict(dropped["gap"]), into.get("gap")
+    if mine is not None:
+        g = {"seconds_down": round(float(g["seconds_down"]) + float(mine["seconds_down"]), 3),
+             "frames_lost": int(g["frames_lost"]) + int(mine["frames_lost"]),
+             "reason": f"{g['reason']}; {mine['reason']}", "reconnects": int(g["reconnects"]) + int(mine["reconnects"])}
+    g["carried_from_seq"] = dropped["gap"].get("carried_from_seq", dropped.get("seq"))
+    into["gap"] = g
 
 
 class Pipeline:
@@ -227,10 +239,12 @@ class Pipeline:
                 return
             except queue.Full:
                 try:
-                    q.get_nowait()
+                    old = q.get_nowait()
                     self.stats.add_dropped()
                 except queue.Empty:
-                    pass
+                    continue
+                if isinstance(old, _Item) and "gap" in old.meta:
+                    _carry_gap(old.meta, item.meta)
 
     def _get(self, q: queue.Queue[Any]) -> Any:
         """Next item, or None once aborted."""
@@ -287,17 +301,22 @@ class Pipeline:
                 return
             frame = item.frame
             if frame.error is not None or frame.image is None:
-                item.result = Result.failed(frame.error or "no image", frame=item.meta)
+                item.result = Result.failed(frame.error or "no image", frame=item.meta, fault=Fault.FRAME)
             elif self.expect_size is not None and tuple(frame.image.shape[:2]) != tuple(self.expect_size):
                 h, w = self.expect_size
                 item.result = Result.failed(f"{frame.source_id}: frame {frame.frame_id}: expected {w}x{h}, got "
-                                            f"{frame.image.shape[1]}x{frame.image.shape[0]}", frame=item.meta)
+                                            f"{frame.image.shape[1]}x{frame.image.shape[0]}", frame=item.meta,
+                                            fault=Fault.FRAME)
             else:
                 t0 = time.perf_counter()
                 try:
-                    item.crop = pre.apply(frame.image)
-                except (DataError, TypeError, ValueError, cv2.error) as e:
-                    item.result = Result.failed(f"{frame.source_id}: frame {frame.frame_id}: {e}", frame=item.meta)
+                    item.crop = pre.apply(check_array(frame.image, "frame", self.detector.max_pixels))
+                except DataError as e:
+                    item.result = Result.failed(f"{frame.source_id}: frame {frame.frame_id}: {e}", frame=item.meta,
+                                                fault=Fault.FRAME)
+                except Exception as e:  # noqa: BLE001 - fail-safe: a bug in preprocessing fails this frame only
+                    item.result = Result.failed(f"{frame.source_id}: frame {frame.frame_id}: preprocessing failed: "
+                                                f"{type(e).__name__}: {e}", frame=item.meta, fault=Fault.INTERNAL)
                 item.timing["preprocess"] = (time.perf_counter() - t0) * 1e3
             if self.policy == "latest":  # a frame waiting for inference is replaced by a fresher one
                 self._offer_latest(self._q_infer, item)
@@ -329,7 +348,7 @@ class Pipeline:
                 except Exception as e:  # a backend failure fails these frames, not the stream  # noqa: BLE001
                     log.error("inference failed: %s", e)
                     for it in todo:
-                        it.result = Result.failed(f"inference failed: {e}", frame=it.meta)
+                        it.result = Result.failed(f"inference failed: {e}", frame=it.meta, fault=Fault.INFERENCE)
                 else:
                     ms = (time.perf_counter() - t0) * 1e3 / len(todo)
                     for k, it in enumerate(todo):
@@ -359,7 +378,7 @@ class Pipeline:
                     result = det.finish(item.amap, item.score, (int(img.shape[0]), int(img.shape[1])),
                                          item.timing, item.meta)
                 except Exception as e:  # noqa: BLE001
-                    result = Result.failed(f"postprocess failed: {e}", frame=item.meta)
+                    result = Result.failed(f"postprocess failed: {e}", frame=item.meta, fault=Fault.POSTPROCESS)
             latency_ms = (time.monotonic() - item.frame.capture_monotonic) * 1e3
             result.timings["latency"] = latency_ms
             self.stats.add_result(result.status, latency_ms)

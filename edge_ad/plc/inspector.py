@@ -14,7 +14,9 @@ Trigger modes:
 
 Every inspection has a time budget (`budget_s`, from the trigger edge or the capture time): when it runs out a
 fail-safe NG with `Late` = 1 and DefectCode LATE is published at once and the late result is discarded (logged);
-`max_consecutive_late` late results in a row latch the LATE_REPEATED fault. Errors (unreadable frame, detector
+`max_consecutive_late` late results in a row latch the LATE_REPEATED fault. A `Trigger` edge that comes while an
+inspection or a recipe switch is running is not queued: it is counted in `TriggersIgnored` and latches the
+TRIGGER_IGNORED fault, so the PLC sees that a part went uninspected. Errors (unreadable frame, detector
 exception, no frame) are fail-safe NGs too. The PLC switches models by writing a recipe index into `RecipeRequest`;
 the package is loaded off the control loop (heartbeat keeps running) and `ModelId` follows once it is active.
 """
@@ -262,7 +264,10 @@ class Inspector:
                     self._start_inspection(now, part_id=int(inp.get("PartId", 0)), frame=None)
                 else:
                     self.stats.triggers_ignored += 1
-                    log.warning("trigger for part %s ignored: still %s", inp.get("PartId"), self._job.kind)
+                    self._latch(FaultCode.TRIGGER_IGNORED, f"trigger for part {inp.get('PartId')} ignored: still "
+                                                           f"running a {self._job.kind} job")
+                    log.warning("trigger for part %s ignored: still %s (%d ignored)", inp.get("PartId"),
+                                self._job.kind, self.stats.triggers_ignored)
             if not trig:
                 self._trigger_ack = False
         elif self._job is None:
@@ -285,7 +290,7 @@ class Inspector:
             state = VisionState.READY
         self.link.set({"Ready": ready, "Busy": busy, "TriggerAck": self._trigger_ack, "Fault": bool(faults),
                        "FaultCode": int(faults[0]) if faults else 0, "ModelId": self.active_recipe,
-                       "VisionState": state})
+                       "VisionState": state, "TriggersIgnored": self.stats.triggers_ignored})
 
     def faults(self) -> list[FaultCode]:
         """Active faults, first raised first."""
@@ -429,6 +434,8 @@ class Inspector:
             rec = self._record(job, DefectCode.NO_IMAGE, done_at, error="no frame from the source")
         elif isinstance(result, Exception) or getattr(result, "error", None) is not None:
             rec = self._record(job, DefectCode.INSPECTION_ERROR, done_at, error=str(getattr(result, "error", result)))
+        elif not _finite_result(result):
+            rec = self._record(job, DefectCode.INSPECTION_ERROR, done_at, error="non-finite score: fail-safe NG")
         else:
             rec = self._from_result(job, result, done_at)
         self._publish(rec)
@@ -512,6 +519,14 @@ class Inspector:
         return (f"plc={'up' if link.connected else 'DOWN'} recipe={self.active_recipe} n={s.inspections} ok={s.ok} "
                 f"ng={s.ng} late={s.late} err={s.errors} p50={s.p50_ms():.1f}ms queue={link.queue_depth} "
                 f"overflows={link.overflows} faults={faults}")
+
+
+def _finite_result(result: Any) -> bool:
+    """A result the PLC may see as OK/NG: finite raw and normalised scores (anything else is a fail-safe NG)."""
+    try:
+        return math.isfinite(float(result.score)) and math.isfinite(float(result.normalized_score))
+    except (AttributeError, TypeError, ValueError):
+        return False
 
 
 def _default_loader(path: str | Path, backend: str) -> DetectorLike:

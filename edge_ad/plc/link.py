@@ -3,7 +3,9 @@
 `PlcAdapter` is what a protocol module implements (OPC UA, Modbus TCP, S7): connect, read the PLC -> vision
 signals, write vision -> PLC signals. `PlcLink` wraps one adapter and adds what the line relies on:
 
-- reconnect with exponential backoff (a PLC restart never crashes the caller; `service()` just reports "down");
+- reconnect with exponential backoff (a PLC restart never crashes the caller; `service()` just reports "down").
+  Any exception an adapter raises, not only PlcConnectionError (a library bug, an event-loop error under load),
+  closes the adapter and restarts the link the same way, and is counted in `failures`;
 - a bounded, ordered result queue: results produced while the link is down, or while the PLC has not yet
   acknowledged the previous one, wait and are delivered in order; a full queue refuses the new result, counts it
   in `QueueOverflows` and raises the latched QUEUE_OVERFLOW fault (never a silent drop);
@@ -120,10 +122,12 @@ class LoopThread:
             self.loop.close()
 
 
-def parse_url(url: str) -> tuple[str, str, int | None, str, dict[str, str]]:
-    """Split a PLC URL into (scheme, host, port, path, query); PlcError for a malformed one."""
+def parse_url(url: str, empty_host: bool = False) -> tuple[str, str, int | None, str, dict[str, str]]:
+    """Split a PLC URL into (scheme, host, port, path, query); PlcError for a malformed one.
+
+    empty_host: servers accept `scheme://:PORT` (host "", the adapter then binds 127.0.0.1)."""
     parts = urlsplit(url)
-    if not parts.scheme or not parts.hostname:
+    if not parts.scheme or not (parts.hostname or (empty_host and parts.netloc.startswith(":"))):
         raise PlcError(f"--plc {url!r}: expected SCHEME://HOST[:PORT]..., e.g. opcua://0.0.0.0:4840, "
                        "modbus://0.0.0.0:5020, s7://192.168.0.1/0/1/100")
     try:
@@ -131,7 +135,7 @@ def parse_url(url: str) -> tuple[str, str, int | None, str, dict[str, str]]:
     except ValueError as e:
         raise PlcError(f"--plc {url!r}: bad port ({e})") from e
     query = {k: v[-1] for k, v in parse_qs(parts.query).items()}
-    return parts.scheme.lower(), parts.hostname, port, parts.path, query
+    return parts.scheme.lower(), parts.hostname or "", port, parts.path, query
 
 
 def open_adapter(url: str) -> PlcAdapter:
@@ -190,6 +194,7 @@ class PlcLink:
         self.overflows = 0
         self.delivered = 0
         self.reconnects = 0
+        self.failures = 0
         self.latched_overflow = False
         self.plc_heartbeat_lost = False
         self.last_error: str | None = None
@@ -261,7 +266,7 @@ class PlcLink:
             return False
         try:
             inputs = self.adapter.read_inputs()
-        except PlcConnectionError as e:
+        except Exception as e:  # noqa: BLE001 - any adapter failure restarts the link, never the station
             self._lost(e, now)
             return False
         self.inputs = inputs
@@ -308,7 +313,7 @@ class PlcLink:
         try:
             self.adapter.write_outputs(values)
             return True
-        except PlcConnectionError as e:
+        except Exception as e:  # noqa: BLE001 - any adapter failure restarts the link, never the station
             self._lost(e, time.monotonic())
             return False
 
@@ -322,8 +327,11 @@ class PlcLink:
             toggle = {"ResultValid": image.pop("ResultValid")}
             self.adapter.write_outputs(image)
             self.adapter.write_outputs(toggle)
-        except PlcConnectionError as e:
-            self.last_error = str(e)
+        except Exception as e:  # noqa: BLE001 - any adapter failure: close, back off, retry
+            if not isinstance(e, PlcConnectionError):
+                log.error("PLC adapter %s failed unexpectedly while connecting: %s: %s", self.adapter.description,
+                          type(e).__name__, e)
+            self.last_error = _describe(e)
             self._safe_close()
             self._next_attempt = now + self._backoff
             log.warning("PLC %s unreachable (%s); retry in %.1f s", self.adapter.description, e, self._backoff)
@@ -349,8 +357,12 @@ class PlcLink:
             return int(self._queue[-1].seq) if self._queue else int(self._outputs["ResultSeq"])
 
     def _lost(self, err: Exception, now: float) -> None:
+        if not isinstance(err, PlcConnectionError):
+            log.error("PLC adapter %s failed unexpectedly: %s: %s; restarting the link", self.adapter.description,
+                      type(err).__name__, err)
+        self.failures += 1
         self._connected = False
-        self.last_error = str(err)
+        self.last_error = _describe(err)
         self.inputs = default_inputs()
         self._safe_close()
         self._next_attempt = now + self._backoff
@@ -359,8 +371,8 @@ class PlcLink:
     def _safe_close(self) -> None:
         try:
             self.adapter.close()
-        except PlcConnectionError as e:
-            log.debug("closing %s: %s", self.adapter.description, e)
+        except Exception as e:  # noqa: BLE001 - a broken connection may fail in any way while closing
+            log.debug("closing %s: %s: %s", self.adapter.description, type(e).__name__, e)
 
     def _watch_plc_heartbeat(self, inputs: Mapping[str, Value], now: float) -> None:
         hb = inputs.get("PlcHeartbeat")
@@ -384,6 +396,11 @@ class PlcLink:
         if self._queue:
             log.warning("PLC link closed with %d undelivered result(s): seq %s", len(self._queue),
                         [r.seq for r in self._queue])
+
+
+def _describe(err: Exception) -> str:
+    """Message of an adapter error; unexpected ones keep their type name, so the log says what broke."""
+    return str(err) if isinstance(err, PlcConnectionError) else f"{type(err).__name__}: {err}"
 
 
 __all__ = ["LoopThread", "PlcAdapter", "PlcConnectionError", "PlcError", "PlcLink", "open_adapter", "parse_url",

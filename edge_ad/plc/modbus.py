@@ -4,17 +4,20 @@ Register map (holding registers, function codes 3 / 16, offsets from `base`; ful
 `edge_ad.plc.signals.layout_markdown()`):
 
 - HR base+0 .. base+6: PLC -> vision (Trigger, ResultAck, FaultReset, RecipeRequest, PartId, PlcHeartbeat).
-- HR base+10 .. base+37: vision -> PLC (Ready ... QueueDepth).
+- HR base+10 .. base+39: vision -> PLC (Ready ... TriggersIgnored), read-only for clients.
 - BOOL = one register holding 0 or 1; UINT16 = one register; UINT32 and REAL (IEEE 754) = two registers,
   high word first (big-endian, "ABCD"), as most PLCs expect.
 
-URLs: `modbus://HOST:PORT` serves on HOST:PORT (default port 5020, unprivileged); `modbus-client://HOST:PORT`
-connects to the PLC (default port 502). Query options: `unit=N` (device id, default 1), `base=N` (register offset,
-default 0), `timeout=S` (client, default 1.0).
+URLs: `modbus://HOST:PORT` serves on HOST:PORT (default port 5020, unprivileged; `modbus://:5020` binds 127.0.0.1,
+the machine network needs its address or 0.0.0.0 spelled out); `modbus-client://HOST:PORT` connects to the PLC
+(default port 502). Clients may write the PLC -> vision registers only: a write to any other register is
+refused with exception 02, and only the configured unit id answers. Query options: `unit=N` (device id, default
+1), `base=N` (register offset, default 0), `timeout=S` (client, default 1.0).
 """
 
 from __future__ import annotations
 
+import contextvars
 import logging
 import struct
 from collections.abc import Mapping, Sequence
@@ -97,15 +100,54 @@ class _OutputImage:
         return OUTPUT_REGISTER + lo, self.words[lo:hi]
 
 
-class ModbusServerAdapter:
-    """edge-ad serves the register map; the PLC (Modbus client) polls outputs and writes inputs."""
+_WRITE_CODES = frozenset({5, 6, 15, 16, 22, 23})  # write coil(s), register(s), mask write, read/write
+_internal_write: contextvars.ContextVar[bool] = contextvars.ContextVar("edge_ad_modbus_internal", default=False)
 
-    def __init__(self, host: str = "0.0.0.0", port: int = 5020, unit: int = 1, base: int = 0) -> None:
-        self.host, self.port, self.unit, self.base = host, port, unit, base
-        self.description = f"modbus://{host}:{port} (server, unit {unit}, base {base})"
+
+async def _no_such_unit(*_args: Any) -> Any:
+    """pymodbus device action for unit ids the server does not own: exception 0B on every request."""
+    from pymodbus.constants import ExcCodes
+
+    return ExcCodes.GATEWAY_NO_RESPONSE
+
+
+class ModbusServerAdapter:
+    """edge-ad serves the register map; the PLC (Modbus client) polls outputs and writes inputs.
+
+    Only the PLC -> vision registers (base+0 .. base+INPUT_REGISTERS-1) accept client writes; a write that touches
+    any other register (the results, status, the gap between the blocks) is answered with exception 02 (illegal
+    data address) and counted in `rejected_writes`, so no client on the network can forge OK/NG. Only `unit`
+    answers; other unit ids get exception 0B (gateway target failed to respond). Default bind 127.0.0.1: serving
+    the machine network needs an explicit host (`modbus://0.0.0.0:5020` or the interface's address).
+    """
+
+    def __init__(self, host: str = "127.0.0.1", port: int = 5020, unit: int = 1, base: int = 0) -> None:
+        self.host, self.port, self.unit, self.base = host or "127.0.0.1", port, unit, base
+        self.description = f"modbus://{self.host}:{port} (server, unit {unit}, base {base})"
         self._loop: LoopThread | None = None
         self._server: Any = None
         self._image = _OutputImage()
+        self.rejected_writes = 0
+
+    def _writable(self, address: int, count: int) -> bool:
+        """True if [address, address + count) lies inside the PLC -> vision block."""
+        return self.base <= address and address + count <= self.base + INPUT_REGISTERS
+
+    async def _guard(self, func_code: int, _start: int, address: int, count: int, _registers: list[int],
+                     values: Any) -> Any:
+        """pymodbus device action: refuse client writes outside the input block (internal writes pass)."""
+        from pymodbus.constants import ExcCodes
+
+        if values is None or func_code not in _WRITE_CODES or _internal_write.get():
+            return None
+        if func_code in (5, 15) or not self._writable(address, count):  # coils would set register bits
+            self.rejected_writes += 1
+            if self.rejected_writes <= 10 or self.rejected_writes % 1000 == 0:
+                log.warning("Modbus: client write refused (function %d, address %d, count %d; %d refused so far): "
+                            "only registers %d..%d accept writes", func_code, address, count, self.rejected_writes,
+                            self.base, self.base + INPUT_REGISTERS - 1)
+            return ExcCodes.ILLEGAL_ADDRESS
+        return None
 
     def connect(self) -> None:
         if self._server is not None:
@@ -118,8 +160,11 @@ class ModbusServerAdapter:
 
         async def _start() -> Any:
             regs = [0] * self.base + [0] * INPUT_REGISTERS + [0] * (OUTPUT_REGISTER - INPUT_REGISTERS) + self._image.words
-            device = SimDevice(id=0, simdata=[SimData(address=0, values=regs, datatype=DataType.REGISTERS)])
-            server = ModbusTcpServer(device, address=(self.host, self.port))
+            device = SimDevice(id=self.unit, simdata=[SimData(address=0, values=regs, datatype=DataType.REGISTERS)],
+                               action=self._guard)
+            others = SimDevice(id=0, simdata=[SimData(address=0, values=[0] * len(regs), datatype=DataType.REGISTERS)],
+                               action=_no_such_unit)  # id 0 = every other unit id: refused, never served
+            server = ModbusTcpServer([device, others], address=(self.host, self.port))
             await server.serve_forever(background=True)
             return server
 
@@ -128,12 +173,17 @@ class ModbusServerAdapter:
         except OSError as e:
             self.close()
             raise PlcConnectionError(f"{self.description}: cannot listen ({e})") from e
-        log.info("Modbus TCP server listening on %s:%d", self.host, self.port)
+        log.info("Modbus TCP server listening on %s:%d (unit %d)", self.host, self.port, self.unit)
 
     def _call(self, coro_fn: Any, *args: Any) -> Any:
         if self._server is None or self._loop is None:
             raise PlcConnectionError(f"{self.description}: not started")
-        return self._loop.run(coro_fn(*args), 2.0, self.description)
+
+        async def _internal() -> Any:
+            _internal_write.set(True)  # this task's context only: client requests run in their own tasks
+            return await coro_fn(*args)
+
+        return self._loop.run(_internal(), 2.0, self.description)
 
     def read_inputs(self) -> dict[str, Value]:
         words = self._call(self._server.async_getValues, self.unit, 3, self.base, INPUT_REGISTERS)
@@ -219,15 +269,17 @@ class ModbusClientAdapter:
 
 def adapter_from_url(url: str) -> ModbusServerAdapter | ModbusClientAdapter:
     """`modbus://HOST:PORT` (server) or `modbus-client://HOST:PORT` (client), with ?unit=&base=&timeout=."""
-    scheme, host, port, _path, q = parse_url(url)
+    scheme, host, port, _path, q = parse_url(url, empty_host=url.lower().startswith("modbus:"))
     try:
         unit = int(q.get("unit", 1))
         base = int(q.get("base", 0))
         timeout = float(q.get("timeout", 1.0))
     except ValueError as e:
         raise PlcError(f"--plc {url!r}: unit and base must be integers, timeout a number ({e})") from e
-    if not 0 <= unit <= 247 or not 0 <= base <= 65535 - REGISTER_COUNT or timeout <= 0:
-        raise PlcError(f"--plc {url!r}: expected unit 0..247, base 0..{65535 - REGISTER_COUNT}, timeout > 0")
+    lo, hi = (1, 247) if scheme == "modbus" else (0, 255)  # a server is one unit; gateways also use 0 / 255
+    if not lo <= unit <= hi or not 0 <= base <= 65535 - REGISTER_COUNT or not timeout > 0:
+        raise PlcError(f"--plc {url!r}: expected unit {lo}..{hi}, base 0..{65535 - REGISTER_COUNT}, timeout > 0, "
+                       f"got unit {unit}, base {base}, timeout {timeout:g}")
     if scheme == "modbus":
         return ModbusServerAdapter(host, port or 5020, unit=unit, base=base)
     return ModbusClientAdapter(host, port or 502, unit=unit, base=base, timeout=timeout)

@@ -9,13 +9,17 @@ Server node tree (namespace `urn:edge-ad:vision`, every variable has the string 
       RecipeManagement/   RecipeRequest (writable), ModelId
       ResultManagement/   ResultValid, ResultSeq, PartIdEcho, OK, NG, Late, DefectCode, AnomalyScore,
                           MaxPixelScore, DefectArea, InspectionTime
-      Status/             Ready, Busy, TriggerAck, Fault, FaultCode, Heartbeat, QueueOverflows, QueueDepth
+      Status/             Ready, Busy, TriggerAck, Fault, FaultCode, Heartbeat, QueueOverflows, QueueDepth,
+                          TriggersIgnored
       VisionStateMachine/ VisionState (UInt16), CurrentState (String, e.g. "Operational.Ready")
 
 Types: BOOL = Boolean, UINT16 = UInt16, UINT32 = UInt32, REAL = Float.
 
-URLs: `opcua://HOST:PORT` serves on opc.tcp://HOST:PORT/ (default port 4840; no security: keep it on the machine
-network). `opcua-client://HOST:PORT[/PATH]?nodes=TEMPLATE` connects to the PLC's server and addresses each signal
+URLs: `opcua://HOST:PORT` serves on opc.tcp://HOST:PORT/ (default port 4840; `opcua://:4840` binds 127.0.0.1).
+Without options the server has security policy None: keep it on the machine network, or turn security on with
+`?security=sign|encrypt&users=FILE` (Basic256Sha256, certificates created on first use, user names with
+passwords, anonymous access off; see `edge_ad.plc.opcua_security` for every option).
+`opcua-client://HOST:PORT[/PATH]?nodes=TEMPLATE` connects to the PLC's server and addresses each signal
 with TEMPLATE, where `{name}` is the signal name; the default `ns=2;s=EdgeAD.{name}` matches the server above,
 for a Siemens DB use e.g. `nodes=ns=3;s="VisionDB"."{name}"` (URL-encoded). In client mode the PLC's variable types
 are read once per connection and used for every write, so a DInt PartIdEcho on the PLC works too.
@@ -25,9 +29,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 from collections.abc import Mapping
 from typing import Any
 
+from edge_ad.errors import ConfigError
 from edge_ad.plc.link import (
     LoopThread,
     PlcConnectionError,
@@ -35,6 +41,16 @@ from edge_ad.plc.link import (
     Value,
     parse_url,
     require,
+)
+from edge_ad.plc.opcua_security import (
+    CLIENT_URI,
+    SERVER_URI,
+    PasswordUsers,
+    Security,
+    certificate_allow_list,
+    ensure_certificate,
+    load_users,
+    parse_security,
 )
 from edge_ad.plc.signals import (
     BY_NAME,
@@ -78,10 +94,11 @@ def _state_name(value: Value) -> str:
 class OpcUaServerAdapter:
     """edge-ad serves the node tree; the PLC (or SCADA) reads results and writes Control/RecipeRequest."""
 
-    def __init__(self, host: str = "0.0.0.0", port: int = 4840) -> None:
-        self.host, self.port = host, port
-        self.endpoint = f"opc.tcp://{host}:{port}/"
-        self.description = f"opcua://{host}:{port} (server)"
+    def __init__(self, host: str = "127.0.0.1", port: int = 4840, security: Security | None = None) -> None:
+        self.host, self.port = host or "127.0.0.1", port
+        self.security = security or Security()
+        self.endpoint = f"opc.tcp://{self.host}:{port}/"
+        self.description = f"opcua://{self.host}:{port} (server, {self.security.describe()})"
         self._loop: LoopThread | None = None
         self._server: Any = None
         self._nodes: dict[str, Any] = {}
@@ -95,6 +112,9 @@ class OpcUaServerAdapter:
         self._loop = LoopThread("edge-ad-opcua-server")
         try:
             self._server = self._loop.run(self._start(), 30.0, self.description)
+        except ConfigError:
+            self.close()
+            raise
         except (PlcConnectionError, OSError) as e:
             self.close()
             raise PlcConnectionError(f"{self.description}: cannot start ({e})") from e
@@ -103,11 +123,23 @@ class OpcUaServerAdapter:
     async def _start(self) -> Any:
         from asyncua import Server, ua
 
-        server = Server()
+        sec = self.security
+        users = PasswordUsers(load_users(sec.users_file)) if sec.enabled and sec.users_file else None
+        server = Server(user_manager=users)
         await server.init()
         server.set_endpoint(self.endpoint)
         server.set_server_name("edge-ad vision system")
-        server.set_security_policy([ua.SecurityPolicyType.NoSecurity])
+        if sec.enabled:
+            await server.set_application_uri(SERVER_URI)
+            cert, key = ensure_certificate(sec.cert_dir, "server", SERVER_URI)
+            await server.load_certificate(str(cert))
+            await server.load_private_key(str(key))
+            server.set_security_policy([getattr(ua.SecurityPolicyType, f"Basic256Sha256_{m}") for m in sec.modes])
+            server.set_identity_tokens([ua.UserNameIdentityToken])  # anonymous (and unchecked X509) tokens refused
+            if sec.trust_dir is not None:
+                server.set_certificate_validator(certificate_allow_list(sec.trust_dir))
+        else:
+            server.set_security_policy([ua.SecurityPolicyType.NoSecurity])
         idx = await server.register_namespace(NAMESPACE)
         root = await server.nodes.objects.add_object(_nid(ROOT, idx), ua.QualifiedName(ROOT, idx))
         folders = {}
@@ -175,11 +207,16 @@ class OpcUaServerAdapter:
 class OpcUaClientAdapter:
     """edge-ad as an OPC UA client of the PLC's server; one Read for inputs, one Write per output call."""
 
-    def __init__(self, endpoint: str, template: str = DEFAULT_TEMPLATE, timeout: float = 2.0) -> None:
+    def __init__(self, endpoint: str, template: str = DEFAULT_TEMPLATE, timeout: float = 2.0,
+                 security: Security | None = None) -> None:
         if "{name}" not in template:
             raise PlcError(f"OPC UA client: node template {template!r} must contain {{name}}")
         self.endpoint, self.template, self.timeout = endpoint, template, timeout
-        self.description = f"opcua-client {endpoint} ({template})"
+        self.security = security or Security()
+        if self.security.enabled and not os.environ.get(self.security.password_env):
+            raise PlcError(f"OPC UA client: user {self.security.user!r} needs its password in "
+                           f"${self.security.password_env}")
+        self.description = f"opcua-client {endpoint} ({template}, {self.security.describe()})"
         self._loop: LoopThread | None = None
         self._client: Any = None
         self._nodes: dict[str, Any] = {}
@@ -200,7 +237,12 @@ class OpcUaClientAdapter:
 
         client = Client(self.endpoint, timeout=self.timeout)
         try:
+            await self._secure(client)
             await client.connect()
+        except _transport_errors() as e:
+            await _quiet_disconnect(client)
+            raise PlcConnectionError(f"{self.description}: {e or type(e).__name__}") from e
+        try:
             nodes = {s.name: client.get_node(self.template.format(name=s.name)) for s in SIGNALS}
             types = {}
             for s in OUTPUTS:
@@ -214,6 +256,24 @@ class OpcUaClientAdapter:
             raise PlcConnectionError(f"{self.description}: {e or type(e).__name__}") from e
         self._nodes, self._types = nodes, types
         return client
+
+    async def _secure(self, client: Any) -> None:
+        """Basic256Sha256 with this client's certificate and the user's password (before connect)."""
+        from asyncua import ua
+        from asyncua.crypto.security_policies import SecurityPolicyBasic256Sha256
+
+        sec = self.security
+        if not sec.enabled:
+            return
+        client.application_uri = CLIENT_URI
+        cert, key = ensure_certificate(sec.cert_dir, "client", CLIENT_URI)
+        if sec.server_cert is None:
+            log.warning("%s: no server_cert= pinned: trusting the certificate the server presents", self.description)
+        mode = getattr(ua.MessageSecurityMode, sec.modes[-1])  # SignAndEncrypt when both are allowed
+        await client.set_security(SecurityPolicyBasic256Sha256, str(cert), str(key),
+                                  server_certificate=str(sec.server_cert) if sec.server_cert else None, mode=mode)
+        client.set_user(sec.user or "")
+        client.set_password(os.environ.get(sec.password_env, ""))
 
     def _call(self, coro: Any, what: str) -> Any:
         if self._client is None or self._loop is None:
@@ -277,9 +337,9 @@ async def _quiet_disconnect(client: Any) -> None:
 
 def adapter_from_url(url: str) -> OpcUaServerAdapter | OpcUaClientAdapter:
     """`opcua://HOST:PORT` (server) or `opcua-client://HOST:PORT[/PATH][?nodes=TEMPLATE&timeout=S]` (client)."""
-    scheme, host, port, path, q = parse_url(url)
+    scheme, host, port, path, q = parse_url(url, empty_host=url.lower().startswith("opcua:"))
     if scheme == "opcua":
-        return OpcUaServerAdapter(host, port or 4840)
+        return OpcUaServerAdapter(host, port or 4840, security=parse_security(q, url, "server"))
     try:
         timeout = float(q.get("timeout", 2.0))
     except ValueError as e:
@@ -287,4 +347,5 @@ def adapter_from_url(url: str) -> OpcUaServerAdapter | OpcUaClientAdapter:
     if timeout <= 0:
         raise PlcError(f"--plc {url!r}: timeout must be > 0")
     endpoint = f"opc.tcp://{host}:{port or 4840}{path or '/'}"
-    return OpcUaClientAdapter(endpoint, q.get("nodes", DEFAULT_TEMPLATE), timeout=timeout)
+    return OpcUaClientAdapter(endpoint, q.get("nodes", DEFAULT_TEMPLATE), timeout=timeout,
+                              security=parse_security(q, url, "client"))

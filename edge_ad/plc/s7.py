@@ -10,9 +10,10 @@ allowed; full table in samples/README.md and `edge_ad.plc.signals.layout_markdow
     byte 12   Ready .0, Busy .1, TriggerAck .2, ResultValid .3, OK .4, NG .5, Late .6, Fault .7   (vision -> PLC)
     DBW14 FaultCode, DBW16 DefectCode, DBD18 AnomalyScore Real, DBD22 MaxPixelScore Real, DBD26 DefectArea UDInt,
     DBD30 PartIdEcho UDInt, DBD34 ResultSeq UDInt, DBD38 InspectionTime Real (ms), DBW42 ModelId,
-    DBW44 Heartbeat, DBW46 VisionState, DBD48 QueueOverflows UDInt, DBW52 QueueDepth       (vision -> PLC)
+    DBW44 Heartbeat, DBW46 VisionState, DBD48 QueueOverflows UDInt, DBW52 QueueDepth,
+    DBD54 TriggersIgnored UDInt                                                              (vision -> PLC)
 
-The PLC writes bytes 0..9 only and edge-ad writes bytes 12..53 only, so neither side ever read-modify-writes a
+The PLC writes bytes 0..9 only and edge-ad writes bytes 12..57 only, so neither side ever read-modify-writes a
 byte the other owns. Values are big-endian as in the PLC.
 
 URL: `s7://HOST[:PORT]/RACK/SLOT/DB`, e.g. `s7://192.168.0.1/0/1/100` (port 102 by default).

@@ -57,6 +57,7 @@ class FaultCode(IntEnum):
     RECIPE_LOAD = 21  #: the requested recipe's package failed to load (latched)
     QUEUE_OVERFLOW = 30  #: the result queue was full and a result was refused (latched)
     PLC_HEARTBEAT = 31  #: PlcHeartbeat stopped changing (clears when it changes again)
+    TRIGGER_IGNORED = 32  #: a Trigger edge came while an inspection or recipe switch was running (latched)
     LATE_REPEATED = 40  #: several consecutive late results (latched)
 
 
@@ -140,6 +141,7 @@ SIGNALS: tuple[Signal, ...] = (
     _s("VisionState", "UINT16", "out", "VisionStateMachine", 34, 46, 0, "VisionState (OPC 40100 names)"),
     _s("QueueOverflows", "UINT32", "out", "Status", 35, 48, 0, "results refused because the queue was full"),
     _s("QueueDepth", "UINT16", "out", "Status", 37, 52, 0, "results waiting for delivery"),
+    _s("TriggersIgnored", "UINT32", "out", "Status", 38, 54, 0, "Trigger edges ignored because vision was busy"),
 )
 
 BY_NAME: dict[str, Signal] = {s.name: s for s in SIGNALS}
@@ -205,9 +207,17 @@ class InspectionRecord:
         return not self.ok
 
     def to_signals(self) -> dict[str, bool | int | float]:
-        """Wire values of the result fields, clamped to their types."""
-        raw = {"OK": self.ok, "NG": self.ng, "Late": self.late, "DefectCode": int(self.defect_code),
-               "AnomalyScore": self.anomaly_score, "MaxPixelScore": self.max_pixel_score,
+        """Wire values of the result fields, clamped to their types.
+
+        Fail-safe: a record whose scores are not finite never goes out as OK (it becomes NG, DefectCode
+        INSPECTION_ERROR), and non-finite scores are sent as 1.0, so a PLC that only looks at the score rejects too
+        (a plain REAL coercion would send 0.0: a perfect part)."""
+        finite = math.isfinite(self.anomaly_score) and math.isfinite(self.max_pixel_score)
+        ok = self.ok and finite
+        code = self.defect_code if finite or not self.ok else DefectCode.INSPECTION_ERROR
+        raw = {"OK": ok, "NG": not ok, "Late": self.late, "DefectCode": int(code),
+               "AnomalyScore": self.anomaly_score if math.isfinite(self.anomaly_score) else 1.0,
+               "MaxPixelScore": self.max_pixel_score if math.isfinite(self.max_pixel_score) else 1.0,
                "DefectArea": self.defect_area, "PartIdEcho": self.part_id, "ResultSeq": self.seq,
                "InspectionTime": self.inspection_ms, "ModelId": self.model_id}
         return {k: coerce(BY_NAME[k], v) for k, v in raw.items()}

@@ -57,17 +57,18 @@ def _positive(name: str, v: int, allow_zero: bool = False) -> None:
 
 def run_bench(package: str | Path | ModelPackage, backend: str = "auto", batch: int = 1, iters: int = 100,
               warmup: int = 10, image: str | Path | None = None, size_hw: tuple[int, int] | None = None,
-              threads: int | None = None) -> dict[str, Any]:
+              threads: int | None = None, trusted_keys: list[Any] | None = None) -> dict[str, Any]:
     """Benchmark a package through the full Detector path; returns the JSON report (keys documented in the CLI)."""
     import numpy as np
 
     from edge_ad import __version__
-    from edge_ad.runtime.detector import Detector, read_image
+    from edge_ad.imageio import read_image
+    from edge_ad.runtime.detector import Detector
 
     _positive("batch", batch)
     _positive("iters", iters)
     _positive("warmup", warmup, allow_zero=True)
-    det = Detector.load(package, backend=backend, threads=threads)
+    det = Detector.load(package, backend=backend, threads=threads, trusted_keys=trusted_keys)
     if image is not None:
         img = read_image(image)
         source = str(image)

@@ -6,6 +6,9 @@ thresholds, the normalisation bounds and the post-processing parameters. Nothing
 Decision rule: with `sensitivity` s (default 1.0) the effective image threshold is `threshold / s` and the effective
 pixel threshold `pixel_threshold / s`; an image is NG when `score > effective threshold`. s > 1 flags more parts,
 s < 1 fewer. `normalized_score` is 0.5 exactly at the effective threshold.
+
+Fail-safe: an input that cannot be inspected, a backend or post-processing failure, and a NaN/inf score or map
+all give `Result.failed` (status ERROR, a `fault` code, `passed` False), never OK.
 """
 
 from __future__ import annotations
@@ -16,10 +19,10 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import cv2
 import numpy as np
 
-from edge_ad.errors import ConfigError, DataError
+from edge_ad.errors import ConfigError, DataError, PackageError
+from edge_ad.imageio import check_array, read_image
 from edge_ad.runtime.backends import Backend, create_backend
 from edge_ad.runtime.package import ModelPackage, load_package
 from edge_ad.runtime.postprocess import (
@@ -28,25 +31,9 @@ from edge_ad.runtime.postprocess import (
     normalize_score,
     smooth_map,
 )
-from edge_ad.runtime.result import Result
+from edge_ad.runtime.result import Fault, Result
 
 ImageInput = np.ndarray | str | Path
-
-
-def read_image(path: str | Path) -> np.ndarray:
-    """Read an image file as uint8 (BGR, grey or BGRA as stored); DataError naming the file when unreadable."""
-    p = Path(path)
-    if not p.is_file():
-        raise DataError(f"{p}: image file not found")
-    img = cv2.imread(str(p), cv2.IMREAD_UNCHANGED)
-    if img is None:
-        raise DataError(f"{p}: cannot read image (not an image file, unsupported format or corrupt)")
-    if img.dtype != np.uint8:  # 16-bit PNG/TIFF from industrial cameras: scale to 8 bit
-        if img.dtype == np.uint16:
-            img = (img.astype(np.uint16) >> 8).astype(np.uint8)
-        else:
-            raise DataError(f"{p}: expected an 8- or 16-bit image, got dtype {img.dtype}")
-    return img
 
 
 def _finite(name: str, value: float, positive: bool = False) -> float:
@@ -63,20 +50,24 @@ class Detector:
     """Runs a model package on images: preprocess -> backend -> postprocess -> Result."""
 
     def __init__(self, package: ModelPackage, backend: Backend, threshold: float | None = None,
-                 sensitivity: float = 1.0) -> None:
+                 sensitivity: float = 1.0, max_pixels: int | None = None) -> None:
         self.package = package
         self.backend = backend
         self.preprocess = package.preprocess
+        self.max_pixels = max_pixels
         th = package.thresholds
-        self._manifest_threshold = float(th["image"]["value"])
+        where = str(package.root / "manifest.json")
+        self._manifest_threshold = _manifest_number(where, "thresholds.image.value", th["image"]["value"])
         self._threshold = self._manifest_threshold
-        self._pixel_threshold = float(th["pixel"]["value"])
+        self._pixel_threshold = _manifest_number(where, "thresholds.pixel.value", th["pixel"]["value"])
         norm = th["normalization"]
-        self._score_range = (float(norm["score_min"]), float(norm["score_max"]))
-        self._map_range = (float(norm["pixel_min"]), float(norm["pixel_max"]))
+        self._score_range = tuple(_manifest_number(where, f"thresholds.normalization.{k}", norm[k])
+                                  for k in ("score_min", "score_max"))
+        self._map_range = tuple(_manifest_number(where, f"thresholds.normalization.{k}", norm[k])
+                                for k in ("pixel_min", "pixel_max"))
         post = package.postprocess
         self._min_area = int(post["min_region_area_px"])
-        self._blur_sigma = float(post.get("mask_blur_sigma", 0.0))
+        self._blur_sigma = _manifest_number(where, "postprocess.mask_blur_sigma", post.get("mask_blur_sigma", 0.0))
         self._open_px = int(post.get("morph_open_px", 0))
         self._sensitivity = 1.0
         if threshold is not None:
@@ -89,11 +80,16 @@ class Detector:
     @classmethod
     def load(cls, package: str | Path | ModelPackage, backend: str = "auto", device: int | None = None,
              providers: str | list[str] | None = None, threshold: float | None = None, sensitivity: float = 1.0,
-             threads: int | None = None) -> Detector:
-        """Load and verify a package (path or ModelPackage) and open a backend ("auto"|"onnxruntime"|"tensorrt")."""
-        pkg = package if isinstance(package, ModelPackage) else load_package(package)
+             threads: int | None = None, max_pixels: int | None = None,
+             trusted_keys: list[Any] | None = None) -> Detector:
+        """Load and verify a package (path or ModelPackage) and open a backend ("auto"|"onnxruntime"|"tensorrt").
+
+        `max_pixels` is the largest image (width x height) accepted (default: `edge_ad.imageio`'s budget);
+        `trusted_keys` (public key files, plus $EDGE_AD_TRUSTED_KEYS) makes a valid signature by one of them
+        mandatory."""
+        pkg = package if isinstance(package, ModelPackage) else load_package(package, trusted_keys=trusted_keys)
         be = create_backend(pkg, backend, device=device, providers=providers, threads=threads)
-        return cls(pkg, be, threshold=threshold, sensitivity=sensitivity)
+        return cls(pkg, be, threshold=threshold, sensitivity=sensitivity, max_pixels=max_pixels)
 
     # ---- run-time settings -------------------------------------------------------------------------------------
     @property
@@ -126,7 +122,8 @@ class Detector:
 
     # ---- inference ---------------------------------------------------------------------------------------------
     def predict(self, image: ImageInput, frame: dict[str, Any] | None = None) -> Result:
-        """One image (BGR/grey/BGRA uint8 array of any size, or a file path) -> Result. Bad input raises DataError."""
+        """One image (BGR/grey/BGRA uint8 or uint16 array of any size, or a file path) -> Result. Bad input raises
+        DataError; a failure after the input was accepted gives a failed (fail-safe NG) Result."""
         return self.predict_batch([image], frames=[frame], errors="raise")[0]
 
     def predict_batch(self, images: Sequence[ImageInput], frames: Sequence[dict[str, Any] | None] | None = None,
@@ -134,7 +131,8 @@ class Detector:
         """Several images in one backend call; results equal those of `predict` image by image.
 
         errors="raise" raises DataError for the first bad input; errors="result" returns `Result.failed` for bad
-        inputs and still inspects the others. Timings of a batch are per image, with inference amortised.
+        inputs and still inspects the others. A backend failure fails the images of the call (errors="result") or
+        raises (errors="raise"). Timings of a batch are per image, with inference amortised.
         """
         if errors not in ("raise", "result"):
             raise ConfigError(f"errors: expected 'raise' or 'result', got {errors!r}")
@@ -146,47 +144,69 @@ class Detector:
         crops: list[np.ndarray] = []
         ok: list[tuple[int, tuple[int, int], dict[str, float]]] = []
         for i, img in enumerate(images):
-            t0 = time.perf_counter()
             try:
-                timing: dict[str, float] = {}
-                if isinstance(img, (str, Path)):
-                    img = read_image(img)
-                    timing["read"] = (time.perf_counter() - t0) * 1e3
-                t1 = time.perf_counter()
-                try:
-                    crop = self.preprocess.apply(img)
-                except (TypeError, ValueError) as e:
-                    raise DataError(f"{_describe(images[i])}: {e}") from e
-                timing["preprocess"] = (time.perf_counter() - t1) * 1e3
+                crop, src_hw, timing = self._prepare(img)
             except DataError as e:
                 if errors == "raise":
                     raise
-                results[i] = Result.failed(e, frame=frames_l[i])
+                results[i] = Result.failed(e, frame=frames_l[i], fault=Fault.IMAGE)
                 continue
             crops.append(crop)
-            ok.append((i, (int(img.shape[0]), int(img.shape[1])), timing))
+            ok.append((i, src_hw, timing))
         if crops:
             t2 = time.perf_counter()
-            maps, scores = self.backend.run(np.stack(crops))
-            infer_ms = (time.perf_counter() - t2) * 1e3 / len(crops)
-            for k, (i, src_hw, timing) in enumerate(ok):
-                timing["infer"] = infer_ms
-                results[i] = self.finish(maps[k, 0], float(scores[k]), src_hw, timing, frames_l[i])
+            try:
+                maps, scores = self.backend.run(np.stack(crops))
+            except Exception as e:
+                if errors == "raise":
+                    raise
+                for i, _, timing in ok:
+                    results[i] = Result.failed(f"inference failed: {type(e).__name__}: {e}", frame=frames_l[i],
+                                               fault=Fault.INFERENCE, timings=timing)
+            else:
+                infer_ms = (time.perf_counter() - t2) * 1e3 / len(crops)
+                for k, (i, src_hw, timing) in enumerate(ok):
+                    timing["infer"] = infer_ms
+                    results[i] = self.finish(maps[k, 0], float(scores[k]), src_hw, timing, frames_l[i])
         return [r for r in results if r is not None]
+
+    def _prepare(self, img: ImageInput) -> tuple[np.ndarray, tuple[int, int], dict[str, float]]:
+        """Read (paths) and preprocess one input -> (crop, source (h, w), timings); DataError for bad input."""
+        timing: dict[str, float] = {}
+        t0 = time.perf_counter()
+        if isinstance(img, (str, Path)):
+            img = read_image(img, max_pixels=self.max_pixels)
+            timing["read"] = (time.perf_counter() - t0) * 1e3
+        else:
+            img = check_array(img, "image", self.max_pixels)
+        t1 = time.perf_counter()
+        crop = self.preprocess.apply(img)
+        timing["preprocess"] = (time.perf_counter() - t1) * 1e3
+        return crop, (int(img.shape[0]), int(img.shape[1])), timing
 
     def finish(self, model_map: np.ndarray, score: float, src_hw: tuple[int, int], timing: dict[str, float],
                frame: dict[str, Any] | None) -> Result:
         """Post-process one raw backend output (map at model resolution, score) into a Result for an image of
-        size `src_hw`; public so pipelines that run the backend on their own threads give identical results."""
+        size `src_hw`; public so pipelines that run the backend on their own threads give identical results.
+        A NaN/inf score or map, or any post-processing failure, gives a failed (fail-safe NG) Result."""
         t0 = time.perf_counter()
-        amap = map_to_source(smooth_map(model_map, self._blur_sigma), self.preprocess, src_hw)
-        mask, regions = find_regions(amap, self.pixel_threshold, self._min_area, self._open_px)
         thr = self.effective_threshold
+        if not (math.isfinite(score) and math.isfinite(thr) and bool(np.isfinite(model_map).all())):
+            what = "score" if not math.isfinite(score) else "threshold" if not math.isfinite(thr) else "anomaly map"
+            return Result.failed(f"the model's {what} is not finite (NaN/inf): fail-safe NG", frame=frame,
+                                 fault=Fault.NON_FINITE, timings=timing)
+        try:
+            amap = map_to_source(smooth_map(model_map, self._blur_sigma), self.preprocess, src_hw)
+            mask, regions = find_regions(amap, self.pixel_threshold, self._min_area, self._open_px)
+            normalized = normalize_score(score, thr, *self._score_range)
+        except Exception as e:  # noqa: BLE001 - fail-safe: an unexpected post-processing error is an NG, not a crash
+            return Result.failed(f"postprocess failed: {type(e).__name__}: {e}", frame=frame,
+                                 fault=Fault.POSTPROCESS, timings=timing)
         timing["postprocess"] = (time.perf_counter() - t0) * 1e3
         timing["total"] = sum(timing.values())
         return Result(
             score=score,
-            normalized_score=normalize_score(score, thr, *self._score_range),
+            normalized_score=normalized,
             is_anomalous=bool(score > thr),
             anomaly_map=amap,
             mask=mask,
@@ -202,5 +222,12 @@ class Detector:
                 f"threshold={self.threshold:.6g}, sensitivity={self.sensitivity:g})")
 
 
-def _describe(image: ImageInput) -> str:
-    return str(image) if isinstance(image, (str, Path)) else "image"
+def _manifest_number(where: str, field: str, value: Any) -> float:
+    """A finite number from the manifest, or PackageError naming the field (a NaN threshold passes every part)."""
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        raise PackageError(f"{where}: {field}: expected a finite number, got {value!r}") from None
+    if not math.isfinite(v):
+        raise PackageError(f"{where}: {field}: expected a finite number, got {value!r}")
+    return v

@@ -10,7 +10,7 @@ import cv2
 import numpy as np
 
 from edge_ad.errors import DataError
-from edge_ad.runtime.preprocess import to_bgr_uint8
+from edge_ad.imageio import to_bgr
 from edge_ad.runtime.result import Result
 
 _GREEN = (0, 200, 0)
@@ -29,10 +29,7 @@ def heatmap(amap: np.ndarray, map_range: tuple[float, float] | None) -> np.ndarr
 
 def render_overlay(image_bgr: np.ndarray, result: Result, alpha: float = 0.5) -> np.ndarray:
     """BGR uint8 image of the same size as `image_bgr` (grey/BGRA accepted) with the result drawn on it."""
-    try:
-        img = to_bgr_uint8(image_bgr)
-    except (TypeError, ValueError) as e:
-        raise DataError(f"overlay: {e}") from e
+    img = to_bgr(image_bgr, "overlay image")
     if not 0.0 <= alpha <= 1.0:
         raise ValueError(f"overlay: alpha: expected a value in [0, 1], got {alpha}")
     out = img.copy()

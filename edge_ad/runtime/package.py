@@ -1,9 +1,13 @@
 """Model packages: a directory with ONNX graph(s) and a `manifest.json` that says how to feed and read them.
 
 `write_package` assembles the directory in a temporary sibling and renames it into place, so a reader never sees a
-half-written package. `load_package` refuses anything it cannot trust: a newer schema major version, a schema
-violation, a listed file that is missing or whose sha256 differs (corruption, tampering, partial copy).
-Line-side module: json, hashlib and numpy-free standard library only.
+half-written package. Integrity: `manifest.files` holds the sha256 of every file and `manifest.digest` is the
+sha256 of the canonical manifest without the digest itself, so one hex string stands for the whole package (an
+edited threshold changes it; `signing.py` signs it). `load_package` refuses anything it cannot trust: a manifest
+that is not plain bounded JSON (NaN/Infinity literals, nesting deeper than 32, larger than 4 MiB), a schema
+violation or an out-of-range number (named by field), a digest mismatch, a listed file that is missing, a symlink,
+outside the package, or whose sha256 differs, an unsigned or untrusted package when trusted keys are configured.
+Line-side module: standard library only.
 """
 
 from __future__ import annotations
@@ -23,11 +27,18 @@ from edge_ad import __version__
 from edge_ad.errors import PackageError
 from edge_ad.runtime.preprocess import Preprocess
 from edge_ad.runtime.schema import validate_manifest
+from edge_ad.runtime.signing import (
+    SIGNATURE_NAME,
+    resolve_trusted_keys,
+    verify_signature,
+)
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 MANIFEST_NAME = "manifest.json"
+MAX_MANIFEST_BYTES = 4 << 20
+MAX_JSON_DEPTH = 32
 _CHUNK = 1 << 20
 
 FileSource = str | Path | bytes
@@ -35,12 +46,14 @@ FileSource = str | Path | bytes
 
 @dataclass(frozen=True)
 class ModelPackage:
-    """A verified model package: its root directory, the manifest, and the parsed thresholds/preprocess."""
+    """A verified model package: its root directory, the manifest, the parsed thresholds/preprocess, and the id
+    of the trusted key that signed it (None when no trusted keys were configured)."""
 
     root: Path
     manifest: dict[str, Any]
     thresholds: dict[str, Any]
     preprocess: Preprocess
+    signer: str | None = None
 
     def onnx_path(self, precision: str | None = None) -> Path:
         """Path of the ONNX graph for `precision` (None = the package's own precision, `manifest.precision`)."""
@@ -62,6 +75,11 @@ class ModelPackage:
         """
         cpu = self.manifest["onnx"].get("cpu")
         return self.root / cpu["file"] if cpu else None
+
+    @property
+    def digest(self) -> str:
+        """sha256 of the canonical manifest (and so of every file it lists): the package's identity."""
+        return str(self.manifest["digest"])
 
     @property
     def name(self) -> str:
@@ -107,8 +125,8 @@ def _check_rel_name(name: str, where: str) -> None:
     if not name or p.is_absolute() or ".." in p.parts or "\\" in name or name != str(p):
         raise PackageError(f"{where}: file name {name!r}: expected a relative path inside the package "
                            "(no '..', no absolute path, '/' separators)")
-    if name == MANIFEST_NAME:
-        raise PackageError(f"{where}: {MANIFEST_NAME!r} is written by edge-ad and cannot be listed as a file")
+    if name in (MANIFEST_NAME, SIGNATURE_NAME):
+        raise PackageError(f"{where}: {name!r} is written by edge-ad and cannot be listed as a file")
 
 
 def _check_consistency(manifest: dict[str, Any], where: str) -> None:
@@ -129,6 +147,16 @@ def _check_consistency(manifest: dict[str, Any], where: str) -> None:
                            f"input.width), got {pre['crop']}")
     if pre["crop"][0] > pre["resize"][0] or pre["crop"][1] > pre["resize"][1]:
         raise PackageError(f"{where}: input.preprocess.crop: expected at most resize {pre['resize']}, got {pre['crop']}")
+    th = manifest["thresholds"]
+    norm = th["normalization"]
+    for kind, value in (("score", th["image"]["value"]), ("pixel", th["pixel"]["value"])):
+        lo, hi = norm[f"{kind}_min"], norm[f"{kind}_max"]
+        if not lo < hi:
+            raise PackageError(f"{where}: thresholds.normalization: expected {kind}_min < {kind}_max, got {lo} and {hi}")
+        if not lo <= value <= hi:
+            field = "image" if kind == "score" else "pixel"
+            raise PackageError(f"{where}: thresholds.{field}.value: expected within [{kind}_min, {kind}_max] = "
+                               f"[{lo}, {hi}], got {value}")
 
 
 def write_package(out_dir: str | Path, files: dict[str, FileSource], manifest: dict[str, Any],
@@ -147,7 +175,6 @@ def write_package(out_dir: str | Path, files: dict[str, FileSource], manifest: d
         raise PackageError(f"{out}: expected a directory for the package, got an existing file")
     out.parent.mkdir(parents=True, exist_ok=True)
     man = copy.deepcopy(manifest)
-    man.setdefault("schema_version", SCHEMA_VERSION)
     man.setdefault("edge_ad_version", __version__)
     for name in files:
         _check_rel_name(name, where)
@@ -167,6 +194,8 @@ def write_package(out_dir: str | Path, files: dict[str, FileSource], manifest: d
             digest, size = sha256_file(dst)
             listed[name] = {"sha256": digest, "bytes": size}
         man["files"] = listed
+        man["schema_version"] = SCHEMA_VERSION
+        man["digest"] = manifest_digest(man)
         validate_manifest(man, where)
         _check_consistency(man, where)
         tmp_manifest = tmp / MANIFEST_NAME
@@ -199,6 +228,63 @@ def _swap_into_place(tmp: Path, out: Path) -> None:
     shutil.rmtree(old, ignore_errors=True)
 
 
+def manifest_digest(manifest: dict[str, Any]) -> str:
+    """sha256 (hex) of the canonical JSON of the manifest without its `digest` field: sorted keys, no spaces,
+    ASCII; through `files` (every file's sha256) it covers the whole package."""
+    body = {k: v for k, v in manifest.items() if k != "digest"}
+    text = json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=True, allow_nan=False)
+    return hashlib.sha256(text.encode("ascii")).hexdigest()
+
+
+class _NonFinite(ValueError):
+    """A NaN/Infinity literal in JSON."""
+
+
+def _no_constants(token: str) -> Any:
+    raise _NonFinite(f"{token} is not a JSON number")
+
+
+def _depth(obj: Any, limit: int) -> int:
+    """Nesting depth of parsed JSON, stopping once `limit` is exceeded."""
+    stack = [(obj, 1)]
+    deepest = 0
+    while stack:
+        node, d = stack.pop()
+        deepest = max(deepest, d)
+        if deepest > limit:
+            return deepest
+        children = node.values() if isinstance(node, dict) else node if isinstance(node, list) else ()
+        stack.extend((c, d + 1) for c in children if isinstance(c, (dict, list)))
+    return deepest
+
+
+def read_json_bounded(path: Path, what: str, max_bytes: int = MAX_MANIFEST_BYTES) -> Any:
+    """Plain JSON from a hostile file: at most `max_bytes`, nesting <= MAX_JSON_DEPTH, no NaN/Infinity literals;
+    PackageError naming the file and the problem otherwise."""
+    try:
+        size = path.stat().st_size
+    except OSError as e:
+        raise PackageError(f"{path}: cannot read {what} ({e.strerror})") from None
+    if size > max_bytes:
+        raise PackageError(f"{path}: {what} is {size} bytes, larger than the limit of {max_bytes}")
+    try:
+        with open(path, encoding="utf-8") as f:
+            doc = json.loads(f.read(), parse_constant=_no_constants)
+    except json.JSONDecodeError as e:
+        raise PackageError(f"{path}: invalid JSON at line {e.lineno} column {e.colno}: {e.msg}") from None
+    except UnicodeDecodeError as e:
+        raise PackageError(f"{path}: expected UTF-8 JSON text, got undecodable bytes ({e.reason})") from None
+    except _NonFinite as e:
+        raise PackageError(f"{path}: {e} (NaN and Infinity are not allowed: every number must be finite)") from None
+    except ValueError as e:  # e.g. an integer literal with thousands of digits
+        raise PackageError(f"{path}: invalid JSON: {e}") from None
+    except RecursionError:
+        raise PackageError(f"{path}: JSON nested deeper than Python can parse") from None
+    if _depth(doc, MAX_JSON_DEPTH) > MAX_JSON_DEPTH:
+        raise PackageError(f"{path}: JSON nested deeper than {MAX_JSON_DEPTH} levels")
+    return doc
+
+
 def _read_manifest(path: Path) -> tuple[Path, dict[str, Any]]:
     root = path.parent if path.is_file() and path.name == MANIFEST_NAME else path
     mpath = root / MANIFEST_NAME
@@ -206,15 +292,11 @@ def _read_manifest(path: Path) -> tuple[Path, dict[str, Any]]:
         raise PackageError(f"{path}: model package not found (expected a directory containing {MANIFEST_NAME})")
     if path.is_file() and path.name != MANIFEST_NAME:
         raise PackageError(f"{path}: expected a package directory or its {MANIFEST_NAME}, got another file")
+    if mpath.is_symlink():
+        raise PackageError(f"{mpath}: is a symbolic link; a package's files must be regular files inside it")
     if not mpath.is_file():
         raise PackageError(f"{mpath}: missing; {root} is not an edge-ad model package")
-    try:
-        with open(mpath, encoding="utf-8") as f:
-            manifest = json.load(f)
-    except json.JSONDecodeError as e:
-        raise PackageError(f"{mpath}: invalid JSON at line {e.lineno} column {e.colno}: {e.msg}") from e
-    except UnicodeDecodeError as e:
-        raise PackageError(f"{mpath}: expected UTF-8 JSON text, got undecodable bytes ({e.reason})") from e
+    manifest = read_json_bounded(mpath, "the manifest")
     if not isinstance(manifest, dict):
         raise PackageError(f"{mpath}: expected a JSON object, got {type(manifest).__name__}")
     return root, manifest
@@ -229,15 +311,44 @@ def _check_schema_version(manifest: dict[str, Any], where: str) -> None:
     if v > SCHEMA_VERSION:
         raise PackageError(f"{where}: schema_version: package uses schema version {v}, this edge-ad {__version__} "
                            f"reads up to {SCHEMA_VERSION}; upgrade edge-ad on this machine")
-    if v < 1:
-        raise PackageError(f"{where}: schema_version: expected {SCHEMA_VERSION}, got {v}")
+    if v < SCHEMA_VERSION:
+        raise PackageError(f"{where}: schema_version: {v} is a package format without a package digest (edge-ad "
+                           f"< 0.2); it cannot be verified: re-export it with edge-ad {__version__}")
 
 
-def load_package(path: str | Path, verify: bool = True) -> ModelPackage:
+def _check_file(root: Path, name: str, entry: dict[str, Any], verify: bool) -> None:
+    fpath = root / name
+    if fpath.is_symlink() or any(p.is_symlink() for p in fpath.parents if p != root and root in p.parents):
+        raise PackageError(f"{fpath}: is (or lies below) a symbolic link; a package's files must be regular files "
+                           "inside it")
+    try:
+        inside = fpath.resolve().is_relative_to(root)
+    except OSError:
+        inside = False
+    if not inside:
+        raise PackageError(f"{fpath}: resolves outside the package {root}")
+    if not fpath.is_file():
+        raise PackageError(f"{fpath}: listed in {MANIFEST_NAME} but missing from the package")
+    size = fpath.stat().st_size
+    if size != entry["bytes"]:
+        raise PackageError(f"{fpath}: size mismatch, expected {entry['bytes']} bytes, got {size} "
+                           "(truncated or modified file)")
+    if verify:
+        digest, _ = sha256_file(fpath)
+        if digest != entry["sha256"]:
+            raise PackageError(f"{fpath}: sha256 mismatch, expected {entry['sha256']}, got {digest} "
+                               "(corrupted or modified file)")
+
+
+def load_package(path: str | Path, verify: bool = True, trusted_keys: list[Any] | None = None,
+                 check_signature: bool = True) -> ModelPackage:
     """Read and check a model package (directory or its manifest.json).
 
     With `verify` (default) every listed file is hashed and compared with the manifest; turn it off only for
-    packages already verified on this machine (hashing a large graph costs about a second on a Jetson).
+    packages already verified on this machine (hashing a large graph costs about a second on a Jetson). The
+    manifest digest is always checked. `trusted_keys` (public key files or `signing.PublicKey`s, plus those of
+    $EDGE_AD_TRUSTED_KEYS): when any is configured the package must carry a valid signature by one of them.
+    `check_signature=False` skips that (only for `edge-ad sign`, which replaces the signature).
     """
     root, manifest = _read_manifest(Path(path))
     root = root.resolve()
@@ -245,24 +356,23 @@ def load_package(path: str | Path, verify: bool = True) -> ModelPackage:
     _check_schema_version(manifest, where)
     validate_manifest(manifest, where)
     _check_consistency(manifest, where)
+    digest = manifest_digest(manifest)
+    if manifest["digest"] != digest:
+        raise PackageError(f"{where}: digest mismatch: the manifest was changed after export (digest "
+                           f"{manifest['digest'][:16]}..., content {digest[:16]}...); re-export the package, or "
+                           "change thresholds at run time (--threshold, --sensitivity) instead of in the file")
     for name, entry in manifest["files"].items():
-        fpath = root / name
-        if not fpath.is_file():
-            raise PackageError(f"{fpath}: listed in {MANIFEST_NAME} but missing from the package")
-        size = fpath.stat().st_size
-        if size != entry["bytes"]:
-            raise PackageError(f"{fpath}: size mismatch, expected {entry['bytes']} bytes, got {size} "
-                               "(truncated or modified file)")
-        if verify:
-            digest, _ = sha256_file(fpath)
-            if digest != entry["sha256"]:
-                raise PackageError(f"{fpath}: sha256 mismatch, expected {entry['sha256']}, got {digest} "
-                                   "(corrupted or modified file)")
+        _check_file(root, name, entry, verify)
+    signer = None
+    trusted = resolve_trusted_keys(trusted_keys) if check_signature else []
+    if trusted:
+        signer = verify_signature(root, digest, trusted)
     try:
         pre = Preprocess.from_dict(manifest["input"]["preprocess"])
     except ValueError as e:
         raise PackageError(f"{where}: input.preprocess: {e}") from e
-    return ModelPackage(root=root, manifest=manifest, thresholds=manifest["thresholds"], preprocess=pre)
+    return ModelPackage(root=root, manifest=manifest, thresholds=manifest["thresholds"], preprocess=pre,
+                        signer=signer)
 
 
 def package_summary(pkg: ModelPackage) -> dict[str, Any]:

@@ -12,6 +12,8 @@ from typing import Any
 import cv2
 import numpy as np
 
+from edge_ad.imageio import to_bgr
+
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
@@ -66,8 +68,9 @@ class Preprocess:
         return top, left, ch, cw
 
     def apply(self, bgr: np.ndarray) -> np.ndarray:
-        """BGR (or grey) uint8 image of any size -> uint8 HxWx3 crop in the model's colour order."""
-        img = to_bgr_uint8(bgr)
+        """BGR, grey or BGRA image (uint8/uint16) of any size -> uint8 HxWx3 crop in the model's colour order;
+        DataError for anything else (empty, wrong shape or type, over the pixel budget)."""
+        img = to_bgr(bgr)
         img = _resize(img, self.resize, interpolation=self.interpolation)
         top, left, ch, cw = self.crop_box
         img = img[top : top + ch, left : left + cw]
@@ -112,18 +115,3 @@ class Preprocess:
             )
         except (KeyError, TypeError, IndexError, ValueError) as e:
             raise ValueError(f"preprocess: invalid spec {d!r}: {e}") from e
-
-
-def to_bgr_uint8(img: np.ndarray) -> np.ndarray:
-    """Accept grey (HxW, HxWx1), BGR or BGRA uint8 images; anything else is a clear error."""
-    if not isinstance(img, np.ndarray):
-        raise TypeError(f"image: expected a numpy array, got {type(img).__name__}")
-    if img.dtype != np.uint8:
-        raise ValueError(f"image: expected dtype uint8, got {img.dtype}")
-    if img.ndim == 2 or (img.ndim == 3 and img.shape[2] == 1):
-        return cv2.cvtColor(img.reshape(img.shape[0], img.shape[1]), cv2.COLOR_GRAY2BGR)
-    if img.ndim == 3 and img.shape[2] == 3:
-        return img
-    if img.ndim == 3 and img.shape[2] == 4:
-        return cv2.cvtColor(img, cv2.COLOR_BGRA2BGR)
-    raise ValueError(f"image: expected HxW, HxWx3 or HxWx4, got shape {img.shape}")

@@ -1,9 +1,11 @@
 """What the detector returns for one image: one dataclass for every model family and backend.
 
-Error convention: a frame that could not be inspected (unreadable image, backend failure) yields
-`Result.failed(...)`: `error` holds the reason, `is_anomalous` is False, `score`/`normalized_score` are NaN
-(`null` in JSON) and `status` is "ERROR". An error result is *not* a pass: callers that decide OK/NG must use
-`Result.passed` (False for errors) or check `error`; the PLC layer turns errors into a fail-safe NG.
+Fail-safe convention: a frame that could not be inspected (unreadable image, backend failure, a NaN/inf score or
+map) yields `Result.failed(...)`: `error` holds the reason, `fault` a machine-readable code (`Fault`),
+`score`/`normalized_score` are NaN (`null` in JSON), `status` is "ERROR" and `is_anomalous` is True, so code that
+rejects on `is_anomalous` rejects it too. Nothing unknown is ever OK: `passed` is True only for an inspected image
+with a finite score under the threshold. The PLC layer turns errors into a fail-safe NG with DefectCode
+INSPECTION_ERROR.
 """
 
 from __future__ import annotations
@@ -33,6 +35,17 @@ class Region:
                 "peak": _num(self.peak)}
 
 
+class Fault:
+    """Machine-readable reasons of a failed result (`Result.fault`)."""
+
+    IMAGE = "IMAGE"  #: the input is not a usable image (unreadable, truncated, empty, over the pixel budget)
+    FRAME = "FRAME"  #: the source delivered a frame without a usable image
+    INFERENCE = "INFERENCE"  #: the backend failed
+    NON_FINITE = "NON_FINITE"  #: the model produced a NaN/inf score or map
+    POSTPROCESS = "POSTPROCESS"  #: post-processing failed
+    INTERNAL = "INTERNAL"  #: any other unexpected error
+
+
 @dataclass
 class Result:
     """Outcome of one image.
@@ -55,24 +68,28 @@ class Result:
     error: str | None = None
     threshold: float | None = None
     map_range: tuple[float, float] | None = None
+    fault: str | None = None
 
     @classmethod
-    def failed(cls, error: str | BaseException, frame: dict[str, Any] | None = None) -> Result:
-        """A result for a frame that could not be inspected (see the module docstring for the convention)."""
+    def failed(cls, error: str | BaseException, frame: dict[str, Any] | None = None, fault: str = Fault.INTERNAL,
+               timings: dict[str, float] | None = None) -> Result:
+        """A result for a frame that could not be inspected: a fail-safe NG (see the module docstring)."""
         text = str(error) if not isinstance(error, BaseException) else (str(error) or type(error).__name__)
-        return cls(score=math.nan, normalized_score=math.nan, is_anomalous=False, frame=frame, error=text)
+        return cls(score=math.nan, normalized_score=math.nan, is_anomalous=True, frame=frame, error=text,
+                   fault=fault, timings=dict(timings or {}))
 
     @property
     def passed(self) -> bool:
-        """True only for an inspected, good image (False for NG and for errors)."""
-        return self.error is None and not self.is_anomalous
+        """True only for an inspected, good image with a finite score (False for NG and for every error)."""
+        return (self.error is None and not self.is_anomalous and math.isfinite(self.score)
+                and math.isfinite(self.normalized_score))
 
     @property
     def status(self) -> str:
-        """'OK', 'NG' or 'ERROR'."""
+        """'OK', 'NG' or 'ERROR' (an error is a fail-safe NG whose reason is in `error` and `fault`)."""
         if self.error is not None:
             return "ERROR"
-        return "NG" if self.is_anomalous else "OK"
+        return "OK" if self.passed else "NG"
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-safe summary: no arrays, NaN/inf as null, regions as box/area/peak."""
@@ -86,6 +103,7 @@ class Result:
             "timings": {k: _num(v) for k, v in self.timings.items()},
             "frame": _json_safe(self.frame) if self.frame is not None else None,
             "error": self.error,
+            "fault": self.fault,
         }
         if self.anomaly_map is not None:
             out["map_shape"] = [int(s) for s in self.anomaly_map.shape]

@@ -5,9 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from edge_ad.errors import ConfigError
+from edge_ad.fileio import read_yaml_file
 
 # key -> (type, description). Anything else in a YAML config is an error (typos must not pass silently).
 TRAIN_KEYS: dict[str, tuple[type | tuple[type, ...], str]] = {
@@ -94,12 +93,7 @@ def resolve_config(model_defaults: dict[str, Any], yaml_path: str | Path | None,
     cfg.update({k: v for k, v in model_defaults.items() if k in TRAIN_KEYS})
     if yaml_path is not None:
         p = Path(yaml_path)
-        try:
-            loaded = yaml.safe_load(p.read_text()) or {}
-        except OSError as e:
-            raise ConfigError(f"{p}: cannot read config: {e}") from e
-        except yaml.YAMLError as e:
-            raise ConfigError(f"{p}: invalid YAML: {e}") from e
+        loaded = read_yaml_file(p, "training config") or {}
         if not isinstance(loaded, dict):
             raise ConfigError(f"{p}: expected a mapping at the top level, got {type(loaded).__name__}")
         unknown = sorted(set(loaded) - set(TRAIN_KEYS))

@@ -2,23 +2,27 @@
 
 from __future__ import annotations
 
-import json
 import logging
 from pathlib import Path
 from typing import Any
 
 import torch
-import yaml
 
 from edge_ad.errors import ConfigError
-from edge_ad.fileio import atomic_write_bytes, atomic_write_json
+from edge_ad.fileio import (
+    atomic_write_bytes,
+    atomic_write_json,
+    read_json_file,
+    read_yaml_file,
+)
 from edge_ad.models.base import AnomalyModel
 
 log = logging.getLogger(__name__)
 
 CONFIG = "config.yaml"
 WEIGHTS = "model.safetensors"
-CHECKPOINT = "checkpoint_last.pt"
+CHECKPOINT = "resume_state.safetensors"  #: optimizer/scheduler/step/RNG for --resume (no pickle)
+LEGACY_CHECKPOINT = "checkpoint_last.pt"  #: older runs' pickle: never loaded
 THRESHOLDS = "thresholds.json"
 VAL_SPLIT = "val_split.json"
 TRAIN_LOG = "train_log.jsonl"
@@ -57,10 +61,19 @@ def read_config(run_dir: Path) -> dict[str, Any]:
     p = run_dir / CONFIG
     if not p.is_file():
         raise ConfigError(f"{run_dir}: not a run directory (no {CONFIG}); train one with `edge-ad train`")
-    cfg = yaml.safe_load(p.read_text())
+    cfg = read_yaml_file(p, "run config")
     if not isinstance(cfg, dict) or "model" not in cfg:
         raise ConfigError(f"{p}: expected a mapping with a 'model' key")
     return cfg
+
+
+def holdout(run_dir: Path) -> list[str]:
+    """The held-out good image paths of a run (val_split.json); ConfigError for a malformed file."""
+    doc = read_json_file(run_dir / VAL_SPLIT, "held-out split")
+    paths = doc.get("holdout") if isinstance(doc, dict) else None
+    if not isinstance(paths, list) or not all(isinstance(p, str) for p in paths):
+        raise ConfigError(f"{run_dir / VAL_SPLIT}: expected {{'holdout': [image paths]}}")
+    return paths
 
 
 def model_kwargs(cfg: dict[str, Any]) -> dict[str, Any]:
@@ -89,8 +102,8 @@ def load_run(run_dir: str | Path, device: str | torch.device = "cpu") -> tuple[A
     finally:
         logging.disable(logging.NOTSET)
     load_weights(model, weights)
-    info = json.loads((run / RUN_INFO).read_text()) if (run / RUN_INFO).is_file() else {}
+    info = read_json_file(run / RUN_INFO, "run info") if (run / RUN_INFO).is_file() else {}
     model.encoder_weights = str(info.get("encoder_weights", "unknown"))
     thr_path = run / THRESHOLDS
-    thresholds = json.loads(thr_path.read_text()) if thr_path.is_file() else None
+    thresholds = read_json_file(thr_path, "thresholds") if thr_path.is_file() else None
     return model.to(device).eval(), cfg, thresholds

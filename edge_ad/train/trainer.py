@@ -27,6 +27,7 @@ from edge_ad.fileio import atomic_write_text
 from edge_ad.models.registry import create_model
 from edge_ad.train import rundir
 from edge_ad.train.optim import build_optimizer, build_scheduler
+from edge_ad.train.resume_state import load_state, save_state
 
 log = logging.getLogger(__name__)
 
@@ -142,17 +143,14 @@ def train(cfg: dict[str, Any], *, resume: bool = False, progress: bool = True) -
     ckpt_path = out / rundir.CHECKPOINT
     if resume:
         if not ckpt_path.is_file():
-            raise ConfigError(f"{out}: --resume given but there is no {rundir.CHECKPOINT}")
-        saved = yaml.safe_load((out / rundir.CONFIG).read_text())
+            legacy = " (its checkpoint_last.pt is a pickle from an older edge-ad: not loaded, since unpickling can " \
+                     "run code; start a new run)" if (out / rundir.LEGACY_CHECKPOINT).exists() else ""
+            raise ConfigError(f"{out}: --resume given but there is no {rundir.CHECKPOINT}{legacy}")
+        saved = rundir.read_config(out)
         if saved.get("model") != cfg["model"]:
             raise ConfigError(f"{out}: run was trained as {saved.get('model')!r}, cannot resume as {cfg['model']!r}")
         rundir.load_weights(model, out / rundir.WEIGHTS)
-        ck = torch.load(ckpt_path, map_location=device, weights_only=False)
-        opt.load_state_dict(ck["optimizer"])
-        if sched is not None and ck.get("scheduler"):
-            sched.load_state_dict(ck["scheduler"])
-        start = int(ck["step"])
-        torch.set_rng_state(ck["rng"])
+        start = _resume(ckpt_path, opt, sched)
         log.info("resumed %s at step %d", out, start)
     elif dist.main and (out / rundir.CONFIG).exists():
         raise ConfigError(f"{out}: already holds a run; pass --resume to continue it or choose another --out")
@@ -231,9 +229,23 @@ def _checkpoint(model: torch.nn.Module, opt: torch.optim.Optimizer, sched: Any, 
     rundir.save_weights(model, out / rundir.WEIGHTS, {"model": cfg["model"], "step": str(step)})  # type: ignore[arg-type]
     state = {"optimizer": opt.state_dict(), "scheduler": sched.state_dict() if sched is not None else None,
              "step": step, "rng": torch.get_rng_state()}
-    tmp = out / f".{rundir.CHECKPOINT}.tmp"
-    torch.save(state, tmp)
-    os.replace(tmp, out / rundir.CHECKPOINT)
+    save_state(out / rundir.CHECKPOINT, state)
+
+
+def _resume(path: Path, opt: torch.optim.Optimizer, sched: Any) -> int:
+    """Restore optimizer, scheduler and RNG from a resume state file (no unpickling); returns the step."""
+    ck = load_state(path)
+    missing = [k for k in ("optimizer", "scheduler", "step", "rng") if k not in ck]
+    if missing or not isinstance(ck["step"], int) or not isinstance(ck["rng"], torch.Tensor):
+        raise ConfigError(f"{path}: resume state lacks {missing or 'an integer step and an RNG tensor'}")
+    try:
+        opt.load_state_dict(ck["optimizer"])
+        if sched is not None and ck["scheduler"]:
+            sched.load_state_dict(ck["scheduler"])
+        torch.set_rng_state(ck["rng"])
+    except (ValueError, KeyError, TypeError, RuntimeError) as e:
+        raise ConfigError(f"{path}: resume state does not fit this run's optimizer/scheduler ({e})") from None
+    return int(ck["step"])
 
 
 def derive_run_thresholds(model: Any, holdout: list[Any], cfg: dict[str, Any], device: torch.device) -> dict[str, Any]:

@@ -235,7 +235,9 @@ def build_engine(onnx_path: str | Path, precision: str, *, workspace_mb: int | N
         flags |= 1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED)
     network = builder.create_network(flags)
     parser = trt.OnnxParser(network, logger)
-    if not parser.parse_from_file(str(path)):
+    # bytes, not parse_from_file: without a path the parser cannot follow an initializer's "external data"
+    # location out of the package (edge-ad packages never use external data; ORT refuses escaping paths too)
+    if not parser.parse(path.read_bytes()):
         errors = [str(parser.get_error(i)) for i in range(parser.num_errors)] or _logged_errors(logger)
         listing = "\n  - ".join(errors) or "(no details reported)"
         raise EngineBuildError(f"{path}: TensorRT {trt.__version__} cannot parse the ONNX graph "
@@ -344,7 +346,8 @@ def ensure_engine(package: ModelPackage, precision: str | None = None, *, device
     api = cuda if cuda is not None else get_cuda()
     with api.activate(device):  # the builder runs on the device current on this thread
         info = api.device_info(device)
-        key = EngineKey(model_sha256=model_sha256(package, onnx), precision=prec, typing=mode.typing,
+        key = EngineKey(model_sha256=model_sha256(package, onnx), package_digest=package.digest, precision=prec,
+                        typing=mode.typing,
                         input_shape=shape, tensorrt=str(trt.__version__), gpu=info.name, compute_capability=info.sm,
                         sm_count=info.multiprocessors, memory_mib=info.total_memory >> 20, dla_core=dla_core,
                         workspace_mib=workspace_mb, builder_flags=builder_flags(mode, dla_core))

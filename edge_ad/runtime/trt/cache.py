@@ -37,7 +37,7 @@ log = logging.getLogger(__name__)
 
 ENGINES_DIR = "engines"
 INDEX_NAME = "index.json"
-INDEX_VERSION = 2
+INDEX_VERSION = 3
 
 PackageLike = ModelPackage | str | Path
 
@@ -55,6 +55,7 @@ class EngineKey:
     """Everything an engine's validity depends on. Two keys are equal only if every field is."""
 
     model_sha256: str  # sha256 of the ONNX graph the engine was built from (manifest files[...].sha256)
+    package_digest: str  # the package's manifest digest: a re-exported or edited package never reuses an engine
     precision: str  # fp32 | fp16 | int8
     typing: str  # "strong" (strongly typed network) | "weak" | "weak-fp16" (TensorRT 10 BuilderFlag.FP16)
     input_shape: tuple[int, ...]  # the static shape the engine was optimised for, e.g. (1, 224, 224, 3)
@@ -78,7 +79,8 @@ class EngineKey:
     def from_dict(cls, d: dict[str, Any]) -> EngineKey:
         """Inverse of to_dict; raises KeyError/TypeError/ValueError on a malformed entry."""
         dla, ws = d.get("dla_core"), d.get("workspace_mib")
-        return cls(model_sha256=str(d["model_sha256"]), precision=str(d["precision"]), typing=str(d["typing"]),
+        return cls(model_sha256=str(d["model_sha256"]), package_digest=str(d["package_digest"]),
+                   precision=str(d["precision"]), typing=str(d["typing"]),
                    input_shape=tuple(int(v) for v in d["input_shape"]), tensorrt=str(d["tensorrt"]),
                    gpu=str(d["gpu"]), compute_capability=str(d["compute_capability"]), sm_count=int(d["sm_count"]),
                    memory_mib=int(d["memory_mib"]), dla_core=None if dla is None else int(dla),
@@ -246,20 +248,19 @@ def store_engine(package: PackageLike, key: EngineKey, plan: bytes, build_second
 def prune_engines(package: ModelPackage) -> list[Path]:
     """Delete cached engines that can never be loaded again; return their paths.
 
-    That is engines built from ONNX graphs no longer in the package (a re-export gets new graph hashes) and engine
-    files the index does not list (e.g. from an older index format); on a Jetson with a small disk they should not
-    linger. Engines for other devices of the *current* graphs are kept.
+    That is engines of another package digest (a re-export or an edit changes it) and engine files the index does not
+    list (e.g. from an older index format); on a Jetson with a small disk they should not linger. Engines of the
+    current package for other devices are kept.
     """
     directory = engines_dir(package)
     if not directory.is_dir():
         return []
-    current = {str(entry["sha256"]) for entry in package.manifest["files"].values()}
     removed: list[Path] = []
     with _index_lock(directory):
         index = _read_index(directory.parent)
         for name, rec in list(index["engines"].items()):
             key = rec.get("key") if isinstance(rec, dict) else None
-            if isinstance(key, dict) and key.get("model_sha256") in current:
+            if isinstance(key, dict) and key.get("package_digest") == package.digest:
                 continue
             del index["engines"][name]
             with contextlib.suppress(FileNotFoundError):

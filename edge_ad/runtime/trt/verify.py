@@ -18,7 +18,6 @@ from edge_ad.runtime.package import ModelPackage
 #: default tolerance per precision, as a fraction of the normalisation range
 DEFAULT_TOL = {"fp32": 0.01, "fp16": 0.05, "int8": 0.10}
 MIN_SPEARMAN = 0.9
-IMAGE_EXTS = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff"}
 
 
 def spearman(a: np.ndarray, b: np.ndarray) -> float | None:
@@ -87,9 +86,8 @@ def compare(ref: tuple[np.ndarray, np.ndarray], got: tuple[np.ndarray, np.ndarra
 
 def load_images(folder: Path | None, n: int, size_hw: tuple[int, int], seed: int) -> list[tuple[str, np.ndarray]]:
     """Up to `n` (name, BGR uint8) images from `folder`, or `n` seeded noise images of `size_hw`."""
-    import cv2
-
-    from edge_ad.errors import ConfigError, DataError
+    from edge_ad.errors import ConfigError
+    from edge_ad.imageio import IMAGE_EXTENSIONS, read_image
 
     if n < 1:
         raise ConfigError(f"--n: expected an integer >= 1, got {n}")
@@ -98,16 +96,10 @@ def load_images(folder: Path | None, n: int, size_hw: tuple[int, int], seed: int
         return [(f"noise-{i}", rng.integers(0, 256, (*size_hw, 3), dtype=np.uint8)) for i in range(n)]
     if not folder.is_dir():
         raise ConfigError(f"--images: {folder} is not a directory")
-    files = sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_EXTS)[:n]
+    files = sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS)[:n]
     if not files:
-        raise ConfigError(f"--images: no images ({', '.join(sorted(IMAGE_EXTS))}) in {folder}")
-    out = []
-    for f in files:
-        img = cv2.imread(str(f), cv2.IMREAD_COLOR)
-        if img is None:
-            raise DataError(f"{f}: cannot read the image")
-        out.append((f.name, img))
-    return out
+        raise ConfigError(f"--images: no images ({', '.join(IMAGE_EXTENSIONS)}) in {folder}")
+    return [(f.name, read_image(f)) for f in files]
 
 
 def verify_engine(package: ModelPackage, precision: str | None = None, *, images: Path | None = None, n: int = 8,
