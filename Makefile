@@ -33,7 +33,7 @@ typecheck: setup
 	.ci/typecheck $(BIN)/python
 
 lint: setup
-	$(BIN)/python -m ruff check edge_ad tests
+	$(BIN)/python -m ruff check .
 
 clean:
 	rm -rf demo_out packages .pytest_cache .mypy_cache

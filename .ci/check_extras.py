@@ -69,7 +69,7 @@ def main() -> None:
         if name == "jetson" and names & {"tensorrt", "onnxruntime-gpu"}:
             sys.exit("[jetson] must not pip-install tensorrt or onnxruntime-gpu (TensorRT comes from JetPack)")
     for req in trt:
-        dist, spec = re.match(r"([A-Za-z0-9_.-]+)\s*(.*)", req).groups()
+        dist = re.match(r"([A-Za-z0-9_.-]+)", req).group(1)
         listed = pip("index", "versions", dist)
         versions = re.search(r"Available versions: (.*)", listed)
         if not versions:

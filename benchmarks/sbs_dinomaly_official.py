@@ -21,18 +21,18 @@ ap.add_argument("--official", required=True, help="checkout of the official Dino
 args = ap.parse_args()
 sys.path.insert(0, args.official)
 
-import logging  # noqa: E402
-import math  # noqa: E402
+import logging
+import math
 
-import torch  # noqa: E402
-import torch.nn as nn  # noqa: E402
-import torch.nn.functional as F  # noqa: E402
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
 
 torch.manual_seed(0)
-from dinov2.models import vision_transformer as v2  # noqa: E402
-from models.uad import ViTill  # noqa: E402
-from models.vision_transformer import Block as VitBlock  # noqa: E402
-from models.vision_transformer import LinearAttention2, bMlp  # noqa: E402
+from dinov2.models import vision_transformer as v2
+from models.uad import ViTill
+from models.vision_transformer import Block as VitBlock
+from models.vision_transformer import LinearAttention2, bMlp
 
 _src = open(f"{args.official}/utils.py").read()
 off_utils = types.ModuleType("off_utils")

@@ -34,8 +34,8 @@ ap.add_argument("--double", action="store_true", help="run both models in float6
 args = ap.parse_args()
 sys.path.insert(0, args.official)
 
-import torch  # noqa: E402
-import torch.nn as nn  # noqa: E402
+import torch
+import torch.nn as nn
 
 torch.set_num_threads(2)
 
@@ -62,9 +62,9 @@ def _rearrange(x, pattern, **kw):
 sys.modules["einops"] = types.ModuleType("einops")
 sys.modules["einops"].rearrange = _rearrange
 
-from models.model_helper import ModelHelper  # noqa: E402
-from models.reconstructions.dualad import DualAD as OffDualAD  # noqa: E402
-from utils.criterion_helper import FeatureMSELoss  # noqa: E402
+from models.model_helper import ModelHelper
+from models.reconstructions.dualad import DualAD as OffDualAD
+from utils.criterion_helper import FeatureMSELoss
 
 # ---- STAND-IN: run the official generate_mask (which ends in .cuda()) on the CPU ---------------------------
 _orig_generate_mask = OffDualAD.generate_mask
@@ -82,7 +82,7 @@ def _generate_mask_cpu(self, feature_size, neighbor_size):
 OffDualAD.generate_mask = _generate_mask_cpu
 
 logging.disable(logging.WARNING)
-from edge_ad.models import create_model  # noqa: E402
+from edge_ad.models import create_model
 
 
 def official_net_cfg(ho: bool):
@@ -191,7 +191,7 @@ def run(variant):
         oo = off({"image": x})
         feat = ours.features(x)
         rec = ours.reconstruct(feat)
-        amap, score = ours.head(feat, rec)
+        amap, _score = ours.head(feat, rec)
         amap2, score2 = ours(x)
     for h in hh_o + hh_m:
         h.remove()

@@ -45,16 +45,16 @@ if args.deps:
     sys.path.insert(0, args.deps)
 warnings.filterwarnings("ignore")
 
-import logging  # noqa: E402
+import logging
 
-import numpy as np  # noqa: E402
-import timm  # noqa: E402
-import torch  # noqa: E402
-import torch.nn as nn  # noqa: E402
-import torch.nn.functional as F  # noqa: E402
-from einops import repeat  # noqa: E402
-from scipy.ndimage import gaussian_filter  # noqa: E402
-from timm.models._helpers import load_checkpoint  # noqa: E402
+import numpy as np
+import timm
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from einops import repeat
+from scipy.ndimage import gaussian_filter
+from timm.models._helpers import load_checkpoint
 
 torch.manual_seed(0)
 torch.set_num_threads(2)
@@ -124,9 +124,9 @@ exec(re.search(r"^class L2Loss\(.*?(?=^@|^class |\Z)", _src, re.S | re.M).group(
 cal_anomaly_map, L2Loss = _ns["cal_anomaly_map"], _ns["L2Loss"]
 
 logging.disable(logging.WARNING)
-from edge_ad.models import create_model  # noqa: E402
-from edge_ad.models import mambaad as ea  # noqa: E402
-from edge_ad.models.scan_orders import scan_order  # noqa: E402
+from edge_ad.models import create_model
+from edge_ad.models import mambaad as ea
+from edge_ad.models.scan_orders import scan_order
 
 
 def rnd_(module):
@@ -188,7 +188,7 @@ with torch.no_grad():  # BN gammas non-zero (timm zero-inits the last BN of each
             p.uniform_(0.5, 1.5)
 torch.save(t.state_dict(), CKPT)  # same layout as timm's resnet34-43635321.pth (with layer4, fc)
 
-from argparse import Namespace  # noqa: E402
+from argparse import Namespace
 
 mt = Namespace(name="timm_resnet34", kwargs=dict(pretrained=False, checkpoint_path=CKPT, strict=False,
                                                   features_only=True, out_indices=[1, 2, 3]))

@@ -29,11 +29,11 @@ ap.add_argument("--batch", type=int, default=2)
 args = ap.parse_args()
 OFF = args.official.rstrip("/")
 
-import logging  # noqa: E402
+import logging
 
-import torch  # noqa: E402
-import torch.nn.functional as F  # noqa: E402
-from torch import nn  # noqa: E402
+import torch
+import torch.nn.functional as F
+from torch import nn
 
 torch.set_num_threads(2)
 torch.manual_seed(0)
@@ -151,7 +151,7 @@ off.eval()
 # ---------------- edge-ad model: backbone through its checkpoint path, FRN/AE by name -------------------------
 CKPT = tempfile.mkdtemp() + "/wrn50_2_random.pth"
 torch.save(bb.state_dict(), CKPT)
-from edge_ad.models import create_model  # noqa: E402
+from edge_ad.models import create_model
 
 ours = create_model("ulsad", weights=CKPT)
 osd = off.state_dict()

@@ -71,12 +71,18 @@ def main() -> int:
                     t_e2e.append(1e3 * (t3 - t2))
                     t_over.append(r.timings["total"] - r.timings["infer"])  # same call: pre + post only
     res = {
-        "model": args.model, "input": [h, w],
+        "model": args.model,
+        "input": [h, w],
         "note": "runtime_overhead_ms = Detector total - infer within the same predict() call (preprocess of the "
-                "camera-sized frame + postprocess to source resolution)", "frame": list(frame.shape), "threads": args.threads,
-        "cpu": platform.processor() or platform.machine(), "torch": torch.__version__,
+        "camera-sized frame + postprocess to source resolution)",
+        "frame": list(frame.shape),
+        "threads": args.threads,
+        "cpu": platform.processor() or platform.machine(),
+        "torch": torch.__version__,
         "onnx_nodes": summary["nodes"],
-        "torch_eager_ms": percentiles(t_torch), "ort_infer_ms": percentiles(t_ort), "runtime_end_to_end_ms": percentiles(t_e2e),
+        "torch_eager_ms": percentiles(t_torch),
+        "ort_infer_ms": percentiles(t_ort),
+        "runtime_end_to_end_ms": percentiles(t_e2e),
         "runtime_overhead_ms": percentiles(t_over),
         "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
     }

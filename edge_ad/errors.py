@@ -24,3 +24,35 @@ class GateError(EdgeADError):
 
 class ExportError(EdgeADError):
     """An exported or converted graph failed a check (TensorRT's rules, parity with PyTorch); nothing was written."""
+
+
+class SourceError(EdgeADError):
+    """A camera or input that cannot be opened or configured (names the source and what was expected)."""
+
+
+class ConnectionLost(Exception):
+    """Raised by a live source's `_fetch` when the device is gone; handled by reconnecting, never seen by users."""
+
+
+class PlcError(EdgeADError):
+    """A PLC configuration problem: bad URL or option, missing protocol library."""
+
+
+class PlcConnectionError(PlcError):
+    """The PLC (or its server) cannot be reached or answered with an error; the link reconnects."""
+
+
+class TensorRTMissingError(ConfigError):
+    """The `tensorrt` Python package cannot be imported on this machine."""
+
+
+class EngineBuildError(EdgeADError):
+    """TensorRT could not parse the ONNX graph or build an engine from it."""
+
+
+class CudaMissingError(ConfigError):
+    """Neither cuda-python nor pycuda can be imported."""
+
+
+class CudaError(EdgeADError):
+    """A CUDA call failed (no driver, no device, out of memory, ...)."""

@@ -3,6 +3,7 @@ file. Standard library only, so the line-side runtime and the lab side share it.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import tempfile
@@ -10,12 +11,22 @@ from pathlib import Path
 from typing import Any
 
 
-def atomic_write_bytes(path: str | os.PathLike[str], data: bytes, *, fsync: bool = False) -> None:
-    """Write `data` to `path` atomically; `fsync` also forces it to disk before the rename (engines, indexes)."""
+def default_mode(directory: bool = False) -> int:
+    """The mode a plain open()/mkdir() would give under the current umask (0o644 / 0o755 with umask 022)."""
+    mask = os.umask(0)
+    os.umask(mask)
+    return (0o777 if directory else 0o666) & ~mask
+
+
+def atomic_write_bytes(path: str | os.PathLike[str], data: bytes, *, fsync: bool = False,
+                       mode: int | None = None) -> None:
+    """Write `data` to `path` atomically; `fsync` also forces it to disk before the rename (engines, indexes).
+    The file gets `mode` (default: what the umask allows, as a plain open() would; 0o600 for secrets)."""
     p = Path(path)
     p.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".tmp", dir=p.parent)
     try:
+        os.chmod(tmp, default_mode() if mode is None else mode)
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             if fsync:
@@ -27,8 +38,8 @@ def atomic_write_bytes(path: str | os.PathLike[str], data: bytes, *, fsync: bool
         raise
 
 
-def atomic_write_text(path: str | os.PathLike[str], text: str) -> None:
-    atomic_write_bytes(path, text.encode("utf-8"))
+def atomic_write_text(path: str | os.PathLike[str], text: str, mode: int | None = None) -> None:
+    atomic_write_bytes(path, text.encode("utf-8"), mode=mode)
 
 
 def atomic_write_json(path: str | os.PathLike[str], obj: Any, **dumps_kwargs: Any) -> None:
@@ -74,3 +85,15 @@ def read_yaml_file(path: str | os.PathLike[str], what: str) -> Any:
         return yaml.safe_load(read_text_file(path, what))
     except (yaml.YAMLError, RecursionError) as e:
         raise ConfigError(f"{Path(path)}: {what} is not valid YAML ({e})") from None
+
+
+def sha256_file(path: str | os.PathLike[str]) -> tuple[str, int]:
+    """(hex sha256, size in bytes) of a file, read in 1 MiB chunks: the one file hash of edge-ad (packages,
+    engines, weights)."""
+    h = hashlib.sha256()
+    n = 0
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 20):
+            h.update(chunk)
+            n += len(chunk)
+    return h.hexdigest(), n

@@ -19,3 +19,20 @@ def tiny_fp32(tmp_path_factory):
                  "--batch", "4", "--no-pretrained", "--workers", "0", "--no-progress", "--val-fraction", "0.34"]) == 0
     pkg, _ = export_package(run=str(run), out=root / "fp32")
     return data, run, pkg
+
+
+@pytest.fixture(scope="session")
+def plc_packages(tmp_path_factory):
+    """Two tiny packages: 'a' threshold 0.5 (dark image OK) and 'b' threshold 0.05 (dark image NG)."""
+    from runtime_fixtures import build_package
+
+    root = tmp_path_factory.mktemp("plc_pkgs")
+    return {"a": build_package(root / "a"), "b": build_package(root / "b", image_threshold=0.05)}
+
+
+@pytest.fixture(scope="session")
+def detector(plc_packages):
+    """The Detector of plc_packages['a'] on ONNX Runtime."""
+    from edge_ad.runtime import Detector
+
+    return Detector.load(plc_packages["a"], backend="onnxruntime")

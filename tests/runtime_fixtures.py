@@ -8,6 +8,8 @@ image therefore gives a high score and a region exactly where the blob is.
 from __future__ import annotations
 
 import copy
+import struct
+import zlib
 from pathlib import Path
 from typing import Any
 
@@ -99,3 +101,17 @@ def blob_image(hw: tuple[int, int] = (200, 300), box: tuple[int, int, int, int] 
     if channels == 4:
         img[..., 3] = 255
     return img[..., 0] if channels == 1 else img
+
+
+def huge_png(width: int, height: int) -> bytes:
+    """A valid 1-bit black PNG of width x height, streamed row by row (20000 x 20000 is ~60 KB): the
+    decompression bomb of the pixel-budget tests."""
+    comp = zlib.compressobj(9)
+    row = b"\x00" + bytes((width + 7) // 8)
+    idat = b"".join(comp.compress(row) for _ in range(height)) + comp.flush()
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body) & 0xFFFFFFFF)
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 1, 0, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", idat) + chunk(b"IEND", b"")

@@ -71,7 +71,11 @@ def test_discover_and_load_train(root: Path) -> None:
 
 def test_load_test_split(root: Path) -> None:
     samples = load_samples(root, ["b", "a"], "test")
-    assert [(s.category, s.defect_type, s.label) for s in samples] == [("a", "good", 0), ("b", "crack", 1), ("b", "good", 0)]
+    assert [(s.category, s.defect_type, s.label) for s in samples] == [
+        ("a", "good", 0),
+        ("b", "crack", 1),
+        ("b", "good", 0),
+    ]
     crack = samples[1]
     assert crack.mask_path == root / "b" / "ground_truth" / "crack" / "000_mask.png"
     assert samples[0].mask_path is None
@@ -86,7 +90,9 @@ def test_bad_root(tmp_path: Path, kind: str) -> None:
         (target / "something").mkdir(parents=True)
     with pytest.raises(DataError, match=str(target)) as e:
         load_samples(target)
-    assert {"missing": "does not exist", "file": "expected a directory", "no_categories": "no categories"}[kind] in str(e.value)
+    assert {"missing": "does not exist", "file": "expected a directory", "no_categories": "no categories"}[kind] in str(
+        e.value
+    )
 
 
 def test_unknown_category_lists_known(root: Path) -> None:
@@ -216,7 +222,12 @@ def test_image_dataset_matches_preprocess(root: Path) -> None:
     assert crack["mask"].dtype == torch.uint8 and crack["mask"].shape == (1, 32, 32)
     assert np.array_equal(crack["mask"][0].numpy(), pre.apply_mask(read_mask(samples[0].mask_path)))
     assert crack["mask"].sum() > 0 and good["mask"].sum() == 0
-    assert (crack["label"], crack["category"], crack["defect_type"], crack["path"]) == (1, "b", "crack", str(samples[0].path))
+    assert (crack["label"], crack["category"], crack["defect_type"], crack["path"]) == (
+        1,
+        "b",
+        "crack",
+        str(samples[0].path),
+    )
     assert "mask" not in ImageDataset(samples, pre)[0]
 
 

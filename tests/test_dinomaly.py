@@ -54,16 +54,22 @@ def test_parameter_counts_match_the_spec(name, dim, total, trainable, spec_total
 
 def test_variant_configuration():
     with torch.device("meta"):
-        s, l = create_model("dinomaly-s"), create_model("dinomaly-l")
-    assert s.target_layers == tuple(range(2, 10)) and l.target_layers == (4, 6, 8, 10, 12, 14, 16, 18)
+        s, large = create_model("dinomaly-s"), create_model("dinomaly-l")
+    assert s.target_layers == tuple(range(2, 10)) and large.target_layers == (4, 6, 8, 10, 12, 14, 16, 18)
     assert s.preprocess.resize == (448, 448) and s.preprocess.crop == (392, 392) and s.grid == 28
     assert s.encoder.pos_embed.shape[1] == 37 * 37 and s.pos_embed_baked.shape == (1, 784, 384)
     assert s.topk == 655 and s.head_matrix.shape == (256, 28)
-    assert [b.attn.num_heads for b in l.decoder] == [16] * 8 and all(b.norm1.eps == 1e-8 for b in l.decoder)
+    assert [b.attn.num_heads for b in large.decoder] == [16] * 8 and all(b.norm1.eps == 1e-8 for b in large.decoder)
     assert not any(p.requires_grad for p in s.encoder.parameters())
     cfg = s.default_train_config()
     assert cfg["optimizer"] == "stable_adamw" and cfg["lr"] == 2e-3 and cfg["final_lr"] == 2e-4
-    assert (cfg["eps"], cfg["amsgrad"], cfg["warmup_iters"], cfg["iters"], cfg["batch"]) == (1e-10, True, 100, 10000, 16)
+    assert (cfg["eps"], cfg["amsgrad"], cfg["warmup_iters"], cfg["iters"], cfg["batch"]) == (
+        1e-10,
+        True,
+        100,
+        10000,
+        16,
+    )
     assert (cfg["grad_clip"], cfg["seed"], cfg["weight_decay"], tuple(cfg["betas"])) == (0.1, 1, 1e-4, (0.9, 0.999))
 
 

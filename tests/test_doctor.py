@@ -15,12 +15,19 @@ def _by_name(report: doctor.Report) -> dict[str, doctor.Check]:
     return {c.name: c for c in report.checks}
 
 
-@pytest.mark.parametrize("text,l4t,jp", [
-    ("# R36 (release), REVISION: 4.3, GCID: 38968081, BOARD: generic, EABI: aarch64, DATE: Wed Jan  8", "36.4.3", "6.2"),
-    ("# R36 (release), REVISION: 4.0, GCID: 37537400, BOARD: generic", "36.4.0", "6.1"),
-    ("# R36 (release), REVISION: 3.0, GCID: 36191598", "36.3.0", "6.0"),
-    ("# R35 (release), REVISION: 4.1, GCID: 33958178", "35.4.1", "5.1.2"),
-])
+@pytest.mark.parametrize(
+    "text,l4t,jp",
+    [
+        (
+            "# R36 (release), REVISION: 4.3, GCID: 38968081, BOARD: generic, EABI: aarch64, DATE: Wed Jan  8",
+            "36.4.3",
+            "6.2",
+        ),
+        ("# R36 (release), REVISION: 4.0, GCID: 37537400, BOARD: generic", "36.4.0", "6.1"),
+        ("# R36 (release), REVISION: 3.0, GCID: 36191598", "36.3.0", "6.0"),
+        ("# R35 (release), REVISION: 4.1, GCID: 33958178", "35.4.1", "5.1.2"),
+    ],
+)
 def test_l4t_parsing_and_jetpack_mapping(text: str, l4t: str, jp: str) -> None:
     assert doctor.parse_l4t(text) == l4t
     assert doctor.jetpack_for_l4t(l4t) == jp
@@ -121,7 +128,9 @@ def test_doctor_recommends_the_extra_that_fits(jetson: bool, jetpack: str | None
 
 
 def test_doctor_warns_about_two_onnxruntimes(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(doctor, "_version", lambda dist: "1.22.0" if dist in ("onnxruntime", "onnxruntime-gpu") else None)
+    monkeypatch.setattr(
+        doctor, "_version", lambda dist: "1.22.0" if dist in ("onnxruntime", "onnxruntime-gpu") else None
+    )
     report = doctor.run_doctor()
     checks = _by_name(report)
     assert checks["onnxruntime install"].status == "warn" and "pip uninstall -y" in checks["onnxruntime install"].hint

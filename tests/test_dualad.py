@@ -131,7 +131,7 @@ def test_bad_options_are_config_errors():
         create_model("dualad-he-tiny", sizes=224)
     with pytest.raises(ConfigError, match="dropout"):
         create_model("dualad-he-tiny", dropout=1.5)
-    with pytest.raises(ConfigError, match="no pretrained backbone weights"):
+    with pytest.raises(ConfigError, match="no pretrained encoder weights"):
         create_model("dualad-he-tiny", pretrained=True)
 
 
@@ -139,7 +139,7 @@ def test_random_init_is_loud(caplog):
     with caplog.at_level(logging.WARNING):
         m = create_model("dualad-he-tiny")
     assert m.encoder_weights == "random-init"
-    assert "RANDOM-INIT backbone" in caplog.text and "not a bug" in caplog.text
+    assert "RANDOM-INIT encoder" in caplog.text and "not a bug" in caplog.text
 
 
 # -- the official formulation, transcribed ------------------------------------------------------------------
@@ -149,14 +149,19 @@ def _official_mask(h: int, w: int, hm: int = 7, wm: int = 7) -> torch.Tensor:
     mask = torch.ones(h, w, h, w)
     for i1 in range(h):
         for j1 in range(w):
-            mask[i1, j1, max(i1 - hm // 2, 0):min(i1 + hm // 2 + 1, h), max(j1 - wm // 2, 0):min(j1 + wm // 2 + 1, w)] = 0
+            mask[
+                i1, j1, max(i1 - hm // 2, 0) : min(i1 + hm // 2 + 1, h), max(j1 - wm // 2, 0) : min(j1 + wm // 2 + 1, w)
+            ] = 0
     mask = mask.view(h * w, h * w)
     return mask.float().masked_fill(mask == 0, float("-inf")).masked_fill(mask == 1, 0.0)
 
 
 def _official_mha(m: MultiHeadAttention, query, key, value, mask):
     heads = m.num_heads
-    split = lambda t: t.reshape(t.shape[0], t.shape[1], heads, -1).permute(0, 2, 1, 3)
+
+    def split(t):
+        return t.reshape(t.shape[0], t.shape[1], heads, -1).permute(0, 2, 1, 3)
+
     q, k, v = split(m.q_proj(query)), split(m.k_proj(key)), split(m.v_proj(value))
     q = q * (q.shape[-1] ** -0.5)
     attn = torch.einsum("b h i d, b h j d -> b h i j", q, k)
@@ -227,7 +232,9 @@ def _official_neck(feats, strides):
 
 
 def _official_score(groups, fa, fr):
-    a = [torch.mean((r - a_) ** 2, dim=1, keepdim=True).sqrt() for a_, r in zip(fa.split(groups, 1), fr.split(groups, 1))]
+    a = [
+        torch.mean((r - a_) ** 2, dim=1, keepdim=True).sqrt() for a_, r in zip(fa.split(groups, 1), fr.split(groups, 1))
+    ]
     amap = torch.cat(a, dim=1).prod(dim=1, keepdim=True)
     pix = F.interpolate(amap, scale_factor=16, mode="bilinear", align_corners=True)
     return pix, F.avg_pool2d(pix, (16, 16), stride=1).flatten(1).max(dim=1)[0]

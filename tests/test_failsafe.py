@@ -1,36 +1,32 @@
 """Fail-safe decisions on every path: a NaN/inf score, map or threshold and any internal error is NG with a fault,
-never OK: detector, pipeline, inspector, and the result as each PLC protocol (Modbus server/client, OPC UA
-server/client, S7) puts it on the wire. Plus: triggers ignored while busy are visible to the PLC, and an adapter
-raising an unexpected exception restarts the link, not the station."""
+never OK: detector, pipeline, inspector (the result as each PLC protocol puts it on the wire is in
+test_plc_protocols). Plus: triggers ignored while busy are visible to the PLC, and an adapter raising an
+unexpected exception restarts the link, not the station."""
 
 from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote
 
 import numpy as np
 import pytest
-from runtime_fixtures import blob_image, build_package
-from test_plc_inspector import (
+from plc_peers import (
     DARK_IMG,
     FAST_LINK,
     MemoryAdapter,
     QueueSource,
     SlowDetector,
-    free_port,
     wait_for,
 )
+from runtime_fixtures import blob_image, build_package
 
 from edge_ad.errors import ConfigError, DataError, PackageError
 from edge_ad.pipeline import stream
 from edge_ad.plc.inspector import Inspector
-from edge_ad.plc.link import PlcAdapter, PlcLink
-from edge_ad.plc.signals import DefectCode, FaultCode, InspectionRecord
+from edge_ad.plc.link import PlcLink
+from edge_ad.plc.signals import DefectCode, FaultCode
 from edge_ad.runtime import Detector
 from edge_ad.runtime.result import Fault, Result
 from edge_ad.sources.folder import FolderSource
@@ -140,7 +136,7 @@ def test_odd_dtypes_are_refused_or_converted(pkg: Path) -> None:
                 np.zeros((40, 40, 3), object), np.zeros((40, 40, 3), bool)):
         with pytest.raises(DataError):
             det.predict(bad)
-    r16 = det.predict((blob_image().astype(np.uint16) * 257))  # 16-bit camera: scaled, same decision
+    r16 = det.predict(blob_image().astype(np.uint16) * 257)  # 16-bit camera: scaled, same decision
     assert r16.status == "NG" and r16.score == pytest.approx(det.predict(blob_image()).score, abs=1e-3)
 
 
@@ -240,103 +236,3 @@ def test_unexpected_adapter_exception_restarts_the_link_not_the_station(pkg: Pat
         wait_for(lambda: mem.get("ResultSeq") == 3 and mem.reads > 60, timeout=10.0, what="three results")
         assert insp.running and insp.crashed is None
     assert insp.link.failures >= 3 and insp.link.reconnects >= 2 and insp.stats.inspections == 3
-
-
-# ---- each PLC protocol: the fail-safe record on the wire ------------------------------------------------------
-def _edge_ad_serves(scheme: str, peer_cls: Any) -> tuple[PlcAdapter, Callable[[str], Any], Callable[[], None]]:
-    """edge-ad as the server on `scheme`; the PLC is a client of it (`peer_cls(port)` with refresh() and cache)."""
-    from edge_ad.plc.link import open_adapter
-
-    port = free_port()
-    adapter = open_adapter(f"{scheme}://127.0.0.1:{port}")
-    adapter.connect()
-    peer = peer_cls(port)
-
-    def read(name: str) -> Any:
-        peer.refresh()
-        return peer.cache[name]
-
-    def stop() -> None:
-        if scheme == "modbus":
-            peer.client.close()
-        else:
-            peer.close()
-        adapter.close()
-
-    return adapter, read, stop
-
-
-def _modbus_server() -> tuple[PlcAdapter, Callable[[str], Any], Callable[[], None]]:
-    from test_plc_modbus import ClientPlc
-
-    return _edge_ad_serves("modbus", ClientPlc)
-
-
-def _modbus_client() -> tuple[PlcAdapter, Callable[[str], Any], Callable[[], None]]:
-    from test_plc_modbus import ServerPlc
-
-    from edge_ad.plc.modbus import ModbusClientAdapter
-
-    port = free_port()
-    plc = ServerPlc(port)
-    return ModbusClientAdapter("127.0.0.1", port, timeout=0.5), plc.read, plc.stop
-
-
-def _opcua_server() -> tuple[PlcAdapter, Callable[[str], Any], Callable[[], None]]:
-    from test_plc_opcua import ClientPlc
-
-    return _edge_ad_serves("opcua", ClientPlc)
-
-
-def _opcua_client() -> tuple[PlcAdapter, Callable[[str], Any], Callable[[], None]]:
-    from test_plc_opcua import ServerPlc
-
-    from edge_ad.plc.link import open_adapter
-
-    port = free_port()
-    plc = ServerPlc(port)
-    adapter = open_adapter(f"opcua-client://127.0.0.1:{port}/?nodes={quote('ns=2;s=VisionDB.{name}')}&timeout=1")
-    return adapter, plc.read, plc.stop
-
-
-def _s7() -> tuple[PlcAdapter, Callable[[str], Any], Callable[[], None]]:
-    from test_plc_s7 import DB, SnapPlc
-
-    from edge_ad.plc.link import open_adapter
-
-    port = free_port()
-    plc = SnapPlc(port)
-    return open_adapter(f"s7://127.0.0.1:{port}/0/1/{DB}"), plc.read, plc.stop
-
-
-PEERS = {"modbus-server": _modbus_server, "modbus-client": _modbus_client, "opcua-server": _opcua_server,
-         "opcua-client": _opcua_client, "s7": _s7}
-
-
-@contextmanager
-def _peer(kind: str) -> Iterator[tuple[PlcLink, Callable[[str], Any]]]:
-    pytest.importorskip({"modbus-server": "pymodbus", "modbus-client": "pymodbus", "opcua-server": "asyncua",
-                         "opcua-client": "asyncua", "s7": "snap7"}[kind])
-    adapter, read, stop = PEERS[kind]()
-    link = PlcLink(adapter, ack=False, hold_s=0.0, **FAST_LINK)
-    try:
-        wait_for(link.service, 20.0, f"{kind} link up")
-        yield link, read
-    finally:
-        link.close()
-        stop()
-
-
-@pytest.mark.parametrize("kind", list(PEERS))
-def test_each_protocol_sends_a_non_finite_record_as_ng(kind: str) -> None:
-    """A record that claims OK with NaN/inf scores (a bug upstream) goes out as NG, INSPECTION_ERROR, score 1.0."""
-    with _peer(kind) as (link, read):
-        for seq, (score, px) in enumerate([(NAN, 0.1), (0.1, INF), (-INF, NAN)], start=1):
-            link.post(InspectionRecord(seq=seq, part_id=100 + seq, ok=True, defect_code=DefectCode.OK,
-                                       anomaly_score=score, max_pixel_score=px, defect_area=0, inspection_ms=5.0,
-                                       model_id=1))
-            wait_for(lambda s=seq: (link.service(), read("ResultSeq") == s)[1], 10.0, f"{kind} result {seq}")
-            assert (read("OK"), read("NG"), read("DefectCode")) == (False, True, DefectCode.INSPECTION_ERROR), kind
-            assert read("AnomalyScore") == 1.0 or math.isfinite(score)
-            assert read("MaxPixelScore") == 1.0 or math.isfinite(px)
-            assert read("PartIdEcho") == 100 + seq

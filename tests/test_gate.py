@@ -11,13 +11,20 @@ from edge_ad.export.precision import convert_package
 
 @pytest.fixture(scope="module")
 def fp32(tiny_fp32, tmp_path_factory):
-    data, run, pkg = tiny_fp32
+    data, _run, pkg = tiny_fp32
     root = tmp_path_factory.mktemp("gate")  # this module's conversions
     return root, data, pkg
 
 
-@pytest.mark.parametrize("kw, match", [({"min_agreement": 1.01}, "min_agreement"), ({"max_drop": -0.1}, "max_drop"),
-                                       ({"max_drop": float("nan")}, "max_drop"), ({"min_agreement": True}, "min_agreement")])
+@pytest.mark.parametrize(
+    "kw, match",
+    [
+        ({"min_agreement": 1.01}, "min_agreement"),
+        ({"max_drop": -0.1}, "max_drop"),
+        ({"max_drop": float("nan")}, "max_drop"),
+        ({"min_agreement": True}, "min_agreement"),
+    ],
+)
 def test_impossible_budget_is_a_config_error(kw, match):
     with pytest.raises(ConfigError, match=match):
         GateBudget(**kw)
@@ -71,6 +78,7 @@ def test_degraded_int8_is_refused_and_nothing_is_written(fp32):
         convert_package(pkg, "int8", out, scales=bad, max_drop=0.0, min_agreement=1.0, progress=False)
     msg = str(e.value)
     assert "no package written" in msg and "FAILED" in msg
+    assert all(k in msg for k in ("--max-drop", "--exclude", "--method", "calibration images"))  # the knobs
     assert not out.exists()
     assert not [p for p in root.iterdir() if p.name.startswith(".int8") or p.name.startswith(".edge-ad-gate")]
     report = json.loads((root / "int8.gate-report.json").read_text())

@@ -56,7 +56,9 @@ def test_clean_graph_passes_and_histogram():
 
 # ------------------------------------------------------------------ one breaking graph per rule
 
-def qdq_matmul(*, zp=np.int8(0), scale=0.1, w_axis=1, w_scale_len=4, feed="MatMul", both=True, opset=17):
+ZERO_INT8 = np.int8(0)
+
+def qdq_matmul(*, zp=ZERO_INT8, scale=0.1, w_axis=1, w_scale_len=4, feed="MatMul", both=True, opset=17):
     """x -> Q -> DQ -> MatMul(., DQ(W int8)) -> y, with knobs that break the Q/DQ rules one at a time."""
     w = np.ones((8, 4), np.int8)
     inits = [const("s", np.float32(scale)), const("zp", np.asarray(zp)), const("w", w),

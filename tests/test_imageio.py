@@ -3,12 +3,10 @@ is checked from the header before decoding, and arrays are validated the same wa
 
 from __future__ import annotations
 
-import struct
-import zlib
-
 import cv2
 import numpy as np
 import pytest
+from runtime_fixtures import huge_png
 
 from edge_ad import imageio
 from edge_ad.errors import DataError
@@ -86,20 +84,6 @@ def test_jpeg_decoder_warnings_are_refused() -> None:
             refused += 1
             assert "jpg" in str(e)
     assert refused >= 1
-
-
-def huge_png(width: int, height: int) -> bytes:
-    """A valid 1-bit PNG of width x height, streamed (a 20000 x 20000 one is ~60 KB)."""
-    comp = zlib.compressobj(9)
-    row = b"\x00" + bytes((width + 7) // 8)
-    parts = [comp.compress(row) for _ in range(height)]
-    idat = b"".join(parts) + comp.flush()
-
-    def chunk(kind: bytes, body: bytes) -> bytes:
-        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body) & 0xFFFFFFFF)
-
-    ihdr = struct.pack(">IIBBBBB", width, height, 1, 0, 0, 0, 0)
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", idat) + chunk(b"IEND", b"")
 
 
 def test_pixel_budget_is_checked_from_the_header(monkeypatch: pytest.MonkeyPatch) -> None:

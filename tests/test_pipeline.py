@@ -113,6 +113,28 @@ def test_policies_account_for_every_frame(package: Path, tmp_path: Path, policy:
     assert s["latency_p50_ms"] > 0 and s["latency_p99_ms"] >= s["latency_p50_ms"]
 
 
+def test_default_policy_inspects_every_replayed_frame_and_drops_are_never_silent(
+        package: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    import edge_ad
+    from edge_ad.pipeline.stream import default_policy
+    from edge_ad.sources.opencv import VideoStreamSource
+
+    det = Detector.load(package)
+    det.backend = SlowBackend(det.backend, 0.01)  # type: ignore[assignment]
+    folder = _parts(tmp_path / "in", 6)
+    pipe = edge_ad.stream(det, str(folder))  # default policy: a folder is a replay
+    assert pipe.policy == "all"
+    assert [r.frame["seq"] for r in pipe] == list(range(6)) and pipe.dropped == 0
+    assert default_policy(VideoStreamSource(0)) == "latest" and VideoStreamSource.live
+    # a camera-like (live) source under `latest`: drops are counted, logged once, and reported on results
+    caplog.set_level("WARNING", logger="edge_ad.pipeline.stream")
+    pipe = stream(det, FolderSource(_parts(tmp_path / "many", 40)), policy="latest", queue_size=1)
+    results = list(pipe)
+    assert pipe.dropped > 10 and pipe.dropped == pipe.stats.snapshot()["dropped"]
+    assert sum(r.frame.get("dropped_before", 0) for r in results) == pipe.dropped
+    assert len([m for m in caplog.messages if "drops the oldest" in m]) == 1
+
+
 class GappySource(FolderSource):
     """A folder played as a camera that had an outage (3 frames lost) just before every 7th frame."""
 

@@ -1,23 +1,26 @@
 """Inspector + PlcLink over an in-memory adapter: handshake order, time budget, queue/overflow, recipes, faults,
-heartbeat; plus the documented signal layout. The helpers here are reused by the protocol tests."""
+heartbeat; plus the documented signal layout. Shared helpers: tests/plc_peers.py; fixtures: conftest.py."""
 
 from __future__ import annotations
 
-import queue
-import socket
-import threading
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pytest
-from runtime_fixtures import blob_image, build_package
+from plc_peers import (
+    BLOB_IMG,
+    DARK_IMG,
+    FAST_LINK,
+    MemoryAdapter,
+    QueueSource,
+    SlowDetector,
+    wait_for,
+)
 
 from edge_ad.errors import ConfigError
 from edge_ad.plc.inspector import Inspector
-from edge_ad.plc.link import PlcConnectionError, PlcError, PlcLink, open_adapter
+from edge_ad.plc.link import PlcError, PlcLink, open_adapter
 from edge_ad.plc.signals import (
     DB_SIZE,
     INPUTS,
@@ -28,203 +31,15 @@ from edge_ad.plc.signals import (
     TYPE_REGISTERS,
     DefectCode,
     FaultCode,
-    default_inputs,
-    default_outputs,
     layout_markdown,
 )
 from edge_ad.runtime import Detector
 from edge_ad.sources.base import Source
-from edge_ad.sources.frame import Frame
 
 ROOT = Path(__file__).resolve().parents[1]
-DARK_IMG = blob_image(box=(0, 0, 1, 1))  # score ~0.08: OK with threshold 0.5
-BLOB_IMG = blob_image()  # score 1.0: NG
-FAST_LINK = {"heartbeat_s": 0.05, "backoff_s": (0.02, 0.1), "plc_watchdog_s": 0.0}
-
-
-# ---- helpers shared with the protocol tests ------------------------------------------------------------------
-def free_port() -> int:
-    """A free TCP port on 127.0.0.1 for a loopback protocol peer."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def wait_for(cond: Callable[[], Any], timeout: float = 5.0, what: str = "condition") -> Any:
-    """Poll `cond` every 5 ms until truthy (returned) or fail after `timeout` seconds."""
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        v = cond()
-        if v:
-            return v
-        time.sleep(0.005)
-    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-
-
-class QueueSource(Source):
-    """A camera the test feeds: `push(image)` delivers one frame (image None = undecodable frame)."""
-
-    def __init__(self) -> None:
-        super().__init__("test-camera", poll_s=0.05)
-        self._q: queue.Queue[tuple[np.ndarray | None, str | None]] = queue.Queue()
-
-    def push(self, image: np.ndarray | None, error: str | None = None) -> None:
-        self._q.put((image, error))
-
-    def end(self) -> None:
-        """No more frames: the source reports finished."""
-        self._q.put((None, "__end__"))
-
-    def _open(self) -> None:
-        """Nothing to connect."""
-
-    def _close(self) -> None:
-        """Nothing to release."""
-
-    def _grab(self, timeout: float) -> Frame | None:
-        try:
-            image, error = self._q.get(timeout=timeout)
-        except queue.Empty:
-            return None
-        if error == "__end__":
-            self._finished = True
-            return None
-        return self._emit(image, "BGR8", error=error)
-
-
-class SlowDetector:
-    """Delegates to a Detector after `delay` seconds (to exercise the time budget and observe Busy)."""
-
-    def __init__(self, det: Detector, delay: float) -> None:
-        self.det, self.delay = det, delay
-        self.pixel_threshold = det.pixel_threshold
-
-    def predict(self, image: Any, frame: dict[str, Any] | None = None) -> Any:
-        time.sleep(self.delay)
-        return self.det.predict(image, frame=frame)
-
-
-class PlcProgram:
-    """The PLC side of the handshake over `read(name)`/`write(name, value)` on the PLC's view of the signals.
-
-    Acknowledges every new result (ResultValid != ResultAck -> record it, ResultAck := ResultValid) and drops
-    Trigger once the result of the current trigger is in, like a PLC program would.
-    """
-
-    def __init__(self, read: Callable[[str], Any], write: Callable[[str, Any], None],
-                 refresh: Callable[[], None] | None = None) -> None:
-        self.read, self.write, self.refresh = read, write, refresh
-        self.results: list[dict[str, Any]] = []
-        self.trace: list[tuple[bool, bool, bool, bool]] = []  # (Ready, Busy, TriggerAck, ResultValid) per scan
-
-    def cycle(self) -> None:
-        """One PLC scan."""
-        if self.refresh is not None:
-            self.refresh()
-        valid = bool(self.read("ResultValid"))
-        self.trace.append((bool(self.read("Ready")), bool(self.read("Busy")), bool(self.read("TriggerAck")), valid))
-        if valid != bool(self.read("ResultAck")):
-            rec = {k: self.read(k) for k in ("ResultSeq", "PartIdEcho", "OK", "NG", "Late", "DefectCode",
-                                             "AnomalyScore", "ModelId", "Busy")}
-            self.results.append(rec)
-            self.write("ResultAck", valid)
-            if self.read("Trigger"):
-                self.write("Trigger", False)
-
-    def trigger(self, part_id: int) -> None:
-        self.write("PartId", part_id)
-        self.write("Trigger", True)
-
-    def run_until(self, cond: Callable[[], Any], timeout: float = 10.0, what: str = "PLC condition") -> Any:
-        """Scan every 5 ms until `cond()` is truthy (bounded)."""
-        end = time.monotonic() + timeout
-        while time.monotonic() < end:
-            self.cycle()
-            v = cond()
-            if v:
-                return v
-            time.sleep(0.005)
-        raise AssertionError(f"timed out after {timeout} s waiting for {what}; results so far {self.results}")
-
-    def busy_before_toggle(self) -> bool:
-        """True if, in the trace, Busy and TriggerAck were seen set before each ResultValid toggle."""
-        seen, prev_valid = False, self.trace[0][3] if self.trace else False
-        for _ready, busy, ack, valid in self.trace:
-            if valid != prev_valid:
-                if not seen:
-                    return False
-                seen, prev_valid = False, valid
-            seen = seen or (busy and ack)
-        return True
-
-    def seqs(self) -> list[int]:
-        """Result sequence numbers in arrival order, duplicates removed (delivery is at-least-once)."""
-        return list(dict.fromkeys(int(r["ResultSeq"]) for r in self.results))
-
-
-@pytest.fixture(scope="session")
-def plc_packages(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    """Two tiny packages: 'a' threshold 0.5 (dark image OK) and 'b' threshold 0.05 (dark image NG)."""
-    root = tmp_path_factory.mktemp("plc_pkgs")
-    return {"a": build_package(root / "a"), "b": build_package(root / "b", image_threshold=0.05)}
-
-
-@pytest.fixture(scope="session")
-def detector(plc_packages: dict[str, Path]) -> Detector:
-    return Detector.load(plc_packages["a"], backend="onnxruntime")
 
 
 # ---- in-memory adapter ---------------------------------------------------------------------------------------
-class MemoryAdapter:
-    """PLC memory in a dict; `down = True` makes every call fail like a dead connection; writes are logged."""
-
-    description = "memory"
-
-    def __init__(self) -> None:
-        self.inputs = default_inputs()
-        self.outputs = default_outputs()
-        self.writes: list[dict[str, Any]] = []
-        self.down = False
-        self.lock = threading.Lock()
-
-    def _check(self) -> None:
-        if self.down:
-            raise PlcConnectionError("memory: down")
-
-    def connect(self) -> None:
-        self._check()
-
-    def close(self) -> None:
-        """Nothing to release."""
-
-    def read_inputs(self) -> dict[str, Any]:
-        self._check()
-        with self.lock:
-            return dict(self.inputs)
-
-    def read_outputs(self) -> dict[str, Any]:
-        self._check()
-        with self.lock:
-            return dict(self.outputs)
-
-    def write_outputs(self, values: Any) -> None:
-        self._check()
-        with self.lock:
-            self.outputs.update(values)
-            self.writes.append(dict(values))
-
-    def get(self, name: str) -> Any:
-        with self.lock:
-            return self.outputs[name] if name in self.outputs else self.inputs[name]
-
-    def put(self, name: str, value: Any) -> None:
-        with self.lock:
-            self.inputs[name] = value
-
-    def program(self) -> PlcProgram:
-        return PlcProgram(self.get, self.put)
-
-
 def _inspector(recipes: Any, source: Source, adapter: MemoryAdapter, **kw: Any) -> Inspector:
     link_kw = {**FAST_LINK, **kw.pop("link", {})}
     return Inspector(recipes, source, PlcLink(adapter, **link_kw), poll_s=0.002, backend="onnxruntime", **kw)
@@ -408,8 +223,14 @@ def test_sample_python_api_runs(plc_packages: dict[str, Path], tmp_path: Path) -
 
     img = tmp_path / "part.png"
     cv2.imwrite(str(img), BLOB_IMG)
-    out = subprocess.run([sys.executable, str(ROOT / "samples" / "python_api.py"), str(plc_packages["a"]), str(img)],
-                         capture_output=True, text=True, timeout=60, check=False, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    out = subprocess.run(
+        [sys.executable, str(ROOT / "samples" / "python_api.py"), str(plc_packages["a"]), str(img)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
     assert out.returncode == 0, out.stderr
     assert out.stdout.startswith("NG score=1.0000") and "defect at x=140 y=80 40x40" in out.stdout, out.stdout
     assert len((ROOT / "samples" / "python_api.py").read_text().strip().splitlines()) <= 10

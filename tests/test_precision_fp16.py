@@ -22,7 +22,7 @@ from edge_ad.runtime.package import load_package
 
 @pytest.fixture(scope="module")
 def fp32(tiny_fp32, tmp_path_factory):
-    data, run, pkg = tiny_fp32
+    data, _run, pkg = tiny_fp32
     root = tmp_path_factory.mktemp("fp16")  # this module's conversions
     return root, data, pkg
 

@@ -236,3 +236,45 @@ def test_normalize_score() -> None:
     assert normalize_score(5.0, 0.5, 0.1, 0.9) == 1.0 and normalize_score(-5.0, 0.5, 0.1, 0.9) == 0.0
     assert normalize_score(0.6, 0.5, 0.5, 0.5) == 1.0 and normalize_score(0.4, 0.5, 0.5, 0.5) == 0.0
     assert math.isnan(normalize_score(math.nan, 0.5, 0.1, 0.9))
+
+
+def test_untrained_and_random_init_packages_say_so_on_every_output(tmp_path: Path,
+                                                                  caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level("WARNING", logger="edge_ad.runtime.detector")
+    untrained = Detector.load(build_package(tmp_path / "u"), backend="onnxruntime")
+    assert any("UNTRAINED" in m for m in caplog.messages)
+    man = make_manifest()
+    man["model"].update(untrained=False, encoder_weights="random-init")
+    rand = Detector.load(build_package(tmp_path / "r", manifest=man), backend="onnxruntime")
+    man["model"]["encoder_weights"] = "timm:vit_small_patch14_reg4_dinov2"
+    trained = Detector.load(build_package(tmp_path / "t", manifest=man), backend="onnxruntime")
+    img = blob_image()
+    for det, word in ((untrained, "UNTRAINED"), (rand, "RANDOM-INIT")):
+        r = det.predict(img)
+        assert word in (r.note or "") and word in r.to_dict()["note"]
+        assert det.predict_batch([img, np.zeros((0, 0), np.uint8)], errors="result")[1].note == r.note
+        plain = render_overlay(img, trained.predict(img))
+        noted = render_overlay(img, r)
+        assert np.abs(noted[-12:].astype(int) - plain[-12:].astype(int)).sum() > 0, "no banner on the overlay"
+    assert trained.predict(img).note is None and "note" not in trained.predict(img).to_dict()
+
+
+def test_ng_without_regions_is_explained(tmp_path: Path) -> None:
+    """Image score over its threshold, no pixel over the (higher) pixel threshold: a diffuse anomaly."""
+    det = Detector.load(build_package(tmp_path / "p", image_threshold=0.3, pixel_threshold=0.9),
+                        backend="onnxruntime")
+    img = np.full((200, 300, 3), 110, np.uint8)
+    img[150:170, 40:60] = 130  # the hottest spot
+    r = det.predict(img)
+    assert r.status == "NG" and r.regions == []
+    assert "no pixel is over the pixel threshold" in (r.reason or "") and r.hotspot is not None
+    x, y, w, h = r.hotspot
+    assert x <= 50 <= x + w and y <= 160 <= y + h
+    assert r.to_dict()["hotspot"] == [x, y, w, h]
+    ov = render_overlay(img, r)
+    orange = (ov[..., 0] < 60) & (ov[..., 1] > 100) & (ov[..., 1] < 180) & (ov[..., 2] > 220)
+    assert orange[y:y + h, x:x + w].any(), "the hottest area is not marked"
+    ok = det.predict(np.full((200, 300, 3), 20, np.uint8))
+    assert ok.status == "OK" and (ok.reason or "").startswith("OK: image score")
+    blob = Detector.load(build_package(tmp_path / "q"), backend="onnxruntime").predict(blob_image())
+    assert "1 region(s)" in (blob.reason or "")

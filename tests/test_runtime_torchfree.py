@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import textwrap
@@ -14,12 +15,12 @@ from runtime_fixtures import blob_image, build_package
 BLOCKER = textwrap.dedent(
     """
     import sys
-    BLOCKED = {"torch", "timm", "sklearn", "skimage", "torchvision"}
+    BLOCKED = {"torch", "timm", "sklearn", "skimage", "torchvision", "tqdm", "onnxscript", "scipy", "safetensors"}
 
     class Block:
         def find_spec(self, name, path=None, target=None):
             if name.split(".")[0] in BLOCKED:
-                raise ImportError(f"blocked in this test: {name}")
+                raise ModuleNotFoundError(f"No module named {name!r} (blocked in this test)", name=name)
             return None
 
     sys.meta_path.insert(0, Block())
@@ -60,3 +61,30 @@ def test_blocker_really_blocks(tmp_path: Path) -> None:
     code = BLOCKER + "import numpy\ntry:\n    import torch\nexcept ImportError as e:\n    print('blocked', e)\n"
     proc = subprocess.run([sys.executable, "-c", code], check=False, capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0 and proc.stdout.startswith("blocked"), proc.stdout + proc.stderr
+
+
+def test_lab_commands_on_the_line_side_install_say_what_to_install(tmp_path: Path) -> None:
+    """Without the training stack, lab commands exit 2 with the install hint instead of a traceback."""
+    code = BLOCKER + textwrap.dedent(
+        """
+        from edge_ad.cli.main import main
+        sys.exit(main(sys.argv[1:]))
+        """
+    )
+    for cmd in (
+        ["weights", "import", "dinomaly-s", str(tmp_path / "w.pth")],
+        ["synth", str(tmp_path / "s")],
+        ["demo", "--out", str(tmp_path / "d")],
+        ["export", "--model", "dinomaly-tiny", "--out", str(tmp_path / "e")],
+    ):
+        proc = subprocess.run([sys.executable, "-c", code, *cmd], check=False, capture_output=True, text=True,
+                              timeout=60)
+        assert proc.returncode == 2, (cmd, proc.stderr)
+        assert "needs the lab side" in proc.stderr and "edge-ad[train]" in proc.stderr, proc.stderr
+        assert "Traceback" not in proc.stderr, proc.stderr
+    helptext = subprocess.run([sys.executable, "-c", code, "--help"], check=False, capture_output=True, text=True,
+                              timeout=60, env={**os.environ, "COLUMNS": "250"}).stdout
+    assert helptext.count("needs edge-ad[train]") == 6 and "predict" in helptext
+    models = subprocess.run([sys.executable, "-c", code, "models", "--json"], check=False, capture_output=True,
+                            text=True, timeout=60)  # the catalogue needs no torch
+    assert models.returncode == 0 and "dinomaly-s" in models.stdout, models.stderr

@@ -166,7 +166,12 @@ def test_factory_parses_uris_and_options(tmp_path: Path) -> None:
     cam = open_source("gige://CAM7@10.0.0.5?pixel_format=BayerRG8&fps=30&roi=0,0,640,480&exposure=2000"
                       "&trigger=Line0&packet_size=8000&buffers=6&give_up=60")
     assert isinstance(cam, GigESource)
-    assert (cam.device, cam.pixel_format, cam.frame_rate, cam.roi) == ("CAM7@10.0.0.5", "BayerRG8", 30.0, (0, 0, 640, 480))
+    assert (cam.device, cam.pixel_format, cam.frame_rate, cam.roi) == (
+        "CAM7@10.0.0.5",
+        "BayerRG8",
+        30.0,
+        (0, 0, 640, 480),
+    )
     assert (cam.exposure_us, cam.trigger_mode, cam.packet_size, cam.buffers) == (2000.0, "Line0", 8000, 6)
     assert cam.backoff.give_up_s == 60.0 and not cam.continuous
     assert open_source("gige://", gain="3").gain_db == 3.0  # type: ignore[attr-defined]

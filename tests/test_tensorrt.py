@@ -552,17 +552,6 @@ def test_cuda_python_errors_are_clear_without_a_gpu() -> None:
 
 # ---------------------------------------------------------------- verify metrics
 
-def test_spearman() -> None:
-    from edge_ad.runtime.trt.verify import spearman
-
-    a = np.array([0.1, 0.2, 0.3, 0.4])
-    assert spearman(a, a * 2 + 1) == pytest.approx(1.0)
-    assert spearman(a, -a) == pytest.approx(-1.0)
-    assert spearman(a, np.array([1.0, 1.0, 2.0, 3.0])) == pytest.approx(0.9486833, abs=1e-6)  # ties averaged
-    assert spearman(a, np.ones(4)) is None
-    assert spearman(a[:2], a[:2]) is None
-
-
 def test_compare_flags_decision_flip_and_map_difference() -> None:
     from edge_ad.runtime.trt.verify import compare
 

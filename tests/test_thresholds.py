@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import subprocess
 import sys
 
@@ -16,9 +17,9 @@ from edge_ad.evaluate.thresholds import (
     derive_thresholds,
     f1_optimal_threshold,
     normalization_bounds,
-    normalize_score,
     threshold_at_frr,
 )
+from edge_ad.runtime.postprocess import normalize_score
 
 
 def test_threshold_at_frr_known_arrays() -> None:
@@ -79,41 +80,32 @@ def test_f1_optimal_threshold_separable_and_errors() -> None:
 
 
 def test_normalize_score_piecewise_linear() -> None:
-    bounds = {"score_min": 0.0, "score_max": 3.0, "pixel_min": 0.0, "pixel_max": 1.0}
-    assert normalize_score(1.0, 1.0, bounds) == 0.5
-    assert normalize_score(0.0, 1.0, bounds) == 0.0
-    assert normalize_score(3.0, 1.0, bounds) == 1.0
-    assert normalize_score(0.5, 1.0, bounds) == pytest.approx(0.25)
-    assert normalize_score(2.0, 1.0, bounds) == pytest.approx(0.75)  # different slope above the threshold
-    assert normalize_score(-5.0, 1.0, bounds) == 0.0 and normalize_score(9.0, 1.0, bounds) == 1.0
+    """The one normalisation (edge_ad.runtime.postprocess): min -> 0, threshold -> 0.5, max -> 1."""
+    assert normalize_score(1.0, 1.0, 0.0, 3.0) == 0.5
+    assert normalize_score(0.0, 1.0, 0.0, 3.0) == 0.0
+    assert normalize_score(3.0, 1.0, 0.0, 3.0) == 1.0
+    assert normalize_score(0.5, 1.0, 0.0, 3.0) == pytest.approx(0.25)
+    assert normalize_score(2.0, 1.0, 0.0, 3.0) == pytest.approx(0.75)  # different slope above the threshold
+    assert normalize_score(-5.0, 1.0, 0.0, 3.0) == 0.0 and normalize_score(9.0, 1.0, 0.0, 3.0) == 1.0
     x = np.linspace(-1, 4, 101)
-    y = normalize_score(x, 1.0, bounds)
-    assert isinstance(y, np.ndarray) and y.shape == x.shape
+    y = normalize_score(x, 1.0, 0.0, 3.0)
+    assert isinstance(y, np.ndarray) and y.shape == x.shape and y.dtype == np.float32
     assert np.all(np.diff(y) >= 0) and y.min() == 0.0 and y.max() == 1.0
-    assert normalize_score(0.75, 0.5, bounds, kind="pixel") == pytest.approx(0.75)
-    assert isinstance(normalize_score(np.float32(0.2), 1.0, bounds), float)
+    assert isinstance(normalize_score(np.float32(0.2), 1.0, 0.0, 3.0), float)
+    assert math.isnan(normalize_score(float("nan"), 0.5, 0.0, 1.0))
+    assert math.isnan(normalize_score(float("inf"), 0.5, 0.0, 1.0))
+    assert np.isnan(normalize_score(np.array([0.2, np.nan]), 0.5, 0.0, 1.0)).tolist() == [False, True]
 
 
 def test_normalize_score_degenerate_bounds() -> None:
-    flat = {"score_min": 1.0, "score_max": 1.0}
-    assert [normalize_score(v, 1.0, flat) for v in (0.5, 1.0, 1.5)] == [0.0, 0.5, 1.0]
-    low = {"score_min": 1.0, "score_max": 2.0}
-    assert [normalize_score(v, 1.0, low) for v in (0.9, 1.0, 1.5)] == [0.0, 0.5, 0.75]
-
-
-def test_normalize_score_errors() -> None:
-    with pytest.raises(ConfigError, match="missing"):
-        normalize_score(0.1, 0.5, {"score_min": 0.0})
-    with pytest.raises(ConfigError, match="score_min <= threshold <= score_max"):
-        normalize_score(0.1, 0.5, {"score_min": 0.6, "score_max": 1.0})
-    with pytest.raises(ConfigError, match="NaN"):
-        normalize_score(float("nan"), 0.5, {"score_min": 0.0, "score_max": 1.0})
+    assert [normalize_score(v, 1.0, 1.0, 1.0) for v in (0.5, 1.0, 1.5)] == [0.0, 0.5, 1.0]
+    assert [normalize_score(v, 1.0, 1.0, 2.0) for v in (0.9, 1.0, 1.5)] == [0.0, 0.5, 0.75]
 
 
 def test_normalization_bounds() -> None:
     b = normalization_bounds([0.2, 0.3, 0.5], 0.4)
     assert b == pytest.approx({"min": 0.2, "max": 0.6})
-    assert normalize_score(0.4, 0.4, {"score_min": b["min"], "score_max": b["max"]}) == 0.5
+    assert normalize_score(0.4, 0.4, b["min"], b["max"]) == 0.5
     b = normalization_bounds([0.4, 0.4], 0.4)  # all good scores at the threshold: a non-degenerate span
     assert b["min"] < 0.4 < b["max"]
     assert normalization_bounds([0.0], 0.0) == {"min": -1.0, "max": 1.0}

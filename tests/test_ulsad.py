@@ -98,7 +98,7 @@ def test_bad_options_are_config_errors(caplog):
         create_model("ulsad-tiny", pretrained=True)
     with caplog.at_level(logging.WARNING):
         m = create_model("ulsad-tiny")
-    assert m.encoder_weights == "random-init" and "RANDOM-INIT backbone" in caplog.text
+    assert m.encoder_weights == "random-init" and "RANDOM-INIT encoder" in caplog.text
 
 
 # -- equality with the official formulas -----------------------------------------------------------------------
@@ -207,8 +207,9 @@ def test_fit_constants_and_calibrate_follow_the_code(tiny):
         m.fit_constants([{"image": imgs[:4]}, {"image": imgs[4:]}], torch.device("cpu"))
         y = m.pooled_features(imgs).double()
     torch.testing.assert_close(m.feat_mean.flatten().double(), y.mean(dim=(0, 2, 3)), atol=1e-6, rtol=1e-5)
-    torch.testing.assert_close(m.feat_std.flatten().double(), y.permute(1, 0, 2, 3).reshape(48, -1).std(1, correction=0),
-                               atol=1e-6, rtol=1e-5)
+    torch.testing.assert_close(
+        m.feat_std.flatten().double(), y.permute(1, 0, 2, 3).reshape(48, -1).std(1, correction=0), atol=1e-6, rtol=1e-5
+    )
     assert m.constants_fitted and not m.quantiles_set
     with torch.no_grad():
         unset_map, _ = m(imgs[:2])
@@ -347,7 +348,10 @@ def test_rederive_reproduces_then_updates_quantiles_on_a_converted_graph(pipelin
     # fp16 graph: new quantiles, written into the (still fp32) normalisation initializers
     half, _ = convert_to_fp16(fp32)
     new_graph, new, _ = rederive_package_constants(half, pkg, good)
-    assert new["status"]["quantiles"].startswith("re-derived") and new["channel_mean"] == pkg.manifest["constants"]["channel_mean"]
+    assert (
+        new["status"]["quantiles"].startswith("re-derived")
+        and new["channel_mean"] == pkg.manifest["constants"]["channel_mean"]
+    )
     inits = {t.name: numpy_helper.to_array(t) for t in new_graph.graph.initializer}
     qa = np.array([new["quantiles"]["qa_local"], new["quantiles"]["qa_global"]])
     qb = np.array([new["quantiles"]["qb_local"], new["quantiles"]["qb_global"]])

@@ -85,9 +85,10 @@ def test_pretrained_loads_from_the_cache(tiny_ckpt: Path):
     assert m.encoder_weights == "file:" + hashlib.sha256(tiny_ckpt.read_bytes()).hexdigest()
 
 
-def test_pretrained_offline_without_cache_is_a_clear_error(monkeypatch: pytest.MonkeyPatch):
-    monkeypatch.setattr(wcache, "network_reachable", lambda *a, **k: False)
-    with pytest.raises(ConfigError, match=r"not in the offline cache .* network is unreachable.*edge-ad weights import"):
+def test_pretrained_offline_without_cache_is_a_clear_error(monkeypatch: pytest.MonkeyPatch, tmp_path):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # Hugging Face's own offline mode: its cache only, no network
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    with pytest.raises(ConfigError, match=r"not in the offline cache .*HF_HUB_OFFLINE is set.*edge-ad weights import"):
         create_model("dinomaly-b", pretrained=True)
 
 
@@ -104,6 +105,28 @@ def test_fetch_failure_is_a_clear_error(monkeypatch: pytest.MonkeyPatch):
         wcache.fetch_weights("dinomaly-tiny")
 
 
+def test_offline_mode_uses_the_hugging_face_cache(monkeypatch: pytest.MonkeyPatch, tmp_path: Path):
+    """HF_HUB_OFFLINE: huggingface_hub is asked for its local copy only (no probe of our own, no download)."""
+    import huggingface_hub
+    import torch
+
+    seen: dict[str, object] = {}
+    ckpt = tmp_path / "hf_copy.pth"
+    torch.save({"w": torch.zeros(2)}, ckpt)
+
+    def fake(repo_id: str, filename: str, local_files_only: bool = False, **kw: object) -> str:
+        seen.update(repo=repo_id, local_only=local_files_only)
+        return str(ckpt)
+
+    monkeypatch.setattr(huggingface_hub, "hf_hub_download", fake)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    path = wcache.fetch_weights("dinomaly-s")
+    assert seen == {"repo": "timm/vit_small_patch14_reg4_dinov2.lvd142m", "local_only": True} and path.is_file()
+    monkeypatch.setenv("HF_HUB_OFFLINE", "0")
+    wcache.fetch_weights("dinomaly-s")
+    assert seen["local_only"] is False
+
+
 def test_cli_weights_import_and_list(tiny_ckpt: Path, capsys: pytest.CaptureFixture[str]):
     assert main(["weights", "import", "dinomaly-tiny", str(tiny_ckpt)]) == 0
     capsys.readouterr()
@@ -117,9 +140,11 @@ def test_cli_weights_import_and_list(tiny_ckpt: Path, capsys: pytest.CaptureFixt
 def test_cli_models_json(capsys: pytest.CaptureFixture[str]):
     assert main(["models", "--json"]) == 0
     rows = json.loads(capsys.readouterr().out)
-    keys = {"name", "family", "params_total", "params_trainable", "input_size", "paper", "test_only"}
+    keys = {"name", "family", "params_total", "params_trainable", "input_size", "paper", "test_only", "weights"}
     assert all(set(r) == keys for r in rows)
     by_name = {r["name"]: r for r in rows}
-    assert sorted(by_name) == list_models() and {"dinomaly-s", "dinomaly-b", "dinomaly-l", "dinomaly-tiny"} <= set(by_name)
+    assert sorted(by_name) == list_models() and {"dinomaly-s", "dinomaly-b", "dinomaly-l", "dinomaly-tiny"} <= set(
+        by_name
+    )
     assert by_name["dinomaly-b"]["params_total"] == 148_007_424 and by_name["dinomaly-b"]["input_size"] == [392, 392]
     assert by_name["dinomaly-tiny"]["test_only"] is True and by_name["dinomaly-l"]["test_only"] is False

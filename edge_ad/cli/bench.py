@@ -8,8 +8,7 @@ from __future__ import annotations
 
 import argparse
 
-from edge_ad.cli.common import add_trusted_key
-from edge_ad.fileio import atomic_write_json
+from edge_ad.cli.common import add_json, add_trusted_key, human_out, write_json_output
 
 HELP = "measure per-stage latency percentiles and throughput of a model package"
 
@@ -26,7 +25,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--size", default=None, metavar="WxH",
                    help="synthetic image size, e.g. 1920x1200 (default: the package's resize size)")
     p.add_argument("--threads", type=int, default=None, help="ONNX Runtime intra-op threads (default: physical cores)")
-    p.add_argument("--json", default=None, metavar="OUT.json", help="also write the results as JSON")
+    add_json(p, "the latency percentiles and throughput")
     add_trusted_key(p)
 
 
@@ -48,13 +47,13 @@ def run(args: argparse.Namespace) -> int:
     report = run_bench(args.package, backend=args.backend, batch=args.batch, iters=args.iters, warmup=args.warmup,
                        image=args.image, size_hw=_parse_size(args.size) if args.size else None, threads=args.threads,
                        trusted_keys=args.trusted_keys)
+    out = human_out(args)
     print(f"{report['model']} ({report['precision']}) on {report['backend']} {report['providers']}, "
-          f"batch {report['batch']}, {report['iters']} iters, {report['source']}")
-    print(f"{'stage':12s} {'p50 ms':>9s} {'p90 ms':>9s} {'p99 ms':>9s}")
+          f"batch {report['batch']}, {report['iters']} iters, {report['source']}", file=out)
+    print(f"{'stage':12s} {'p50 ms':>9s} {'p90 ms':>9s} {'p99 ms':>9s}", file=out)
     for key in ("preprocess_ms", "infer_ms", "postprocess_ms", "end_to_end_ms"):
         s = report[key]
-        print(f"{key[:-3]:12s} {s['p50']:9.3f} {s['p90']:9.3f} {s['p99']:9.3f}")
-    print(f"throughput   {report['throughput_fps']:.1f} images/s")
-    if args.json:
-        atomic_write_json(args.json, report)
+        print(f"{key[:-3]:12s} {s['p50']:9.3f} {s['p90']:9.3f} {s['p99']:9.3f}", file=out)
+    print(f"throughput   {report['throughput_fps']:.1f} images/s", file=out)
+    write_json_output(args.json, report)
     return 0

@@ -3,6 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import json
+import sys
+from typing import Any, TextIO
+
+from edge_ad.fileio import atomic_write_json
 
 
 def add_trusted_key(p: argparse.ArgumentParser) -> None:
@@ -11,3 +16,25 @@ def add_trusted_key(p: argparse.ArgumentParser) -> None:
     p.add_argument("--trusted-key", dest="trusted_keys", action="append", default=None, metavar="PUB.pem",
                    help="only load packages signed by this Ed25519 public key (repeatable; also "
                         "$EDGE_AD_TRUSTED_KEYS, a path list)")
+
+
+def add_json(p: argparse.ArgumentParser, what: str) -> None:
+    """--json [PATH], the one spelling of machine-readable output: to PATH, or with no PATH (or '-') to stdout."""
+    p.add_argument("--json", dest="json", nargs="?", const="-", default=None, metavar="PATH",
+                   help=f"write {what} as JSON to PATH (no PATH or '-': to stdout, and the human-readable "
+                        "output goes to stderr)")
+
+
+def human_out(args: argparse.Namespace) -> TextIO:
+    """Where tables and messages go: stdout, unless the JSON goes there (then stderr, so stdout stays parseable)."""
+    return sys.stderr if getattr(args, "json", None) == "-" else sys.stdout
+
+
+def write_json_output(target: str | None, obj: Any) -> None:
+    """The --json output: nothing (None), stdout ('-'), or a file written atomically."""
+    if target is None:
+        return
+    if target == "-":
+        sys.stdout.write(json.dumps(obj, indent=2, default=str) + "\n")
+    else:
+        atomic_write_json(target, obj, default=str)

@@ -1,8 +1,17 @@
-"""`edge-ad demo`: the whole lab-to-line flow on a synthetic dataset, on a CPU, in a few minutes."""
+"""`edge-ad demo`: the whole lab-to-line flow on a synthetic dataset, on a CPU, in a few minutes.
+
+The showcase (`overlays.png`) shows what the product does: NG parts with their regions first, then an NG
+without regions (the hottest area marked), then good parts passed. A re-run replaces the demo's own output
+folder (recognised by its marker file); any other non-empty folder needs --force.
+"""
 
 from __future__ import annotations
 
 import argparse
+from collections.abc import Sequence
+from typing import Any
+
+MARKER = ".edge-ad-demo"
 
 HELP = "synth -> train dinomaly-tiny -> eval -> export -> predict -> bench, into demo_out/"
 
@@ -12,10 +21,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", default="dinomaly-tiny", help="model to train (default dinomaly-tiny, CPU-sized)")
     p.add_argument("--iters", type=int, default=300, help="training iterations (default 300)")
     p.add_argument("--batch", type=int, default=8)
-    p.add_argument("--per-category", type=int, default=40, dest="per_category", help="synthetic train images per category")
+    p.add_argument(
+        "--per-category", type=int, default=40, dest="per_category", help="synthetic train images per category"
+    )
     p.add_argument("--categories", help="comma-separated synthetic categories (default: all)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--force", action="store_true", help="replace an existing demo directory")
+    p.add_argument("--force", action="store_true",
+                   help="replace --out even if it is not a demo folder (a demo folder is always replaced)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -41,10 +53,11 @@ def run(args: argparse.Namespace) -> int:
 
     out = Path(args.out)
     if out.exists() and any(out.iterdir()):
-        if not args.force:
-            raise ConfigError(f"{out}: exists and is not empty; pass --force to replace it")
+        if not (out / MARKER).is_file() and not args.force:
+            raise ConfigError(f"{out}: exists, is not empty and is not a demo folder; pass --force to replace it")
         shutil.rmtree(out)
     out.mkdir(parents=True)
+    (out / MARKER).write_text("written by edge-ad demo; a re-run replaces this folder\n")
     times: dict[str, float] = {}
     cats = [c.strip() for c in args.categories.split(",")] if args.categories else None
 
@@ -84,21 +97,27 @@ def run(args: argparse.Namespace) -> int:
     t = step("5/6 predict with the torch-free runtime (ONNX Runtime)")
     det = Detector.load(pkg, backend="onnxruntime")
     test = load_samples(data, cats, split="test")
-    rng = np.random.default_rng(args.seed)
-    picks = [test[i] for i in sorted(rng.choice(len(test), size=min(8, len(test)), replace=False))]
+    images = [read_image(s.path) for s in test]
+    results = det.predict_batch(images, errors="result")
+    picks = pick_showcase([(s.label, r) for s, r in zip(test, results)], k=8)
     tiles, lines = [], []
-    for s in picks:
-        img = read_image(s.path)
-        res = det.predict(img)
-        tile = cv2.resize(render_overlay(img, res), (256, 256))
-        cv2.putText(tile, f"{s.category}/{s.defect_type}", (4, 250), cv2.FONT_HERSHEY_SIMPLEX, 0.4, (255, 255, 255), 1)
-        tiles.append(tile)
+    for i in picks:
+        s, res = test[i], results[i]
+        tile = cv2.resize(render_overlay(images[i], res), (256, 256))
+        caption = np.zeros((22, 256, 3), np.uint8)
+        truth = "good" if s.label == 0 else f"defect: {s.defect_type}"
+        cv2.putText(caption, f"{s.category} / {truth}", (4, 15), cv2.FONT_HERSHEY_SIMPLEX, 0.42, (255, 255, 255), 1,
+                    cv2.LINE_AA)
+        tiles.append(np.vstack([tile, caption]))
         lines.append({"file": str(s.path), "truth": s.defect_type, **res.to_dict()})
     while len(tiles) % 4:
         tiles.append(np.zeros_like(tiles[0]))
     grid = np.vstack([np.hstack(tiles[i : i + 4]) for i in range(0, len(tiles), 4)])
     cv2.imwrite(str(out / "overlays.png"), grid)
     (out / "predictions.jsonl").write_text("".join(json.dumps(x) + "\n" for x in lines))
+    ng = sum(r.status == "NG" for r in results)
+    print(f"{len(results)} test images: {ng} NG, {len(results) - ng} OK; showcase of {len(picks)} in overlays.png "
+          f"(NG with regions first; normalised score 0.5 = threshold)")
     times["predict"] = time.perf_counter() - t
 
     t = step("6/6 benchmark the runtime (per-stage latency)")
@@ -120,3 +139,24 @@ def run(args: argparse.Namespace) -> int:
         print(f"  {p!s:<{width}}  {what}")
     print("Note: the encoder is RANDOM-INIT (no downloads here), so heatmaps are weak: expected, not a bug.")
     return 0
+
+
+def pick_showcase(items: Sequence[tuple[int, Any]], k: int = 8) -> list[int]:
+    """Indices of up to k (label, Result) pairs to show: NG with regions (highest score first, defects before
+    false alarms), then NG without regions, then good parts passed, then the rest."""
+    def score(i: int) -> float:
+        return float(items[i][1].normalized_score) if items[i][1].error is None else -1.0
+
+    idx = range(len(items))
+    with_regions = sorted((i for i in idx if items[i][1].status == "NG" and items[i][1].regions),
+                          key=lambda i: (-items[i][0], -score(i)))
+    diffuse = sorted(
+        (i for i in idx if items[i][1].status == "NG" and not items[i][1].regions), key=lambda i: -score(i)
+    )
+    passed = sorted((i for i in idx if items[i][1].status == "OK" and items[i][0] == 0), key=score)
+    quota = [(with_regions, max(1, k // 2)), (diffuse, max(1, k // 8)), (passed, max(1, k // 4))]
+    chosen: list[int] = []
+    for group, n in quota:
+        chosen += [i for i in group if i not in chosen][:n]
+    rest = [i for i in (*with_regions, *diffuse, *passed, *idx) if i not in chosen]
+    return (chosen + list(dict.fromkeys(rest)))[:k]

@@ -3,21 +3,20 @@
 from __future__ import annotations
 
 import argparse
-import json
+
+from edge_ad.cli.common import add_json, human_out, write_json_output
 
 HELP = "check this machine: Jetson/JetPack, CUDA, TensorRT, ONNX Runtime, camera and PLC libraries"
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--json", action="store_true", help="print the report as JSON")
+    add_json(p, "the report")
 
 
 def run(args: argparse.Namespace) -> int:
     from edge_ad.runtime.doctor import format_report, run_doctor
 
     report = run_doctor()
-    if args.json:
-        print(json.dumps(report.to_dict(), indent=2, default=str))
-    else:
-        print(format_report(report))
+    print(format_report(report), file=human_out(args))
+    write_json_output(args.json, report.to_dict())
     return 0

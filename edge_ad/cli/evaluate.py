@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import json
+
+from edge_ad.cli.common import add_json, human_out, write_json_output
 
 HELP = "evaluate a run on the test split: image/pixel AUROC, AP, F1max and AUPRO per category"
 
@@ -11,7 +14,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--run", required=True, help="run directory written by `edge-ad train`")
     p.add_argument("--data", help="dataset root (default: the one the run was trained on)")
     p.add_argument("--categories", help="comma-separated subset (default: the run's categories)")
-    p.add_argument("--json", dest="json_out", help="also write the metrics JSON here")
+    add_json(p, "the metrics (the report's metrics.json)")
     p.add_argument("--out", help="report directory (default <run>/eval)")
     p.add_argument("--batch", type=int, default=8)
     p.add_argument("--device", default="auto")
@@ -24,7 +27,6 @@ def run(args: argparse.Namespace) -> int:
 
     from edge_ad.evaluate.pipeline import evaluate_run
     from edge_ad.evaluate.report import format_table
-    from edge_ad.fileio import atomic_write_bytes
 
     cats = [c.strip() for c in args.categories.split(",")] if args.categories else None
     report = evaluate_run(args.run, data=args.data, categories=cats, out_dir=args.out, batch_size=args.batch,
@@ -32,11 +34,12 @@ def run(args: argparse.Namespace) -> int:
     keys = ["image_auroc", "image_ap", "image_f1max", "pixel_auroc", "pixel_ap", "pixel_f1max", "aupro"]
     rows = [[c] + [f"{100 * m[k]:.1f}" for k in keys] for c, m in report["categories"].items()]
     rows.append(["mean"] + [f"{100 * report['mean'][k]:.1f}" for k in keys])
-    print(format_table(rows, ["category", "I-AUROC", "I-AP", "I-F1", "P-AUROC", "P-AP", "P-F1", "AUPRO"]))
+    text = human_out(args)
+    print(format_table(rows, ["category", "I-AUROC", "I-AP", "I-F1", "P-AUROC", "P-AP", "P-F1", "AUPRO"]), file=text)
     for note in report.get("notes", []):
-        print(f"note: {note}")
+        print(f"note: {note}", file=text)
     out = Path(args.out) if args.out else Path(args.run) / "eval"
-    print(f"report: {out / 'metrics.md'}  overlays: {out / 'overlays'}")
-    if args.json_out:  # the report's metrics.json is strict JSON (undefined metrics are null)
-        atomic_write_bytes(Path(args.json_out), (out / "metrics.json").read_bytes())
+    print(f"report: {out / 'metrics.md'}  overlays: {out / 'overlays'}", file=text)
+    # the report's metrics.json is strict JSON (undefined metrics are null)
+    write_json_output(args.json, json.loads((out / "metrics.json").read_text()))
     return 0

@@ -4,7 +4,10 @@ optionally converted to fp16 or int8 behind an accuracy gate."""
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
+
+from edge_ad.cli.common import add_json, human_out, write_json_output
 
 HELP = "export a model to a self-describing package (ONNX + manifest), verified against PyTorch; fp32/fp16/int8"
 
@@ -31,21 +34,19 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-pixel-drop", dest="max_pixel_drop", type=float,
                    help="gate: largest allowed pixel-AUROC/AUPRO drop (default: not enforced)")
     p.add_argument("--force", action="store_true", help="replace an existing package directory")
-    p.add_argument("--json", dest="json_out", help="write the export summary as JSON")
+    add_json(p, "the export summary")
 
 
 def run(args: argparse.Namespace) -> int:
     import tempfile
 
     from edge_ad.errors import ConfigError
-    from edge_ad.train.rundir import write_json
 
     if args.precision == "fp32":
         if args.from_package:
             raise ConfigError("export: --from-package converts an fp32 package; use it with --precision fp16|int8")
         summary = _export_fp32(args, args.out)
-        if args.json_out:
-            write_json(Path(args.json_out), summary)
+        write_json_output(args.json, summary)
         return 0
 
     from edge_ad.export.precision import convert_package
@@ -56,23 +57,23 @@ def run(args: argparse.Namespace) -> int:
         if args.from_package:
             fp32 = Path(args.from_package)
         else:
-            print("== fp32 reference package")
+            print("== fp32 reference package", file=sys.stderr)
             fp32 = Path(_export_fp32(args, Path(tmp) / "fp32", reference=True)["package"])
         from edge_ad.runtime.package import load_package
 
         name = load_package(fp32).name
         out = Path(args.out) if args.out else Path("packages") / f"{name}-{args.precision}"
-        print(f"== {args.precision}: convert, re-derive thresholds, gate against fp32")
+        print(f"== {args.precision}: convert, re-derive thresholds, gate against fp32", file=sys.stderr)
         pkg, s = convert_package(fp32, args.precision, out, data=args.data, max_drop=args.max_drop,
                                  min_agreement=args.min_agreement, max_pixel_drop=args.max_pixel_drop,
                                  force=args.force, **int8_opts)
     from edge_ad.export.gemm_share import format_gemm_share
 
-    print(s["table"])
-    print(format_gemm_share(s["gemm_precision"]))
-    print(f"package: {pkg}  (gate passed; next: edge-ad build {pkg} on the device)")
-    if args.json_out:
-        write_json(Path(args.json_out), {k: v for k, v in s.items() if k != "table"})
+    out = human_out(args)
+    print(s["table"], file=out)
+    print(format_gemm_share(s["gemm_precision"]), file=out)
+    print(f"package: {pkg}  (gate passed; next: edge-ad build {pkg} on the device)", file=out)
+    write_json_output(args.json, {k: v for k, v in s.items() if k != "table"})
     return 0
 
 
@@ -86,10 +87,12 @@ def _export_fp32(args: argparse.Namespace, out: str | Path | None, reference: bo
     par = s["parity"]
     rows = [[s["model"], s["precision"], f"{s['onnx_mb']:.1f}", str(s["opset"]), str(s["nodes"]), s["input"],
              f"{par['max_abs_map_diff']:.2e}", f"{par['score_spearman']:.4f}", f"{s['seconds']:.1f}"]]
-    print(format_table(rows, ["model", "precision", "MB", "opset", "nodes", "input", "max|Δmap|", "Spearman", "s"]))
-    print(f"outputs: {s['outputs']}")
+    out = sys.stderr if reference else human_out(args)
+    print(format_table(rows, ["model", "precision", "MB", "opset", "nodes", "input", "max|Δmap|", "Spearman", "s"]),
+          file=out)
+    print(f"outputs: {s['outputs']}", file=out)
     if s["untrained"]:
-        print("WARNING: UNTRAINED package (random weights): use it to measure speed only.")
+        print("WARNING: UNTRAINED package (random weights): use it to measure speed only.", file=sys.stderr)
     if not reference:
-        print(f"package: {pkg}  (next: edge-ad predict {pkg} IMAGE...  |  edge-ad bench {pkg})")
+        print(f"package: {pkg}  (next: edge-ad predict {pkg} IMAGE...  |  edge-ad bench {pkg})", file=out)
     return s

@@ -1,42 +1,30 @@
-"""`edge-ad models`: the registered model variants with parameter counts (counted on the meta device)."""
+"""`edge-ad models`: the registered model variants with parameter counts, from the catalogue (no torch needed)."""
 
 from __future__ import annotations
 
 import argparse
-import json
-from typing import Any
+
+from edge_ad.cli.common import add_json, human_out, write_json_output
 
 HELP = "list the available models (parameters, input size, paper)"
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--json", action="store_true", help="print a JSON list instead of a table")
+    add_json(p, "the model list")
 
 
 def run(args: argparse.Namespace) -> int:
-    from edge_ad.models.registry import count_parameters, list_models, model_info
+    from edge_ad.models.catalog import CARDS
 
-    rows: list[dict[str, Any]] = []
-    notes: dict[str, str] = {}
-    for name in list_models():
-        info = model_info(name)
-        notes[name] = info.description
-        total, trainable = count_parameters(name)
-        rows.append({
-            "name": name,
-            "family": info.family,
-            "params_total": total,
-            "params_trainable": trainable,
-            "input_size": list(info.input_size),
-            "paper": info.paper,
-            "test_only": info.test_only,
-        })
-    if args.json:
-        print(json.dumps(rows, indent=2))
-        return 0
-    print(f"{'name':<16} {'total':>9} {'trainable':>10} {'input':>9}  description")
-    for r in rows:
-        size = "x".join(str(s) for s in r["input_size"])
-        total, trainable = r["params_total"] / 1e6, r["params_trainable"] / 1e6
-        print(f"{r['name']:<16} {total:>8.2f}M {trainable:>9.2f}M {size:>9}  {notes[r['name']]}")
+    cards = [CARDS[n] for n in sorted(CARDS)]
+    out = human_out(args)
+    print(f"{'name':<16} {'total':>9} {'trainable':>10} {'input':>9}  description", file=out)
+    for c in cards:
+        size = "x".join(str(s) for s in c.input_size)
+        print(f"{c.name:<16} {c.params_total / 1e6:>8.2f}M {c.params_trainable / 1e6:>9.2f}M {size:>9}  "
+              f"{c.description}", file=out)
+    write_json_output(args.json, [{"name": c.name, "family": c.family, "params_total": c.params_total,
+                                   "params_trainable": c.params_trainable, "input_size": list(c.input_size),
+                                   "paper": c.paper, "test_only": c.test_only, "weights": c.weights_name}
+                                  for c in cards])
     return 0

@@ -28,7 +28,9 @@ RESULTS = "results.jsonl"
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("package", help="model package directory (or its manifest.json)")
-    p.add_argument("inputs", nargs="+", metavar="INPUTS", help="image files, directories (searched recursively) or globs")
+    p.add_argument(
+        "inputs", nargs="+", metavar="INPUTS", help="image files, directories (searched recursively) or globs"
+    )
     p.add_argument("--out", default="predictions", help="output directory for overlays and results.jsonl "
                    "(default: predictions/)")
     p.add_argument("--backend", default="auto", choices=["auto", "onnxruntime", "tensorrt"])

@@ -27,14 +27,16 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="source option, e.g. pixel_format=BayerRG8, fps=30, roi=0,0,640,480, trigger=Line0, "
                         "rate=10, loop=true (repeatable)")
     p.add_argument("--backend", default="auto", choices=["auto", "onnxruntime", "tensorrt"])
-    p.add_argument("--policy", default="latest", choices=["latest", "all"],
-                   help="when the model is slower than the camera: drop the oldest frame (latest, default) or "
-                        "wait (all)")
+    p.add_argument("--policy", default=None, choices=["latest", "all"],
+                   help="when the model is slower than the source: drop the oldest waiting frame (latest; default "
+                        "for cameras) or wait (all; default for folders and video files)")
     p.add_argument("--queue-size", type=int, default=2, help="frames waiting for inference (default 2)")
     p.add_argument("--threshold", type=float, default=None, help="image-score threshold (default: the manifest's)")
     p.add_argument("--sensitivity", type=float, default=1.0, help="effective threshold = threshold / sensitivity")
     p.add_argument("--save-ng", default=None, metavar="DIR", help="save NG images, overlays and result JSON here")
-    p.add_argument("--ng-keep", type=int, default=500, help="keep at most this many NG items in --save-ng (default 500)")
+    p.add_argument(
+        "--ng-keep", type=int, default=500, help="keep at most this many NG items in --save-ng (default 500)"
+    )
     p.add_argument("--results-log", default=None, metavar="FILE.jsonl",
                    help="append every result as one JSON line (rotated at 50 MB, 5 backups)")
     p.add_argument("--max-frames", type=int, default=None, help="stop after this many frames from the source")
@@ -81,7 +83,7 @@ def run(args: argparse.Namespace) -> int:
     pipe = Pipeline(det, args.source, policy=args.policy, queue_size=args.queue_size, sinks=sinks,
                     max_frames=args.max_frames, output=False, **_source_options(args.source_option))
     print(f"edge-ad run: {det.package.name} on {det.backend.name}, source {pipe.source.source_id}, "
-          f"policy {args.policy}", file=sys.stderr, flush=True)
+          f"policy {pipe.policy}", file=sys.stderr, flush=True)
     restore = pipe.install_signal_handlers() if threading.current_thread() is threading.main_thread() else None
     stop_status = threading.Event()
 

@@ -24,10 +24,20 @@ def run(args: argparse.Namespace) -> int:
     from edge_ad.data.synth import generate
 
     cats = None if args.categories is None else args.categories.split(",")
-    meta = generate(args.out, categories=cats, per_category=args.per_category, size=args.size, seed=args.seed, force=args.force)
+    meta = generate(
+        args.out, categories=cats, per_category=args.per_category, size=args.size, seed=args.seed, force=args.force
+    )
     rows = [("category", "train", "test good", "test anomalous", "defect types")]
     for name, c in meta["categories"].items():
-        rows.append((name, str(c["train"]), str(c["test_good"]), str(sum(c["test_defects"].values())), ", ".join(c["test_defects"])))
+        rows.append(
+            (
+                name,
+                str(c["train"]),
+                str(c["test_good"]),
+                str(sum(c["test_defects"].values())),
+                ", ".join(c["test_defects"]),
+            )
+        )
     widths = [max(len(r[i]) for r in rows) for i in range(4)]
     for r in rows:
         print("  ".join(v.ljust(w) for v, w in zip(r[:4], widths)) + "  " + r[4])

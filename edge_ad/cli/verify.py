@@ -48,7 +48,9 @@ def run(args: argparse.Namespace) -> int:
     print(f"{'image':<{name_w}}  {'onnxruntime':>12}  {'tensorrt':>12}  {'delta':>10}  decision")
     for i in r["images"]:
         ref, got = i["onnxruntime"], i["tensorrt"]
-        verdict = ("NG" if ref > threshold else "OK") + ("" if i["agree"] else f" vs {'NG' if got > threshold else 'OK'}")
+        verdict = ("NG" if ref > threshold else "OK") + (
+            "" if i["agree"] else f" vs {'NG' if got > threshold else 'OK'}"
+        )
         print(f"{i['name']:<{name_w}}  {ref:>12.6g}  {got:>12.6g}  {abs(got - ref):>10.3g}  {verdict}")
     rho = "n/a" if r["spearman"] is None else f"{r['spearman']:.4f}"
     agree = sum(i["agree"] for i in r["images"])

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import argparse
-import json
+
+from edge_ad.cli.common import add_json, human_out, write_json_output
 
 HELP = "manage the offline cache of pretrained encoder weights (fetch online, import a file, list)"
 
@@ -16,7 +17,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     i.add_argument("name", help="model name (dinomaly-b) or timm weights tag")
     i.add_argument("path", help="checkpoint file: timm format or the official DINOv2 hub .pth")
     ls = sub.add_parser("list", help="show the cached weights")
-    ls.add_argument("--json", action="store_true", help="print the index as JSON")
+    add_json(ls, "the index")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -30,11 +31,11 @@ def run(args: argparse.Namespace) -> int:
         print(f"imported {weights.canonical_name(args.name)} -> {path}")
     else:
         index = weights.list_weights()
-        if args.json:
-            print(json.dumps(index, indent=2, sort_keys=True))
-        elif not index:
-            print(f"no weights cached in {weights.weights_dir()}")
-        else:
-            for name, e in sorted(index.items()):
-                print(f"{name:<42} {e['bytes'] / 1e6:>9.1f} MB  sha256 {e['sha256'][:12]}  {e['added']}  {e['source']}")
+        out = human_out(args)
+        if not index:
+            print(f"no weights cached in {weights.weights_dir()}", file=out)
+        for name, e in sorted(index.items()):
+            print(f"{name:<42} {e['bytes'] / 1e6:>9.1f} MB  sha256 {e['sha256'][:12]}  {e['added']}  {e['source']}",
+                  file=out)
+        write_json_output(args.json, dict(sorted(index.items())))
     return 0

@@ -46,7 +46,9 @@ def _images_in(folder: Path) -> list[Path]:
 def _check_root(root: str | os.PathLike[str]) -> Path:
     r = Path(root)
     if not r.exists():
-        raise DataError(f"dataset root {r}: does not exist (expected an MVTec-layout folder <root>/<category>/train/good)")
+        raise DataError(
+            f"dataset root {r}: does not exist (expected an MVTec-layout folder <root>/<category>/train/good)"
+        )
     if not r.is_dir():
         raise DataError(f"dataset root {r}: expected a directory, got a file")
     return r
@@ -107,7 +109,9 @@ def load_samples(
         raise ConfigError("categories: expected at least one category name, got an empty list")
     unknown = [c for c in wanted if c not in known]
     if unknown:
-        raise DataError(f"dataset root {r}: unknown categor{'y' if len(unknown) == 1 else 'ies'} {unknown}; known: {known}")
+        raise DataError(
+            f"dataset root {r}: unknown categor{'y' if len(unknown) == 1 else 'ies'} {unknown}; known: {known}"
+        )
     samples: list[Sample] = []
     for cat in wanted:
         cat_dir = r / cat
@@ -115,11 +119,15 @@ def load_samples(
             good = cat_dir / "train" / "good"
             images = _images_in(good) if good.is_dir() else []
             if not images:
-                raise DataError(f"category {cat!r}: empty, no train images in {good} (expected {', '.join(IMAGE_EXTENSIONS)} files)")
+                raise DataError(
+                    f"category {cat!r}: empty, no train images in {good} (expected {', '.join(IMAGE_EXTENSIONS)} files)"
+                )
             samples += [Sample(p, cat, "train", 0, "good", None) for p in images]
             continue
         test = cat_dir / split
-        defects = sorted(d.name for d in test.iterdir() if d.is_dir() and not d.name.startswith(".")) if test.is_dir() else []
+        defects = (
+            sorted(d.name for d in test.iterdir() if d.is_dir() and not d.name.startswith(".")) if test.is_dir() else []
+        )
         n_before = len(samples)
         for defect in defects:
             for p in _images_in(test / defect):

@@ -28,6 +28,7 @@ from tqdm import tqdm
 
 from edge_ad import __version__
 from edge_ad.errors import ConfigError
+from edge_ad.fileio import default_mode
 
 log = logging.getLogger(__name__)
 
@@ -335,7 +336,9 @@ def _screw_footprint(size: int, pose: Pose, part: Part) -> np.ndarray:
 
 
 def _screw_extra(rng: Rng) -> list[Part]:
-    return [{"x": x, "y": y, "slot": rng.uniform(0, 90)} for x, y in ((0, 0), (0, -0.21), (0, 0.21), (-0.23, 0), (0.23, 0))]
+    return [
+        {"x": x, "y": y, "slot": rng.uniform(0, 90)} for x, y in ((0, 0), (0, -0.21), (0, 0.21), (-0.23, 0), (0.23, 0))
+    ]
 
 
 def _screw_move(rng: Rng, part: Part) -> Part:
@@ -438,7 +441,9 @@ def _pcb_pads(img: np.ndarray, size: int, pose: Pose, p: Part) -> None:
     else:
         for side in (-1, 1):
             lx = side * p["w"] * (0.3 if p["kind"] == "elco" else 0.42)
-            pad = _rect(p["x"] + lx * c, p["y"] + lx * sn, p["w"] * 0.26, p["h"] * (0.3 if p["kind"] == "elco" else 1.15), rot)
+            pad = _rect(
+                p["x"] + lx * c, p["y"] + lx * sn, p["w"] * 0.26, p["h"] * (0.3 if p["kind"] == "elco" else 1.15), rot
+            )
             _paint(img, _fill(size, pose.px(pad)), tin)
     margin = 0.045 if p["kind"] == "ic" else 0.018
     outline = pose.px(_rect(p["x"], p["y"], p["w"] + margin, p["h"] + margin, rot))
@@ -571,7 +576,9 @@ def _blob(rng: Rng, size: int, centre: np.ndarray, radius: float, roughness: flo
     dx, dy = xx - centre[0], yy - centre[1]
     u = (dx * math.cos(a) + dy * math.sin(a)) / radius
     v = (-dx * math.sin(a) + dy * math.cos(a)) / (radius * ratio)
-    return (1 - np.sqrt(u * u + v * v) + roughness * _fbm(rng, size, max(4, int(size / radius / 1.5)), 2)).astype(np.float32)
+    return (1 - np.sqrt(u * u + v * v) + roughness * _fbm(rng, size, max(4, int(size / radius / 1.5)), 2)).astype(
+        np.float32
+    )
 
 
 def _scratch(rng: Rng, scene: Scene, size: int) -> list[Layer]:
@@ -602,7 +609,9 @@ def _crack(rng: Rng, scene: Scene, size: int) -> list[Layer]:
     main = walk(_pick(rng, scene.support > 0.95), heading, int(rng.integers(6, 13)))
     paths = [main]
     if rng.random() < 0.6:
-        paths.append(walk(main[len(main) // 2], heading + rng.choice([-1, 1]) * rng.uniform(0.5, 1.2), int(rng.integers(3, 7))))
+        paths.append(
+            walk(main[len(main) // 2], heading + rng.choice([-1, 1]) * rng.uniform(0.5, 1.2), int(rng.integers(3, 7)))
+        )
     alpha = _lines(size, paths, round(rng.uniform(0.8, 1.8) * s))
     return [(alpha, scene.surface * rng.uniform(0.25, 0.55))]
 
@@ -626,7 +635,10 @@ def _hole(rng: Rng, scene: Scene, size: int) -> list[Layer]:
     inside = np.clip(shape * radius + 0.5, 0, 1)
     rim = np.clip(shape * radius + 0.5 + 1.5 * s, 0, 1) - inside
     dark = np.float32(rng.uniform(0.03, 0.12))
-    return [(rim * 0.6, np.clip(scene.surface * rng.uniform(0.6, 1.35), 0, 1)), (inside, np.full_like(scene.surface, dark))]
+    return [
+        (rim * 0.6, np.clip(scene.surface * rng.uniform(0.6, 1.35), 0, 1)),
+        (inside, np.full_like(scene.surface, dark)),
+    ]
 
 
 def _missing_material(rng: Rng, scene: Scene, size: int) -> list[Layer]:
@@ -744,7 +756,11 @@ def test_counts(per_category: int) -> tuple[int, int]:
 
 
 def _check_args(categories: Sequence[str] | None, per_category: int, size: int) -> list[str]:
-    cats = list(DEFAULT_CATEGORIES) if categories is None else list(dict.fromkeys(c.strip() for c in categories if c.strip()))
+    cats = (
+        list(DEFAULT_CATEGORIES)
+        if categories is None
+        else list(dict.fromkeys(c.strip() for c in categories if c.strip()))
+    )
     if not cats:
         raise ConfigError(f"categories: expected at least one of {list(ALL_CATEGORIES)}, got none")
     unknown = [c for c in cats if c not in ALL_CATEGORIES]
@@ -765,7 +781,8 @@ def _check_out(out: Path, force: bool) -> None:
             raise ConfigError(f"output {out}: directory is not empty; use --force to replace it")
         if not (out / "synth.json").is_file():
             raise ConfigError(
-                f"output {out}: not empty and not a synth dataset (no synth.json); refusing to delete it even with --force"
+                f"output {out}: not empty and not a synth dataset (no synth.json); refusing to delete it even with "
+                "--force"
             )
 
 
@@ -803,6 +820,7 @@ def generate(
         }
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+    os.chmod(tmp, default_mode(directory=True))  # mkdtemp makes 0700: the dataset gets the umask's mode
     try:
         for cat, split, defect, i in tqdm(jobs, desc="synth", unit="img", leave=False):
             img, mask = make_image(cat, defect, size, _rng(seed, cat, split, defect, i))

@@ -1,7 +1,8 @@
 """Evaluation: the seven reference metrics (`metrics`), decision thresholds (`thresholds`) and reports (`report`).
 
 Names are re-exported lazily, so `import edge_ad.evaluate.thresholds` on the line side loads numpy only
-(no OpenCV/scikit-image, and never the torch-based `inference`/`pipeline`).
+(no OpenCV/scikit-image, and never the torch-based `inference`/`pipeline`). `edge_ad.evaluate(run)` (this module,
+called) is `edge_ad.api.evaluate`.
 """
 
 from __future__ import annotations
@@ -9,18 +10,20 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
+from edge_ad._callable_module import make_callable
+
 _EXPORTS = {
     "metrics": ("METRIC_KEYS", "CategoryPredictions", "aupro", "auroc", "average_precision", "evaluate_categories",
                 "f1_max", "image_metrics", "pixel_metrics"),
     "report": ("format_table", "save_overlay_grid", "write_report"),
-    "thresholds": ("derive_thresholds", "f1_optimal_threshold", "normalization_bounds", "normalize_score",
+    "thresholds": ("derive_thresholds", "f1_optimal_threshold", "normalization_bounds",
                    "threshold_at_frr"),
 }
 _WHERE = {name: module for module, names in _EXPORTS.items() for name in names}
 __all__ = [
     "METRIC_KEYS", "CategoryPredictions", "aupro", "auroc", "average_precision", "derive_thresholds",
     "evaluate_categories", "f1_max", "f1_optimal_threshold", "format_table", "image_metrics", "normalization_bounds",
-    "normalize_score", "pixel_metrics", "save_overlay_grid", "threshold_at_frr", "write_report",
+    "pixel_metrics", "save_overlay_grid", "threshold_at_frr", "write_report",
 ]
 
 
@@ -29,3 +32,6 @@ def __getattr__(name: str) -> Any:
     if name not in _WHERE:
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
     return getattr(importlib.import_module(f"{__name__}.{_WHERE[name]}"), name)
+
+
+make_callable(__name__, "evaluate")

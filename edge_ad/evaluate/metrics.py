@@ -165,7 +165,9 @@ def _pixel(masks: Any, maps: Any, why: list[str]) -> dict[str, float]:
     gt, am = _check_maps(masks, maps)
     out = _curve_metrics(gt.reshape(-1), am.reshape(-1))
     if out is None:
-        why.append("pixel metrics undefined: the masks hold " + ("no defect pixel" if not gt.any() else "no normal pixel"))
+        why.append(
+            "pixel metrics undefined: the masks hold " + ("no defect pixel" if not gt.any() else "no normal pixel")
+        )
         return dict.fromkeys(PIXEL_KEYS, _NAN)
     return {**dict(zip(PIXEL_KEYS[:3], out)), "aupro": _aupro(gt, am, 200, why)}
 

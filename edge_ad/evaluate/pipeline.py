@@ -84,7 +84,9 @@ def evaluate_run(
     return report
 
 
-def _write_overlays(model: Any, preds: DatasetPredictions, out: Path, per_cat: int, thresholds: dict[str, Any] | None) -> None:
+def _write_overlays(
+    model: Any, preds: DatasetPredictions, out: Path, per_cat: int, thresholds: dict[str, Any] | None
+) -> None:
     """A few images per category: the most anomalous defects and the highest-scoring good image."""
     if per_cat <= 0:
         return

@@ -104,7 +104,9 @@ def write_report(report: Mapping[str, Any], out_dir: str | os.PathLike[str], tit
     """
     missing = [k for k in ("categories", "mean") if not isinstance(report.get(k), Mapping)]
     if missing:
-        raise ConfigError(f"report: expected dict entries {missing} (from evaluate_categories), got keys {sorted(report)}")
+        raise ConfigError(
+            f"report: expected dict entries {missing} (from evaluate_categories), got keys {sorted(report)}"
+        )
     out = Path(out_dir)
     js, md = out / "metrics.json", out / "metrics.md"
     atomic_write_bytes(js, (json.dumps(_json_safe(report), indent=2, allow_nan=False) + "\n").encode("utf-8"))

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
@@ -37,7 +36,9 @@ def _check_frr(target_frr: float) -> float:
     return float(target_frr)
 
 
-def binary_curve(labels: Any, scores: Any, error: type[Exception] = DataError) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def binary_curve(
+    labels: Any, scores: Any, error: type[Exception] = DataError
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Counts behind ROC/PR curves: distinct thresholds (descending) and the true/false positives at each.
 
     `tps[i]`/`fps[i]` count samples with score >= `thresholds[i]` (sklearn's `_binary_clf_curve`); fast on
@@ -152,29 +153,3 @@ def derive_thresholds(
         "normalization": {"score_min": b_img["min"], "score_max": b_img["max"],
                           "pixel_min": b_px["min"], "pixel_max": b_px["max"]},
     }
-
-
-def normalize_score(score: Any, threshold: float, bounds: Mapping[str, float], kind: str = "score") -> Any:
-    """Map a raw score (or array of them) to [0, 1]: `{kind}_min` -> 0, threshold -> 0.5, `{kind}_max` -> 1.
-
-    Piecewise-linear with a separate slope below and above the threshold; clipped to [0, 1]. Degenerate
-    bounds (min == threshold or max == threshold) turn that half into a step (0 below, 1 above,
-    0.5 exactly at the threshold). `bounds` is the `normalization` dict of thresholds.json; `kind` is
-    "score" (image scores) or "pixel" (anomaly maps). Returns a float for a scalar, else an array.
-    """
-    keys = (f"{kind}_min", f"{kind}_max")
-    missing = [k for k in keys if k not in bounds]
-    if missing:
-        raise ConfigError(f"normalization: expected keys {list(keys)}, missing {missing} (got {sorted(bounds)})")
-    lo, hi, t = float(bounds[keys[0]]), float(bounds[keys[1]]), float(threshold)
-    if not all(math.isfinite(v) for v in (lo, hi, t)):
-        raise ConfigError(f"normalization: expected finite {keys[0]}/threshold/{keys[1]}, got {lo}/{t}/{hi}")
-    if not lo <= t <= hi:
-        raise ConfigError(f"normalization: expected {keys[0]} <= threshold <= {keys[1]}, got {lo} / {t} / {hi}")
-    x = np.asarray(score, dtype=np.float64)
-    if np.isnan(x).any():
-        raise ConfigError(f"score: expected a number, got NaN ({int(np.isnan(x).sum())} value(s))")
-    below = 0.5 * (x - lo) / (t - lo) if t > lo else np.where(x < t, 0.0, 0.5)
-    above = 0.5 + 0.5 * (x - t) / (hi - t) if hi > t else np.where(x > t, 1.0, 0.5)
-    out = np.clip(np.where(x <= t, below, above), 0.0, 1.0)
-    return float(out) if out.ndim == 0 else out.astype(np.float32)

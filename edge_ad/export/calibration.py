@@ -1,4 +1,5 @@
-"""INT8 calibration: the `calibration/<model>.yaml` manifest, its images, and activation ranges collected image by image.
+"""INT8 calibration: the `calibration/<model>.yaml` manifest, its images, and activation ranges collected image by
+image.
 
 The manifest says which good training images calibrate the activation ranges (how many, how sampled, with which
 method and which nodes stay in float). Pixels come from the package manifest's `Preprocess`, never re-specified,
@@ -68,8 +69,11 @@ class CalibrationConfig:
 
 
 def calibration_dirs() -> list[Path]:
-    """Where manifests are looked up: ./calibration, then the edge-ad source tree's calibration/."""
-    return [Path.cwd() / "calibration", Path(__file__).resolve().parents[2] / "calibration"]
+    """Where manifests are looked up: ./calibration, then the manifests shipped with edge-ad."""
+    from edge_ad.export.recipe import bundled_dir
+
+    bundled = bundled_dir("edge_ad.calibration_manifests")
+    return [Path.cwd() / "calibration", *([bundled] if bundled else [])]
 
 
 def _want(where: str, key: str, value: Any, types: type | tuple[type, ...], expected: str) -> Any:

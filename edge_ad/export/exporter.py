@@ -51,11 +51,7 @@ def load_for_export(name: str | None, run: str | None, checkpoint: str | None, r
         if recipe.get(k):
             kw[k] = int(recipe[k])
     if checkpoint:
-        logging.disable(logging.WARNING)  # the checkpoint holds the encoder; the random-init warning is wrong here
-        try:
-            model = create_model(name, pretrained=False, **kw)
-        finally:
-            logging.disable(logging.NOTSET)
+        model = create_model(name, pretrained=False, state_dict_follows=True, **kw)  # the checkpoint holds the encoder
         rundir.load_weights(model, Path(checkpoint))
         thr_p = Path(checkpoint).parent / rundir.THRESHOLDS
         thresholds = read_json_file(thr_p, "thresholds") if thr_p.is_file() else None

@@ -111,7 +111,7 @@ def _linear_attention_core(nodes: list[onnx.NodeProto], producer: dict[str, int]
         for t in n.input:
             consumers[t].append(i)
     core: set[int] = set()
-    for i, n in enumerate(nodes):
+    for n in nodes:
         if n.op_type != "ReduceSum" or "/attn/" not in n.name or n.input[0] not in producer:
             continue
         scope = _scope(n.name)
@@ -181,7 +181,9 @@ def fp32_nodes(model: onnx.ModelProto, policy: Fp16Policy = DEFAULT_POLICY) -> d
     return {nodes[i].name or f"#{i}": r for i, r in sorted(reasons.items())}
 
 
-def convert_to_fp16(model: onnx.ModelProto, policy: Fp16Policy = DEFAULT_POLICY) -> tuple[onnx.ModelProto, dict[str, Any]]:
+def convert_to_fp16(
+    model: onnx.ModelProto, policy: Fp16Policy = DEFAULT_POLICY
+) -> tuple[onnx.ModelProto, dict[str, Any]]:
     """Return (FP16 model with FP32 islands and FP32 I/O, summary). The input model is not modified."""
     m = onnx.ModelProto()
     m.CopyFrom(model)
@@ -247,7 +249,9 @@ def convert_to_fp16(model: onnx.ModelProto, policy: Fp16Policy = DEFAULT_POLICY)
             for n in out_nodes:
                 n.input[:] = [inner if t == o.name else t for t in n.input]
                 n.output[:] = [inner if t == o.name else t for t in n.output]
-            out_nodes.append(helper.make_node("Cast", [inner], [o.name], name=f"/precision/Cast_out/{o.name}", to=FLOAT))
+            out_nodes.append(
+                helper.make_node("Cast", [inner], [o.name], name=f"/precision/Cast_out/{o.name}", to=FLOAT)
+            )
             n_casts += 1
     if clipped:
         log.warning("fp16: %d weight value(s) beyond +-%g were clipped", clipped, FP16_MAX)

@@ -21,6 +21,7 @@ from tqdm import tqdm
 
 from edge_ad.errors import ConfigError, DataError
 from edge_ad.runtime.package import ModelPackage
+from edge_ad.runtime.ranking import rank_agreement
 from edge_ad.train import rundir
 
 log = logging.getLogger(__name__)
@@ -121,15 +122,6 @@ def _masks(pkg: ModelPackage, samples: Sequence[Any]) -> np.ndarray:
     return np.stack(out) if out else np.zeros((0, *pkg.map_hw), np.uint8)
 
 
-def _spearman(a: np.ndarray, b: np.ndarray) -> float:
-    from scipy.stats import spearmanr
-
-    if len(a) < 2 or (np.ptp(a) == 0 and np.ptp(b) == 0):
-        return 1.0
-    rho = spearmanr(a, b).statistic
-    return float(rho) if np.isfinite(rho) else 0.0
-
-
 def _finite(v: float) -> float | None:
     return float(v) if math.isfinite(v) else None
 
@@ -171,7 +163,9 @@ def evaluate_gate(ref: ModelPackage, cand: ModelPackage, images: GateSet, budget
     }
     if cand.cpu_onnx_path() is not None:
         cpu_run = run(cand, "cpu")
-        cpu_metrics = {"fp32": metrics.get("fp32", {}), "converted": _test_metrics(cpu_run, test, masks)} if test else {}
+        cpu_metrics = (
+            {"fp32": metrics.get("fp32", {}), "converted": _test_metrics(cpu_run, test, masks)} if test else {}
+        )
         cpu = _compare(runs["fp32"], cpu_run, runs["converted"]["thresholds"], cpu_metrics, good, test, budget)
         for f in cpu["failures"]:
             f["message"] = "CPU graph: " + f["message"]
@@ -208,14 +202,14 @@ def _compare(ref_run: dict[str, Any], cand_run: dict[str, Any], cand_thresholds:
     rows: dict[str, dict[str, Any]] = {}
     for c in sorted(set(cats.tolist())):
         sel = cats == c
-        row: dict[str, Any] = {"n": int(sel.sum()), "score_spearman": _spearman(s32[sel], sc[sel]),
+        row: dict[str, Any] = {"n": int(sel.sum()), "score_spearman": rank_agreement(s32[sel], sc[sel]),
                                "agreement": float(agree[sel].mean()), "flips": int((~agree[sel]).sum())}
         for m in GATED_METRICS:
             if c in metrics.get("fp32", {}):
                 a, b = metrics["fp32"][c][m], metrics["converted"][c][m]
                 row[m] = {"fp32": _finite(a), "converted": _finite(b), "drop": _finite(a - b)}
         rows[c] = row
-    overall = {"n": len(samples), "score_spearman": _spearman(s32, sc), "agreement": float(agree.mean()),
+    overall = {"n": len(samples), "score_spearman": rank_agreement(s32, sc), "agreement": float(agree.mean()),
                "flips": int((~agree).sum()), "max_abs_score_diff": float(np.max(np.abs(s32 - sc)))}
     return {"rows": rows, "overall": overall, "failures": _failures(rows, overall, budget)}
 
@@ -238,9 +232,15 @@ def _failures(rows: dict[str, dict[str, Any]], overall: dict[str, Any], budget: 
                                  f"({overall['flips']} of {overall['n']} decisions flipped, most in {worst!r}: "
                                  f"{rows[worst]['flips']})"})
     if budget.min_spearman is not None and overall["score_spearman"] < budget.min_spearman:
-        fails.append({"category": "all", "metric": "score_spearman", "value": overall["score_spearman"],
-                      "limit": budget.min_spearman,
-                      "message": f"all categories: score Spearman {overall['score_spearman']:.4f} < {budget.min_spearman}"})
+        fails.append(
+            {
+                "category": "all",
+                "metric": "score_spearman",
+                "value": overall["score_spearman"],
+                "limit": budget.min_spearman,
+                "message": f"all categories: score Spearman {overall['score_spearman']:.4f} < {budget.min_spearman}",
+            }
+        )
     return fails
 
 

@@ -18,7 +18,13 @@ import numpy as np
 import onnx
 from onnx import TensorProto, numpy_helper
 
-from edge_ad.export.trt_ops import DEFAULT_PROFILES, ONNX_TO_TRT, PROFILES, TrtProfile
+from edge_ad.export.trt_ops import (
+    DEFAULT_PROFILES,
+    ONNX_TO_TRT,
+    PROFILES,
+    TOPK_MAX_K,
+    TrtProfile,
+)
 
 RULES: dict[str, str] = {
     "opset": "the graph's ai.onnx opset is one the parser imports (10.3: 9-20, 11: 9-24)",
@@ -30,7 +36,7 @@ RULES: dict[str, str] = {
     "bool-io": "a BOOL graph input or output goes through a Cast",
     "double": "no DOUBLE tensor anywhere",
     "constant-input": "inputs the parser needs as weights (axes, K, pads, Resize scales, ...) are constants",
-    "topk-k": "TopK has K <= 3840 and sorted=1",
+    "topk-k": f"TopK has K <= {TOPK_MAX_K} and sorted=1",
     "resize-mode": "Resize uses a mode and coordinate transformation TensorRT implements, no antialiasing",
     "dynamic-dim": "only the batch dimension of a graph input is dynamic",
     "qdq-int8": "Q/DQ are symmetric INT8: an INT8 zero point of zeros, sized like the scale",
@@ -79,7 +85,7 @@ class _Graph:
         self.opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
         try:
             inferred = onnx.shape_inference.infer_shapes(model).graph
-        except Exception:  # noqa: BLE001 - an invalid graph is reported by the rules, not by shape inference
+        except Exception:
             inferred = model.graph
         self.types: dict[str, int] = {}
         self.shapes: dict[str, list[int | None]] = {}
@@ -181,10 +187,10 @@ def _profile_rules(g: _Graph, prof: TrtProfile) -> list[Problem]:
             if ONNX_TO_TRT.get(to) not in supported:
                 add("op-dtype", where, f"casts to {_dtype(to)}, which TensorRT has no tensors of")
         for ci in constants.get(node.op_type, ()):
-            if g.opset >= ci.since and len(node.input) > ci.index and node.input[ci.index]:
-                if not g.is_const(node.input[ci.index]):
-                    add("constant-input", where, f"input {ci.name!r} ({node.input[ci.index]!r}) must be an "
-                                                 f"initializer or Constant ({ci.why})")
+            used = g.opset >= ci.since and len(node.input) > ci.index and node.input[ci.index]
+            if used and not g.is_const(node.input[ci.index]):
+                add("constant-input", where, f"input {ci.name!r} ({node.input[ci.index]!r}) must be an "
+                                             f"initializer or Constant ({ci.why})")
         if node.op_type == "TopK":
             k = g.value(node.input[1]) if len(node.input) > 1 else None
             if k is not None and int(np.max(k)) > prof.topk_max_k:
@@ -299,7 +305,9 @@ def _mixed_float_rule(g: _Graph) -> list[Problem]:
         for tv, codes in seen.items():
             if len(codes) > 1:
                 names = sorted(_dtype(c) for c in codes)
-                out.append(Problem("mixed-float", _name(n), f"{n.op_type} inputs of type {tv} mix {names}; insert a Cast"))
+                out.append(
+                    Problem("mixed-float", _name(n), f"{n.op_type} inputs of type {tv} mix {names}; insert a Cast")
+                )
     return out
 
 
@@ -324,7 +332,9 @@ def _qdq_rules(g: _Graph, allowed: Iterable[str] | None) -> list[Problem]:
             if scale is None:
                 out.append(Problem("qdq-scale", where, "scale must be an initializer or Constant"))
             elif g.types.get(n.input[1]) not in (TensorProto.FLOAT, TensorProto.FLOAT16, TensorProto.BFLOAT16):
-                out.append(Problem("qdq-scale", where, f"scale type {_dtype(g.types.get(n.input[1], 0))}; expected a float"))
+                out.append(
+                    Problem("qdq-scale", where, f"scale type {_dtype(g.types.get(n.input[1], 0))}; expected a float")
+                )
             elif not np.all(np.isfinite(scale)) or np.any(scale <= 0):
                 out.append(Problem("qdq-scale", where, "scale must be finite and > 0"))
             zp = g.value(n.input[2]) if len(n.input) > 2 and n.input[2] else None
@@ -332,7 +342,9 @@ def _qdq_rules(g: _Graph, allowed: Iterable[str] | None) -> list[Problem]:
                 out.append(Problem("qdq-int8", where, "zero point missing or not constant (ONNX then means UINT8; "
                                                       "TensorRT quantises to INT8 only)"))
             elif g.types.get(n.input[2]) != TensorProto.INT8:
-                out.append(Problem("qdq-int8", where, f"zero point is {_dtype(g.types.get(n.input[2], 0))}; expected INT8"))
+                out.append(
+                    Problem("qdq-int8", where, f"zero point is {_dtype(g.types.get(n.input[2], 0))}; expected INT8")
+                )
             elif np.any(zp != 0):
                 out.append(Problem("qdq-int8", where, "zero point must be 0 (TensorRT INT8 is symmetric)"))
             elif scale is not None and np.size(zp) != np.size(scale):
@@ -351,14 +363,25 @@ def _qdq_rules(g: _Graph, allowed: Iterable[str] | None) -> list[Problem]:
                 out.append(Problem("qdq-placement", where, "reads neither a QuantizeLinear nor INT8 weights"))
             for c in g.consumers.get(n.output[0], []):
                 if c.op_type not in QUANTIZABLE_OPS + _SHAPE_QUERIES:
-                    out.append(Problem("qdq-placement", where, f"dequantised values feed {c.op_type} {_name(c)!r}: only "
-                                                               f"{', '.join(QUANTIZABLE_OPS)} may read them"))
+                    out.append(
+                        Problem(
+                            "qdq-placement",
+                            where,
+                            f"dequantised values feed {c.op_type} {_name(c)!r}: only "
+                            f"{', '.join(QUANTIZABLE_OPS)} may read them",
+                        )
+                    )
         elif n.op_type in QUANTIZABLE_OPS:
             dq = [k for k in (0, 1) if len(n.input) > k and (p := g.producer.get(n.input[k])) is not None
                   and p.op_type == "DequantizeLinear"]
             if dq and dq != [0, 1]:
-                out.append(Problem("qdq-placement", where, f"quantised {n.op_type} needs Q/DQ on both inputs, has it on "
-                                                           f"input(s) {dq}"))
+                out.append(
+                    Problem(
+                        "qdq-placement",
+                        where,
+                        f"quantised {n.op_type} needs Q/DQ on both inputs, has it on input(s) {dq}",
+                    )
+                )
             if dq and allowed_set is not None and n.name not in allowed_set:
                 out.append(Problem("qdq-placement", where, "quantised but not in the allowed node list"))
     return out
@@ -378,8 +401,13 @@ def _per_channel_problems(g: _Graph, n: onnx.NodeProto, where: str, size: int) -
     for c in g.consumers.get(n.output[0], []):
         want = _weight_axis(c, list(c.input).index(n.output[0]), rank) if c.op_type in QUANTIZABLE_OPS else None
         if c.op_type in QUANTIZABLE_OPS and want != axis:
-            out.append(Problem("qdq-axis", where, f"per-channel axis {axis}, but {c.op_type} {_name(c)!r} has its output "
-                                                  f"channels on axis {want}"))
+            out.append(
+                Problem(
+                    "qdq-axis",
+                    where,
+                    f"per-channel axis {axis}, but {c.op_type} {_name(c)!r} has its output channels on axis {want}",
+                )
+            )
     return out
 
 

@@ -54,7 +54,8 @@ def _constant_tensors(model: onnx.ModelProto) -> dict[str, onnx.TensorProto]:
 
 
 def _weight_axis(node: onnx.NodeProto, rank: int) -> int:
-    """Output-channel axis of the weight (input 1): Conv [O, I, k..] -> 0, Gemm -> 0 if transB else 1, MatMul -> last."""
+    """Output-channel axis of the weight (input 1): Conv [O, I, k..] -> 0, Gemm -> 0 if transB else 1,
+    MatMul -> last."""
     if node.op_type == "Conv":
         return 0
     if node.op_type == "Gemm":
@@ -133,8 +134,15 @@ def plan_scales(model: onnx.ModelProto, nodes: Sequence[str], amax: dict[str, fl
             "exclude": list(exclude), "nodes": plan}
 
 
-def calibrate_scales(model: onnx.ModelProto, batches: Iterable[np.ndarray], *, input_name: str = "image",
-                     method: str = "percentile", percentile: float = 99.999, exclude: Sequence[str] = ()) -> dict[str, Any]:
+def calibrate_scales(
+    model: onnx.ModelProto,
+    batches: Iterable[np.ndarray],
+    *,
+    input_name: str = "image",
+    method: str = "percentile",
+    percentile: float = 99.999,
+    exclude: Sequence[str] = (),
+) -> dict[str, Any]:
     """Select the nodes, collect activation ranges over uint8 image `batches` (bounded memory) and plan the scales."""
     from edge_ad.export.calibration import collect_ranges
 
@@ -149,20 +157,26 @@ def check_scales(model: onnx.ModelProto, doc: dict[str, Any], where: str) -> Non
     check_scales_document(doc, where)
     sha = onnx_sha256(model)
     if doc["fp32_onnx_sha256"] != sha:
-        raise ConfigError(f"{where}: fp32_onnx_sha256: the scales were computed for graph {doc['fp32_onnx_sha256'][:12]}..., "
-                          f"this package's graph is {sha[:12]}...; recalibrate without --scales")
+        raise ConfigError(
+            f"{where}: fp32_onnx_sha256: the scales were computed for graph {doc['fp32_onnx_sha256'][:12]}..., "
+            f"this package's graph is {sha[:12]}...; recalibrate without --scales"
+        )
     consts = _constant_tensors(model)
     by_name = {n.name: n for n in model.graph.node}
     for name, entry in doc["nodes"].items():
         n = by_name.get(name)
         if n is None or n.op_type not in CANDIDATE_OPS:
-            raise ConfigError(f"{where}: nodes[{name!r}]: no such GEMM in this graph; the file belongs to another model")
+            raise ConfigError(
+                f"{where}: nodes[{name!r}]: no such GEMM in this graph; the file belongs to another model"
+            )
         a = entry.get("activation") or {}
         s = a.get("scale")
         if isinstance(s, bool) or not isinstance(s, (int, float)) or not np.isfinite(s) or s <= 0:
             raise ConfigError(f"{where}: nodes[{name!r}].activation.scale: expected a finite number > 0, got {s!r}")
         if a.get("tensor") != n.input[0]:
-            raise ConfigError(f"{where}: nodes[{name!r}].activation.tensor: expected {n.input[0]!r}, got {a.get('tensor')!r}")
+            raise ConfigError(
+                f"{where}: nodes[{name!r}].activation.tensor: expected {n.input[0]!r}, got {a.get('tensor')!r}"
+            )
         wi = entry.get("weight") or {}
         if wi.get("initializer") != n.input[1] or n.input[1] not in consts:
             raise ConfigError(f"{where}: nodes[{name!r}].weight.initializer: expected {n.input[1]!r}, got "
@@ -206,8 +220,11 @@ def build_qdq(model: onnx.ModelProto, doc: dict[str, Any], scale_dtype: int = Te
             shape[axis] = -1
             wq = np.clip(np.rint(w / ws.reshape(shape)), -QMAX, QMAX).astype(np.int8)
             wb = f"qdq/w/{wname.strip('/')}"
-            inits += [numpy_helper.from_array(wq, f"{wb}/int8"), numpy_helper.from_array(ws.astype(np_scale), f"{wb}/scale"),
-                      numpy_helper.from_array(np.zeros(len(ws), np.int8), f"{wb}/zero_point")]
+            inits += [
+                numpy_helper.from_array(wq, f"{wb}/int8"),
+                numpy_helper.from_array(ws.astype(np_scale), f"{wb}/scale"),
+                numpy_helper.from_array(np.zeros(len(ws), np.int8), f"{wb}/zero_point"),
+            ]
             out_nodes.append(helper.make_node("DequantizeLinear", [f"{wb}/int8", f"{wb}/scale", f"{wb}/zero_point"],
                                               [f"{wb}/dq"], name=f"{wb}/DQ", axis=axis))
             weights_done[wname] = f"{wb}/dq"

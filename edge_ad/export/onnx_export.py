@@ -15,6 +15,7 @@ from torch import nn
 
 from edge_ad.models.base import AnomalyModel
 from edge_ad.runtime.preprocess import Preprocess
+from edge_ad.runtime.ranking import rank_agreement
 
 log = logging.getLogger(__name__)
 
@@ -39,7 +40,9 @@ class PackagedModel(nn.Module):
         return amap.to(torch.float32), score.to(torch.float32)
 
 
-def export_onnx(model: AnomalyModel, *, opset: int = 17, dynamic_batch: bool = True, input_name: str = "image") -> onnx.ModelProto:
+def export_onnx(
+    model: AnomalyModel, *, opset: int = 17, dynamic_batch: bool = True, input_name: str = "image"
+) -> onnx.ModelProto:
     """Trace the packaged model at its fixed input size (batch dynamic) into an ONNX ModelProto."""
     pre = model.preprocess
     wrapped = PackagedModel(model, pre).eval()
@@ -72,18 +75,6 @@ class Parity:
                 "max_abs_score_diff": self.max_abs_score_diff, "score_spearman": self.score_spearman}
 
 
-def spearman(a: np.ndarray, b: np.ndarray) -> float:
-    """Spearman rank correlation (average ranks for ties); 1.0 for identical orderings."""
-    from scipy.stats import spearmanr
-
-    if len(a) < 2:
-        return 1.0
-    if np.ptp(a) == 0 and np.ptp(b) == 0:
-        return 1.0
-    rho = spearmanr(a, b).statistic
-    return float(rho) if np.isfinite(rho) else 0.0
-
-
 def check_parity(model: AnomalyModel, onnx_bytes: bytes, images: np.ndarray, batch: int = 4) -> Parity:
     """Run both backends over uint8 [N,H,W,3] crops and compare maps and scores."""
     import onnxruntime as ort
@@ -108,6 +99,6 @@ def check_parity(model: AnomalyModel, onnx_bytes: bytes, images: np.ndarray, bat
         n_images=len(images),
         max_abs_map_diff=float(np.max(np.abs(mt - mo))),
         max_abs_score_diff=float(np.max(np.abs(st - so_))),
-        score_spearman=spearman(st, so_),
+        score_spearman=rank_agreement(st, so_),
         map_hw=(int(mo.shape[-2]), int(mo.shape[-1])),
     )

@@ -59,10 +59,18 @@ def _holdout(pkg: ModelPackage) -> list[str]:
     return rundir.holdout(Path(run)) if run and (Path(run) / rundir.VAL_SPLIT).is_file() else []
 
 
-def _convert_int8(pkg: ModelPackage, model: onnx.ModelProto, data: str | None, fallback_root: str, calib: str | Path | None,
-                  method: str | None, exclude: Sequence[str] | None, scales: str | Path | None,
-                  scales_out: str | Path | None, progress: bool
-                  ) -> tuple[onnx.ModelProto, onnx.ModelProto, dict[str, Any], Path]:
+def _convert_int8(
+    pkg: ModelPackage,
+    model: onnx.ModelProto,
+    data: str | None,
+    fallback_root: str,
+    calib: str | Path | None,
+    method: str | None,
+    exclude: Sequence[str] | None,
+    scales: str | Path | None,
+    scales_out: str | Path | None,
+    progress: bool,
+) -> tuple[onnx.ModelProto, onnx.ModelProto, dict[str, Any], Path]:
     """(TensorRT graph, CPU graph, conversion info, scales file) of the int8 conversion."""
     from edge_ad.export.calibration import (
         image_batches,
@@ -211,16 +219,22 @@ def convert_package(
         rpath = out.with_name(out.name + ".gate-report.json")
         rpath.parent.mkdir(parents=True, exist_ok=True)
         rpath.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+        knobs = ("--max-drop / --min-agreement (the budget), --exclude NODE-PATTERN (keep the failing layers in "
+                 "float), --method percentile|entropy|minmax, or more calibration images (calibration/<model>.yaml)"
+                 if precision == "int8" else "--max-drop / --min-agreement (the budget), or keep the model in fp32")
         raise GateError(f"{out}: {precision} conversion refused by the accuracy gate; no package written "
-                        f"(report: {rpath})\n{text}")
+                        f"(report: {rpath})\n{text}\nTo trade accuracy for speed, adjust: {knobs}")
     thresholds = report["thresholds"]["converted"]
     thresholds["source"] = {"note": f"re-derived for the {precision} graph by ONNX Runtime on "
                                     f"{report['images']['good']}"}
     manifest["thresholds"] = thresholds
     manifest["export_metrics"] = {
         "gate": report,
-        "conversion": {"from": str(pkg.root), "from_onnx_sha256": pkg.manifest["files"][pkg.manifest["onnx"]["file"]]["sha256"],
-                       **conv_info},
+        "conversion": {
+            "from": str(pkg.root),
+            "from_onnx_sha256": pkg.manifest["files"][pkg.manifest["onnx"]["file"]]["sha256"],
+            **conv_info,
+        },
     }
     path = write_package(out, files, manifest, overwrite=force)
     log.info("%s", text)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.resources
 from pathlib import Path
 from typing import Any
 
@@ -22,10 +23,21 @@ DEFAULTS: dict[str, Any] = {
 KEYS = set(DEFAULTS) | {"model", "resize", "crop", "model_kwargs", "description"}
 
 
+def bundled_dir(package: str) -> Path | None:
+    """The folder of a data package shipped with edge-ad (`edge_ad.recipes` = the repository's export/,
+    `edge_ad.calibration_manifests` = calibration/), through importlib.resources; None if it is missing."""
+    try:
+        root = importlib.resources.files(package)
+    except ModuleNotFoundError:
+        return None
+    path = Path(str(root))  # installed wheels and editable installs keep these files on disk
+    return path if path.is_dir() else None
+
+
 def recipe_dirs() -> list[Path]:
-    """Where recipes are looked up: ./export (the user's project), then the edge-ad source tree's export/."""
-    here = Path(__file__).resolve().parents[2] / "export"
-    return [Path.cwd() / "export", here]
+    """Where recipes are looked up: ./export (the user's project), then the recipes shipped with edge-ad."""
+    bundled = bundled_dir("edge_ad.recipes")
+    return [Path.cwd() / "export", *([bundled] if bundled else [])]
 
 
 def load_recipe(model: str, path: str | Path | None = None) -> dict[str, Any]:
@@ -48,6 +60,8 @@ def load_recipe(model: str, path: str | Path | None = None) -> dict[str, Any]:
     else:
         if path:
             raise ConfigError(f"{path}: export recipe not found")
+        raise ConfigError(f"{model}: no export recipe {model}.yaml in {' or '.join(str(d) for d in recipe_dirs())}; "
+                          "every registered model ships one (a broken install?), or pass --recipe FILE")
     merged = {k: (dict(v) if isinstance(v, dict) else v) for k, v in DEFAULTS.items()}
     for k, v in recipe.items():
         if isinstance(v, dict) and isinstance(merged.get(k), dict):

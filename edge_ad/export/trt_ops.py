@@ -96,6 +96,10 @@ _CONSTANTS_COMMON: tuple[ConstantInput, ...] = (
 )
 
 
+#: TensorRT's ITopKLayer limit on K (every version edge-ad targets); models that reduce with TopK check it at build
+TOPK_MAX_K = 3840
+
+
 @dataclass(frozen=True)
 class TrtProfile:
     """One TensorRT version's parser as far as edge-ad's graphs are concerned."""
@@ -104,7 +108,7 @@ class TrtProfile:
     opsets: tuple[int, int]
     ops: dict[str, tuple[str, ...]]
     constant_inputs: tuple[ConstantInput, ...]
-    topk_max_k: int = 3840
+    topk_max_k: int = TOPK_MAX_K
     resize_modes: frozenset[str] = frozenset({"nearest", "linear"})
     resize_coordinate_modes: frozenset[str] = frozenset(
         {"half_pixel", "pytorch_half_pixel", "tf_half_pixel_for_nn", "asymmetric", "align_corners"})

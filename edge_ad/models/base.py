@@ -37,6 +37,11 @@ class AnomalyModel(nn.Module, metaclass=abc.ABCMeta):
     def training_loss(self, x: torch.Tensor, step: int) -> torch.Tensor:
         """Scalar loss of a batch of normalised good images at optimiser step `step`."""
 
+    @property
+    def on_meta_device(self) -> bool:
+        """Built on the meta device (shapes only: parameter counting), so it never produces maps."""
+        return any(p.is_meta for p in self.parameters()) or any(b.is_meta for b in self.buffers())
+
     def trainable_parameters(self) -> list[nn.Parameter]:
         """Parameters the optimiser updates (frozen encoders excluded)."""
         return [p for p in self.parameters() if p.requires_grad]

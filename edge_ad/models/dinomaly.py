@@ -19,7 +19,6 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
-from functools import partial
 from pathlib import Path
 from typing import Any, cast
 
@@ -29,6 +28,7 @@ from timm.models.vision_transformer import VisionTransformer
 from torch import nn
 
 from edge_ad.errors import ConfigError
+from edge_ad.export.trt_ops import TOPK_MAX_K
 from edge_ad.models import weights as wcache
 from edge_ad.models.base import AnomalyModel
 from edge_ad.models.layers import (
@@ -38,21 +38,15 @@ from edge_ad.models.layers import (
     interpolate_pos_embed_dinov2,
     map_head_matrix,
 )
-from edge_ad.models.registry import ModelInfo, register_model
+from edge_ad.models.registry import register_variants
 from edge_ad.runtime.preprocess import IMAGENET_MEAN, IMAGENET_STD, Preprocess
 
 log = logging.getLogger(__name__)
 
-PAPER = (
-    "Guo et al., Dinomaly: The Less Is More Philosophy in Multi-Class Unsupervised Anomaly Detection, "
-    "CVPR 2025 (arXiv:2405.14325)"
-)
 PATCH = 14
 NUM_REG = 4
 #: encoder taps / decoder outputs averaged into the two groups that are compared (official fuse lists)
 FUSE_GROUPS: tuple[tuple[int, ...], ...] = ((0, 1, 2, 3), (4, 5, 6, 7))
-#: the largest TopK TensorRT accepts
-MAX_TOPK = 3840
 
 
 def hard_mining_p(step: int) -> float:
@@ -236,7 +230,8 @@ class Dinomaly(AnomalyModel):
     def load_encoder_weights(self, path: str | Path) -> None:
         """Load a timm-format or official DINOv2 hub checkpoint into the encoder; any missing or unexpected
         key is an error (a silent partial load leaves a random encoder)."""
-        from edge_ad.models.weights import load_state_dict_file, sha256_file
+        from edge_ad.fileio import sha256_file
+        from edge_ad.models.weights import load_state_dict_file
 
         sd = load_state_dict_file(path)
         sd = sd.get("model", sd.get("state_dict", sd))
@@ -257,7 +252,7 @@ class Dinomaly(AnomalyModel):
         except RuntimeError as e:  # shape mismatch, e.g. a ViT-S checkpoint for a ViT-B model
             raise ConfigError(f"{path}: encoder weights do not fit: {e}") from e
         self.bake_pos_embed()
-        self.encoder_weights = f"file:{sha256_file(Path(path))}"
+        self.encoder_weights = f"file:{sha256_file(path)[0]}"
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -267,7 +262,6 @@ class Dinomaly(AnomalyModel):
 @dataclass(frozen=True)
 class _Variant:
     timm_name: str  # "" = the in-repo tiny ViT
-    weights_name: str
     target_layers: tuple[int, ...]
     resize: int
     crop: int
@@ -275,15 +269,15 @@ class _Variant:
 
 _VARIANTS: dict[str, _Variant] = {
     "dinomaly-s": _Variant(
-        "vit_small_patch14_reg4_dinov2", "vit_small_patch14_reg4_dinov2.lvd142m", tuple(range(2, 10)), 448, 392
+        "vit_small_patch14_reg4_dinov2", tuple(range(2, 10)), 448, 392
     ),
     "dinomaly-b": _Variant(
-        "vit_base_patch14_reg4_dinov2", "vit_base_patch14_reg4_dinov2.lvd142m", tuple(range(2, 10)), 448, 392
+        "vit_base_patch14_reg4_dinov2", tuple(range(2, 10)), 448, 392
     ),
     "dinomaly-l": _Variant(
-        "vit_large_patch14_reg4_dinov2", "vit_large_patch14_reg4_dinov2.lvd142m", tuple(range(4, 19, 2)), 448, 392
+        "vit_large_patch14_reg4_dinov2", tuple(range(4, 19, 2)), 448, 392
     ),
-    "dinomaly-tiny": _Variant("", "edgead_vit_tiny_patch14_reg4", tuple(range(2, 10)), 256, 224),
+    "dinomaly-tiny": _Variant("", tuple(range(2, 10)), 256, 224),
 }
 
 
@@ -316,13 +310,15 @@ def _build(
         raise ConfigError(f"{name}: crop (model input side) must be a positive multiple of {PATCH}, got {crop}")
     if resize < crop:
         raise ConfigError(f"{name}: resize {resize} is smaller than crop {crop}")
-    if not 0 < int(eval_size * eval_size * 0.01) <= MAX_TOPK:
-        raise ConfigError(f"{name}: eval_size {eval_size} gives a top-1% k outside 1..{MAX_TOPK} (TensorRT TopK limit)")
+    if not 0 < int(eval_size * eval_size * 0.01) <= TOPK_MAX_K:
+        raise ConfigError(
+            f"{name}: eval_size {eval_size} gives a top-1% k outside 1..{TOPK_MAX_K} (TensorRT TopK limit)"
+        )
     if not 0.0 <= dropout < 1.0:
         raise ConfigError(f"{name}: dropout must be in [0, 1), got {dropout}")
 
     # resolve pretrained weights before building, so a missing cache entry fails fast
-    pretrained_path = wcache.pretrained_path(name, v.weights_name, available=bool(v.timm_name), part="encoder") if pretrained and not weights else None
+    ckpt = wcache.encoder_checkpoint(name, pretrained=pretrained, weights=weights)
     if v.timm_name:
         import timm
 
@@ -332,35 +328,10 @@ def _build(
     model = Dinomaly(
         encoder, v.target_layers, crop=crop, resize=resize, eval_size=eval_size, dropout=dropout, attn_eps=attn_eps
     )
-    model.name = name
 
-    if weights or pretrained_path:
-        model.load_encoder_weights(weights or pretrained_path)  # type: ignore[arg-type]
-    elif encoder.patch_embed.proj.weight.device.type != "meta":  # meta models (parameter counting) never produce maps
-        wcache.warn_random_init(name, v.weights_name, "encoder")
+    if ckpt is not None:
+        model.load_encoder_weights(ckpt)
     return model
 
 
-_DESCRIPTIONS = {
-    "dinomaly-s": "Dinomaly ViT-S/14 DINOv2-R encoder, 448->392 input (paper Table 4)",
-    "dinomaly-b": "Dinomaly ViT-B/14 DINOv2-R encoder, 448->392 input (paper default)",
-    "dinomaly-l": "Dinomaly ViT-L/14 DINOv2-R encoder, taps 4..18 step 2, 448->392 input (paper Table 4)",
-    "dinomaly-tiny": (
-        "NOT FROM THE PAPER: tiny random-init ViT/14 (128-d, 2 heads, 10 blocks), 256->224 input, "
-        "for CPU tests and demos only"
-    ),
-}
-
-for _name, _v in _VARIANTS.items():
-    register_model(
-        ModelInfo(
-            name=_name,
-            family="dinomaly",
-            paper=PAPER,
-            input_size=(_v.crop, _v.crop),
-            builder=partial(_build, _name),
-            description=_DESCRIPTIONS[_name],
-            test_only=not _v.timm_name,
-            weights_name=_v.weights_name,
-        )
-    )
+register_variants("dinomaly", _build, _VARIANTS)

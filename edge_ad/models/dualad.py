@@ -42,7 +42,6 @@ import logging
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
-from functools import partial
 from pathlib import Path
 from typing import Any, cast
 
@@ -55,15 +54,11 @@ from edge_ad.errors import ConfigError
 from edge_ad.models import weights as wcache
 from edge_ad.models.base import AnomalyModel
 from edge_ad.models.layers import bilinear_matrix
-from edge_ad.models.registry import ModelInfo, register_model
+from edge_ad.models.registry import register_variants
 from edge_ad.runtime.preprocess import IMAGENET_MEAN, IMAGENET_STD, Preprocess
 
 log = logging.getLogger(__name__)
 
-PAPER = (
-    "He et al., DualAD: Exploring Coupled Dual-Branch Networks for Multi-Class Unsupervised Anomaly Detection, "
-    "Electronics 14(3):594, 2025 (doi:10.3390/electronics14030594)"
-)
 #: stride of the fused token map (MFAA `outstrides: [16]`)
 TOKEN_STRIDE = 16
 #: additive attention-mask value inside the masked neighbourhood; exp(-1e4 + O(100)) is exactly 0 in fp32
@@ -147,7 +142,9 @@ class PositionEmbeddingLearned(nn.Module):
 
     def forward(self) -> torch.Tensor:
         g = self.grid
-        pos = torch.cat([self.col_embed.unsqueeze(0).expand(g, g, -1), self.row_embed.unsqueeze(1).expand(g, g, -1)], -1)
+        pos = torch.cat(
+            [self.col_embed.unsqueeze(0).expand(g, g, -1), self.row_embed.unsqueeze(1).expand(g, g, -1)], -1
+        )
         return pos.reshape(1, g * g, -1)
 
 
@@ -171,7 +168,9 @@ class MultiHeadAttention(nn.Module):
         b, n, c = x.shape
         return x.reshape(b, n, self.num_heads, c // self.num_heads).transpose(1, 2)
 
-    def forward(self, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+    def forward(
+        self, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, mask: torch.Tensor | None
+    ) -> torch.Tensor:
         q = self._heads(self.q_proj(query)) * self.scale
         k, v = self._heads(self.k_proj(key)), self._heads(self.v_proj(value))
         attn = q @ k.transpose(-2, -1)
@@ -425,7 +424,9 @@ class ScoreHead(nn.Module):
         super().__init__()
         self.groups = [int(g) for g in groups]
         self.pool = pool
-        self.register_buffer("resize_matrix", torch.from_numpy(bilinear_matrix(grid, size, True)).float(), persistent=False)
+        self.register_buffer(
+            "resize_matrix", torch.from_numpy(bilinear_matrix(grid, size, True)).float(), persistent=False
+        )
 
     def forward(self, feat: torch.Tensor, rec: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         err = (rec.float() - feat.float()) ** 2
@@ -532,10 +533,11 @@ class DualAD(AnomalyModel):
         }
 
     # -- backbone weights -----------------------------------------------------------------------------------
-    def load_backbone_weights(self, path: str | Path) -> None:
+    def load_encoder_weights(self, path: str | Path) -> None:
         """Load a torchvision/timm ResNet checkpoint into the trunk. `layer4.*` and `fc.*` are dropped (unused);
         any other missing or unexpected key is an error (a silent partial load leaves a random backbone)."""
-        from edge_ad.models.weights import load_state_dict_file, sha256_file
+        from edge_ad.fileio import sha256_file
+        from edge_ad.models.weights import load_state_dict_file
 
         sd = load_state_dict_file(path)
         sd = sd.get("model", sd.get("state_dict", sd))
@@ -551,7 +553,7 @@ class DualAD(AnomalyModel):
             self.backbone.load_state_dict(sd, strict=True)
         except RuntimeError as e:  # shape mismatch, e.g. a ResNet-50 checkpoint for the wide model
             raise ConfigError(f"{path}: backbone weights do not fit: {e}") from e
-        self.encoder_weights = f"file:{sha256_file(Path(path))}"
+        self.encoder_weights = f"file:{sha256_file(path)[0]}"
 
     # -- official checkpoints -------------------------------------------------------------------------------
     def load_official_checkpoint(self, path: str | Path) -> None:
@@ -562,7 +564,8 @@ class DualAD(AnomalyModel):
         The released `.pth.tar` files also pickle the easydict config, which `weights_only` loading refuses:
         on a trusted machine extract the tensors once with
         `torch.save(torch.load(p, weights_only=False)["state_dict"], "dualad_state.pth")`."""
-        from edge_ad.models.weights import load_state_dict_file, sha256_file
+        from edge_ad.fileio import sha256_file
+        from edge_ad.models.weights import load_state_dict_file
 
         sd = load_state_dict_file(path)
         mapped = official_to_edge_ad(sd.get("state_dict", sd))
@@ -576,8 +579,10 @@ class DualAD(AnomalyModel):
         try:
             self.load_state_dict(mapped, strict=True)
         except RuntimeError as e:  # shape mismatch: another variant's checkpoint
-            raise ConfigError(f"{path}: official checkpoint does not fit {self.name or type(self).__name__}: {e}") from e
-        self.encoder_weights = f"file:{sha256_file(Path(path))}"
+            raise ConfigError(
+                f"{path}: official checkpoint does not fit {self.name or type(self).__name__}: {e}"
+            ) from e
+        self.encoder_weights = f"file:{sha256_file(path)[0]}"
 
 
 _OFFICIAL_POS = re.compile(
@@ -639,18 +644,16 @@ def grouped_mse(rec: torch.Tensor, feat: torch.Tensor, groups: Sequence[int]) ->
 @dataclass(frozen=True)
 class _Variant:
     timm_name: str  # "" = the in-repo tiny ResNet
-    weights_name: str
     cdbn: CDBNConfig
     size: int = 224
 
 
 _TINY_HE = CDBNConfig("mlp", hidden_dim=32, enc_layers=2, dec_layers=2, num_heads=4, ffn=128)
 _VARIANTS: dict[str, _Variant] = {
-    "dualad-he": _Variant("wide_resnet50_2", "wide_resnet50_2.tv_in1k", CDBNConfig("mlp")),
-    "dualad-ho": _Variant("wide_resnet50_2", "wide_resnet50_2.tv_in1k",
-                          CDBNConfig("transformer", wide_layers=2, memory=0)),
-    "dualad-he-tiny": _Variant("", "edgead_resnet_tiny", _TINY_HE),
-    "dualad-ho-tiny": _Variant("", "edgead_resnet_tiny", replace(_TINY_HE, wide="transformer", memory=0)),
+    "dualad-he": _Variant("wide_resnet50_2", CDBNConfig("mlp")),
+    "dualad-ho": _Variant("wide_resnet50_2", CDBNConfig("transformer", wide_layers=2, memory=0)),
+    "dualad-he-tiny": _Variant("", _TINY_HE),
+    "dualad-ho-tiny": _Variant("", replace(_TINY_HE, wide="transformer", memory=0)),
 }
 
 
@@ -674,12 +677,15 @@ def _build(
     v = _VARIANTS[name]
     sides = {int(s) for s in (size, crop, resize) if s}
     if len(sides) > 1:
-        raise ConfigError(f"{name}: DualAD resizes to a square input without cropping; got size/crop/resize {sorted(sides)}")
+        raise ConfigError(
+            f"{name}: DualAD resizes to a square input without cropping; got size/crop/resize {sorted(sides)}"
+        )
     side = sides.pop() if sides else v.size
     if side <= 0 or side % TOKEN_STRIDE or side // TOKEN_STRIDE < NEIGHBOUR + 1:
         # below 8x8 tokens the centre token's 7x7 masked window covers the whole grid: nothing left to attend to
         raise ConfigError(
-            f"{name}: input side must be a multiple of {TOKEN_STRIDE} and >= {TOKEN_STRIDE * (NEIGHBOUR + 1)}, got {side}"
+            f"{name}: input side must be a multiple of {TOKEN_STRIDE} and >= {TOKEN_STRIDE * (NEIGHBOUR + 1)}, "
+            f"got {side}"
         )
     cfg = v.cdbn
     if dropout is not None:
@@ -687,7 +693,9 @@ def _build(
             raise ConfigError(f"{name}: dropout must be in [0, 1), got {dropout}")
         cfg = replace(cfg, dropout=float(dropout))
 
-    pretrained_path = wcache.pretrained_path(name, v.weights_name, available=bool(v.timm_name), part="backbone", file_hint=" (torchvision wide_resnet50_2-95faca4d.pth works)") if pretrained and not weights else None
+    ckpt = wcache.encoder_checkpoint(
+        name, pretrained=pretrained, weights=weights, file_hint=" (torchvision wide_resnet50_2-95faca4d.pth works)"
+    )
     if v.timm_name:
         import timm
 
@@ -695,41 +703,10 @@ def _build(
     else:
         net = _tiny_backbone()
     model = DualAD(net, cfg, size=side)
-    model.name = name
 
-    if weights or pretrained_path:
-        model.load_backbone_weights(weights or pretrained_path)  # type: ignore[arg-type]
-    elif model.backbone.conv1.weight.device.type != "meta":  # meta models (parameter counting) never produce maps
-        wcache.warn_random_init(name, v.weights_name, "backbone")
+    if ckpt is not None:
+        model.load_encoder_weights(ckpt)
     return model
 
 
-_DESCRIPTIONS = {
-    "dualad-he": "DualAD(He) WRN50-2 layers 1-3, MLP+memory wide branch, 224 input (released config, paper default)",
-    "dualad-ho": (
-        "DualAD(Ho) WRN50-2 layers 1-3, 1024-d transformer wide branch, 224 input "
-        "(2+2 wide layers and no memory inferred from the paper's parameter table)"
-    ),
-    "dualad-he-tiny": (
-        "NOT FROM THE PAPER: tiny random-init ResNet (16/32/64 channels) + 32-d He CDBN (2 chunks), 224 input, "
-        "for CPU tests and demos only"
-    ),
-    "dualad-ho-tiny": (
-        "NOT FROM THE PAPER: tiny random-init ResNet (16/32/64 channels) + 32-d Ho CDBN (2 chunks, 1+1 wide "
-        "layers), 224 input, for CPU tests and demos only"
-    ),
-}
-
-for _name, _v in _VARIANTS.items():
-    register_model(
-        ModelInfo(
-            name=_name,
-            family="dualad",
-            paper=PAPER,
-            input_size=(_v.size, _v.size),
-            builder=partial(_build, _name),
-            description=_DESCRIPTIONS[_name],
-            test_only=not _v.timm_name,
-            weights_name=_v.weights_name,
-        )
-    )
+register_variants("dualad", _build, _VARIANTS)

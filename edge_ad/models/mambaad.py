@@ -36,7 +36,6 @@ import logging
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -51,7 +50,7 @@ from edge_ad.errors import ConfigError
 from edge_ad.models import weights as wcache
 from edge_ad.models.base import AnomalyModel
 from edge_ad.models.layers import bilinear_matrix
-from edge_ad.models.registry import ModelInfo, register_model
+from edge_ad.models.registry import register_variants
 from edge_ad.models.scan_orders import (
     NUM_DIRECTIONS,
     SCAN_METHODS,
@@ -64,10 +63,6 @@ from edge_ad.runtime.preprocess import IMAGENET_MEAN, IMAGENET_STD, Preprocess
 
 log = logging.getLogger(__name__)
 
-PAPER = (
-    "He et al., MambaAD: Exploring State Space Models for Multi-class Unsupervised Anomaly Detection, "
-    "NeurIPS 2024 (arXiv:2404.06564)"
-)
 LOSS_WEIGHT = 5.0  # ADer L2Loss lam
 GAUSS_SIGMA = 4.0
 GAUSS_TRUNCATE = 4.0  # scipy default: radius int(4 * sigma + 0.5) = 16, 33 taps
@@ -185,7 +180,9 @@ class HSCANS(nn.Module):
         else:
             p = p_t.reshape(-1).cpu().numpy()
             if not np.array_equal(np.sort(p), np.arange(n)):
-                raise ConfigError(f"scan index_flat of a {self.size}x{self.size} SS2D is not a permutation of 0..{n - 1}")
+                raise ConfigError(
+                    f"scan index_flat of a {self.size}x{self.size} SS2D is not a permutation of 0..{n - 1}"
+                )
         perms = directions_from_order(p, self.size)
         # output pixel q of direction k is y_k[P_inv_k[q]], at k*L + P_inv_k[q] in the direction-major outputs
         merge = inverse_permutations(perms) + (np.arange(NUM_DIRECTIONS) * n)[:, None]
@@ -525,7 +522,8 @@ class MambaAD(AnomalyModel):
         """Load a ResNet checkpoint (timm or torchvision layout, e.g. timm's `resnet34-43635321.pth`) into the
         teacher. Every teacher key must be present; `layer4.*` and `fc.*` (unused stages) are ignored, as the
         official `strict=False` load does; any other unexpected key is an error."""
-        from edge_ad.models.weights import load_state_dict_file, sha256_file
+        from edge_ad.fileio import sha256_file
+        from edge_ad.models.weights import load_state_dict_file
 
         sd = load_state_dict_file(path)
         sd = sd.get("model", sd.get("state_dict", sd))
@@ -542,7 +540,7 @@ class MambaAD(AnomalyModel):
             self.net_t.load_state_dict(sd, strict=True)
         except RuntimeError as e:  # shape mismatch, e.g. a ResNet50 checkpoint
             raise ConfigError(f"{path}: encoder weights do not fit: {e}") from e
-        self.encoder_weights = f"file:{sha256_file(Path(path))}"
+        self.encoder_weights = f"file:{sha256_file(path)[0]}"
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -552,15 +550,14 @@ class MambaAD(AnomalyModel):
 @dataclass(frozen=True)
 class _Variant:
     timm_name: str  # "" = the in-repo tiny ResNet
-    weights_name: str
     width: int
     depths: tuple[int, ...]
     size: int
 
 
 _VARIANTS: dict[str, _Variant] = {
-    "mambaad": _Variant("resnet34", "resnet34.bt_in1k", 64, (3, 4, 6, 3), 256),
-    "mambaad-tiny": _Variant("", "edgead_resnet_tiny", 16, (2, 2, 2, 2), 64),
+    "mambaad": _Variant("resnet34", 64, (3, 4, 6, 3), 256),
+    "mambaad-tiny": _Variant("", 16, (2, 2, 2, 2), 64),
 }
 
 
@@ -602,35 +599,14 @@ def _build(
     if not 0.0 <= drop_path_rate < 1.0:
         raise ConfigError(f"{name}: drop_path_rate must be in [0, 1), got {drop_path_rate}")
 
-    pretrained_path = wcache.pretrained_path(name, v.weights_name, available=bool(v.timm_name), part="encoder", file_hint=" (timm's resnet34-43635321.pth)") if pretrained and not weights else None
+    ckpt = wcache.encoder_checkpoint(
+        name, pretrained=pretrained, weights=weights, file_hint=" (timm's resnet34-43635321.pth)"
+    )
     model = MambaAD(_teacher(v), width=v.width, depths=v.depths, size=v.size, resize=resize, scan_type=scan_type,
                     drop_path_rate=drop_path_rate)
-    model.name = name
-    if weights or pretrained_path:
-        model.load_encoder_weights(weights or pretrained_path)  # type: ignore[arg-type]
-    elif model.mff_oce.conv1.weight.device.type != "meta":  # meta models (parameter counting) never produce maps
-        wcache.warn_random_init(name, v.weights_name, "encoder")
+    if ckpt is not None:
+        model.load_encoder_weights(ckpt)
     return model
 
 
-_DESCRIPTIONS = {
-    "mambaad": "MambaAD, ResNet34 teacher (layers 1-3), decoder depths [3,4,6,3], Hilbert x8 scans, 256x256 input",
-    "mambaad-tiny": (
-        "NOT FROM THE PAPER: tiny random-init 16-wide ResNet teacher, decoder depths [2,2,2,2], 64x64 input, "
-        "for CPU tests and demos only"
-    ),
-}
-
-for _name, _v in _VARIANTS.items():
-    register_model(
-        ModelInfo(
-            name=_name,
-            family="mambaad",
-            paper=PAPER,
-            input_size=(_v.size, _v.size),
-            builder=partial(_build, _name),
-            description=_DESCRIPTIONS[_name],
-            test_only=not _v.timm_name,
-            weights_name=_v.weights_name,
-        )
-    )
+register_variants("mambaad", _build, _VARIANTS)

@@ -41,7 +41,6 @@ from __future__ import annotations
 import logging
 import math
 from dataclasses import dataclass
-from functools import partial
 from pathlib import Path
 from typing import Any, cast
 
@@ -54,15 +53,11 @@ from edge_ad.errors import ConfigError
 from edge_ad.models import weights as wcache
 from edge_ad.models.base import AnomalyModel
 from edge_ad.models.layers import bilinear_matrix
-from edge_ad.models.registry import ModelInfo, register_model
+from edge_ad.models.registry import register_variants
 from edge_ad.runtime.preprocess import IMAGENET_MEAN, IMAGENET_STD, Preprocess
 
 log = logging.getLogger(__name__)
 
-PAPER = (
-    "Patra and Ben Taieb, Revisiting Deep Feature Reconstruction for Logical and Structural Industrial Anomaly "
-    "Detection, TMLR 09/2024 (arXiv:2410.16255)"
-)
 #: backbone layers read (timm `features_only` out_indices of layer2, layer3)
 OUT_INDICES = (2, 3)
 #: quantile levels of the map normalisation and the value q_b maps to (EfficientAD convention)
@@ -423,10 +418,11 @@ class ULSAD(AnomalyModel):
         }
 
     # -- backbone weights -----------------------------------------------------------------------------------
-    def load_backbone_weights(self, path: str | Path) -> None:
+    def load_encoder_weights(self, path: str | Path) -> None:
         """Load a timm/torchvision classification checkpoint of the backbone. Keys the truncated backbone does not
         hold (layer4.*, fc.*) are ignored; any other missing or unexpected key is an error."""
-        from edge_ad.models.weights import load_state_dict_file, sha256_file
+        from edge_ad.fileio import sha256_file
+        from edge_ad.models.weights import load_state_dict_file
 
         sd = load_state_dict_file(path)
         sd = sd.get("model", sd.get("state_dict", sd))
@@ -443,7 +439,7 @@ class ULSAD(AnomalyModel):
             self.backbone.load_state_dict(sd, strict=True)
         except RuntimeError as e:  # shape mismatch, e.g. a ResNet-50 checkpoint for WRN50-2
             raise ConfigError(f"{path}: backbone weights do not fit: {e}") from e
-        self.encoder_weights = f"file:{sha256_file(Path(path))}"
+        self.encoder_weights = f"file:{sha256_file(path)[0]}"
 
 
 def quantile_pair(values: torch.Tensor, seed: int = 0) -> torch.Tensor:
@@ -463,16 +459,14 @@ def quantile_pair(values: torch.Tensor, seed: int = 0) -> torch.Tensor:
 @dataclass(frozen=True)
 class _Variant:
     timm_name: str
-    weights_name: str
     target_dim: int
-    pretrained_exists: bool
 
 
 _VARIANTS: dict[str, _Variant] = {
     # pinned: timm <= 0.6.12 (the official range) maps `wide_resnet50_2` to these RACM weights
-    "ulsad": _Variant("wide_resnet50_2", "wide_resnet50_2.racm_in1k", 384, True),
+    "ulsad": _Variant("wide_resnet50_2", 384),
     # 384 backbone channels averaged in groups of 8 (not 4) to keep the FRN ~1M parameters for CPU tests
-    "ulsad-tiny": _Variant("resnet10t", "edgead_ulsad_tiny_resnet10t", 48, False),
+    "ulsad-tiny": _Variant("resnet10t", 48),
 }
 
 
@@ -502,36 +496,13 @@ def _build(
             raise ConfigError(f"{name}: {key} (cosine weight of the distance) must be a finite value >= 0, got {lam}")
 
     # resolve pretrained weights before building, so a missing cache entry fails fast
-    pretrained_path = wcache.pretrained_path(name, v.weights_name, available=v.pretrained_exists, part="backbone") if pretrained and not weights else None
+    ckpt = wcache.encoder_checkpoint(name, pretrained=pretrained, weights=weights)
     backbone = timm.create_model(v.timm_name, pretrained=False, features_only=True, out_indices=OUT_INDICES)
     model = ULSAD(backbone, size=size, resize=resize, target_dim=v.target_dim, lambda_l=lambda_l,
                   lambda_g=lambda_g, lambda_a=lambda_a)
-    model.name = name
-    if weights or pretrained_path:
-        model.load_backbone_weights(weights or pretrained_path)  # type: ignore[arg-type]
-    elif model.feat_mean.device.type != "meta":  # meta models (parameter counting) never produce maps
-        wcache.warn_random_init(name, v.weights_name, "backbone")
+    if ckpt is not None:
+        model.load_encoder_weights(ckpt)
     return model
 
 
-_DESCRIPTIONS = {
-    "ulsad": "ULSAD: frozen WideResNet50-2 layer2+3 -> 384 ch, feature reconstruction + global AE, 256x256 input",
-    "ulsad-tiny": (
-        "NOT FROM THE PAPER: random-init ResNet-10-T layer2+3 -> 48 ch, small FRN + global AE, 256x256 input, "
-        "for CPU tests and demos only"
-    ),
-}
-
-for _name, _v in _VARIANTS.items():
-    register_model(
-        ModelInfo(
-            name=_name,
-            family="ulsad",
-            paper=PAPER,
-            input_size=(256, 256),
-            builder=partial(_build, _name),
-            description=_DESCRIPTIONS[_name],
-            test_only=not _v.pretrained_exists,
-            weights_name=_v.weights_name,
-        )
-    )
+register_variants("ulsad", _build, _VARIANTS)

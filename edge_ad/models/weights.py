@@ -9,17 +9,15 @@ means that model's encoder weights. `resolve` re-hashes the file, so a corrupt o
 from __future__ import annotations
 
 import datetime as _dt
-import hashlib
 import logging
 import os
 import shutil
-import socket
 import tempfile
 from pathlib import Path
 from typing import Any
 
 from edge_ad.errors import ConfigError
-from edge_ad.fileio import atomic_write_json, read_json_file
+from edge_ad.fileio import atomic_write_json, read_json_file, sha256_file
 
 INDEX = "index.json"
 _SUFFIXES = (".safetensors", ".pth", ".pt", ".bin")
@@ -34,21 +32,13 @@ def weights_dir() -> Path:
 
 def canonical_name(name: str) -> str:
     """Map a registered model name to the name of its encoder weights; other names pass through."""
-    from edge_ad.models.registry import list_models, model_info
+    from edge_ad.models.catalog import CARDS
 
-    if name in list_models():
-        return model_info(name).weights_name
+    if name in CARDS:
+        return CARDS[name].weights_name
     if not name or "/" in name or "\\" in name or name.startswith("."):
         raise ConfigError(f"weights name {name!r}: expected a timm tag such as 'vit_base_patch14_reg4_dinov2.lvd142m'")
     return name
-
-
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def _read_index() -> dict[str, dict[str, Any]]:
@@ -102,7 +92,7 @@ def import_weights(name: str, path: str | Path, source: str | None = None) -> Pa
     os.close(fd)
     try:
         shutil.copyfile(src, tmp)
-        digest = sha256_file(Path(tmp))
+        digest, _ = sha256_file(Path(tmp))
         os.replace(tmp, dst)
     finally:
         if os.path.exists(tmp):
@@ -137,23 +127,28 @@ def resolve(name: str) -> Path | None:
     p = weights_dir() / entry["file"]
     if not p.is_file():
         raise ConfigError(f"{p}: listed in the weights index for {key!r} but missing; re-import it")
-    got = sha256_file(p)
+    got, _ = sha256_file(p)
     if got != entry["sha256"]:
         raise ConfigError(f"{p}: sha256 mismatch for {key!r}: expected {entry['sha256']}, got {got}; re-import it")
     return p
 
 
-def network_reachable(host: str = "huggingface.co", port: int = 443, timeout: float = 2.0) -> bool:
-    """Cheap TCP probe, so offline machines fail fast instead of waiting on download retries."""
+def hub_offline() -> bool:
+    """Hugging Face's own offline switch (`HF_HUB_OFFLINE=1`): only its local cache is searched, nothing is
+    downloaded. Proxies (`HTTPS_PROXY`) and mirrors (`HF_ENDPOINT`) are honoured by huggingface_hub itself."""
+    value = os.environ.get("HF_HUB_OFFLINE", "")
+    if value.strip().lower() in ("1", "true", "yes", "on"):
+        return True
     try:
-        with socket.create_connection((host, port), timeout=timeout):
-            return True
-    except OSError:
+        from huggingface_hub import constants
+    except ImportError:
         return False
+    return bool(constants.HF_HUB_OFFLINE)
 
 
-def fetch_weights(name: str) -> Path:
-    """Download the timm/Hugging Face checkpoint of `name` into the cache and return its path."""
+def fetch_weights(name: str, local_files_only: bool | None = None) -> Path:
+    """The timm/Hugging Face checkpoint of `name` (downloaded, or from the Hugging Face cache when offline) copied
+    into edge-ad's cache; returns its path. `local_files_only` None = `hub_offline()`."""
     key = canonical_name(name)
     import timm.models
 
@@ -168,12 +163,16 @@ def fetch_weights(name: str) -> Path:
         f"download it on a connected machine ({cfg.url or 'https://huggingface.co/' + repo}) "
         f"and run `edge-ad weights import {key} FILE`"
     )
+    offline = hub_offline() if local_files_only is None else local_files_only
     try:
         from huggingface_hub import hf_hub_download
 
-        local = hf_hub_download(repo_id=repo, filename=cfg.hf_hub_filename or "model.safetensors")
+        local = hf_hub_download(repo_id=repo, filename=cfg.hf_hub_filename or "model.safetensors",
+                                local_files_only=offline)
     except Exception as e:  # network errors surface as many types (OSError, HTTPError, LocalEntryNotFound)
-        raise ConfigError(f"weights {key!r}: download from huggingface.co/{repo} failed ({e}); offline? {hint}") from e
+        where = ("not in the Hugging Face cache and HF_HUB_OFFLINE is set" if offline else
+                 f"download from huggingface.co/{repo} failed")
+        raise ConfigError(f"weights {key!r}: {where} ({e}); {hint}") from e
     return import_weights(key, local, source=f"hf:{repo}")
 
 
@@ -189,10 +188,25 @@ def pretrained_path(model: str, weights_name: str, *, available: bool, part: str
             "online) or pass --weights PATH")
     if not available:
         raise ConfigError(f"{model}: no pretrained {part} weights exist for this test-only variant; {hint}")
-    if not network_reachable():
-        raise ConfigError(f"{model}: {part} weights {weights_name!r} are not in the offline cache {weights_dir()} "
-                          f"and the network is unreachable; {hint}")
-    return fetch_weights(weights_name)
+    try:
+        return fetch_weights(weights_name)
+    except ConfigError as e:
+        raise ConfigError(f"{model}: {part} weights {weights_name!r} are not in the offline cache {weights_dir()}: "
+                          f"{e}") from None
+
+
+def encoder_checkpoint(model: str, *, pretrained: bool, weights: str | Path | None, file_hint: str = "") -> Path | None:
+    """The encoder checkpoint a build of `model` loads: `weights` if given, else with `pretrained` the cached (or
+    downloaded) file of its catalogue weights name, else None (random init). Resolved before the model is built, so
+    a missing cache entry fails fast."""
+    from edge_ad.models.catalog import card
+
+    if weights:
+        return Path(weights)
+    if not pretrained:
+        return None
+    c = card(model)
+    return pretrained_path(model, c.weights_name, available=not c.test_only, part="encoder", file_hint=file_hint)
 
 
 def warn_random_init(model: str, weights_name: str, part: str = "encoder") -> None:

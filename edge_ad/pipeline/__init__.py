@@ -32,10 +32,13 @@ __all__ = ["CallbackSink", "JsonlSink", "NGImageSink", "Pipeline", "PipelineStat
            "stream"]
 
 
-def stream(model: Detector | str | Path, source: Source | str | int, *, policy: Policy = "latest",
+def stream(model: Detector | str | Path, source: Source | str | int, *, policy: Policy | None = None,
            sinks: Sequence[Sink] = (), max_frames: int | None = None, backend: str = "auto",
            queue_size: int = 2, **options: Any) -> Pipeline:
     """A Pipeline to iterate: `for result in stream(package, source): ...` (stops when the loop is left).
+
+    policy None: `all` for folders and video files (a result per image), `latest` for live cameras; see
+    edge_ad.pipeline.stream for how drops are reported.
 
     `options` go to the Pipeline (max_batch, expect_size) or, for URI sources, to the source (pixel_format, fps...).
     """
@@ -44,7 +47,7 @@ def stream(model: Detector | str | Path, source: Source | str | int, *, policy: 
 
 
 def run(model: Detector | str | Path, source: Source | str | int,
-        on_result: Callable[[Result, np.ndarray | None], object] | None = None, *, policy: Policy = "latest",
+        on_result: Callable[[Result, np.ndarray | None], object] | None = None, *, policy: Policy | None = None,
         sinks: Sequence[Sink] = (), max_frames: int | None = None, backend: str = "auto", queue_size: int = 2,
         handle_signals: bool = True, **options: Any) -> dict[str, Any]:
     """Callback form: run to the end (source exhausted, max_frames, SIGINT/SIGTERM) and return the final counters."""

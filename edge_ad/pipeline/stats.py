@@ -22,6 +22,7 @@ class PipelineStats:
         self.frames_in = 0
         self.results_out = 0
         self.dropped = 0
+        self._pending_drops = 0
         self.failed = 0
         self.ng = 0
         self.ok = 0
@@ -39,6 +40,13 @@ class PipelineStats:
     def add_dropped(self, n: int = 1) -> None:
         with self._lock:
             self.dropped += n
+            self._pending_drops += n
+
+    def take_pending_drops(self) -> int:
+        """Frames dropped since the last call (attached to the next result as `frame["dropped_before"]`)."""
+        with self._lock:
+            n, self._pending_drops = self._pending_drops, 0
+            return n
 
     def add_gap(self, gap: dict[str, Any]) -> None:
         with self._lock:

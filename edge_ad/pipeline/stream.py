@@ -4,6 +4,9 @@ Stages are joined by bounded queues. The queues in front of preprocessing and in
 - `latest`: when full, the oldest waiting frame is dropped and counted, so results stay fresh (about one
   inference time old) when the model is slower than the camera;
 - `all`: the producer waits (backpressure; a live camera then loses frames in its own buffer pool).
+The default is `all` for replayed sources (folders, video files: every image gets a result) and `latest` for live
+cameras. A drop is never silent: the first is logged, `Pipeline.dropped` and `stats["dropped"]` count them, and the
+next result carries `frame["dropped_before"]` (frames dropped since the previous result).
 The queues after inference always block, so an inferred frame is never lost: after a stop the pipeline drains and
 `frames_in == results_out + dropped`. A frame that cannot be inspected (decode error, wrong size,
 preprocessing or inference failure) becomes `Result.failed(...)` with the frame's metadata and the stream goes on.
@@ -40,6 +43,11 @@ from edge_ad.sources.frame import Frame
 log = logging.getLogger(__name__)
 
 Policy = Literal["latest", "all"]
+
+
+def default_policy(source: Source) -> Policy:
+    """`latest` for a live camera (fresh results), `all` for a replayed source (a result for every frame)."""
+    return "latest" if getattr(source, "live", False) else "all"
 _END = object()  # end-of-stream marker passed down the stages
 _POLL_S = 0.2
 
@@ -75,7 +83,7 @@ class Pipeline:
     Args:
         detector: a Detector or a model package path (loaded with `backend`).
         source: a Source or a URI for `edge_ad.sources.open_source` (`source_options` are passed along).
-        policy: "latest" (drop the oldest waiting frame) or "all" (backpressure).
+        policy: "latest" (drop the oldest waiting frame) or "all" (backpressure); None: `default_policy(source)`.
         queue_size: capacity of the capture queue (frames waiting for preprocessing).
         sinks: receive every result in order (see edge_ad.pipeline.sinks).
         max_frames: stop after this many frames from the source (None: until the source ends or stop()).
@@ -84,11 +92,11 @@ class Pipeline:
         output: False when nobody iterates the results (callback form); True keeps them for `__iter__`.
     """
 
-    def __init__(self, detector: Detector | str | Path, source: Source | str | int, *, policy: Policy = "latest",
+    def __init__(self, detector: Detector | str | Path, source: Source | str | int, *, policy: Policy | None = None,
                  queue_size: int = 2, sinks: Sequence[Sink] = (), max_frames: int | None = None,
                  backend: str = "auto", max_batch: int = 1, expect_size: tuple[int, int] | None = None,
                  output: bool = True, **source_options: Any) -> None:
-        if policy not in ("latest", "all"):
+        if policy not in ("latest", "all", None):
             raise ConfigError(f"policy: expected 'latest' or 'all', got {policy!r}")
         if queue_size < 1:
             raise ConfigError(f"queue_size: expected >= 1, got {queue_size}")
@@ -100,7 +108,9 @@ class Pipeline:
         if max_batch > 1 and self.detector.package.manifest["input"].get("batch") != "dynamic":
             raise ConfigError(f"max_batch={max_batch}: the package's input batch is fixed; use max_batch=1")
         self.source = open_source(source, **source_options)
-        self.policy, self.max_frames, self.max_batch = policy, max_frames, max_batch
+        self.policy: Policy = policy or default_policy(self.source)
+        self.max_frames, self.max_batch = max_frames, max_batch
+        self._drop_logged = False
         self.expect_size = expect_size
         self.sinks = list(sinks)
         self.stats = PipelineStats()
@@ -191,7 +201,7 @@ class Pipeline:
                 raise self._error
         return self.stats.snapshot()
 
-    def __enter__(self) -> Pipeline:  # noqa: PYI034
+    def __enter__(self) -> Pipeline:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:
@@ -240,11 +250,24 @@ class Pipeline:
             except queue.Full:
                 try:
                     old = q.get_nowait()
-                    self.stats.add_dropped()
                 except queue.Empty:
                     continue
+                self._count_drop()
                 if isinstance(old, _Item) and "gap" in old.meta:
                     _carry_gap(old.meta, item.meta)
+
+    def _count_drop(self) -> None:
+        self.stats.add_dropped()
+        if not self._drop_logged:
+            self._drop_logged = True
+            log.warning("%s: the model is slower than the source: policy 'latest' drops the oldest waiting frames "
+                        "(counted in stats['dropped'] and on each result as frame['dropped_before']; policy 'all' "
+                        "inspects every frame)", self.source.source_id)
+
+    @property
+    def dropped(self) -> int:
+        """Frames dropped so far (policy `latest`, or an abort while frames were waiting)."""
+        return self.stats.dropped
 
     def _get(self, q: queue.Queue[Any]) -> Any:
         """Next item, or None once aborted."""
@@ -278,12 +301,12 @@ class Pipeline:
                 if self.policy == "latest":
                     self._offer_latest(self._q_in, item)
                 elif not self._put(self._q_in, item):
-                    self.stats.add_dropped()  # aborted while waiting: account for the frame
+                    self._count_drop()  # aborted while waiting: account for the frame
                     return
                 n += 1
                 if self.max_frames is not None and n >= self.max_frames:
                     break
-        except Exception as e:  # a camera that cannot be recovered: report it after the drain  # noqa: BLE001
+        except Exception as e:  # a camera that cannot be recovered: report it after the drain
             log.error("%s: %s", self.source.source_id, e)
             self._error = e
         finally:
@@ -314,7 +337,7 @@ class Pipeline:
                 except DataError as e:
                     item.result = Result.failed(f"{frame.source_id}: frame {frame.frame_id}: {e}", frame=item.meta,
                                                 fault=Fault.FRAME)
-                except Exception as e:  # noqa: BLE001 - fail-safe: a bug in preprocessing fails this frame only
+                except Exception as e:
                     item.result = Result.failed(f"{frame.source_id}: frame {frame.frame_id}: preprocessing failed: "
                                                 f"{type(e).__name__}: {e}", frame=item.meta, fault=Fault.INTERNAL)
                 item.timing["preprocess"] = (time.perf_counter() - t0) * 1e3
@@ -345,7 +368,7 @@ class Pipeline:
                 t0 = time.perf_counter()
                 try:
                     maps, scores = backend.run(np.stack([it.crop for it in todo]))
-                except Exception as e:  # a backend failure fails these frames, not the stream  # noqa: BLE001
+                except Exception as e:  # a backend failure fails these frames, not the stream
                     log.error("inference failed: %s", e)
                     for it in todo:
                         it.result = Result.failed(f"inference failed: {e}", frame=it.meta, fault=Fault.INFERENCE)
@@ -377,7 +400,7 @@ class Pipeline:
                     # the Detector's own post-processing, so streamed results equal Detector.predict
                     result = det.finish(item.amap, item.score, (int(img.shape[0]), int(img.shape[1])),
                                          item.timing, item.meta)
-                except Exception as e:  # noqa: BLE001
+                except Exception as e:
                     result = Result.failed(f"postprocess failed: {e}", frame=item.meta, fault=Fault.POSTPROCESS)
             latency_ms = (time.monotonic() - item.frame.capture_monotonic) * 1e3
             result.timings["latency"] = latency_ms
@@ -394,12 +417,17 @@ class Pipeline:
                 if item is _END:
                     break
                 result, image = item
+                dropped = self.stats.take_pending_drops()
+                if dropped and result.frame is not None:
+                    result.frame["dropped_before"] = dropped
                 for sink in self.sinks:
                     try:
                         sink.write(result, image)
                     except Exception:  # a full disk or a failing callback must not stop inspection
                         self.stats.add_sink_error()
-                        log.exception("sink %s failed on frame %s", type(sink).__name__, (result.frame or {}).get("seq"))
+                        log.exception(
+                            "sink %s failed on frame %s", type(sink).__name__, (result.frame or {}).get("seq")
+                        )
                 if self._output and not self._put(self._q_out, result):
                     return
         finally:

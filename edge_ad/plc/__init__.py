@@ -13,8 +13,9 @@ The signal set and its addresses are in `edge_ad.plc.signals` (and samples/READM
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from edge_ad._lazy import lazy_exports
 
 if TYPE_CHECKING:
     from edge_ad.plc.inspector import Inspector, InspectorStats
@@ -52,9 +53,4 @@ __all__ = ["SIGNALS", "DefectCode", "FaultCode", "InspectionRecord", "Inspector"
            "PlcConnectionError", "PlcError", "PlcLink", "VisionState", "open_adapter"]
 
 
-def __getattr__(name: str) -> Any:
-    if name in _EXPORTS:
-        value = getattr(importlib.import_module(_EXPORTS[name]), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module 'edge_ad.plc' has no attribute {name!r}")
+__getattr__ = lazy_exports(__name__, _EXPORTS)

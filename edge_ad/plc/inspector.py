@@ -173,7 +173,7 @@ class Inspector:
         if self._job is not None:
             try:
                 self._job.future.result(timeout=5.0)
-            except Exception as e:  # noqa: BLE001 - shutting down: the outcome no longer matters, only the wait
+            except Exception as e:
                 log.warning("closing with an unfinished %s job: %s", self._job.kind, e or type(e).__name__)
             self._job = None
         if self._executor is not None:
@@ -233,7 +233,7 @@ class Inspector:
         """True while the background loop runs."""
         return self._thread is not None and self._thread.is_alive()
 
-    def __enter__(self) -> Inspector:  # noqa: PYI034 - Self needs Python 3.11
+    def __enter__(self) -> Inspector:
         self.start()
         return self
 
@@ -401,7 +401,7 @@ class Inspector:
         self._job = None
         try:
             self.detector = job.future.result()
-        except Exception as e:  # noqa: BLE001 - any load failure keeps the current model and raises a fault
+        except Exception as e:
             self._bad_request = job.recipe
             self._latch(FaultCode.RECIPE_LOAD, f"recipe {job.recipe} ({self.recipes[job.recipe]}): {e}")
             return

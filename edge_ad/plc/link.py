@@ -19,19 +19,16 @@ signals, write vision -> PLC signals. `PlcLink` wraps one adapter and adds what 
 
 from __future__ import annotations
 
-import asyncio
-import importlib
 import logging
 import threading
 import time
 from collections import deque
-from collections.abc import Coroutine, Mapping
-from concurrent.futures import TimeoutError as FutureTimeout
-from types import ModuleType
-from typing import Any, Protocol, TypeVar
-from urllib.parse import parse_qs, urlsplit
+from collections.abc import Callable, Mapping
+from typing import Protocol
 
-from edge_ad.errors import EdgeADError
+from edge_ad.backoff import ExponentialBackoff
+from edge_ad.errors import PlcConnectionError, PlcError
+from edge_ad.plc import modbus, opcua, s7
 from edge_ad.plc.signals import (
     BY_NAME,
     FaultCode,
@@ -40,26 +37,9 @@ from edge_ad.plc.signals import (
     default_inputs,
     default_outputs,
 )
+from edge_ad.plc.transport import LoopThread, Value, parse_url, require
 
 log = logging.getLogger(__name__)
-T = TypeVar("T")
-Value = bool | int | float
-
-
-class PlcError(EdgeADError):
-    """A PLC configuration problem: bad URL or option, missing protocol library."""
-
-
-class PlcConnectionError(PlcError):
-    """The PLC (or its server) cannot be reached or answered with an error; the link reconnects."""
-
-
-def require(module: str, what: str) -> ModuleType:
-    """Import a PLC protocol library lazily, with an error that says how to install it."""
-    try:
-        return importlib.import_module(module)
-    except ImportError as e:
-        raise PlcError(f"{what} needs the Python package providing '{module}': pip install \"edge-ad[plc]\"") from e
 
 
 class PlcAdapter(Protocol):
@@ -83,78 +63,21 @@ class PlcAdapter(Protocol):
         """Write some vision -> PLC signals in one transaction where the protocol allows it."""
 
 
-class LoopThread:
-    """An asyncio event loop in a daemon thread, so async protocol libraries serve a synchronous caller."""
-
-    def __init__(self, name: str) -> None:
-        self.loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self.loop.run_forever, name=name, daemon=True)
-        self._thread.start()
-
-    def run(self, coro: Coroutine[Any, Any, T], timeout: float, what: str) -> T:
-        """Run `coro` on the loop; PlcConnectionError on time-out or on a transport error."""
-        fut = asyncio.run_coroutine_threadsafe(coro, self.loop)
-        try:
-            return fut.result(timeout)
-        except FutureTimeout as e:
-            fut.cancel()
-            raise PlcConnectionError(f"{what}: no answer within {timeout:g} s") from e
-
-    def stop(self) -> None:
-        """Cancel pending tasks, stop the loop and join the thread."""
-        if self.loop.is_closed():
-            return
-
-        async def _cancel_all() -> None:
-            tasks = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
-            for t in tasks:
-                t.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
-
-        if self._thread.is_alive():
-            try:
-                asyncio.run_coroutine_threadsafe(_cancel_all(), self.loop).result(5.0)
-            except (FutureTimeout, RuntimeError):
-                log.warning("event loop tasks did not finish within 5 s")
-            self.loop.call_soon_threadsafe(self.loop.stop)
-            self._thread.join(5.0)
-        if not self._thread.is_alive():
-            self.loop.close()
-
-
-def parse_url(url: str, empty_host: bool = False) -> tuple[str, str, int | None, str, dict[str, str]]:
-    """Split a PLC URL into (scheme, host, port, path, query); PlcError for a malformed one.
-
-    empty_host: servers accept `scheme://:PORT` (host "", the adapter then binds 127.0.0.1)."""
-    parts = urlsplit(url)
-    if not parts.scheme or not (parts.hostname or (empty_host and parts.netloc.startswith(":"))):
-        raise PlcError(f"--plc {url!r}: expected SCHEME://HOST[:PORT]..., e.g. opcua://0.0.0.0:4840, "
-                       "modbus://0.0.0.0:5020, s7://192.168.0.1/0/1/100")
-    try:
-        port = parts.port
-    except ValueError as e:
-        raise PlcError(f"--plc {url!r}: bad port ({e})") from e
-    query = {k: v[-1] for k, v in parse_qs(parts.query).items()}
-    return parts.scheme.lower(), parts.hostname or "", port, parts.path, query
+#: URL scheme -> the protocol module's `adapter_from_url` (protocol libraries are imported only on connect)
+SCHEMES: dict[str, Callable[[str], PlcAdapter]] = {
+    "opcua": opcua.adapter_from_url, "opcua-client": opcua.adapter_from_url,
+    "modbus": modbus.adapter_from_url, "modbus-client": modbus.adapter_from_url,
+    "s7": s7.adapter_from_url,
+}
 
 
 def open_adapter(url: str) -> PlcAdapter:
     """Adapter for a PLC URL (not yet connected). Schemes: opcua, opcua-client, modbus, modbus-client, s7."""
     scheme = url.split("://", 1)[0].lower() if "://" in url else ""
-    if scheme in ("opcua", "opcua-client"):
-        from edge_ad.plc import opcua
-
-        return opcua.adapter_from_url(url)
-    if scheme in ("modbus", "modbus-client"):
-        from edge_ad.plc import modbus
-
-        return modbus.adapter_from_url(url)
-    if scheme == "s7":
-        from edge_ad.plc import s7
-
-        return s7.adapter_from_url(url)
-    raise PlcError(f"--plc {url!r}: unknown scheme {scheme!r}; expected opcua://, opcua-client://, modbus://, "
-                   "modbus-client:// or s7://")
+    if scheme not in SCHEMES:
+        raise PlcError(f"--plc {url!r}: unknown scheme {scheme!r}; expected "
+                       f"{', '.join(s + '://' for s in SCHEMES)}")
+    return SCHEMES[scheme](url)
 
 
 class PlcLink:
@@ -178,9 +101,7 @@ class PlcLink:
         self.heartbeat_s = heartbeat_s
         self.plc_watchdog_s = plc_watchdog_s
         self.queue_size = queue_size
-        self._backoff_min, self._backoff_max = backoff_s
-        self._backoff = self._backoff_min
-        self._next_attempt = 0.0
+        self._backoff = ExponentialBackoff(*backoff_s)
         self._queue: deque[InspectionRecord] = deque()
         self._outputs: dict[str, Value] = default_outputs()
         self._lock = threading.Lock()
@@ -260,13 +181,13 @@ class PlcLink:
     def service(self, now: float | None = None) -> bool:
         """One step: reconnect if due, heartbeat, read inputs, watchdog, post the next result. True if connected."""
         now = time.monotonic() if now is None else now
-        if not self._connected and now >= self._next_attempt:
+        if not self._connected and self._backoff.due(now):
             self._try_connect(now)
         if not self._connected:
             return False
         try:
             inputs = self.adapter.read_inputs()
-        except Exception as e:  # noqa: BLE001 - any adapter failure restarts the link, never the station
+        except Exception as e:
             self._lost(e, now)
             return False
         self.inputs = inputs
@@ -313,7 +234,7 @@ class PlcLink:
         try:
             self.adapter.write_outputs(values)
             return True
-        except Exception as e:  # noqa: BLE001 - any adapter failure restarts the link, never the station
+        except Exception as e:
             self._lost(e, time.monotonic())
             return False
 
@@ -327,21 +248,20 @@ class PlcLink:
             toggle = {"ResultValid": image.pop("ResultValid")}
             self.adapter.write_outputs(image)
             self.adapter.write_outputs(toggle)
-        except Exception as e:  # noqa: BLE001 - any adapter failure: close, back off, retry
+        except Exception as e:
             if not isinstance(e, PlcConnectionError):
                 log.error("PLC adapter %s failed unexpectedly while connecting: %s: %s", self.adapter.description,
                           type(e).__name__, e)
             self.last_error = _describe(e)
             self._safe_close()
-            self._next_attempt = now + self._backoff
-            log.warning("PLC %s unreachable (%s); retry in %.1f s", self.adapter.description, e, self._backoff)
-            self._backoff = min(self._backoff * 2, self._backoff_max)
+            delay = self._backoff.failed(now)
+            log.warning("PLC %s unreachable (%s); retry in %.1f s", self.adapter.description, e, delay)
             return
         if self._resumed:
             self.reconnects += 1
         self._resumed = True
         self._connected = True
-        self._backoff = self._backoff_min
+        self._backoff.succeeded()
         self._plc_hb, self._plc_hb_changed_at = None, None
         log.info("PLC link up: %s", self.adapter.description)
 
@@ -365,13 +285,13 @@ class PlcLink:
         self.last_error = _describe(err)
         self.inputs = default_inputs()
         self._safe_close()
-        self._next_attempt = now + self._backoff
+        self._backoff.failed(now)
         log.warning("PLC link lost (%s): %s; reconnecting", self.adapter.description, err)
 
     def _safe_close(self) -> None:
         try:
             self.adapter.close()
-        except Exception as e:  # noqa: BLE001 - a broken connection may fail in any way while closing
+        except Exception as e:
             log.debug("closing %s: %s: %s", self.adapter.description, type(e).__name__, e)
 
     def _watch_plc_heartbeat(self, inputs: Mapping[str, Value], now: float) -> None:

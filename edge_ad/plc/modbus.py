@@ -23,14 +23,6 @@ import struct
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from edge_ad.plc.link import (
-    LoopThread,
-    PlcConnectionError,
-    PlcError,
-    Value,
-    parse_url,
-    require,
-)
 from edge_ad.plc.signals import (
     BY_NAME,
     INPUTS,
@@ -41,6 +33,14 @@ from edge_ad.plc.signals import (
     Signal,
     coerce,
     default_value,
+)
+from edge_ad.plc.transport import (
+    LoopThread,
+    PlcConnectionError,
+    PlcError,
+    Value,
+    parse_url,
+    require,
 )
 
 log = logging.getLogger(__name__)
@@ -159,7 +159,9 @@ class ModbusServerAdapter:
         self._loop = LoopThread("edge-ad-modbus-server")
 
         async def _start() -> Any:
-            regs = [0] * self.base + [0] * INPUT_REGISTERS + [0] * (OUTPUT_REGISTER - INPUT_REGISTERS) + self._image.words
+            regs = (
+                [0] * self.base + [0] * INPUT_REGISTERS + [0] * (OUTPUT_REGISTER - INPUT_REGISTERS) + self._image.words
+            )
             device = SimDevice(id=self.unit, simdata=[SimData(address=0, values=regs, datatype=DataType.REGISTERS)],
                                action=self._guard)
             others = SimDevice(id=0, simdata=[SimData(address=0, values=[0] * len(regs), datatype=DataType.REGISTERS)],

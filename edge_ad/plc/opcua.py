@@ -34,14 +34,6 @@ from collections.abc import Mapping
 from typing import Any
 
 from edge_ad.errors import ConfigError
-from edge_ad.plc.link import (
-    LoopThread,
-    PlcConnectionError,
-    PlcError,
-    Value,
-    parse_url,
-    require,
-)
 from edge_ad.plc.opcua_security import (
     CLIENT_URI,
     SERVER_URI,
@@ -61,6 +53,14 @@ from edge_ad.plc.signals import (
     VisionState,
     coerce,
     default_value,
+)
+from edge_ad.plc.transport import (
+    LoopThread,
+    PlcConnectionError,
+    PlcError,
+    Value,
+    parse_url,
+    require,
 )
 
 log = logging.getLogger(__name__)
@@ -331,7 +331,7 @@ async def _quiet_disconnect(client: Any) -> None:
     """Disconnect a client whose connection may already be dead."""
     try:
         await client.disconnect()
-    except Exception as e:  # noqa: BLE001 - a dead connection fails in many ways while closing
+    except Exception as e:
         log.debug("OPC UA disconnect: %s", e)
 
 

@@ -34,7 +34,7 @@ import yaml
 
 from edge_ad.errors import ConfigError
 from edge_ad.fileio import atomic_write_bytes, atomic_write_text
-from edge_ad.plc.link import PlcError
+from edge_ad.plc.transport import PlcError
 
 log = logging.getLogger(__name__)
 MODES: dict[str, str] = {"sign": "Sign", "encrypt": "SignAndEncrypt"}
@@ -156,7 +156,7 @@ def set_user(path: Path, name: str, password: str) -> None:
         raise ConfigError(f"user name {name!r}: expected letters, digits, _ . @ - (1-64 characters)")
     users = load_users(path) if path.exists() else {}
     users[name] = hash_password(password)
-    atomic_write_text(path, yaml.safe_dump({"users": users}, sort_keys=True))
+    atomic_write_text(path, yaml.safe_dump({"users": users}, sort_keys=True), mode=0o600)
 
 
 class PasswordUsers:
@@ -201,7 +201,7 @@ def ensure_certificate(cert_dir: Path, role: str, app_uri: str) -> tuple[Path, P
         key, f"edge-ad {role} {host}", {"organizationName": "edge-ad"},
         [x509.UniformResourceIdentifier(app_uri), x509.DNSName(host)], extended=use, days=CERT_DAYS)
     cert_dir.mkdir(parents=True, exist_ok=True)
-    atomic_write_bytes(key_path, cert_gen.dump_private_key_as_pem(key))  # mkstemp: mode 0600
+    atomic_write_bytes(key_path, cert_gen.dump_private_key_as_pem(key), mode=0o600)
     atomic_write_bytes(cert_path, cert.public_bytes(Encoding.DER))
     log.info("OPC UA %s certificate created: %s (valid until %s)", role, cert_path, cert.not_valid_after_utc.date())
     return cert_path, key_path
@@ -219,7 +219,9 @@ def _fingerprints(trust_dir: Path) -> set[bytes]:
             continue
         data = p.read_bytes()
         try:
-            cert = x509.load_pem_x509_certificate(data) if b"-----BEGIN" in data else x509.load_der_x509_certificate(data)
+            cert = (
+                x509.load_pem_x509_certificate(data) if b"-----BEGIN" in data else x509.load_der_x509_certificate(data)
+            )
         except ValueError:
             log.warning("trust=%s: %s is not a certificate; ignored", trust_dir, p.name)
             continue

@@ -26,7 +26,6 @@ import struct
 from collections.abc import Mapping
 from typing import Any
 
-from edge_ad.plc.link import PlcConnectionError, PlcError, Value, parse_url, require
 from edge_ad.plc.signals import (
     BY_NAME,
     DB_SIZE,
@@ -38,6 +37,13 @@ from edge_ad.plc.signals import (
     Signal,
     coerce,
     default_value,
+)
+from edge_ad.plc.transport import (
+    PlcConnectionError,
+    PlcError,
+    Value,
+    parse_url,
+    require,
 )
 
 log = logging.getLogger(__name__)
@@ -121,7 +127,7 @@ class S7Adapter:
         if self._client is not None:
             try:
                 self._client.disconnect()
-            except Exception as e:  # noqa: BLE001 - a dead socket may fail in any way while closing
+            except Exception as e:
                 log.debug("S7 disconnect: %s", e)
         self._client = None
 

@@ -9,8 +9,9 @@ Names are imported lazily so that `import edge_ad.runtime` stays cheap (no ONNX 
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from edge_ad._lazy import lazy_exports
 
 if TYPE_CHECKING:
     from edge_ad.runtime.detector import Detector
@@ -49,9 +50,4 @@ __all__ = [
 ]
 
 
-def __getattr__(name: str) -> Any:
-    if name in _EXPORTS:
-        value = getattr(importlib.import_module(_EXPORTS[name]), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module 'edge_ad.runtime' has no attribute {name!r}")
+__getattr__ = lazy_exports(__name__, _EXPORTS)

@@ -7,6 +7,7 @@ the numbers are what the line sees, not just the engine. Stage times are per bat
 
 from __future__ import annotations
 
+import contextlib
 import os
 import platform
 import time
@@ -40,10 +41,8 @@ def machine_info() -> dict[str, Any]:
     except OSError:
         pass
     board = None
-    try:
+    with contextlib.suppress(OSError):
         board = Path("/proc/device-tree/model").read_text(errors="replace").strip("\x00\n ") or None
-    except OSError:
-        pass
     return {"cpu": cpu, "physical_cores": physical_cores(), "logical_cpus": os.cpu_count(), "board": board,
             "arch": platform.machine(), "os": platform.platform(), "python": platform.python_version()}
 

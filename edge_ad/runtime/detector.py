@@ -13,6 +13,7 @@ all give `Result.failed` (status ERROR, a `fault` code, `passed` False), never O
 
 from __future__ import annotations
 
+import logging
 import math
 import time
 from collections.abc import Sequence
@@ -33,6 +34,7 @@ from edge_ad.runtime.postprocess import (
 )
 from edge_ad.runtime.result import Fault, Result
 
+log = logging.getLogger(__name__)
 ImageInput = np.ndarray | str | Path
 
 
@@ -76,6 +78,9 @@ class Detector:
         if tuple(backend.input_hw) != package.input_hw:
             raise ConfigError(f"backend {backend.name}: input size {backend.input_hw} differs from the package's "
                               f"{package.input_hw}")
+        self.note = package_note(package.manifest)
+        if self.note:
+            log.warning("%s: %s", package.root, self.note)
 
     @classmethod
     def load(cls, package: str | Path | ModelPackage, backend: str = "auto", device: int | None = None,
@@ -168,7 +173,10 @@ class Detector:
                 for k, (i, src_hw, timing) in enumerate(ok):
                     timing["infer"] = infer_ms
                     results[i] = self.finish(maps[k, 0], float(scores[k]), src_hw, timing, frames_l[i])
-        return [r for r in results if r is not None]
+        out = [r for r in results if r is not None]
+        for r in out:
+            r.note = self.note
+        return out
 
     def _prepare(self, img: ImageInput) -> tuple[np.ndarray, tuple[int, int], dict[str, float]]:
         """Read (paths) and preprocess one input -> (crop, source (h, w), timings); DataError for bad input."""
@@ -199,11 +207,12 @@ class Detector:
             amap = map_to_source(smooth_map(model_map, self._blur_sigma), self.preprocess, src_hw)
             mask, regions = find_regions(amap, self.pixel_threshold, self._min_area, self._open_px)
             normalized = normalize_score(score, thr, *self._score_range)
-        except Exception as e:  # noqa: BLE001 - fail-safe: an unexpected post-processing error is an NG, not a crash
+        except Exception as e:
             return Result.failed(f"postprocess failed: {type(e).__name__}: {e}", frame=frame,
                                  fault=Fault.POSTPROCESS, timings=timing)
         timing["postprocess"] = (time.perf_counter() - t0) * 1e3
         timing["total"] = sum(timing.values())
+        hotspot = hotspot_box(amap)
         return Result(
             score=score,
             normalized_score=normalized,
@@ -215,11 +224,46 @@ class Detector:
             frame=frame,
             threshold=thr,
             map_range=self._map_range,
+            pixel_threshold=self.pixel_threshold,
+            reason=self._reason(score, thr, regions, hotspot),
+            hotspot=hotspot,
+            note=self.note,
         )
+
+    def _reason(self, score: float, thr: float, regions: list[Any], hotspot: tuple[int, int, int, int]) -> str:
+        """The verdict in words, so an NG without regions is explained."""
+        if not score > thr:
+            return f"OK: image score {score:.4g} <= threshold {thr:.4g}"
+        if regions:
+            return (f"NG: image score {score:.4g} > threshold {thr:.4g}; {len(regions)} region(s) over the pixel "
+                    f"threshold {self.pixel_threshold:.4g}")
+        x, y, w, h = hotspot
+        return (f"NG: image score {score:.4g} > threshold {thr:.4g}, but no pixel is over the pixel threshold "
+                f"{self.pixel_threshold:.4g} (a diffuse anomaly): hottest area at x={x} y={y} {w}x{h}")
 
     def __repr__(self) -> str:
         return (f"Detector({self.package.name!r}, backend={self.backend.name}, providers={self.backend.providers}, "
                 f"threshold={self.threshold:.6g}, sensitivity={self.sensitivity:g})")
+
+
+def package_note(manifest: dict[str, Any]) -> str | None:
+    """The warning every result of an untrained or random-init package carries (None for a trained one)."""
+    model = manifest.get("model", {})
+    if model.get("untrained"):
+        return "UNTRAINED model (exported for speed tests): its scores and verdicts mean nothing"
+    if model.get("encoder_weights") == "random-init":
+        return "trained on a RANDOM-INIT encoder (no pretrained weights): expect weak heatmaps and scores"
+    return None
+
+
+def hotspot_box(amap: np.ndarray) -> tuple[int, int, int, int]:
+    """(x, y, w, h) of a box around the anomaly map's maximum, 1/8 of the shorter side wide (clipped)."""
+    h, w = amap.shape[:2]
+    cy, cx = np.unravel_index(int(np.argmax(amap)), amap.shape[:2])
+    half = max(2, min(h, w) // 16)
+    x0, y0 = max(0, int(cx) - half), max(0, int(cy) - half)
+    x1, y1 = min(w, int(cx) + half + 1), min(h, int(cy) + half + 1)
+    return x0, y0, x1 - x0, y1 - y0
 
 
 def _manifest_number(where: str, field: str, value: Any) -> float:

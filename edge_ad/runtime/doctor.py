@@ -123,11 +123,18 @@ def _check_platform(r: Report) -> None:
     jp = jp_pkg or (jetpack_for_l4t(l4t) if l4t else None)
     r.facts["jetpack"] = jp
     r.add("system", "jetson", "ok", model or "Jetson (model unknown)")
-    r.add("system", "L4T / JetPack", "ok" if jp else "warn",
-          f"L4T {l4t or '?'}, JetPack {jp or 'unknown'}" + ("" if jp_pkg else " (nvidia-jetpack apt package not installed)"),
-          "" if jp_pkg else HINTS["jetpack"])
+    r.add(
+        "system",
+        "L4T / JetPack",
+        "ok" if jp else "warn",
+        f"L4T {l4t or '?'}, JetPack {jp or 'unknown'}"
+        + ("" if jp_pkg else " (nvidia-jetpack apt package not installed)"),
+        "" if jp_pkg else HINTS["jetpack"],
+    )
     if l4t and not l4t.startswith("36."):
-        r.add("system", "JetPack version", "warn", f"edge-ad targets JetPack 6 (L4T 36.x, TensorRT 10.3); found L4T {l4t}")
+        r.add(
+            "system", "JetPack version", "warn", f"edge-ad targets JetPack 6 (L4T 36.x, TensorRT 10.3); found L4T {l4t}"
+        )
 
 
 def _cudart_ctypes() -> tuple[int, int, int] | None:
@@ -298,7 +305,7 @@ def run_doctor() -> Report:
     for group, name, probe in _checks():
         try:
             probe(r)
-        except Exception as e:  # noqa: BLE001 - a broken install must show up in the report, not crash the doctor
+        except Exception as e:
             r.add(group, name, "warn", f"probe failed: {type(e).__name__}: {e}")
     return r
 

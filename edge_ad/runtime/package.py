@@ -25,6 +25,7 @@ from typing import Any
 
 from edge_ad import __version__
 from edge_ad.errors import PackageError
+from edge_ad.fileio import default_mode, sha256_file
 from edge_ad.runtime.preprocess import Preprocess
 from edge_ad.runtime.schema import validate_manifest
 from edge_ad.runtime.signing import (
@@ -39,7 +40,6 @@ SCHEMA_VERSION = 2
 MANIFEST_NAME = "manifest.json"
 MAX_MANIFEST_BYTES = 4 << 20
 MAX_JSON_DEPTH = 32
-_CHUNK = 1 << 20
 
 FileSource = str | Path | bytes
 
@@ -109,17 +109,6 @@ class ModelPackage:
         return dict(self.manifest["postprocess"])
 
 
-def sha256_file(path: Path) -> tuple[str, int]:
-    """(hex sha256, size in bytes) of a file, read in 1 MiB chunks."""
-    h = hashlib.sha256()
-    n = 0
-    with open(path, "rb") as f:
-        while chunk := f.read(_CHUNK):
-            h.update(chunk)
-            n += len(chunk)
-    return h.hexdigest(), n
-
-
 def _check_rel_name(name: str, where: str) -> None:
     p = PurePosixPath(name)
     if not name or p.is_absolute() or ".." in p.parts or "\\" in name or name != str(p):
@@ -146,13 +135,17 @@ def _check_consistency(manifest: dict[str, Any], where: str) -> None:
         raise PackageError(f"{where}: input.preprocess.crop: expected the graph input size {hw} (input.height, "
                            f"input.width), got {pre['crop']}")
     if pre["crop"][0] > pre["resize"][0] or pre["crop"][1] > pre["resize"][1]:
-        raise PackageError(f"{where}: input.preprocess.crop: expected at most resize {pre['resize']}, got {pre['crop']}")
+        raise PackageError(
+            f"{where}: input.preprocess.crop: expected at most resize {pre['resize']}, got {pre['crop']}"
+        )
     th = manifest["thresholds"]
     norm = th["normalization"]
     for kind, value in (("score", th["image"]["value"]), ("pixel", th["pixel"]["value"])):
         lo, hi = norm[f"{kind}_min"], norm[f"{kind}_max"]
         if not lo < hi:
-            raise PackageError(f"{where}: thresholds.normalization: expected {kind}_min < {kind}_max, got {lo} and {hi}")
+            raise PackageError(
+                f"{where}: thresholds.normalization: expected {kind}_min < {kind}_max, got {lo} and {hi}"
+            )
         if not lo <= value <= hi:
             field = "image" if kind == "score" else "pixel"
             raise PackageError(f"{where}: thresholds.{field}.value: expected within [{kind}_min, {kind}_max] = "
@@ -179,6 +172,7 @@ def write_package(out_dir: str | Path, files: dict[str, FileSource], manifest: d
     for name in files:
         _check_rel_name(name, where)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+    os.chmod(tmp, default_mode(directory=True))  # mkdtemp makes 0700: the package gets the umask's mode
     try:
         listed: dict[str, dict[str, Any]] = {}
         for name, src in files.items():

@@ -8,7 +8,7 @@ then live in source-image pixels, which is what an engineer measures on the part
 
 from __future__ import annotations
 
-import math
+from typing import Any
 
 import cv2
 import numpy as np
@@ -80,14 +80,16 @@ def find_regions(amap: np.ndarray, pixel_threshold: float, min_area_px: int = 0,
     return mask, regions
 
 
-def normalize_score(score: float, threshold: float, lo: float, hi: float) -> float:
-    """Piecewise-linear map: `lo` -> 0, `threshold` -> 0.5, `hi` -> 1, clipped to [0, 1]; NaN stays NaN."""
-    if not math.isfinite(score):
-        return math.nan
-    if score <= threshold:
-        span = threshold - lo
-        v = 0.5 - 0.5 * (threshold - score) / span if span > 0 else (0.5 if score == threshold else 0.0)
-    else:
-        span = hi - threshold
-        v = 0.5 + 0.5 * (score - threshold) / span if span > 0 else 1.0
-    return float(min(1.0, max(0.0, v)))
+def normalize_score(score: Any, threshold: float, lo: float, hi: float) -> Any:
+    """Piecewise-linear map: `lo` -> 0, `threshold` -> 0.5, `hi` -> 1, clipped to [0, 1], with a separate slope
+    below and above the threshold (a degenerate half is a step: 0 below, 1 above, 0.5 at the threshold); NaN/inf
+    scores give NaN. The one normalisation of edge-ad (runtime results, PLC scores, evaluation reports): a float for
+    a scalar, a float32 array for an array."""
+    x = np.asarray(score, dtype=np.float64)
+    t = float(threshold)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        below = 0.5 * (x - lo) / (t - lo) if t > lo else np.where(x < t, 0.0, 0.5)
+        above = 0.5 + 0.5 * (x - t) / (hi - t) if hi > t else np.where(x > t, 1.0, 0.5)
+        out = np.clip(np.where(x <= t, below, above), 0.0, 1.0)
+    out = np.where(np.isfinite(x), out, np.nan)
+    return float(out) if out.ndim == 0 else out.astype(np.float32)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -54,7 +55,10 @@ class Result:
     threshold and the manifest's `score_min`/`score_max` are 0 and 1 (clipped). `anomaly_map` (float32) and `mask`
     (uint8 {0,1}) are at the source image's resolution. `timings` are milliseconds per stage. `threshold` is the
     effective image threshold used for the decision; `map_range` the manifest's (pixel_min, pixel_max) used to
-    colour overlays consistently across images.
+    colour overlays consistently across images. `reason` says in words why the verdict is what it is (an NG without
+    regions: the image score is over its threshold but no pixel is over the pixel threshold: a diffuse anomaly);
+    `hotspot` is the (x, y, w, h) box around the anomaly map's maximum; `note` is set for every result of an
+    untrained or random-init package (its scores mean little).
     """
 
     score: float
@@ -69,6 +73,10 @@ class Result:
     threshold: float | None = None
     map_range: tuple[float, float] | None = None
     fault: str | None = None
+    pixel_threshold: float | None = None
+    reason: str | None = None
+    hotspot: tuple[int, int, int, int] | None = None
+    note: str | None = None
 
     @classmethod
     def failed(cls, error: str | BaseException, frame: dict[str, Any] | None = None, fault: str = Fault.INTERNAL,
@@ -76,7 +84,7 @@ class Result:
         """A result for a frame that could not be inspected: a fail-safe NG (see the module docstring)."""
         text = str(error) if not isinstance(error, BaseException) else (str(error) or type(error).__name__)
         return cls(score=math.nan, normalized_score=math.nan, is_anomalous=True, frame=frame, error=text,
-                   fault=fault, timings=dict(timings or {}))
+                   fault=fault, timings=dict(timings or {}), reason=f"not inspected: {text}")
 
     @property
     def passed(self) -> bool:
@@ -91,6 +99,36 @@ class Result:
             return "ERROR"
         return "OK" if self.passed else "NG"
 
+    def plot(self, image: np.ndarray) -> np.ndarray:
+        """The overlay (heatmap, regions, verdict, colour bar) on `image`, the picture this result was computed on,
+        as a BGR uint8 array (`cv2.imshow`, `cv2.imwrite`, or `plt.imshow(overlay[..., ::-1])`)."""
+        from edge_ad.runtime.overlay import render_overlay
+
+        return render_overlay(image, self)
+
+    def save(self, path: str | Path, image: np.ndarray | None = None) -> list[Path]:
+        """Write the result as JSON to `path` (".json" added if missing) and, given the image, its overlay next to
+        it (`<stem>_overlay.png`); both written atomically. Returns the files written."""
+        import json
+
+        import cv2
+
+        from edge_ad.errors import DataError
+        from edge_ad.fileio import atomic_write_bytes, atomic_write_text
+
+        p = Path(path)
+        p = p if p.suffix == ".json" else p.with_name(p.name + ".json")
+        atomic_write_text(p, json.dumps(self.to_dict(), indent=2, allow_nan=False) + "\n")
+        written = [p]
+        if image is not None:
+            ok, buf = cv2.imencode(".png", self.plot(image))
+            if not ok:
+                raise DataError(f"{p}: PNG encoding of the overlay failed")
+            overlay = p.with_name(p.stem + "_overlay.png")
+            atomic_write_bytes(overlay, buf.tobytes())
+            written.append(overlay)
+        return written
+
     def to_dict(self) -> dict[str, Any]:
         """JSON-safe summary: no arrays, NaN/inf as null, regions as box/area/peak."""
         out: dict[str, Any] = {
@@ -104,7 +142,11 @@ class Result:
             "frame": _json_safe(self.frame) if self.frame is not None else None,
             "error": self.error,
             "fault": self.fault,
+            "reason": self.reason,
+            "hotspot": [int(v) for v in self.hotspot] if self.hotspot is not None else None,
         }
+        if self.note is not None:
+            out["note"] = self.note
         if self.anomaly_map is not None:
             out["map_shape"] = [int(s) for s in self.anomaly_map.shape]
         return out

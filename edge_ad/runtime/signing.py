@@ -89,8 +89,7 @@ def keygen(private_path: str | Path, public_path: str | Path | None = None, forc
                                  serialization.NoEncryption())
     pub_pem = key.public_key().public_bytes(serialization.Encoding.PEM,
                                             serialization.PublicFormat.SubjectPublicKeyInfo)
-    atomic_write_bytes(priv, priv_pem, fsync=True)
-    os.chmod(priv, 0o600)
+    atomic_write_bytes(priv, priv_pem, fsync=True, mode=0o600)
     atomic_write_bytes(pub, pub_pem, fsync=True)
     return priv, pub
 

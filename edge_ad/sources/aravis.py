@@ -100,8 +100,14 @@ class GigESource(LiveSource):
                 canonical(pixel_format)
             except DataError as e:
                 raise SourceError(f"{self.source_id}: {e}") from e
-        if packet_size is not None and packet_size != "auto" and (not isinstance(packet_size, int) or packet_size < 576):
-            raise SourceError(f"{self.source_id}: packet_size: expected an integer >= 576 or 'auto', got {packet_size!r}")
+        if (
+            packet_size is not None
+            and packet_size != "auto"
+            and (not isinstance(packet_size, int) or packet_size < 576)
+        ):
+            raise SourceError(
+                f"{self.source_id}: packet_size: expected an integer >= 576 or 'auto', got {packet_size!r}"
+            )
         if roi is not None and (len(roi) != 4 or roi[2] <= 0 or roi[3] <= 0 or roi[0] < 0 or roi[1] < 0):
             raise SourceError(f"{self.source_id}: roi: expected (x, y, width, height) with x, y >= 0 and a positive "
                               f"size, got {roi}")
@@ -202,7 +208,9 @@ class GigESource(LiveSource):
             src = "Software" if self.trigger_mode == "software" else self.trigger_mode
             available = list(cam.dup_available_trigger_sources() or [])
             if src not in available:
-                raise SourceError(f"{sid}: trigger: expected 'free-run' or one of {available}, got {self.trigger_mode!r}")
+                raise SourceError(
+                    f"{sid}: trigger: expected 'free-run' or one of {available}, got {self.trigger_mode!r}"
+                )
             cam.set_trigger(src)
             if self.trigger_activation is not None:
                 cam.set_string("TriggerActivation", self.trigger_activation)
@@ -233,7 +241,7 @@ class GigESource(LiveSource):
             return False
         try:
             self._cam.get_integer("Width")
-        except Exception:  # noqa: BLE001
+        except Exception:
             return False
         return True
 

@@ -16,18 +16,12 @@ from typing import Any
 
 import numpy as np
 
-from edge_ad.errors import EdgeADError
+from edge_ad.backoff import ExponentialBackoff
+from edge_ad.errors import ConnectionLost, SourceError
 from edge_ad.sources.frame import Frame, Gap
 
 log = logging.getLogger(__name__)
-
-
-class SourceError(EdgeADError):
-    """A camera or input that cannot be opened or configured (names the source and what was expected)."""
-
-
-class ConnectionLost(Exception):
-    """Raised by a live source's `_fetch` when the device is gone; handled by reconnecting, never seen by users."""
+__all__ = ["Backoff", "ConnectionLost", "LiveSource", "Pacer", "Source", "SourceError"]
 
 
 class Source(ABC):
@@ -36,6 +30,9 @@ class Source(ABC):
     Subclasses implement `_open`, `_close` and `_grab(timeout) -> Frame | None` (None: no frame yet) and set
     `self._finished = True` when a finite source (file, folder) is exhausted.
     """
+
+    #: True for cameras and streams (frames keep coming whether or not they are read); False for replays
+    live: bool = False
 
     def __init__(self, source_id: str, poll_s: float = 0.5) -> None:
         self.source_id = source_id
@@ -96,7 +93,7 @@ class Source(ABC):
                 "frames_lost": sum(g.frames_lost for g in self.gaps),
                 "seconds_down": round(sum(g.seconds_down for g in self.gaps), 3)}
 
-    def __enter__(self) -> Source:  # noqa: PYI034
+    def __enter__(self) -> Source:
         self.open()
         return self
 
@@ -128,19 +125,17 @@ class Source(ABC):
         return frame
 
 
-class Backoff:
-    """Exponential reconnect backoff (initial_s, 2x, ... up to max_s) and outage bookkeeping for one source."""
+class Backoff(ExponentialBackoff):
+    """The exponential reconnect rule (edge_ad.backoff) plus the outage bookkeeping of one source: when it went
+    down, why, and the Gap reported on the first frame after it."""
 
     def __init__(self, initial_s: float = 0.25, max_s: float = 5.0, give_up_s: float | None = None) -> None:
         if initial_s <= 0 or max_s < initial_s:
             raise SourceError(f"reconnect backoff: expected 0 < initial ({initial_s}) <= max ({max_s})")
-        self.initial_s = initial_s
-        self.max_s = max_s
+        super().__init__(initial_s, max_s)
         self.give_up_s = give_up_s
         self.down_since: float | None = None
         self.reason = ""
-        self.attempts = 0
-        self.next_try = 0.0
         self.last_frame: float | None = None
         self._interval: float | None = None  # EMA of the frame interval, for the frames-lost estimate
 
@@ -158,9 +153,7 @@ class Backoff:
 
     def failed(self, now: float) -> float:
         """A reconnect attempt failed: schedule the next one; SourceError after give_up_s. Returns the delay."""
-        self.attempts += 1
-        delay = min(self.max_s, self.initial_s * 2 ** (self.attempts - 1))
-        self.next_try = now + delay
+        delay = super().failed(now)
         if self.give_up_s is not None and self.down_since is not None and now - self.down_since > self.give_up_s:
             raise SourceError(f"camera lost ({self.reason}) and not back after {now - self.down_since:.1f} s "
                               f"({self.attempts} reconnect attempts); giving up")
@@ -218,6 +211,8 @@ class LiveSource(Source):
     control-channel check used when a triggered camera is silent: no trigger is not an outage).
     """
 
+    live = True
+
     def __init__(self, source_id: str, stall_timeout_s: float = 2.0, backoff: Backoff | None = None,
                  continuous: bool = True, poll_s: float = 0.5) -> None:
         super().__init__(source_id, poll_s=poll_s)
@@ -270,7 +265,7 @@ class LiveSource(Source):
                 return None
             try:
                 self._connect()
-            except Exception as e:  # noqa: BLE001
+            except Exception as e:
                 self._disconnect()
                 delay = self.backoff.failed(time.monotonic())
                 log.info("%s: reconnect attempt %d failed (%s); next in %.2f s", self.source_id,

@@ -143,7 +143,7 @@ class GenTLSource(LiveSource):
             return False
         try:
             _ = self._ia.remote_device.node_map.Width.value
-        except Exception:  # noqa: BLE001
+        except Exception:
             return False
         return True
 
@@ -188,5 +188,5 @@ def _info(module: Any, name: str, default: Any = None) -> Any:
     """A buffer property that producers may not implement (GenTL NotAvailable) -> default."""
     try:
         return getattr(module, name)
-    except Exception:  # noqa: BLE001
+    except Exception:
         return default

@@ -1,121 +1,209 @@
-"""Training configuration: the model's paper recipe, overridden by YAML and CLI values, validated once."""
+"""Training options: one frozen dataclass (`TrainOptions`) from which everything else is derived: the `edge-ad
+train` flags, the YAML validation, `--print-config` and the resolved config the trainer reads.
+
+Precedence: the dataclass defaults < the model's paper recipe (`default_train_config()`) < a YAML file < CLI flags
+or keyword arguments (None = not given). Unknown keys, wrong types and out-of-range values are ConfigErrors that
+name the key, what it means, what was expected and what was found.
+"""
 
 from __future__ import annotations
 
+import argparse
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+import yaml
 
 from edge_ad.errors import ConfigError
 from edge_ad.fileio import read_yaml_file
 
-# key -> (type, description). Anything else in a YAML config is an error (typos must not pass silently).
-TRAIN_KEYS: dict[str, tuple[type | tuple[type, ...], str]] = {
-    "model": (str, "registered model name"),
-    "data": (str, "dataset root (MVTec layout)"),
-    "categories": ((list, type(None)), "categories to train on (None = all: multi-class)"),
-    "out": (str, "run directory"),
-    "iters": (int, "optimiser steps"),
-    "batch": (int, "batch size (per process)"),
-    "optimizer": (str, "stable_adamw | adamw | adam"),
-    "scheduler": (str, "warm_cosine | step | constant"),
-    "step_at": (float, "step scheduler: fraction of iterations after which lr is multiplied by gamma"),
-    "gamma": (float, "step scheduler: lr factor"),
-    "lr": (float, "base learning rate"),
-    "final_lr": (float, "final learning rate of the cosine"),
-    "warmup_iters": (int, "linear warm-up iterations"),
-    "betas": (list, "Adam betas"),
-    "eps": (float, "Adam epsilon"),
-    "weight_decay": (float, "decoupled weight decay"),
-    "amsgrad": (bool, "AMSGrad"),
-    "grad_clip": ((float, type(None)), "max gradient norm (None = off)"),
-    "seed": (int, "random seed"),
-    "device": (str, "auto | cpu | cuda | cuda:N"),
-    "workers": (int, "data loader workers"),
-    "resize": ((int, type(None)), "square resize before the crop (None = model default)"),
-    "crop": ((int, type(None)), "centre crop size (None = model default)"),
-    "val_fraction": (float, "fraction of train/good held out for thresholds"),
-    "target_frr": (float, "target false-reject rate of the image threshold"),
-    "pretrained": (bool, "load pretrained encoder weights (offline cache, then timm)"),
-    "weights": ((str, type(None)), "local encoder checkpoint"),
-    "log_every": (int, "iterations between log lines"),
-    "save_every": (int, "iterations between checkpoints"),
-    "model_kwargs": (dict, "extra keyword arguments of the model builder"),
-}
 
-BASE_DEFAULTS: dict[str, Any] = {
-    "categories": None,
-    "optimizer": "stable_adamw",
-    "scheduler": "warm_cosine",
-    "lr": 2e-3,
-    "final_lr": 2e-4,
-    "warmup_iters": 100,
-    "step_at": 0.8,
-    "gamma": 0.1,
-    "betas": [0.9, 0.999],
-    "eps": 1e-10,
-    "weight_decay": 1e-4,
-    "amsgrad": True,
-    "grad_clip": 0.1,
-    "seed": 1,
-    "device": "auto",
-    "workers": 2,
-    "resize": None,
-    "crop": None,
-    "val_fraction": 0.1,
-    "target_frr": 0.01,
-    "pretrained": True,
-    "weights": None,
-    "log_every": 10,
-    "save_every": 1000,
-    "model_kwargs": {},
-    "iters": 10000,
-    "batch": 16,
-}
+def _opt(default: Any, help: str, *, lo: float | None = None, hi: float | None = None, lo_open: bool = False,
+         hi_open: bool = False, choices: tuple[str, ...] | None = None, length: int | None = None,
+         flag: bool = True) -> Any:
+    """A TrainOptions field: default, help text, range/choices and whether `edge-ad train` has a flag for it."""
+    meta = {"help": help, "lo": lo, "hi": hi, "lo_open": lo_open, "hi_open": hi_open, "choices": choices,
+            "length": length, "flag": flag}
+    if isinstance(default, (list, dict)):
+        return field(default_factory=lambda: type(default)(default), metadata=meta)
+    return field(default=default, metadata=meta)
 
 
-def _coerce(key: str, value: Any) -> Any:
-    typ, desc = TRAIN_KEYS[key]
-    types = typ if isinstance(typ, tuple) else (typ,)
-    if float in types and isinstance(value, int) and not isinstance(value, bool):
+@dataclass(frozen=True)
+class TrainOptions:
+    """Every training option with its default, meaning and valid range."""
+
+    model: str | None = _opt(None, "registered model name (see `edge-ad models`), e.g. dinomaly-s")
+    data: str | None = _opt(None, "dataset root in the MVTec AD layout")
+    categories: list[str] | None = _opt(None, "categories to train on, comma-separated on the command line "
+                                              "(default: all of them, one model for all)")
+    out: str | None = _opt(None, "run directory (default runs/<model>)")
+    iters: int = _opt(10000, "optimiser steps (default: the paper's)", lo=1)
+    batch: int = _opt(16, "batch size per process (the global batch is batch x processes)", lo=1)
+    optimizer: str = _opt("stable_adamw", "optimiser", choices=("stable_adamw", "adamw", "adam"))
+    scheduler: str = _opt("warm_cosine", "learning-rate schedule", choices=("warm_cosine", "step", "constant"))
+    step_at: float = _opt(0.8, "step schedule: fraction of the iterations after which lr is multiplied by gamma",
+                          lo=0.0, hi=1.0, lo_open=True)
+    gamma: float = _opt(0.1, "step schedule: lr factor", lo=0.0, lo_open=True)
+    lr: float = _opt(2e-3, "base learning rate", lo=0.0, lo_open=True)
+    final_lr: float = _opt(2e-4, "final learning rate of the cosine schedule", lo=0.0)
+    warmup_iters: int = _opt(100, "linear warm-up iterations", lo=0)
+    betas: list[float] = _opt([0.9, 0.999], "Adam betas, comma-separated on the command line", length=2)
+    eps: float = _opt(1e-10, "Adam epsilon", lo=0.0, lo_open=True)
+    weight_decay: float = _opt(1e-4, "decoupled weight decay", lo=0.0)
+    amsgrad: bool = _opt(True, "AMSGrad variant of Adam")
+    grad_clip: float | None = _opt(0.1, "max gradient norm (None = off)", lo=0.0, lo_open=True)
+    seed: int = _opt(1, "random seed")
+    device: str = _opt("auto", "auto | cpu | cuda | cuda:N (under torchrun: each process its LOCAL_RANK GPU)")
+    workers: int = _opt(2, "data loader worker processes", lo=0)
+    resize: int | None = _opt(None, "square resize before the crop (default: the model's)", lo=1)
+    crop: int | None = _opt(None, "centre crop, the model input side (default: the model's)", lo=1)
+    val_fraction: float = _opt(0.1, "share of train/good held out for thresholds", lo=0.0, hi=1.0, hi_open=True)
+    target_frr: float = _opt(0.01, "false-reject rate of the image threshold", lo=0.0, hi=1.0, lo_open=True,
+                             hi_open=True)
+    pretrained: bool = _opt(True, "load pretrained encoder weights (offline cache, then timm); --no-pretrained: "
+                                  "random-init encoder (weak heatmaps; for tests and speed)")
+    weights: str | None = _opt(None, "local encoder checkpoint (official .pth or timm file)")
+    log_every: int = _opt(10, "iterations between log lines", lo=1)
+    save_every: int = _opt(1000, "iterations between checkpoints", lo=1)
+    model_kwargs: dict[str, Any] = _opt({}, "extra keyword arguments of the model builder (KEY=VALUE on the "
+                                            "command line, repeatable)")
+
+
+FIELDS: dict[str, dataclasses.Field[Any]] = {f.name: f for f in dataclasses.fields(TrainOptions)}
+_HINTS = typing.get_type_hints(TrainOptions)
+#: key -> (accepted types, meaning), for code that lists the valid keys
+TRAIN_KEYS: dict[str, tuple[tuple[type, ...], str]] = {}
+REQUIRED = ("model", "data", "out")
+
+
+def _accepted(name: str) -> tuple[type, ...]:
+    hint = _HINTS[name]
+    args = typing.get_args(hint) if isinstance(hint, types.UnionType) else (hint,)
+    return tuple(typing.get_origin(a) or a for a in args)
+
+
+def _item_type(name: str) -> Any:
+    """X of a `list[X]` (or `list[X] | None`) option."""
+    hint = _HINTS[name]
+    for a in typing.get_args(hint) if isinstance(hint, types.UnionType) else (hint,):
+        if typing.get_origin(a) is list:
+            return typing.get_args(a)[0]
+    return None
+
+
+TRAIN_KEYS.update({n: (_accepted(n), str(f.metadata["help"])) for n, f in FIELDS.items()})
+
+
+def check_value(key: str, value: Any, where: str = "train config") -> Any:
+    """The value of option `key`, coerced (int -> float) and checked; ConfigError naming key, expected, got."""
+    if key not in FIELDS:
+        raise ConfigError(f"{where}: unknown key {key!r}; valid keys: {sorted(FIELDS)}")
+    meta, accepted = FIELDS[key].metadata, _accepted(key)
+    what = f"{where}: {key} ({meta['help']})"
+    expected = "/".join("None" if t is type(None) else t.__name__ for t in accepted)
+    if float in accepted and isinstance(value, int) and not isinstance(value, bool):
         value = float(value)
-    if isinstance(value, bool) and bool not in types:
-        raise ConfigError(f"train config: {key} ({desc}): expected {'/'.join(t.__name__ for t in types)}, got bool")
-    if not isinstance(value, types):
-        raise ConfigError(
-            f"train config: {key} ({desc}): expected {'/'.join(t.__name__ for t in types)}, got {type(value).__name__} {value!r}"
-        )
+    if (isinstance(value, bool) and bool not in accepted) or not isinstance(value, accepted):
+        raise ConfigError(f"{what}: expected {expected}, got {type(value).__name__} {value!r}")
+    if value is None:
+        return value
+    if meta["choices"] and value not in meta["choices"]:
+        raise ConfigError(f"{what}: expected one of {', '.join(meta['choices'])}, got {value!r}")
+    if isinstance(value, list):
+        if meta["length"] is not None and len(value) != meta["length"]:
+            raise ConfigError(f"{what}: expected {meta['length']} values, got {value!r}")
+        item = _item_type(key)
+        if item is float:
+            value = [float(v) if isinstance(v, int) and not isinstance(v, bool) else v for v in value]
+        if item is not None and not all(isinstance(v, item) and not isinstance(v, bool) for v in value):
+            raise ConfigError(f"{what}: expected a list of {item.__name__}, got {value!r}")
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        lo, hi = meta["lo"], meta["hi"]
+        if lo is not None and (value < lo or (meta["lo_open"] and value == lo)):
+            raise ConfigError(f"{what}: expected {'>' if meta['lo_open'] else '>='} {lo}, got {value!r}")
+        if hi is not None and (value > hi or (meta["hi_open"] and value == hi)):
+            raise ConfigError(f"{what}: expected {'<' if meta['hi_open'] else '<='} {hi}, got {value!r}")
     return value
 
 
-def resolve_config(model_defaults: dict[str, Any], yaml_path: str | Path | None, overrides: dict[str, Any]) -> dict[str, Any]:
-    """BASE_DEFAULTS < model recipe < YAML file < CLI overrides (None = not given); validated."""
-    cfg: dict[str, Any] = dict(BASE_DEFAULTS)
-    cfg.update({k: v for k, v in model_defaults.items() if k in TRAIN_KEYS})
+def resolve_config(
+    model_defaults: dict[str, Any], yaml_path: str | Path | None, overrides: dict[str, Any]
+) -> dict[str, Any]:
+    """Defaults < model recipe < YAML file < overrides (None = not given), validated; a plain dict of every option."""
+    cfg: dict[str, Any] = dataclasses.asdict(TrainOptions())
+    cfg.update({k: v for k, v in model_defaults.items() if k in FIELDS})
     if yaml_path is not None:
         p = Path(yaml_path)
         loaded = read_yaml_file(p, "training config") or {}
         if not isinstance(loaded, dict):
             raise ConfigError(f"{p}: expected a mapping at the top level, got {type(loaded).__name__}")
-        unknown = sorted(set(loaded) - set(TRAIN_KEYS))
+        unknown = sorted(str(k) for k in set(loaded) - set(FIELDS))
         if unknown:
-            raise ConfigError(f"{p}: unknown key(s) {unknown}; valid keys: {sorted(TRAIN_KEYS)}")
+            raise ConfigError(f"{p}: unknown key(s) {unknown}; valid keys: {sorted(FIELDS)}")
         cfg.update(loaded)
     cfg.update({k: v for k, v in overrides.items() if v is not None})
-    missing = [k for k in ("model", "data", "out") if not cfg.get(k)]
+    missing = [k for k in REQUIRED if not cfg.get(k)]
     if missing:
         raise ConfigError(f"train config: missing required value(s) {missing}")
-    for k in list(cfg):
-        if k not in TRAIN_KEYS:
-            raise ConfigError(f"train config: unknown key {k!r}")
-        if cfg[k] is not None or not isinstance(TRAIN_KEYS[k][0], tuple):
-            cfg[k] = _coerce(k, cfg[k])
-    for k in ("iters", "batch"):
-        if cfg[k] < 1:
-            raise ConfigError(f"train config: {k} must be >= 1, got {cfg[k]}")
-    if not 0.0 <= cfg["val_fraction"] < 1.0:
-        raise ConfigError(f"train config: val_fraction must be in [0, 1), got {cfg['val_fraction']}")
-    if not 0.0 < cfg["target_frr"] < 1.0:
-        raise ConfigError(f"train config: target_frr must be in (0, 1), got {cfg['target_frr']}")
-    if len(cfg["betas"]) != 2:
-        raise ConfigError(f"train config: betas must have 2 values, got {cfg['betas']}")
-    return cfg
+    return dataclasses.asdict(TrainOptions(**{k: check_value(k, v) for k, v in cfg.items()}))
+
+
+def format_config(cfg: dict[str, Any]) -> str:
+    """A resolved config as the YAML `--config` reads back (`--print-config`)."""
+    return yaml.safe_dump({k: cfg[k] for k in FIELDS}, sort_keys=False)
+
+
+# ---- the command line ---------------------------------------------------------------------------------------
+def _kv(text: str) -> tuple[str, Any]:
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
+    try:
+        return key, yaml.safe_load(value)
+    except yaml.YAMLError as e:
+        raise argparse.ArgumentTypeError(f"{key}: value {value!r} is not valid YAML ({e})") from None
+
+
+def _floats(text: str) -> list[float]:
+    try:
+        return [float(v) for v in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}") from None
+
+
+def _names(text: str) -> list[str]:
+    return [c.strip() for c in text.split(",") if c.strip()]
+
+
+def add_cli_flags(parser: argparse.ArgumentParser) -> None:
+    """One flag per TrainOptions field (`--val-fraction` for val_fraction), help and defaults from the dataclass."""
+    defaults = TrainOptions()
+    for name, f in FIELDS.items():
+        if not f.metadata["flag"]:
+            continue
+        flag = "--" + name.replace("_", "-")
+        accepted = _accepted(name)
+        default = getattr(defaults, name)
+        text = str(f.metadata["help"]) + (f" (default {default})" if default not in (None, {}, []) else "")
+        if name == "model_kwargs":
+            parser.add_argument("--model-kwarg", dest=name, action="append", type=_kv, metavar="KEY=VALUE", help=text)
+        elif bool in accepted:
+            parser.add_argument(flag, dest=name, action=argparse.BooleanOptionalAction, default=None, help=text)
+        elif list in accepted:
+            parser.add_argument(flag, dest=name, type=_names if name == "categories" else _floats, help=text)
+        else:
+            kind = next(t for t in accepted if t is not type(None))
+            parser.add_argument(flag, dest=name, type=kind, choices=f.metadata["choices"], help=text)
+
+
+def overrides_from_cli(args: argparse.Namespace) -> dict[str, Any]:
+    """The options given on the command line (None = not given)."""
+    out = {name: getattr(args, name, None) for name in FIELDS}
+    if out.get("model_kwargs") is not None:
+        out["model_kwargs"] = dict(out["model_kwargs"])
+    return out

@@ -33,7 +33,9 @@ class StableAdamW(Optimizer):
     ) -> None:
         if lr < 0 or eps < 0 or not (0 <= betas[0] < 1 and 0 <= betas[1] < 1):
             raise ConfigError(f"StableAdamW: invalid lr={lr}, eps={eps} or betas={betas}")
-        defaults = dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay, amsgrad=amsgrad, clip_threshold=clip_threshold)
+        defaults = dict(
+            lr=lr, betas=betas, eps=eps, weight_decay=weight_decay, amsgrad=amsgrad, clip_threshold=clip_threshold
+        )
         super().__init__(params, defaults)
 
     @torch.no_grad()
@@ -77,7 +79,9 @@ class WarmCosineScheduler(LRScheduler):
     """Linear warm-up from 0 to base lr over `warmup_iters`, then cosine to `final_lr` over the rest; stepped per
     iteration. As in the reference, the first optimiser step runs at lr 0."""
 
-    def __init__(self, optimizer: Optimizer, base_lr: float, final_lr: float, total_iters: int, warmup_iters: int = 0) -> None:
+    def __init__(
+        self, optimizer: Optimizer, base_lr: float, final_lr: float, total_iters: int, warmup_iters: int = 0
+    ) -> None:
         self.final_lr = final_lr
         warmup = np.linspace(0, base_lr, warmup_iters) if warmup_iters > 0 else np.array([])
         iters = np.arange(max(total_iters - warmup_iters, 0))
@@ -91,7 +95,9 @@ class WarmCosineScheduler(LRScheduler):
         return [float(self.schedule[self.last_epoch]) for _ in self.base_lrs]
 
 
-def build_optimizer(name: str, params: list[torch.nn.Parameter] | list[dict[str, Any]], cfg: dict[str, Any]) -> Optimizer:
+def build_optimizer(
+    name: str, params: list[torch.nn.Parameter] | list[dict[str, Any]], cfg: dict[str, Any]
+) -> Optimizer:
     """Optimiser by name from a resolved training config; `params` may be parameter groups with their own decay."""
     betas = tuple(cfg.get("betas", (0.9, 0.999)))
     if name == "stable_adamw":
@@ -110,7 +116,9 @@ def build_scheduler(name: str, opt: Optimizer, cfg: dict[str, Any]) -> LRSchedul
     """LR schedule by name, stepped per iteration: 'warm_cosine', 'step' (x gamma once `step_at` of the iterations
     are done: epoch-based StepLR recipes expressed as a fraction of training) or 'constant' (None)."""
     if name == "warm_cosine":
-        return WarmCosineScheduler(opt, cfg["lr"], cfg.get("final_lr", cfg["lr"] * 0.1), cfg["iters"], cfg.get("warmup_iters", 0))
+        return WarmCosineScheduler(
+            opt, cfg["lr"], cfg.get("final_lr", cfg["lr"] * 0.1), cfg["iters"], cfg.get("warmup_iters", 0)
+        )
     if name == "step":
         frac = float(cfg.get("step_at", 0.8))
         if not 0.0 < frac <= 1.0:

@@ -1,8 +1,9 @@
 """Resume state (optimizer, scheduler, step, RNG) as one safetensors file: tensors as tensors, everything else as
 JSON in the file's metadata. Nothing is unpickled, so a crafted run directory cannot run code on `--resume`.
 
-The JSON skeleton stands in for the nested state dicts: a tensor is {"t": key} (a numpy array {"n": key}), a dict {"d": [[k, v], ...]} (optimizer
-state is keyed by int), a tuple {"u": [...]}; plain numbers, strings, bools, None and lists are themselves.
+The JSON skeleton stands in for the nested state dicts: a tensor is {"t": key} (a numpy array {"n": key}), a dict
+{"d": [[k, v], ...]} (optimizer state is keyed by int), a tuple {"u": [...]}; plain numbers, strings, bools, None and
+lists are themselves.
 """
 
 from __future__ import annotations

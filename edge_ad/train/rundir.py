@@ -53,7 +53,8 @@ def load_weights(model: AnomalyModel, path: Path) -> None:
     missing, unexpected = model.load_state_dict(state, strict=False)
     if missing or unexpected:
         raise ConfigError(
-            f"{path}: weights do not match model {model.name!r}: missing {list(missing)[:5]}, unexpected {list(unexpected)[:5]}"
+            f"{path}: weights do not match model {model.name!r}: missing {list(missing)[:5]}, "
+            f"unexpected {list(unexpected)[:5]}"
         )
 
 
@@ -86,7 +87,9 @@ def model_kwargs(cfg: dict[str, Any]) -> dict[str, Any]:
     return kw
 
 
-def load_run(run_dir: str | Path, device: str | torch.device = "cpu") -> tuple[AnomalyModel, dict[str, Any], dict[str, Any] | None]:
+def load_run(
+    run_dir: str | Path, device: str | torch.device = "cpu"
+) -> tuple[AnomalyModel, dict[str, Any], dict[str, Any] | None]:
     """(model in eval mode with trained weights, resolved config, thresholds or None) of a run directory."""
     from edge_ad.models.registry import create_model
 
@@ -96,11 +99,7 @@ def load_run(run_dir: str | Path, device: str | torch.device = "cpu") -> tuple[A
     if not weights.is_file():
         raise ConfigError(f"{run}: no {WEIGHTS}; the run did not finish a checkpoint (use `edge-ad train --resume`)")
     # The saved state dict holds the encoder too, so build without loading any pretrained weights.
-    logging.disable(logging.WARNING)  # silence the random-init warning: the real weights load next
-    try:
-        model = create_model(cfg["model"], pretrained=False, **model_kwargs(cfg))
-    finally:
-        logging.disable(logging.NOTSET)
+    model = create_model(cfg["model"], pretrained=False, state_dict_follows=True, **model_kwargs(cfg))
     load_weights(model, weights)
     info = read_json_file(run / RUN_INFO, "run info") if (run / RUN_INFO).is_file() else {}
     model.encoder_weights = str(info.get("encoder_weights", "unknown"))

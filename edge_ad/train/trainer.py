@@ -53,8 +53,23 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+class _TrainStep(torch.nn.Module):
+    """The model's training forward (`training_loss`) as a module's `forward`, so DistributedDataParallel sees it
+    and all-reduces the gradients of the trainable parameters during backward."""
+
+    def __init__(self, model: torch.nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: torch.Tensor, step: int) -> torch.Tensor:
+        return self.model.training_loss(x, step)  # type: ignore[operator]
+
+
 class _Dist:
-    """torchrun/DDP context: gradients of the trainable parameters are all-reduced (averaged) after backward."""
+    """torchrun context (WORLD_SIZE/RANK/LOCAL_RANK): process group, DDP wrapping, averaged logging, barriers.
+
+    Multi-node: `torchrun --nnodes=M --nproc_per_node=N --rdzv-backend=c10d --rdzv-endpoint=HOST:PORT ...` on every
+    node; NCCL on GPUs, gloo on CPUs."""
 
     def __init__(self, device: torch.device) -> None:
         self.world = int(os.environ.get("WORLD_SIZE", "1"))
@@ -67,15 +82,15 @@ class _Dist:
     def main(self) -> bool:
         return self.rank == 0
 
-    def average_gradients(self, params: list[torch.nn.Parameter]) -> None:
+    def wrap(self, model: torch.nn.Module, device: torch.device) -> torch.nn.Module:
+        """The training step module, under DistributedDataParallel when there are several processes (it
+        broadcasts rank 0's weights and buffers now and averages gradients in every backward)."""
+        step = _TrainStep(model)
         if not self.enabled:
-            return
-        grads = [p.grad for p in params if p.grad is not None]
-        flat = torch._utils._flatten_dense_tensors(grads)
-        torch.distributed.all_reduce(flat)
-        flat /= self.world
-        for g, synced in zip(grads, torch._utils._unflatten_dense_tensors(flat, grads)):
-            g.copy_(synced)
+            return step
+        from torch.nn.parallel import DistributedDataParallel
+
+        return DistributedDataParallel(step, device_ids=[device.index] if device.type == "cuda" else None)
 
     def average_scalar(self, value: float, device: torch.device) -> float:
         if not self.enabled:
@@ -120,7 +135,10 @@ def train(cfg: dict[str, Any], *, resume: bool = False, progress: bool = True) -
         raise ConfigError(f"{cfg['data']}: no training images left after holding out {cfg['val_fraction']:.0%}")
 
     model = create_model(
-        cfg["model"], pretrained=cfg["pretrained"] and not cfg["weights"], weights=cfg["weights"], **rundir.model_kwargs(cfg)
+        cfg["model"],
+        pretrained=cfg["pretrained"] and not cfg["weights"],
+        weights=cfg["weights"],
+        **rundir.model_kwargs(cfg),
     ).to(device)
     encoder_weights = str(getattr(model, "encoder_weights", "unknown"))
     params = model.trainable_parameters()
@@ -133,11 +151,12 @@ def train(cfg: dict[str, Any], *, resume: bool = False, progress: bool = True) -
                     len(train_set), batch, dist.world, max(1, len(train_set) // dist.world))
         batch = max(1, len(train_set) // dist.world)
     ds = ImageDataset(train_set, model.preprocess)
-    sampler: DistributedSampler[Any] | None = (
-        DistributedSampler(ds, num_replicas=dist.world, rank=dist.rank, seed=cfg["seed"]) if dist.enabled else None)
-    gen = torch.Generator().manual_seed(cfg["seed"])
-    loader = DataLoader(ds, batch_size=batch, shuffle=sampler is None, sampler=sampler, drop_last=True,
-                        num_workers=cfg["workers"], generator=gen, persistent_workers=cfg["workers"] > 0)
+    # one sampler for 1 and N processes: with N, process r takes every N-th image of the same seeded order, so a
+    # step sees the same images as one process with batch x N (the gradients DDP averages are the same)
+    sampler: DistributedSampler[Any] = DistributedSampler(ds, num_replicas=dist.world, rank=dist.rank,
+                                                          seed=cfg["seed"])
+    loader = DataLoader(ds, batch_size=batch, sampler=sampler, drop_last=True, num_workers=cfg["workers"],
+                        persistent_workers=cfg["workers"] > 0)
 
     start = 0
     ckpt_path = out / rundir.CHECKPOINT
@@ -175,20 +194,22 @@ def train(cfg: dict[str, Any], *, resume: bool = False, progress: bool = True) -
         with torch.no_grad():
             model.fit_constants(stats_loader, device)
     model.train()
+    step_fn = dist.wrap(model, device)
     it = _forever(loader, sampler)
-    log_f = open(out / rundir.TRAIN_LOG, "a") if dist.main else None
+    log_f = open(out / rundir.TRAIN_LOG, "a") if dist.main else None  # noqa: SIM115 - closed in the finally below
     bar = tqdm(total=cfg["iters"], initial=start, desc=f"train {cfg['model']}", disable=not (progress and dist.main),
                dynamic_ncols=True)
     t_last, step = time.perf_counter(), start
     try:
         for step in range(start, cfg["iters"]):
             x = next(it)["image"].to(device, non_blocking=True)
-            loss = model.training_loss(x, step)
+            loss = step_fn(x, step)
             if not torch.isfinite(loss):
-                raise ConfigError(f"training diverged at step {step}: loss is {loss.item()}; lower lr or check the data")
+                raise ConfigError(
+                    f"training diverged at step {step}: loss is {loss.item()}; lower lr or check the data"
+                )
             opt.zero_grad(set_to_none=True)
-            loss.backward()
-            dist.average_gradients(params)
+            loss.backward()  # under DDP: gradients are averaged over the processes here
             if cfg["grad_clip"]:
                 torch.nn.utils.clip_grad_norm_(params, cfg["grad_clip"])
             opt.step()
@@ -216,7 +237,9 @@ def train(cfg: dict[str, Any], *, resume: bool = False, progress: bool = True) -
         if holdout:  # output normalisation some models fit on held-out good images (never on test data)
             model.eval()
             with torch.no_grad():
-                model.calibrate(DataLoader(ImageDataset(holdout, model.preprocess), batch_size=batch, shuffle=False), device)
+                model.calibrate(
+                    DataLoader(ImageDataset(holdout, model.preprocess), batch_size=batch, shuffle=False), device
+                )
         _checkpoint(model, opt, sched, cfg["iters"], out, cfg)
         thresholds = derive_run_thresholds(model, holdout, cfg, device)
         rundir.write_json(out / rundir.THRESHOLDS, thresholds)
@@ -225,7 +248,9 @@ def train(cfg: dict[str, Any], *, resume: bool = False, progress: bool = True) -
     return out
 
 
-def _checkpoint(model: torch.nn.Module, opt: torch.optim.Optimizer, sched: Any, step: int, out: Path, cfg: dict[str, Any]) -> None:
+def _checkpoint(
+    model: torch.nn.Module, opt: torch.optim.Optimizer, sched: Any, step: int, out: Path, cfg: dict[str, Any]
+) -> None:
     rundir.save_weights(model, out / rundir.WEIGHTS, {"model": cfg["model"], "step": str(step)})  # type: ignore[arg-type]
     state = {"optimizer": opt.state_dict(), "scheduler": sched.state_dict() if sched is not None else None,
              "step": step, "rng": torch.get_rng_state()}

@@ -15,7 +15,7 @@ import cv2
 import numpy as np
 import pytest
 from hostile_tally import Tally
-from runtime_fixtures import blob_image, build_package
+from runtime_fixtures import blob_image, build_package, huge_png
 
 from edge_ad import imageio
 from edge_ad.runtime import Detector
@@ -33,12 +33,21 @@ def _enc(ext: str, img: np.ndarray = IMG, *params: int) -> bytes:
 def formats() -> dict[str, bytes]:
     alpha = np.dstack([IMG, np.full(IMG.shape[:2], 200, np.uint8)])
     return {
-        "png": _enc(".png"), "png-16bit": _enc(".png", IMG.astype(np.uint16) * 257), "png-grey": _enc(".png", IMG[..., 1]),
-        "png-alpha": _enc(".png", alpha), "jpg": _enc(".jpg"), "jpg-q30": _enc(".jpg", IMG, cv2.IMWRITE_JPEG_QUALITY, 30),
+        "png": _enc(".png"),
+        "png-16bit": _enc(".png", IMG.astype(np.uint16) * 257),
+        "png-grey": _enc(".png", IMG[..., 1]),
+        "png-alpha": _enc(".png", alpha),
+        "jpg": _enc(".jpg"),
+        "jpg-q30": _enc(".jpg", IMG, cv2.IMWRITE_JPEG_QUALITY, 30),
         "jpg-restart": _enc(".jpg", IMG, cv2.IMWRITE_JPEG_RST_INTERVAL, 2),
-        "jpg-progressive": _enc(".jpg", IMG, cv2.IMWRITE_JPEG_PROGRESSIVE, 1), "jpg-grey": _enc(".jpg", IMG[..., 0]),
-        "bmp": _enc(".bmp"), "bmp-grey": _enc(".bmp", IMG[..., 2]), "tif": _enc(".tif"),
-        "tif-16bit": _enc(".tif", IMG.astype(np.uint16) * 257), "ppm": _enc(".ppm"), "pgm": _enc(".pgm", IMG[..., 0]),
+        "jpg-progressive": _enc(".jpg", IMG, cv2.IMWRITE_JPEG_PROGRESSIVE, 1),
+        "jpg-grey": _enc(".jpg", IMG[..., 0]),
+        "bmp": _enc(".bmp"),
+        "bmp-grey": _enc(".bmp", IMG[..., 2]),
+        "tif": _enc(".tif"),
+        "tif-16bit": _enc(".tif", IMG.astype(np.uint16) * 257),
+        "ppm": _enc(".ppm"),
+        "pgm": _enc(".pgm", IMG[..., 0]),
         "webp": _enc(".webp", IMG, cv2.IMWRITE_WEBP_QUALITY, 80),
         "webp-lossless": _enc(".webp", IMG, cv2.IMWRITE_WEBP_QUALITY, 101),
     }
@@ -49,15 +58,6 @@ FORMATS = formats()
 
 def _chunk(kind: bytes, body: bytes) -> bytes:
     return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body) & 0xFFFFFFFF)
-
-
-def huge_png(width: int, height: int) -> bytes:
-    """A valid 1-bit PNG of width x height, streamed (20000 x 20000 is ~60 KB)."""
-    comp = zlib.compressobj(9)
-    row = b"\x00" + bytes((width + 7) // 8)
-    idat = b"".join(comp.compress(row) for _ in range(height)) + comp.flush()
-    ihdr = struct.pack(">IIBBBBB", width, height, 1, 0, 0, 0, 0)
-    return b"\x89PNG\r\n\x1a\n" + _chunk(b"IHDR", ihdr) + _chunk(b"IDAT", idat) + _chunk(b"IEND", b"")
 
 
 def huge_headers() -> dict[str, bytes]:

@@ -11,8 +11,7 @@ from pathlib import Path
 
 import pytest
 from hostile_tally import Tally
-from runtime_fixtures import build_package
-from test_hostile_images import huge_png
+from runtime_fixtures import build_package, huge_png
 
 ROOT = Path(__file__).resolve().parents[2]
 #: a fresh interpreter whose only child is `edge-ad predict`, so RUSAGE_CHILDREN is that command's peak RSS

@@ -60,7 +60,7 @@ def create_backend(package: ModelPackage, backend: str = "auto", *, device: int 
         if trt is not None:
             try:
                 return trt.open_backend(package, device=device, **trt_options)
-            except Exception as e:  # noqa: BLE001 - "auto" means best available: fall back, but say why
+            except Exception as e:
                 log.warning("backend auto: TensorRT failed to open (%s); falling back to onnxruntime", e)
     if backend == "onnxruntime" and trt_options:
         raise ConfigError(f"backend 'onnxruntime': options {sorted(trt_options)} apply to tensorrt only")
@@ -85,7 +85,7 @@ def _probe_tensorrt(package: ModelPackage) -> ModuleType | None:
         return None
     try:
         ok = bool(mod.available(package))
-    except Exception as e:  # noqa: BLE001 - a broken driver install must not stop the line from running on ONNX Runtime
+    except Exception as e:
         log.warning("backend auto: TensorRT availability check failed (%s); using onnxruntime", e)
         return None
     return mod if ok else None

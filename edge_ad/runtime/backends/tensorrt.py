@@ -193,7 +193,7 @@ class TensorRTBackend:
             self._buffers = {}
             self._cuda.close()
 
-    def __enter__(self) -> TensorRTBackend:  # noqa: PYI034 - Python 3.10 has no typing.Self
+    def __enter__(self) -> TensorRTBackend:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -206,7 +206,7 @@ def available(package: ModelPackage) -> bool:
         return False
     try:
         return get_cuda().device_count() > 0
-    except Exception as e:  # noqa: BLE001 - a broken CUDA install means "not available", not a crash of backend="auto"
+    except Exception as e:
         log.debug("tensorrt backend unavailable: %s", e)
         return False
 

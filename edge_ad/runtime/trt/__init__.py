@@ -10,7 +10,7 @@ from __future__ import annotations
 import importlib
 from types import ModuleType
 
-from edge_ad.errors import ConfigError, EdgeADError
+from edge_ad.errors import EngineBuildError, TensorRTMissingError
 
 TENSORRT_INSTALL_HINT = (
     "on JetPack 6 it ships with the OS: `sudo apt install python3-libnvinfer` (or the whole `nvidia-jetpack`), "
@@ -18,14 +18,6 @@ TENSORRT_INSTALL_HINT = (
     "on an x86-64 server: pip install 'edge-ad[cuda]' (needs an NVIDIA driver). "
     "Run `edge-ad doctor` to see what this machine has."
 )
-
-
-class TensorRTMissingError(ConfigError):
-    """The `tensorrt` Python package cannot be imported on this machine."""
-
-
-class EngineBuildError(EdgeADError):
-    """TensorRT could not parse the ONNX graph or build an engine from it."""
 
 
 def load_tensorrt() -> ModuleType:

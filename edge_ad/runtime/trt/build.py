@@ -140,7 +140,7 @@ def _new_timing_cache(config: trt.IBuilderConfig, data: bytes) -> trt.ITimingCac
     """A timing cache from serialized bytes, or None when TensorRT rejects them (truncated, corrupt, foreign)."""
     try:
         return config.create_timing_cache(data)
-    except Exception as e:  # noqa: BLE001 - TensorRT raises its own error types for a bad blob
+    except Exception as e:
         log.debug("timing cache rejected: %s", e)
         return None
 

@@ -4,10 +4,10 @@ TensorRT engines are tied to the TensorRT version and the GPU they were built on
 compatibility mode), so the package ships ONNX and each device builds and caches its own engine. An engine is keyed by
 everything that makes it valid: the ONNX graph (sha256 from the manifest), precision and typing mode, input shape,
 TensorRT version, GPU name + compute capability + SM count + memory (Orin Nano, NX and AGX all report "Orin", sm 8.7,
-but differ in SMs and memory, and tactics are timed per chip), DLA core, workspace limit and builder flags. `engines/index.json` records the full key and the
-sha256 of every engine file; `find_engine` returns an engine only when both match exactly, so a stale engine (new
-model, TensorRT upgrade) or a foreign one (copied from another device, truncated, tampered) is never loaded but
-rebuilt.
+but differ in SMs and memory, and tactics are timed per chip), DLA core, workspace limit, builder flags and the
+package digest. `engines/index.json` records the full key and the sha256 of every engine file; `find_engine`
+returns an engine only when both match exactly, so a stale engine (new model, TensorRT upgrade) or a foreign one
+(copied from another device, truncated, tampered) is never loaded but rebuilt.
 
 `engines/` is deliberately *not* listed in the manifest's `files`: the manifest (and its checksums) describe what was
 exported in the lab and are never modified on the device; `load_package` ignores files it does not list.
@@ -30,8 +30,8 @@ from typing import Any
 
 from edge_ad import __version__
 from edge_ad.errors import PackageError
-from edge_ad.fileio import atomic_write_bytes
-from edge_ad.runtime.package import ModelPackage, sha256_file
+from edge_ad.fileio import atomic_write_bytes, sha256_file
+from edge_ad.runtime.package import ModelPackage
 
 log = logging.getLogger(__name__)
 
@@ -99,7 +99,9 @@ class EngineKey:
         shape = "x".join(str(v) for v in self.input_shape)
         device = device_tag(self.gpu, self.compute_capability, self.tensorrt, self.sm_count)
         dla = f"_dla{self.dla_core}" if self.dla_core is not None else ""
-        return f"{self.model_sha256[:8]}_{self.precision}-{self.typing}_{shape}_{device}{dla}_{self.digest()[:12]}.engine"
+        return (
+            f"{self.model_sha256[:8]}_{self.precision}-{self.typing}_{shape}_{device}{dla}_{self.digest()[:12]}.engine"
+        )
 
     def describe(self) -> str:
         """One line for logs and CLI output."""

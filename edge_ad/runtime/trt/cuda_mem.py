@@ -29,7 +29,7 @@ from typing import Any
 
 import numpy as np
 
-from edge_ad.errors import ConfigError, EdgeADError
+from edge_ad.errors import ConfigError, CudaError, CudaMissingError
 
 log = logging.getLogger(__name__)
 
@@ -38,14 +38,6 @@ CUDA_INSTALL_HINT = (
     "`pip install 'edge-ad[jetson]'` (cuda-python>=12.6.1,<13), on an x86 server `pip install 'edge-ad[cuda]'` "
     "(pycuda is used instead when only it is installed)"
 )
-
-
-class CudaMissingError(ConfigError):
-    """Neither cuda-python nor pycuda can be imported."""
-
-
-class CudaError(EdgeADError):
-    """A CUDA call failed (no driver, no device, out of memory, ...)."""
 
 
 @dataclass(frozen=True)
@@ -127,7 +119,7 @@ class CudaApi(ABC):
     def close(self) -> None:
         """Free every buffer and stream this object allocated; safe to call twice."""
 
-    def __enter__(self) -> CudaApi:  # noqa: PYI034 - Python 3.10 has no typing.Self
+    def __enter__(self) -> CudaApi:
         return self
 
     def __exit__(self, *exc: object) -> None:

@@ -50,7 +50,7 @@ def _step(fn: Callable[[], dict[str, Any]]) -> dict[str, Any]:
     t0 = time.perf_counter()
     try:
         out = fn()
-    except Exception as e:  # noqa: BLE001 - the report must show every failure, one step never stops the others
+    except Exception as e:
         out = {"passed": False, "error": f"{type(e).__name__}: {e}"}
     out.setdefault("passed", True)
     out["seconds"] = round(time.perf_counter() - t0, 3)
@@ -156,12 +156,17 @@ def format_markdown(report: dict[str, Any]) -> str:
     m = report["machine"]
     gpus = ", ".join(f"{g['name']} (sm {g['compute_capability'][0]}.{g['compute_capability'][1]})"
                      for g in m.get("gpus") or []) or "none found"
-    lines = [f"# edge-ad selftest: {'PASSED' if report['passed'] else 'FAILED'}", "",
-             f"{report['created']}, edge-ad {report['edge_ad_version']}, {report['seconds']} s", "",
-             f"- board: {m.get('board') or m.get('cpu')}; JetPack {m.get('jetpack') or '-'}; TensorRT "
-             f"{m.get('tensorrt') or '-'}; GPU {gpus}; Python {m.get('python')}", "",
-             "| model | precision | build | engine MiB | vs ONNX Runtime | infer p50 / p99 ms | end-to-end p50 ms | fps |",
-             "|---|---|---|---:|---|---:|---:|---:|"]
+    lines = [
+        f"# edge-ad selftest: {'PASSED' if report['passed'] else 'FAILED'}",
+        "",
+        f"{report['created']}, edge-ad {report['edge_ad_version']}, {report['seconds']} s",
+        "",
+        f"- board: {m.get('board') or m.get('cpu')}; JetPack {m.get('jetpack') or '-'}; TensorRT "
+        f"{m.get('tensorrt') or '-'}; GPU {gpus}; Python {m.get('python')}",
+        "",
+        "| model | precision | build | engine MiB | vs ONNX Runtime | infer p50 / p99 ms | end-to-end p50 ms | fps |",
+        "|---|---|---|---:|---|---:|---:|---:|",
+    ]
     for r in report["packages"]:
         b = r["build"]
         build = ("cached" if b.get("cached") else f"{b.get('build_seconds') or 0:.1f} s") if b["passed"] else \

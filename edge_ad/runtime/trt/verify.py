@@ -14,31 +14,11 @@ from typing import Any
 import numpy as np
 
 from edge_ad.runtime.package import ModelPackage
+from edge_ad.runtime.ranking import spearman
 
 #: default tolerance per precision, as a fraction of the normalisation range
 DEFAULT_TOL = {"fp32": 0.01, "fp16": 0.05, "int8": 0.10}
 MIN_SPEARMAN = 0.9
-
-
-def spearman(a: np.ndarray, b: np.ndarray) -> float | None:
-    """Spearman rank correlation (ties get average ranks); None when undefined (n < 3 or a constant series)."""
-    if len(a) < 3:
-        return None
-    ra, rb = _ranks(np.asarray(a, dtype=np.float64)), _ranks(np.asarray(b, dtype=np.float64))
-    if np.std(ra) == 0 or np.std(rb) == 0:
-        return None
-    return float(np.corrcoef(ra, rb)[0, 1])
-
-
-def _ranks(x: np.ndarray) -> np.ndarray:
-    order = np.argsort(x, kind="mergesort")
-    ranks = np.empty(len(x), dtype=np.float64)
-    ranks[order] = np.arange(1, len(x) + 1)
-    for v in np.unique(x):
-        tie = x == v
-        if tie.sum() > 1:
-            ranks[tie] = ranks[tie].mean()
-    return ranks
 
 
 @dataclass
