@@ -123,8 +123,8 @@ def export(run: Run | str | Path | None = None, *, model: str | None = None, pre
     min_agreement, method, exclude, calib, ...)."""
     from edge_ad.export.exporter import export_package
 
-    if precision not in ("fp32", "fp16", "int8"):
-        raise ConfigError(f"precision: expected fp32, fp16 or int8, got {precision!r}")
+    if precision not in ("fp32", "fp16", "bf16", "int8"):
+        raise ConfigError(f"precision: expected fp32, fp16, bf16 or int8, got {precision!r}")
     if (run is None) == (model is None):
         raise ConfigError("export: give a run (trained) or model= (untrained), not both and not neither")
     run_s = str(_run_path(run)) if run is not None else None

@@ -185,6 +185,7 @@ def test_calibration_manifest_validation_and_sampling(fp32, tmp_path):
     for raw, match in (({"split": "test"}, "split: expected 'train'"), ({"num_images": 0}, "num_images"),
                        ({"sampling": "all"}, "sampling"), ({"method": "kl"}, "method"),
                        ({"exclude": ["("]}, "not a valid regular expression"), ({"color": 1}, "unknown key"),
+                       ({"activation_gemms": ["("]}, "activation_gemms.*not a valid regular expression"),
                        ({"model": "dinomaly-s"}, "package holds 'dinomaly-tiny'")):
         with pytest.raises(ConfigError, match=match):
             validate_config({"model": "dinomaly-tiny", **raw} if "model" not in raw else raw, "x.yaml", "dinomaly-tiny")
@@ -209,3 +210,42 @@ def test_calibration_manifest_validation_and_sampling(fp32, tmp_path):
                           "image", "percentile", 99.9)
     assert all(doc["nodes"][n]["activation"]["amax"] == pytest.approx(amax[e["activation"]["tensor"]])
                for n, e in doc["nodes"].items())
+
+
+def test_activation_gemms_quantise_both_inputs_and_follow_the_rules(fp32, tmp_path):
+    from edge_ad.export.int8 import check_scales, select_activation_gemms
+
+    _root, _, _, pkg = fp32
+    model = onnx.load(str(pkg / "model.onnx"))
+    qk = r"^/model/blocks\.\d+/attn/MatMul$"  # the encoder's q k^T
+    names = select_activation_gemms(model, [qk], DEFAULT_EXCLUDE)
+    assert names and all(n.endswith("/attn/MatMul") for n in names)
+    with pytest.raises(ConfigError, match="match no MatMul between two activations"):
+        select_activation_gemms(model, [r"/mlp/fc1/"], DEFAULT_EXCLUDE)  # weight GEMMs are not activation GEMMs
+    rng = np.random.default_rng(2)
+    batches = [rng.integers(0, 256, (1, 224, 224, 3), dtype=np.uint8) for _ in range(2)]
+    doc = calibrate_scales(model, batches, method="minmax", exclude=DEFAULT_EXCLUDE, activation_gemms=[qk])
+    assert doc["version"] == 3 and doc["activation_gemms"] == [qk] and len(doc["nodes"]) == 72 + len(names)
+    by_name = {n.name: n for n in model.graph.node}
+    for name in names:
+        entry = doc["nodes"][name]
+        assert "weight" not in entry and entry["activation_b"]["tensor"] == by_name[name].input[1]
+        assert entry["activation_b"]["scale"] > 0
+    check_scales(model, doc, "s.json")
+    cpu, trt = cpu_graph(model, doc), tensorrt_graph(model, doc, fp16_policy("dinomaly-tiny"))
+    assert set(names) <= set(quantized_nodes(cpu)) and quantized_nodes(cpu) == quantized_nodes(trt)
+    assert check_graph(trt, allowed_quantized=doc["nodes"]) == [] and check_graph(cpu) == []
+    so = ort.SessionOptions()
+    so.log_severity_level = 3
+    ref, q = (ort.InferenceSession(g.SerializeToString(), so, providers=["CPUExecutionProvider"]).run(
+        None, {"image": batches[0]})[0] for g in (model, cpu))
+    assert np.max(np.abs(q - ref)) < 0.05 * float(np.abs(ref).max())
+    bad = json.loads(json.dumps(doc))
+    bad["nodes"][names[0]]["activation_b"]["tensor"] = "elsewhere"
+    with pytest.raises(ConfigError, match=r"activation_b\.tensor: expected"):
+        check_scales(model, bad, "s.json")
+    bad = json.loads(json.dumps(doc))
+    gemm = next(n for n in doc["nodes"] if "weight" in doc["nodes"][n])
+    bad["nodes"][gemm]["activation_b"] = {"tensor": by_name[gemm].input[1], "scale": 0.1}
+    with pytest.raises(ConfigError, match="activation_b is for MatMuls between two activations"):
+        check_scales(model, bad, "s.json")

@@ -109,7 +109,8 @@ def test_error_messages_name_field_expected_and_got() -> None:
     assert str(e.value) == "manifest.json: input.preprocess.crop: expected array of 2 integers >= 1 <= 4096, got 'abc'"
     with pytest.raises(PackageError, match=r"thresholds\.pixel: missing required field"):
         validate_manifest(_mutate("thresholds.pixel", ...))
-    with pytest.raises(PackageError, match=r"precision: expected one of \"fp32\", \"fp16\", \"int8\", got 'fp64'"):
+    precisions = r"\"fp32\", \"fp16\", \"bf16\", \"int8\""
+    with pytest.raises(PackageError, match=rf"precision: expected one of {precisions}, got 'fp64'"):
         validate_manifest(_mutate("precision", "fp64"))
 
 

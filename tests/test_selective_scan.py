@@ -1,5 +1,6 @@
-"""The pure-PyTorch selective scan: odd/even parallel scan vs a sequential float64 loop of the reference
-recurrence, its softplus, gradients, and a clean ONNX export (no Loop/Scan, TensorRT ops, ORT parity)."""
+"""The pure-PyTorch selective scan: the chunked scan vs a sequential float64 loop of the reference recurrence and
+vs the odd/even parallel scan over all L steps that edge-ad used before it, its softplus, gradients, and a clean
+ONNX export (no Loop/Scan, TensorRT rules, ORT parity)."""
 
 from __future__ import annotations
 
@@ -15,10 +16,29 @@ import torch.nn.functional as F
 from edge_ad.models.selective_scan import (
     _log1p,
     _softplus,
+    chunk_length,
     linear_recurrence,
     selective_scan,
     selective_scan_ref,
 )
+
+
+def _oddeven_scan(u, delta, a, b, c, dd, bias):
+    """The previous `selective_scan` (odd/even parallel scan over all L steps), kept here as the parity anchor."""
+    gd, n = a.shape
+    g, length = b.shape[1], u.shape[-1]
+    d, half = gd // g, length // 2
+    dt = _softplus(delta + bias[:, None])
+    dt5, du5 = dt.reshape(-1, g, d, 1, length), (dt * u).reshape(-1, g, d, 1, length)
+    b5, c5, a5 = b.reshape(-1, g, 1, n, length), c.reshape(-1, g, 1, n, length), a.reshape(1, g, d, n, 1)
+    a0, a1 = (torch.exp(dt5[..., i::2] * a5).reshape(-1, half) for i in (0, 1))
+    b0, b1 = ((du5[..., i::2] * b5[..., i::2]).reshape(-1, half) for i in (0, 1))
+    h_odd = linear_recurrence(a1 * a0, a1 * b0 + b1)
+    h_even = torch.cat([b0[:, :1], a0[:, 1:] * h_odd[:, :-1] + b0[:, 1:]], dim=1)
+    y_even = (h_even.reshape(-1, g, d, n, half) * c5[..., 0::2]).sum(3)
+    y_odd = (h_odd.reshape(-1, g, d, n, half) * c5[..., 1::2]).sum(3)
+    y = torch.stack([y_even.reshape(-1, half), y_odd.reshape(-1, half)], dim=-1).flatten(1).reshape(-1, gd, length)
+    return y + dd[:, None] * u
 
 
 def _problem(length: int, groups: int = 8, d: int = 4, n: int = 16, batch: int = 2, shift: float = 0.0, seed: int = 0):
@@ -40,15 +60,32 @@ def _rel_err(got: torch.Tensor, ref: torch.Tensor) -> float:
     return float((got.double() - ref).abs().max() / ref.abs().max())
 
 
-@pytest.mark.parametrize("length", [64, 256, 1024, 4096])
+@pytest.mark.parametrize("length", [64, 196, 256, 1024, 4096])  # MambaAD's L = side^2; 196: an odd chunk count
 @pytest.mark.parametrize("shift", [0.0, 3.0, 25.0])  # init-like dt, large dt, the softplus pass-through branch
-def test_parallel_scan_equals_sequential_float64_reference(length, shift):
+def test_chunked_scan_equals_sequential_float64_reference_and_the_previous_scan(length, shift):
     groups, d = (8, 2) if length == 4096 else (8, 4)
     args = _problem(length, groups=groups, d=d, shift=shift, seed=length)
     ref = selective_scan_ref(*args)
-    got = selective_scan(*(t.float() for t in args))
+    args32 = [t.float() for t in args]
+    got = selective_scan(*args32)
     assert got.dtype == torch.float32 and got.shape == ref.shape
     assert _rel_err(got, ref) <= 1e-5
+    if length % 2 == 0:
+        assert _rel_err(got, _oddeven_scan(*args32).double()) <= 1e-5
+
+
+@pytest.mark.parametrize("chunk", [1, 2, 5, 16, 80])  # 1: all in the chunk recurrence; 80 = L: all sequential
+def test_any_chunk_length_gives_the_same_scan(chunk):
+    args = _problem(80, groups=2, d=3, n=4, seed=chunk)
+    ref = selective_scan_ref(*args)
+    assert _rel_err(selective_scan(*(t.float() for t in args), chunk=chunk), ref) <= 1e-5
+    with pytest.raises(ValueError, match="does not divide L=80"):
+        selective_scan(*(t.float() for t in args), chunk=7)
+
+
+def test_chunk_length_balances_steps_and_chunks():
+    assert [chunk_length(s * s) for s in (8, 16, 32, 64, 56, 28)] == [8, 16, 32, 32, 32, 28]
+    assert chunk_length(1) == 1 and chunk_length(13) == 1 and chunk_length(80) == 8
 
 
 def test_reference_loop_is_the_recurrence():
@@ -125,14 +162,14 @@ def test_onnx_export_has_no_control_flow_and_matches():
                               dynamic_axes={k: {0: "batch"} for k in ("u", "delta", "b", "c")})
         return onnx.load_from_string(buf.getvalue()), inputs, selective_scan_ref(u, delta, a, b, c, dd, bias)
 
-    small, _, _ = export(256)
+    odd, _, _ = export(196)  # 14 chunks of 14: the chunk recurrence meets an odd length (7)
     big, inputs, ref = export(1024)
-    assert check_graph(big) == []
-    ops = op_histogram(big)["ops"]
-    assert not {"Loop", "Scan", "If", "Einsum", "Softplus", "Shape"} & set(ops)
-    # the parallel scan unrolls to O(log L) levels: 4x the length adds two levels of a constant size
-    n_small, n_big = len(small.graph.node), len(big.graph.node)
-    assert 0 < n_big - n_small <= 0.25 * n_small
+    for graph in (odd, big):
+        assert check_graph(graph) == []
+        assert not {"Loop", "Scan", "If", "Einsum", "Softplus", "Shape", "Pad"} & set(op_histogram(graph)["ops"])
+    # Q = 32 steps of ~8 nodes each, plus log2(32) levels of the chunk recurrence: a few hundred nodes, where the
+    # odd/even scan over all 1024 steps needs 2 log2(1024) levels of ~20 nodes on the full-length state
+    assert len(big.graph.node) < 600
     sess = ort.InferenceSession(big.SerializeToString(), providers=["CPUExecutionProvider"])
     (y,) = sess.run(None, {k: v.numpy() for k, v in zip(("u", "delta", "b", "c"), inputs)})
     assert _rel_err(torch.from_numpy(np.asarray(y)), ref) <= 1e-5

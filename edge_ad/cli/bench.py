@@ -9,13 +9,16 @@ from __future__ import annotations
 import argparse
 
 from edge_ad.cli.common import add_json, add_trusted_key, human_out, write_json_output
+from edge_ad.runtime.backends import BACKENDS
 
 HELP = "measure per-stage latency percentiles and throughput of a model package"
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("package", help="model package directory (or its manifest.json)")
-    p.add_argument("--backend", default="auto", choices=["auto", "onnxruntime", "tensorrt"])
+    p.add_argument("--backend", default="auto", choices=list(BACKENDS),
+                   help="inference engine (auto: TensorRT on an NVIDIA GPU, else OpenVINO if installed, else ONNX "
+                        "Runtime)")
     p.add_argument("--batch", type=int, default=1, help="images per call (default 1)")
     p.add_argument("--iters", type=int, default=100, help="measured iterations (default 100)")
     p.add_argument("--warmup", type=int, default=10, help="unmeasured iterations first (default 10)")

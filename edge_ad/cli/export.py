@@ -17,11 +17,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     src = p.add_mutually_exclusive_group()
     src.add_argument("--run", help="run directory from `edge-ad train` (weights, thresholds, data)")
     src.add_argument("--checkpoint", help="a model.safetensors file (thresholds.json must lie beside it)")
-    src.add_argument("--from-package", dest="from_package", help="convert this existing fp32 package (fp16/int8)")
+    src.add_argument("--from-package", dest="from_package", help="convert this existing fp32 package (fp16/bf16/int8)")
     p.add_argument("--out", help="package directory (default packages/<model>[-<precision>])")
     p.add_argument("--data", help="dataset for parity images, calibration and the gate (default: the run's)")
     p.add_argument("--recipe", help="export recipe YAML (default export/<model>.yaml)")
-    p.add_argument("--precision", choices=["fp32", "fp16", "int8"], default="fp32", help="numeric precision")
+    p.add_argument("--precision", choices=["fp32", "fp16", "bf16", "int8"], default="fp32",
+                   help="numeric precision (bf16: the fp32 graph run in bf16 by OpenVINO on AVX512-BF16/AMX CPUs, "
+                        "gated there)")
     p.add_argument("--calib", help="int8: calibration set manifest (default calibration/<model>.yaml)")
     p.add_argument("--method", choices=["entropy", "percentile", "minmax"], help="int8: calibration method")
     p.add_argument("--exclude", action="append", help="int8: node-name regex or op type kept in float (repeatable)")
@@ -44,7 +46,7 @@ def run(args: argparse.Namespace) -> int:
 
     if args.precision == "fp32":
         if args.from_package:
-            raise ConfigError("export: --from-package converts an fp32 package; use it with --precision fp16|int8")
+            raise ConfigError("export: --from-package converts an fp32 package; use it with --precision fp16|bf16|int8")
         summary = _export_fp32(args, args.out)
         write_json_output(args.json, summary)
         return 0

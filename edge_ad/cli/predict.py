@@ -20,6 +20,7 @@ from pathlib import Path
 
 from edge_ad.cli.common import add_trusted_key
 from edge_ad.fileio import atomic_write_bytes
+from edge_ad.runtime.backends import BACKENDS
 
 HELP = "run a model package on images: overlays, results.jsonl and an OK/NG table"
 
@@ -33,7 +34,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--out", default="predictions", help="output directory for overlays and results.jsonl "
                    "(default: predictions/)")
-    p.add_argument("--backend", default="auto", choices=["auto", "onnxruntime", "tensorrt"])
+    p.add_argument("--backend", default="auto", choices=list(BACKENDS),
+                   help="inference engine (auto: TensorRT on an NVIDIA GPU, else OpenVINO if installed, else ONNX "
+                        "Runtime)")
     p.add_argument("--threshold", type=float, default=None, help="image-score threshold (default: the manifest's)")
     p.add_argument("--sensitivity", type=float, default=1.0,
                    help="effective threshold = threshold / sensitivity (>1 flags more parts; default 1.0)")

@@ -14,6 +14,7 @@ import threading
 from typing import Any
 
 from edge_ad.cli.common import add_trusted_key
+from edge_ad.runtime.backends import BACKENDS
 
 HELP = "stream a camera (GigE Vision, GenTL, USB, RTSP), video or folder through a model package"
 
@@ -26,7 +27,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("-o", "--source-option", action="append", default=[], metavar="KEY=VALUE",
                    help="source option, e.g. pixel_format=BayerRG8, fps=30, roi=0,0,640,480, trigger=Line0, "
                         "rate=10, loop=true (repeatable)")
-    p.add_argument("--backend", default="auto", choices=["auto", "onnxruntime", "tensorrt"])
+    p.add_argument("--backend", default="auto", choices=list(BACKENDS),
+                   help="inference engine (auto: TensorRT on an NVIDIA GPU, else OpenVINO if installed, else ONNX "
+                        "Runtime)")
     p.add_argument("--policy", default=None, choices=["latest", "all"],
                    help="when the model is slower than the source: drop the oldest waiting frame (latest; default "
                         "for cameras) or wait (all; default for folders and video files)")

@@ -20,6 +20,7 @@ from pathlib import Path
 from types import FrameType
 
 from edge_ad.cli.common import add_trusted_key
+from edge_ad.runtime.backends import BACKENDS
 
 HELP = "run an inspection station: model package + camera source + PLC handshake (OPC UA, Modbus TCP, S7)"
 
@@ -37,7 +38,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="extra recipe the PLC can select with RecipeRequest = N (repeatable; N = 2..65535)")
     p.add_argument("--budget-ms", type=float, default=200.0,
                    help="inspection time budget; later = fail-safe NG with Late = 1 (default 200)")
-    p.add_argument("--backend", default="auto", choices=["auto", "onnxruntime", "tensorrt"])
+    p.add_argument("--backend", default="auto", choices=list(BACKENDS),
+                   help="inference engine (auto: TensorRT on an NVIDIA GPU, else OpenVINO if installed, else ONNX "
+                        "Runtime)")
     p.add_argument("--no-ack", action="store_true",
                    help="do not wait for ResultAck before posting the next result (post them --hold-ms apart)")
     p.add_argument("--hold-ms", type=float, default=50.0, help="with --no-ack: minimum time between results")

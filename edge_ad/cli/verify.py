@@ -1,9 +1,9 @@
-"""`edge-ad verify PACKAGE`: compare the TensorRT engine with ONNX Runtime (CPU) on sample images.
+"""`edge-ad verify PACKAGE [--backend tensorrt|openvino]`: compare an engine with ONNX Runtime (CPU) on sample images.
 
 Tensor tolerance alone says little for anomaly detection, so besides the largest anomaly-map difference this checks
 what the line acts on: the image scores' rank order (Spearman) and the OK/NG decision at the deployed threshold.
 Differences are relative to the manifest's normalisation ranges (score_max - score_min, pixel_max - pixel_min).
-Exit status: 0 within tolerance, 1 beyond it, 2 on errors (e.g. tensorrt not installed).
+Exit status: 0 within tolerance, 1 beyond it, 2 on errors (e.g. tensorrt or openvino not installed).
 """
 
 from __future__ import annotations
@@ -13,20 +13,23 @@ from pathlib import Path
 
 from edge_ad.cli.common import add_trusted_key
 
-HELP = "compare the TensorRT engine with ONNX Runtime CPU on sample images (score deltas, map diff, OK/NG)"
+HELP = ("compare the TensorRT engine (or OpenVINO) with ONNX Runtime CPU on sample images (score deltas, map diff, "
+        "OK/NG)")
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("package", type=Path, help="model package directory")
+    p.add_argument("--backend", choices=["tensorrt", "openvino"], default="tensorrt",
+                   help="the engine to check against ONNX Runtime CPU (default tensorrt)")
     p.add_argument("--images", type=Path, default=None, metavar="DIR",
                    help="folder of sample images (default: synthetic noise images)")
     p.add_argument("--n", type=int, default=8, help="number of images (default 8)")
     p.add_argument("--precision", choices=["fp32", "fp16", "int8"], default=None,
-                   help="engine to verify (default: the package's precision)")
+                   help="TensorRT: engine to verify (default: the package's precision)")
     p.add_argument("--fp16-fallback", action="store_true", help="verify the weakly typed fp16 engine (TensorRT 10)")
     p.add_argument("--tol", type=float, default=None,
                    help="max score/map difference as a fraction of the normalisation range "
-                        "(default fp32 0.01, fp16 0.05, int8 0.10)")
+                        "(default fp32 0.01, fp16/bf16 0.05, int8 0.10)")
     p.add_argument("--device", type=int, default=0, help="CUDA device index")
     add_trusted_key(p)
     p.add_argument("--seed", type=int, default=0, help="seed of the synthetic images")
@@ -34,20 +37,26 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from edge_ad.runtime.package import load_package
-    from edge_ad.runtime.trt import load_tensorrt
-    from edge_ad.runtime.trt.verify import verify_engine
 
-    load_tensorrt()
     pkg = load_package(args.package, trusted_keys=args.trusted_keys)
-    r = verify_engine(pkg, args.precision, images=args.images, n=args.n, seed=args.seed, tol=args.tol,
-                      device=args.device, fp16_fallback=args.fp16_fallback)
-    threshold = r["threshold"]
+    if args.backend == "openvino":
+        from edge_ad.runtime.verify import verify_openvino
+
+        r = verify_openvino(pkg, images=args.images, n=args.n, seed=args.seed, tol=args.tol)
+    else:
+        from edge_ad.runtime.trt import load_tensorrt
+        from edge_ad.runtime.trt.verify import verify_engine
+
+        load_tensorrt()
+        r = verify_engine(pkg, args.precision, images=args.images, n=args.n, seed=args.seed, tol=args.tol,
+                          device=args.device, fp16_fallback=args.fp16_fallback)
+    threshold, name = r["threshold"], r["backend"]
     print(f"engine: {r['engine']}")
     print(f"reference: {r['reference']}; image threshold {threshold:.6g}")
     name_w = max(len(i["name"]) for i in r["images"])
-    print(f"{'image':<{name_w}}  {'onnxruntime':>12}  {'tensorrt':>12}  {'delta':>10}  decision")
+    print(f"{'image':<{name_w}}  {'onnxruntime':>12}  {name:>12}  {'delta':>10}  decision")
     for i in r["images"]:
-        ref, got = i["onnxruntime"], i["tensorrt"]
+        ref, got = i["onnxruntime"], i[name]
         verdict = ("NG" if ref > threshold else "OK") + (
             "" if i["agree"] else f" vs {'NG' if got > threshold else 'OK'}"
         )

@@ -42,7 +42,7 @@ DEFAULT_EXCLUDE: tuple[str, ...] = (
 )
 MIN_RECOMMENDED_IMAGES = 300
 KEYS = {"model", "data_root", "categories", "split", "num_images", "sampling", "seed", "method", "percentile",
-        "exclude", "description"}
+        "exclude", "activation_gemms", "description"}
 
 
 @dataclass(frozen=True)
@@ -59,12 +59,14 @@ class CalibrationConfig:
     method: str = "percentile"
     percentile: float = 99.999
     exclude: tuple[str, ...] = DEFAULT_EXCLUDE
+    activation_gemms: tuple[str, ...] = ()
     source: str = "defaults"
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d["categories"] = list(self.categories) if self.categories else None
         d["exclude"] = list(self.exclude)
+        d["activation_gemms"] = list(self.activation_gemms)
         return d
 
 
@@ -123,17 +125,19 @@ def validate_config(raw: dict[str, Any], where: str, model: str | None = None) -
     if not 50.0 < pct <= 100.0:
         raise ConfigError(f"{where}: percentile: expected a number in (50, 100], got {pct}")
     cfg["percentile"] = pct
-    if "exclude" in raw:
-        ex = raw["exclude"] if raw["exclude"] is not None else []
-        _want(where, "exclude", ex, list, "a list of node-name regexes or ONNX op types")
+    for key in ("exclude", "activation_gemms"):
+        if key not in raw:
+            continue
+        ex = raw[key] if raw[key] is not None else []
+        _want(where, key, ex, list, "a list of node-name regexes" + (" or ONNX op types" if key == "exclude" else ""))
         for e in ex:
             if not isinstance(e, str) or not e:
-                raise ConfigError(f"{where}: exclude: expected non-empty strings, got {e!r}")
+                raise ConfigError(f"{where}: {key}: expected non-empty strings, got {e!r}")
             try:
                 re.compile(e)
             except re.error as err:
-                raise ConfigError(f"{where}: exclude: {e!r} is not a valid regular expression ({err})") from err
-        cfg["exclude"] = tuple(ex)
+                raise ConfigError(f"{where}: {key}: {e!r} is not a valid regular expression ({err})") from err
+        cfg[key] = tuple(ex)
     return CalibrationConfig(**cfg)
 
 

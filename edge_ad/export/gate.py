@@ -92,14 +92,27 @@ def _nearest(mask: np.ndarray, hw: tuple[int, int]) -> np.ndarray:
     return (mask[ys][:, xs] > 0).astype(np.uint8)
 
 
+def gate_backend(pkg: ModelPackage) -> str:
+    """Which engine a package is gated on: OpenVINO for bf16 (the engine that runs it in bf16), else ONNX Runtime."""
+    return "openvino" if pkg.precision == "bf16" else "onnxruntime"
+
+
 def run_package(pkg: ModelPackage, samples: Sequence[Any], batch: int = 4, desc: str = "gate",
                 progress: bool = True, graph: str = "main") -> tuple[np.ndarray, np.ndarray]:
     """(maps [N,h,w], scores [N]) of one of the package's graphs ("main" or "cpu") on the samples, through the
-    runtime's ONNX Runtime backend."""
+    runtime's ONNX Runtime backend (OpenVINO in bf16 for a bf16 package)."""
     from edge_ad.imageio import read_image
-    from edge_ad.runtime.backends.onnxruntime import OnnxRuntimeBackend
+    from edge_ad.runtime.backends.base import Backend
 
-    be = OnnxRuntimeBackend(pkg, providers=["CPUExecutionProvider"], graph=graph)
+    be: Backend
+    if gate_backend(pkg) == "openvino":
+        from edge_ad.runtime.backends.openvino import OpenVinoBackend
+
+        be = OpenVinoBackend(pkg, cache=False)
+    else:
+        from edge_ad.runtime.backends.onnxruntime import OnnxRuntimeBackend
+
+        be = OnnxRuntimeBackend(pkg, providers=["CPUExecutionProvider"], graph=graph)
     maps, scores = [], []
     for i in tqdm(range(0, len(samples), batch), desc=desc, disable=not progress, leave=False):
         crops = np.stack([pkg.preprocess.apply(read_image(s.path)) for s in samples[i : i + batch]])
@@ -154,7 +167,7 @@ def evaluate_gate(ref: ModelPackage, cand: ModelPackage, images: GateSet, budget
         "passed": not main["failures"],
         "failures": main["failures"],
         "budget": asdict(budget),
-        "backend": "onnxruntime-cpu",
+        "backend": "openvino-cpu-bf16" if gate_backend(cand) == "openvino" else "onnxruntime-cpu",
         "precision": cand.precision,
         "images": {"good": images.good_source, "test": len(test)},
         "thresholds": {"fp32": runs["fp32"]["thresholds"], "converted": runs["converted"]["thresholds"]},

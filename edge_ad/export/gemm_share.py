@@ -9,6 +9,8 @@ writes, where static shape inference loses the token count behind dynamic-batch 
 
 from __future__ import annotations
 
+import re
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -73,24 +75,34 @@ def _flops(node: onnx.NodeProto, shapes: dict[str, list[int]]) -> int:
     return 2 * int(np.prod(out)) * int(a[-1])
 
 
-def gemm_precision(model: onnx.ModelProto) -> dict[str, Any]:
+def gemm_precision(model: onnx.ModelProto, islands: Sequence[str] = ()) -> dict[str, Any]:
     """{"nodes": {precision: count}, "flops": {precision: FLOPs}, "reduced_share": {"nodes", "flops"}} where
-    reduced = fp16 + bf16 + int8; the share of FLOPs is what decides the speed on a GPU."""
+    reduced = fp16 + bf16 + int8; the share of FLOPs is what decides the speed on a GPU. GEMMs whose names match
+    `islands` (the model's required FP32 islands, e.g. MambaAD's selective scan) are counted apart under
+    "islands" {"nodes", "flops", "fp32_flops"} and left out of the share, which then measures everything else."""
     shapes, types = _gemm_shapes(model)
     producer = {o: n for n in model.graph.node for o in n.output}
+    pats = [re.compile(p) for p in islands]
     nodes: dict[str, int] = {}
     flops: dict[str, int] = {}
+    isl = {"nodes": 0, "flops": 0, "fp32_flops": 0}
     for n in model.graph.node:
         if n.op_type not in GEMM_OPS or len(n.input) < 2:
             continue
         dq = all((p := producer.get(t)) is not None and p.op_type == "DequantizeLinear" for t in n.input[:2])
         prec = "int8" if dq else _NAMES.get(types.get(n.input[0], 0), "other")
+        if any(r.search(n.name) for r in pats):
+            f = _flops(n, shapes)
+            isl["nodes"] += 1
+            isl["flops"] += f
+            isl["fp32_flops"] += f if prec == "fp32" else 0
+            continue
         nodes[prec] = nodes.get(prec, 0) + 1
         flops[prec] = flops.get(prec, 0) + _flops(n, shapes)
     total_n = sum(nodes.values())
     total_f = sum(flops.values())
     reduced = ("fp16", "bf16", "int8")
-    return {
+    out: dict[str, Any] = {
         "nodes": dict(sorted(nodes.items())),
         "flops": dict(sorted(flops.items())),
         "reduced_share": {
@@ -98,6 +110,9 @@ def gemm_precision(model: onnx.ModelProto) -> dict[str, Any]:
             "flops": sum(flops.get(p, 0) for p in reduced) / total_f if total_f else 0.0,
         },
     }
+    if isl["nodes"]:
+        out["islands"] = {"patterns": list(islands), **isl}
+    return out
 
 
 def format_gemm_share(stats: dict[str, Any]) -> str:

@@ -4,14 +4,15 @@ TensorRT 10.1 deprecated and 11.x removed implicit INT8 calibration; explicit Q/
 (field-notes 4.1, 4.3). TensorRT's rules are followed: symmetric INT8 (zero point 0), per-tensor activation scales,
 per-output-channel weight scales, a Q/DQ pair in front of both inputs of each quantised GEMM and nowhere else.
 
-Only GEMMs/convolutions with a constant weight are candidates; `exclude` (regexes on node names or op types)
-removes sensitive ones, so for Dinomaly only the qkv/proj/fc1/fc2 GEMMs of the encoder and decoder blocks are
-quantised (dinomaly.md 11.3). A strongly typed engine keeps every ONNX type, so Q/DQ on the FP32 graph would
-leave softmax, LayerNorm, GELU and attention in FP32 (field-notes 4.8). `tensorrt_graph` therefore quantises on
-top of the FP16 graph: opset 19, FP16 scales, the FP16 policy's islands kept FP32, everything else FP16 between
-the INT8 GEMMs. `cpu_graph` is the same quantisation on the FP32 graph, which CPU runtimes fuse into integer
-GEMMs. Scales are rounded to FP16 once, so both graphs quantise identically; the scales JSON stores them and
-passing it back reproduces both graphs byte for byte.
+GEMMs/convolutions with a constant weight are the candidates; `exclude` (regexes on node names or op types) removes
+sensitive ones, so for Dinomaly only the qkv/proj/fc1/fc2 GEMMs of the encoder and decoder blocks are quantised
+(dinomaly.md 11.3). MatMuls between two activations (attention's q k^T) are quantised only when named by
+`activation_gemms` (regexes; a per-tensor scale on each input), since their ranges vary more. A strongly typed
+engine keeps every ONNX type, so Q/DQ on the FP32 graph would leave softmax, LayerNorm, GELU and attention in FP32
+(field-notes 4.8). `tensorrt_graph` therefore quantises on top of the FP16 graph: opset 19, FP16 scales, the FP16
+policy's islands kept FP32, everything else FP16 between the INT8 GEMMs. `cpu_graph` is the same quantisation on the
+FP32 graph, which CPU runtimes fuse into integer GEMMs. Scales are rounded to FP16 once, so both graphs quantise
+identically; the scales JSON stores them and passing it back reproduces both graphs byte for byte.
 """
 
 from __future__ import annotations
@@ -30,7 +31,9 @@ from edge_ad.errors import ConfigError
 from edge_ad.fileio import read_json_file
 
 SCALES_FORMAT = "edge-ad/int8-scales"
-SCALES_VERSION = 2
+SCALES_VERSION = 3
+#: versions read: 2 (weight GEMMs only) and 3 (also activation x activation GEMMs: "activation_b" entries)
+SCALES_VERSIONS_READ = (2, 3)
 CANDIDATE_OPS = ("MatMul", "Gemm", "Conv")
 QMAX = 127
 #: FP16 Q/DQ scales need QuantizeLinear/DequantizeLinear-19 (TensorRT 10.3 imports opsets up to 20)
@@ -85,6 +88,21 @@ def select_nodes(model: onnx.ModelProto, exclude: Sequence[str]) -> list[str]:
     return out
 
 
+def select_activation_gemms(model: onnx.ModelProto, patterns: Sequence[str], exclude: Sequence[str]) -> list[str]:
+    """Names of the MatMuls between two non-constant tensors matching `patterns` (and not `exclude`)."""
+    if not patterns:
+        return []
+    consts = _constant_tensors(model)
+    want = [re.compile(p) for p in patterns]
+    rx = [re.compile(e) for e in exclude if not _is_op_type(e)]
+    out = [n.name for n in model.graph.node
+           if n.op_type == "MatMul" and len(n.input) == 2 and not any(i in consts for i in n.input)
+           and any(w.search(n.name) for w in want) and not any(r.search(n.name) for r in rx)]
+    if not out:
+        raise ConfigError(f"int8: activation_gemms {list(patterns)} match no MatMul between two activations")
+    return out
+
+
 def fp16_scale(values: np.ndarray | float) -> np.ndarray:
     """Scales representable in FP16, rounded up (never clipping more than the FP32 scale would), >= MIN_SCALE;
     returned as float32."""
@@ -106,32 +124,41 @@ def activation_tensors(model: onnx.ModelProto, nodes: Sequence[str]) -> dict[str
     return {name: by_name[name].input[0] for name in nodes}
 
 
+def _act_entry(tensor: str, amax: dict[str, float], node: str) -> dict[str, Any]:
+    if tensor not in amax:
+        raise ConfigError(f"int8: no calibrated range for {tensor!r}, an input of {node}")
+    return {"tensor": tensor, "amax": float(amax[tensor]), "scale": float(fp16_scale(amax[tensor] / QMAX))}
+
+
 def onnx_sha256(model: onnx.ModelProto) -> str:
     return hashlib.sha256(model.SerializeToString(deterministic=True)).hexdigest()
 
 
 def plan_scales(model: onnx.ModelProto, nodes: Sequence[str], amax: dict[str, float], *, method: str,
-                percentile: float | None, exclude: Sequence[str]) -> dict[str, Any]:
-    """The scales document for `nodes` of the FP32 `model` from calibrated activation |x| thresholds (`amax`, keyed
-    by tensor name, as `calibration.collect_ranges` returns them)."""
+                percentile: float | None, exclude: Sequence[str], activation_gemms: Sequence[str] = (),
+                act_nodes: Sequence[str] = ()) -> dict[str, Any]:
+    """The scales document for `nodes` (weight GEMMs) and `act_nodes` (activation x activation MatMuls) of the
+    FP32 `model` from calibrated |x| thresholds (`amax`, keyed by tensor name, as `calibration.collect_ranges`
+    returns them)."""
     consts = _constant_tensors(model)
     by_name = {n.name: n for n in model.graph.node}
     plan: dict[str, Any] = {}
     for name in nodes:
         n = by_name[name]
-        act = n.input[0]
-        if act not in amax:
-            raise ConfigError(f"int8: no calibrated range for {act!r}, the input of {name}")
         w = numpy_helper.to_array(consts[n.input[1]])
         axis = _weight_axis(n, w.ndim)
         plan[name] = {
             "op": n.op_type,
-            "activation": {"tensor": act, "amax": float(amax[act]), "scale": float(fp16_scale(amax[act] / QMAX))},
+            "activation": _act_entry(n.input[0], amax, name),
             "weight": {"initializer": n.input[1], "axis": axis, "scale": [float(v) for v in weight_scales(w, axis)]},
         }
+    for name in act_nodes:
+        n = by_name[name]
+        plan[name] = {"op": n.op_type, "activation": _act_entry(n.input[0], amax, name),
+                      "activation_b": _act_entry(n.input[1], amax, name)}
     return {"format": SCALES_FORMAT, "version": SCALES_VERSION, "fp32_onnx_sha256": onnx_sha256(model),
             "method": method, "percentile": percentile if method == "percentile" else None,
-            "exclude": list(exclude), "nodes": plan}
+            "exclude": list(exclude), "activation_gemms": list(activation_gemms), "nodes": plan}
 
 
 def calibrate_scales(
@@ -142,14 +169,18 @@ def calibrate_scales(
     method: str = "percentile",
     percentile: float = 99.999,
     exclude: Sequence[str] = (),
+    activation_gemms: Sequence[str] = (),
 ) -> dict[str, Any]:
     """Select the nodes, collect activation ranges over uint8 image `batches` (bounded memory) and plan the scales."""
     from edge_ad.export.calibration import collect_ranges
 
     nodes = select_nodes(model, exclude)
-    acts = activation_tensors(model, nodes)
-    amax = collect_ranges(model, sorted(set(acts.values())), batches, input_name, method, percentile)
-    return plan_scales(model, nodes, amax, method=method, percentile=percentile, exclude=exclude)
+    act_nodes = select_activation_gemms(model, activation_gemms, exclude)
+    by_name = {n.name: n for n in model.graph.node}
+    tensors = set(activation_tensors(model, nodes).values()) | {t for a in act_nodes for t in by_name[a].input[:2]}
+    amax = collect_ranges(model, sorted(tensors), batches, input_name, method, percentile)
+    return plan_scales(model, nodes, amax, method=method, percentile=percentile, exclude=exclude,
+                       activation_gemms=activation_gemms, act_nodes=act_nodes)
 
 
 def check_scales(model: onnx.ModelProto, doc: dict[str, Any], where: str) -> None:
@@ -169,14 +200,21 @@ def check_scales(model: onnx.ModelProto, doc: dict[str, Any], where: str) -> Non
             raise ConfigError(
                 f"{where}: nodes[{name!r}]: no such GEMM in this graph; the file belongs to another model"
             )
-        a = entry.get("activation") or {}
-        s = a.get("scale")
-        if isinstance(s, bool) or not isinstance(s, (int, float)) or not np.isfinite(s) or s <= 0:
-            raise ConfigError(f"{where}: nodes[{name!r}].activation.scale: expected a finite number > 0, got {s!r}")
-        if a.get("tensor") != n.input[0]:
-            raise ConfigError(
-                f"{where}: nodes[{name!r}].activation.tensor: expected {n.input[0]!r}, got {a.get('tensor')!r}"
-            )
+        for key, index in (("activation", 0), ("activation_b", 1)):
+            a = entry.get(key)
+            if a is None and key == "activation_b":
+                continue
+            a = a or {}
+            s = a.get("scale")
+            if isinstance(s, bool) or not isinstance(s, (int, float)) or not np.isfinite(s) or s <= 0:
+                raise ConfigError(f"{where}: nodes[{name!r}].{key}.scale: expected a finite number > 0, got {s!r}")
+            if a.get("tensor") != n.input[index]:
+                raise ConfigError(f"{where}: nodes[{name!r}].{key}.tensor: expected {n.input[index]!r}, got "
+                                  f"{a.get('tensor')!r}")
+        if "activation_b" in entry:
+            if n.op_type != "MatMul" or any(i in consts for i in n.input[:2]):
+                raise ConfigError(f"{where}: nodes[{name!r}]: activation_b is for MatMuls between two activations")
+            continue
         wi = entry.get("weight") or {}
         if wi.get("initializer") != n.input[1] or n.input[1] not in consts:
             raise ConfigError(f"{where}: nodes[{name!r}].weight.initializer: expected {n.input[1]!r}, got "
@@ -205,12 +243,20 @@ def build_qdq(model: onnx.ModelProto, doc: dict[str, Any], scale_dtype: int = Te
         if entry is None:
             out_nodes.append(n)
             continue
-        act, base = n.input[0], f"qdq/{n.name.strip('/')}"
-        s = numpy_helper.from_array(np.array(entry["activation"]["scale"], np_scale), f"{base}/x_scale")
-        inits.append(s)
-        out_nodes += [helper.make_node("QuantizeLinear", [act, s.name, zero.name], [f"{base}/x_q"], name=f"{base}/Q"),
-                      helper.make_node("DequantizeLinear", [f"{base}/x_q", s.name, zero.name], [f"{base}/x_dq"],
-                                       name=f"{base}/DQ")]
+        base = f"qdq/{n.name.strip('/')}"
+        sides = [("activation", 0, "x")] + ([("activation_b", 1, "y")] if "activation_b" in entry else [])
+        for key, index, tag in sides:  # per-tensor Q -> DQ in front of each quantised activation input
+            s = numpy_helper.from_array(np.array(entry[key]["scale"], np_scale), f"{base}/{tag}_scale")
+            inits.append(s)
+            out_nodes += [
+                helper.make_node("QuantizeLinear", [n.input[index], s.name, zero.name], [f"{base}/{tag}_q"],
+                                 name=f"{base}/Q{'' if tag == 'x' else '_b'}"),
+                helper.make_node("DequantizeLinear", [f"{base}/{tag}_q", s.name, zero.name], [f"{base}/{tag}_dq"],
+                                 name=f"{base}/DQ{'' if tag == 'x' else '_b'}")]
+            n.input[index] = f"{base}/{tag}_dq"
+        if "activation_b" in entry:
+            out_nodes.append(n)
+            continue
         wname = n.input[1]
         if wname not in weights_done:
             w = numpy_helper.to_array(consts[wname])
@@ -228,7 +274,6 @@ def build_qdq(model: onnx.ModelProto, doc: dict[str, Any], scale_dtype: int = Te
             out_nodes.append(helper.make_node("DequantizeLinear", [f"{wb}/int8", f"{wb}/scale", f"{wb}/zero_point"],
                                               [f"{wb}/dq"], name=f"{wb}/DQ", axis=axis))
             weights_done[wname] = f"{wb}/dq"
-        n.input[0] = f"{base}/x_dq"
         n.input[1] = weights_done[wname]
         out_nodes.append(n)
     missing = sorted(set(doc["nodes"]) - {n.name for n in out_nodes})
@@ -277,16 +322,17 @@ def check_scales_document(doc: Any, where: str) -> None:
         raise ConfigError(f"{where}: expected a JSON object, got {type(doc).__name__}")
     if doc.get("format") != SCALES_FORMAT:
         raise ConfigError(f"{where}: format: expected {SCALES_FORMAT!r}, got {doc.get('format')!r}")
-    if doc.get("version") != SCALES_VERSION:
+    if doc.get("version") not in SCALES_VERSIONS_READ:
         raise ConfigError(f"{where}: version: expected {SCALES_VERSION}, got {doc.get('version')!r} (files of older "
                           "edge-ad versions cannot be reused: recalibrate without --scales)")
     for key, typ in (("fp32_onnx_sha256", str), ("nodes", dict)):
         if not isinstance(doc.get(key), typ):
             raise ConfigError(f"{where}: {key}: expected a {typ.__name__}, got {doc.get(key)!r}")
     for name, entry in doc["nodes"].items():
-        if not isinstance(entry, dict) or not isinstance(entry.get("activation"), dict) or not isinstance(
-                entry.get("weight"), dict):
-            raise ConfigError(f"{where}: nodes[{name!r}]: expected an object with 'activation' and 'weight'")
+        if not isinstance(entry, dict) or not isinstance(entry.get("activation"), dict) or not (
+                isinstance(entry.get("weight"), dict) or isinstance(entry.get("activation_b"), dict)):
+            raise ConfigError(f"{where}: nodes[{name!r}]: expected an object with 'activation' and 'weight' (or "
+                              "'activation_b' for a MatMul between two activations)")
 
 
 def load_scales(path: str | Path) -> dict[str, Any]:

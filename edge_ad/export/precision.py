@@ -1,7 +1,9 @@
-"""fp32 package -> fp16 or int8 package, released only through the accuracy gate.
+"""fp32 package -> fp16, bf16 or int8 package, released only through the accuracy gate.
 
-One package per precision (field-notes 4.1): a strongly-typed FP16 graph (`fp16.py`) or an explicit Q/DQ INT8
-graph (`int8.py`, calibrated per `calibration/<model>.yaml`). The converted graph is staged in a temporary package,
+One package per precision (field-notes 4.1): a strongly-typed FP16 graph (`fp16.py`), an explicit Q/DQ INT8
+graph (`int8.py`, calibrated per `calibration/<model>.yaml`), or bf16: the fp32 graph unchanged, declared to run in
+bf16 where the engine and the CPU have it (OpenVINO on AVX512-BF16/AMX x86 CPUs; elsewhere it runs as fp32, which
+`onnx.variants.fp32` says) and gated in bf16 on OpenVINO. The converted graph is staged in a temporary package,
 run against the fp32 package by ONNX Runtime on held-out images (`gate.py`), and written with re-derived
 thresholds and the gate report in `export_metrics.gate` only when it passes. On refusal no package is written:
 GateError carries the report table and the path of the report JSON (`<out>.gate-report.json`).
@@ -30,10 +32,23 @@ from edge_ad.train import rundir
 
 log = logging.getLogger(__name__)
 
-PRECISIONS = ("fp16", "int8")
+PRECISIONS = ("fp16", "bf16", "int8")
 SCALES_IN_PACKAGE = "int8_scales.json"
 #: int8 packages: the same quantisation between FP32 ops, for CPU runtimes (manifest onnx.cpu)
 CPU_GRAPH = "model_cpu.onnx"
+
+
+def _require_bf16_cpu() -> None:
+    """bf16 is gated where it runs: OpenVINO on a CPU with native bf16; ConfigError naming what is missing."""
+    try:
+        import openvino as ov
+    except ImportError as e:
+        raise ConfigError("precision bf16 is gated on OpenVINO: pip install 'edge-ad[openvino]'") from e
+    from edge_ad.runtime.backends.openvino import cpu_has_bf16
+
+    if not cpu_has_bf16(ov.Core()):
+        raise ConfigError("precision bf16: this CPU has no native bf16 (AVX512-BF16 or AMX), so the gate cannot run "
+                          "the package the way a bf16 line PC will; export it on such a CPU, or use int8/fp16")
 
 
 def _opset(model: onnx.ModelProto) -> int:
@@ -103,7 +118,7 @@ def _convert_int8(
         paths = select_images(cfg, root, exclude_paths=_holdout(pkg))
         doc = calibrate_scales(model, image_batches(paths, pkg.preprocess, progress=progress),
                                input_name=pkg.input_name, method=cfg.method, percentile=cfg.percentile,
-                               exclude=cfg.exclude)
+                               exclude=cfg.exclude, activation_gemms=cfg.activation_gemms)
         doc["calibration"] = {"manifest": cfg.to_dict(), "data_root": str(root), "n_images": len(paths),
                               "images_sha256": hashlib.sha256("\n".join(map(str, paths)).encode()).hexdigest()}
         path = Path(scales_out) if scales_out else default_scales_path(pkg, cfg.method)
@@ -148,7 +163,8 @@ def convert_package(
     force: bool = False,
     progress: bool = True,
 ) -> tuple[Path, dict[str, Any]]:
-    """Convert an fp32 package to `precision` ("fp16" | "int8") and write it to `out_dir` if the gate passes.
+    """Convert an fp32 package to `precision` ("fp16" | "bf16" | "int8") and write it to `out_dir` if the gate
+    passes (bf16 is gated on OpenVINO and needs a CPU with bf16).
 
     int8 only: `calib` is the calibration manifest (default calibration/<model>.yaml), `method`/`exclude` override
     it, `scales` is an existing scales JSON (skips calibration), `scales_out` where new scales are written.
@@ -159,8 +175,10 @@ def convert_package(
     if precision not in PRECISIONS:
         raise ConfigError(f"precision: expected one of {list(PRECISIONS)}, got {precision!r}")
     budget = GateBudget(max_drop=max_drop, min_agreement=min_agreement, max_pixel_drop=max_pixel_drop)
-    if precision == "fp16" and any(v is not None for v in (calib, method, exclude, scales, scales_out)):
-        raise ConfigError("calib/method/exclude/scales apply to int8 only, not to fp16")
+    if precision != "int8" and any(v is not None for v in (calib, method, exclude, scales, scales_out)):
+        raise ConfigError(f"calib/method/exclude/scales apply to int8 only, not to {precision}")
+    if precision == "bf16":
+        _require_bf16_cpu()
     pkg = load_package(fp32_pkg)
     if pkg.precision != "fp32":
         raise ConfigError(f"{pkg.root}: precision: expected an fp32 package to convert, got {pkg.precision!r}")
@@ -179,6 +197,8 @@ def convert_package(
         from edge_ad.export.fp16 import convert_to_fp16
 
         converted, conv_info = convert_to_fp16(model, fp16_policy(pkg.name))
+    elif precision == "bf16":  # the same graph; the engine runs it in bf16
+        converted, conv_info = model, {"graph": "the fp32 graph, executed in bf16 by OpenVINO"}
     else:
         converted, cpu, conv_info, scales_path = _convert_int8(
             pkg, model, None if data is None else str(data), data_root, calib, method, exclude, scales, scales_out,
@@ -189,9 +209,13 @@ def convert_package(
     from edge_ad.export.constants import rederive_package_constants
     from edge_ad.export.gemm_share import format_gemm_share, gemm_precision
 
-    converted, new_constants, conv_info["constants"] = rederive_package_constants(converted, pkg, images.good)
+    if precision == "bf16":  # constants measured through ONNX Runtime would be fp32 ones: keep the package's
+        new_constants, conv_info["constants"] = copy.deepcopy(pkg.manifest.get("constants") or {}), {}
+    else:
+        converted, new_constants, conv_info["constants"] = rederive_package_constants(converted, pkg, images.good)
     _check_tensorrt_rules(converted, f"{out}: the {precision} graph")
-    gemms = gemm_precision(converted)
+    islands = fp16_policy(pkg.manifest["model"]["name"]).keep_name_patterns  # required FP32, counted apart
+    gemms = gemm_precision(converted, islands)
     log.info("%s: %s", precision, format_gemm_share(gemms))
     onnx_bytes = converted.SerializeToString()
     files["model.onnx"] = onnx_bytes
@@ -203,12 +227,14 @@ def convert_package(
     keep = {k: v for k, v in manifest["onnx"].items() if k not in ("variants", "nodes", "gemm_precision", "cpu")}
     manifest["onnx"] = {**keep, "file": "model.onnx", "opset": _opset(converted), "nodes": len(converted.graph.node),
                         "gemm_precision": gemms}
+    if precision == "bf16":  # engines without bf16 run the same file exactly as fp32
+        manifest["onnx"]["variants"] = {"fp32": "model.onnx"}
     if cpu is not None:
         cpu, cpu_constants, conv_info["cpu_constants"] = rederive_package_constants(cpu, pkg, images.good)
         _check_tensorrt_rules(cpu, f"{out}: the {precision} CPU graph")
         files[CPU_GRAPH] = cpu.SerializeToString()
         manifest["onnx"]["cpu"] = {"file": CPU_GRAPH, "opset": _opset(cpu), "nodes": len(cpu.graph.node),
-                                   "gemm_precision": gemm_precision(cpu), "constants": cpu_constants}
+                                   "gemm_precision": gemm_precision(cpu, islands), "constants": cpu_constants}
     manifest.pop("engines", None)
     target_frr = float(pkg.thresholds["image"].get("target_frr", 0.01))
     with tempfile.TemporaryDirectory(prefix=".edge-ad-gate-") as tmp:

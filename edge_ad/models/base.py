@@ -28,6 +28,11 @@ class AnomalyModel(nn.Module, metaclass=abc.ABCMeta):
     #: where the frozen encoder's weights came from: "random-init", "file:<sha256>", "checkpoint", ... (shown on
     #: every output, so random-init results are never mistaken for real ones)
     encoder_weights: str = "unknown"
+    #: bf16 autocast is safe for training (`--amp auto` uses it on GPUs), with the reason in `amp_note`
+    amp_safe: bool = False
+    amp_note: str = "the official code trains in FP32; bf16 not verified for this family"
+    #: mostly convolutions, so channels-last memory format helps on GPUs
+    convolutional: bool = False
 
     @abc.abstractmethod
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

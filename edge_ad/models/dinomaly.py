@@ -81,6 +81,9 @@ class Dinomaly(AnomalyModel):
     output map; `dropout` the bottleneck noise; `attn_eps` the linear-attention denominator guard.
     """
 
+    amp_safe = True
+    amp_note = "official code FP32; autocast keeps LayerNorm and the cosine loss in FP32 (dinomaly.md 11.3)"
+
     encoder: VisionTransformer
     pos_embed_baked: torch.Tensor
     head_matrix: torch.Tensor

@@ -450,6 +450,8 @@ class DualAD(AnomalyModel):
     is frozen and kept in eval mode (BatchNorm statistics never change), as the official `frozen_layers`.
     """
 
+    convolutional = True
+
     def __init__(self, backbone: ResNet, cdbn: CDBNConfig, *, size: int = 224, neighbour: int = NEIGHBOUR,
                  jitter_scale: float = 3.2, pool: int = 16) -> None:
         super().__init__()

@@ -6,7 +6,9 @@ TensorRT-hostile ops, so a family that uses these blocks inherits a clean export
 
 from __future__ import annotations
 
+import contextlib
 import math
+from typing import Any
 
 import numpy as np
 import torch
@@ -175,3 +177,10 @@ def map_head_matrix(grid: int, input_size: int, eval_size: int, kernel_size: int
     r1 = bilinear_matrix(grid, input_size, align_corners=True)
     r2 = bilinear_matrix(input_size, eval_size, align_corners=False)
     return gaussian_matrix(eval_size, kernel_size, sigma) @ r2 @ r1
+
+
+def fp32_region(device_type: str) -> contextlib.AbstractContextManager[Any]:
+    """Autocast off on `device_type`: for numerics that must stay FP32 inside a mixed-precision region."""
+    if torch.is_autocast_enabled(device_type):
+        return torch.autocast(device_type, enabled=False)
+    return contextlib.nullcontext()

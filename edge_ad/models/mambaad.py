@@ -49,7 +49,7 @@ from torch import nn
 from edge_ad.errors import ConfigError
 from edge_ad.models import weights as wcache
 from edge_ad.models.base import AnomalyModel
-from edge_ad.models.layers import bilinear_matrix
+from edge_ad.models.layers import bilinear_matrix, fp32_region
 from edge_ad.models.registry import register_variants
 from edge_ad.models.scan_orders import (
     NUM_DIRECTIONS,
@@ -206,10 +206,12 @@ class HSCANS(nn.Module):
 class SelectiveScan(nn.Module):
     """`selective_scan` as a parameter-free module, so its exported nodes share the scope `.../scan/` that the fp16
     policy keeps in FP32 (mambaad.md 9.4: the recurrence accumulates over thousands of steps) while the
-    projections around it run in FP16. The state dict is unchanged."""
+    projections around it run in FP16; for the same reason autocast is off inside it. The state dict is
+    unchanged."""
 
     def forward(self, *args: torch.Tensor) -> torch.Tensor:
-        return selective_scan(*args)
+        with fp32_region(args[0].device.type):  # under --amp bf16 the recurrence still runs in FP32
+            return selective_scan(*args)
 
 
 class SS2D(nn.Module):
@@ -433,6 +435,8 @@ class MambaAD(AnomalyModel):
     size/32 * 2^i, powers of two). `scan_type` is one of sweep/scan/zorder/zigzag/hilbert (ablation; default
     hilbert as released).
     """
+
+    convolutional = True
 
     head_left: torch.Tensor
 

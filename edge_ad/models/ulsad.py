@@ -201,6 +201,8 @@ class ULSAD(AnomalyModel):
     distances (the official code ties lambda_a to lambda_g).
     """
 
+    convolutional = True
+
     feat_mean: torch.Tensor
     feat_std: torch.Tensor
     quantiles: torch.Tensor

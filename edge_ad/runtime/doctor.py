@@ -39,6 +39,8 @@ HINTS = {
                    "Jetson GPU (optional: the TensorRT backend is faster): pip uninstall onnxruntime, then pip install "
                    "onnxruntime-gpu --extra-index-url https://pypi.jetson-ai-lab.io/jp6/cu126",
     "opencv": "pip install opencv-python-headless",
+    "openvino": "x86 line PC: pip install 'edge-ad[openvino]' (1.2x ONNX Runtime in f32, 2-3x in bf16/int8; "
+                "backend auto picks it)",
     "aravis": "sudo apt install gir1.2-aravis-0.8 python3-gi (venv: --system-site-packages)",
     "harvesters": "pip install harvesters (needs a GenTL producer .cti from the camera vendor)",
     "genicam": "pip install genicam",
@@ -225,6 +227,30 @@ def _check_onnxruntime(r: Report) -> None:
           "" if gpu else HINTS["onnxruntime"])
 
 
+def _check_openvino(r: Report) -> None:
+    """OpenVINO: version, devices and whether the CPU runs bf16 natively (bf16 packages need it to be fast)."""
+    try:
+        import openvino as ov
+    except ImportError:
+        r.facts["openvino"] = None
+        x86 = platform.machine() in ("x86_64", "AMD64")
+        r.add(
+            "inference",
+            "openvino",
+            "missing" if x86 else "info",
+            "" if x86 else "x86 only",
+            HINTS["openvino"] if x86 else "",
+        )
+        return
+    from edge_ad.runtime.backends.openvino import cpu_has_bf16
+
+    core = ov.Core()
+    bf16 = cpu_has_bf16(core)
+    r.facts["openvino"] = {"version": ov.__version__, "devices": list(core.available_devices), "cpu_bf16": bf16}
+    r.add("inference", "openvino", "ok", f"{ov.__version__}, devices: {', '.join(core.available_devices)}, CPU bf16: "
+          f"{'yes' if bf16 else 'no'}")
+
+
 def recommend_extra(jetson: bool, jetpack: str | None, machine: str, nvidia_gpu: bool) -> tuple[str, str]:
     """(extra, how to install it) for this machine: `jetson` on JetPack 6, `cuda` on x86-64 with an NVIDIA GPU,
     else `cpu`."""
@@ -288,6 +314,7 @@ def _checks() -> list[tuple[str, str, Callable[[Report], None]]]:
         ("cuda", "cuda", _check_cuda),
         ("inference", "tensorrt", _check_tensorrt),
         ("inference", "onnxruntime", _check_onnxruntime),
+        ("inference", "openvino", _check_openvino),
         ("inference", "opencv", module("inference", "opencv", "cv2", None, "opencv")),
         ("camera", "aravis (gi)", _check_aravis),
         ("camera", "harvesters", module("camera", "harvesters", "harvesters", "harvesters", "harvesters")),

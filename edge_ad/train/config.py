@@ -59,6 +59,11 @@ class TrainOptions:
     grad_clip: float | None = _opt(0.1, "max gradient norm (None = off)", lo=0.0, lo_open=True)
     seed: int = _opt(1, "random seed")
     device: str = _opt("auto", "auto | cpu | cuda | cuda:N (under torchrun: each process its LOCAL_RANK GPU)")
+    amp: str = _opt("auto", "mixed precision: auto (bf16 autocast on a CUDA GPU with bf16 if the model is AMP-safe, "
+                            "else FP32; the official code trains in FP32) | off | bf16 | fp16 (CUDA, loss-scaled)",
+                    choices=("auto", "off", "bf16", "fp16"))
+    channels_last: str = _opt("auto", "channels-last memory format: auto (on CUDA for convolutional models) | on | "
+                                      "off", choices=("auto", "on", "off"))
     workers: int = _opt(2, "data loader worker processes", lo=0)
     resize: int | None = _opt(None, "square resize before the crop (default: the model's)", lo=1)
     crop: int | None = _opt(None, "centre crop, the model input side (default: the model's)", lo=1)

@@ -27,6 +27,7 @@ from edge_ad.fileio import atomic_write_text
 from edge_ad.models.registry import create_model
 from edge_ad.train import rundir
 from edge_ad.train.optim import build_optimizer, build_scheduler
+from edge_ad.train.precision import PrecisionStep, resolve_precision
 from edge_ad.train.resume_state import load_state, save_state
 
 log = logging.getLogger(__name__)
@@ -140,6 +141,12 @@ def train(cfg: dict[str, Any], *, resume: bool = False, progress: bool = True) -
         weights=cfg["weights"],
         **rundir.model_kwargs(cfg),
     ).to(device)
+    precision = resolve_precision(cfg["amp"], cfg["channels_last"], model, device)
+    if precision.channels_last:
+        model = model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
+    mixed = PrecisionStep(precision, device)
+    log.info("training precision: %s%s (%s)", precision.amp if precision.amp != "off" else "fp32",
+             ", channels-last" if precision.channels_last else "", precision.reason)
     encoder_weights = str(getattr(model, "encoder_weights", "unknown"))
     params = model.trainable_parameters()
     opt = build_optimizer(cfg["optimizer"], model.param_groups(cfg["weight_decay"]), cfg)
@@ -183,6 +190,7 @@ def train(cfg: dict[str, Any], *, resume: bool = False, progress: bool = True) -
             "edge_ad_version": __version__, "model": cfg["model"], "categories": categories,
             "encoder_weights": encoder_weights, "data_fingerprint": fp, "n_train": len(train_set),
             "n_holdout": len(holdout), "world_size": dist.world, "device": str(device),
+            "precision": precision.to_dict(),
         })
     if encoder_weights == "random-init" and dist.main:
         log.warning("training on a RANDOM-INIT encoder: expect weak heatmaps (this is expected, not a bug)")
@@ -202,17 +210,17 @@ def train(cfg: dict[str, Any], *, resume: bool = False, progress: bool = True) -
     t_last, step = time.perf_counter(), start
     try:
         for step in range(start, cfg["iters"]):
-            x = next(it)["image"].to(device, non_blocking=True)
-            loss = step_fn(x, step)
+            x = mixed.prepare(next(it)["image"].to(device, non_blocking=True))
+            with mixed.autocast():
+                loss = step_fn(x, step)
             if not torch.isfinite(loss):
                 raise ConfigError(
                     f"training diverged at step {step}: loss is {loss.item()}; lower lr or check the data"
+                    + ("" if precision.amp == "off" else f" (or train with --amp off instead of {precision.amp})")
                 )
             opt.zero_grad(set_to_none=True)
-            loss.backward()  # under DDP: gradients are averaged over the processes here
-            if cfg["grad_clip"]:
-                torch.nn.utils.clip_grad_norm_(params, cfg["grad_clip"])
-            opt.step()
+            # under DDP: gradients are averaged over the processes in backward
+            mixed.backward_and_step(loss, opt, params, cfg["grad_clip"])
             if sched is not None:
                 sched.step()
             if (step + 1) % cfg["log_every"] == 0 or step + 1 == cfg["iters"]:

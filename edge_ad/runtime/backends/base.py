@@ -8,6 +8,7 @@ A backend module `edge_ad.runtime.backends.<name>` exposes:
 
 from __future__ import annotations
 
+import os
 from typing import Protocol, runtime_checkable
 
 import numpy as np
@@ -31,3 +32,26 @@ class Backend(Protocol):
     def run(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """uint8 [B,H,W,3] -> (anomaly maps float32 [B,1,h,w], scores float32 [B])."""
         ...
+
+
+def physical_cores() -> int:
+    """Physical CPU cores usable by this process (hyper-threads not counted; CPU affinity respected)."""
+    try:
+        usable = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        usable = os.cpu_count() or 1
+    cores: set[tuple[str, str]] = set()
+    try:
+        phys = core = ""
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
+            for line in f:
+                key, _, val = line.partition(":")
+                key = key.strip()
+                if key == "physical id":
+                    phys = val.strip()
+                elif key == "core id":
+                    core = val.strip()
+                    cores.add((phys, core))
+    except OSError:
+        pass
+    return max(1, min(usable, len(cores) or usable))

@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 
 from edge_ad.errors import ConfigError, PackageError
+from edge_ad.runtime.backends.base import physical_cores
 from edge_ad.runtime.package import ModelPackage
 
 log = logging.getLogger(__name__)
@@ -20,29 +21,6 @@ GRAPHS = ("auto", "main", "cpu")
 PROVIDER_ORDER = ("TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider")
 _GPU_PROVIDERS = {"TensorrtExecutionProvider", "CUDAExecutionProvider"}
 _FLOAT_TYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16}
-
-
-def physical_cores() -> int:
-    """Physical CPU cores usable by this process (hyper-threads not counted; CPU affinity respected)."""
-    try:
-        usable = len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):
-        usable = os.cpu_count() or 1
-    cores: set[tuple[str, str]] = set()
-    try:
-        phys = core = ""
-        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
-            for line in f:
-                key, _, val = line.partition(":")
-                key = key.strip()
-                if key == "physical id":
-                    phys = val.strip()
-                elif key == "core id":
-                    core = val.strip()
-                    cores.add((phys, core))
-    except OSError:
-        pass
-    return max(1, min(usable, len(cores) or usable))
 
 
 def available(package: ModelPackage) -> bool:

@@ -340,6 +340,9 @@ def ensure_engine(package: ModelPackage, precision: str | None = None, *, device
 
     major = tensorrt_major(trt)
     prec = precision or package.precision
+    if prec == "bf16":  # a bf16 package is the fp32 graph for engines without a bf16 path of their own
+        log.info("%s: bf16 package: TensorRT builds its fp32 graph (export fp16 or int8 for a GPU)", package.root)
+        prec = "fp32"
     mode = resolve_build_mode(major, prec, None, fp16_fallback)
     onnx = resolve_onnx(package, prec, fp16_fallback, major)
     shape = engine_input_shape(package, batch)
