@@ -26,6 +26,7 @@ COMMANDS: dict[str, str] = {
     "bench": "edge_ad.cli.bench",
     "run": "edge_ad.cli.run",
     "serve": "edge_ad.cli.serve",
+    "results": "edge_ad.cli.results",
     "demo": "edge_ad.cli.demo",
     "models": "edge_ad.cli.models",
     "weights": "edge_ad.cli.weights",

@@ -4,9 +4,10 @@ PLC URLs: opcua://HOST:PORT (serve OPC UA), opcua-client://HOST:PORT?nodes=TEMPL
 modbus://HOST:PORT (serve Modbus TCP), modbus-client://HOST:PORT (write into the PLC's registers),
 s7://HOST[:PORT]/RACK/SLOT/DB (Siemens S7 data block). The signal map is in samples/README.md.
 
-Prints a status line every `--status-every` seconds; SIGINT/SIGTERM stop it cleanly (the running inspection is
-finished, Ready/Busy are cleared, VisionState goes to Halted, sockets are closed). Exit status 0 after a clean stop,
-2 for a bad package/option/URL.
+With `--db FILE.db` every result is committed to a traceability database before it is posted to the PLC
+(`edge-ad results query FILE.db`). Prints a status line every `--status-every` seconds; SIGINT/SIGTERM stop it
+cleanly (the running inspection is finished, Ready/Busy are cleared, VisionState goes to Halted, sockets are
+closed). Exit status 0 after a clean stop, 2 for a bad package/option/URL.
 """
 
 from __future__ import annotations
@@ -52,6 +53,21 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--duration", type=float, default=None, help="stop after this many seconds")
     p.add_argument("--stop-at-end", action="store_true",
                    help="camera/free trigger: stop once a finite source (folder, video) is done and delivered")
+    t = p.add_argument_group("traceability (one durable row per inspection; query with `edge-ad results`)")
+    t.add_argument("--db", metavar="FILE.db", help="SQLite traceability database (created if missing)")
+    t.add_argument("--station", default="station", help="station name stored with every row (default 'station')")
+    t.add_argument("--keep-ok-every", type=int, default=0, metavar="N",
+                   help="also keep every N-th OK image (NG/failed images are always kept; default 0 = none)")
+    t.add_argument("--retention-days", type=float, default=90.0, help="delete rows older than this (default 90)")
+    t.add_argument("--retention-rows", type=int, default=None, help="keep at most this many rows (default no limit)")
+    t.add_argument("--image-budget-mb", type=float, default=2048.0,
+                   help="disk budget of the stored images, oldest deleted first (default 2048)")
+    m = p.add_argument_group("results on the plant network (MQTT, QoS 1, spooled on disk while the broker is away)")
+    m.add_argument("--mqtt", metavar="URL", help="mqtt://[user:password@]host[:port] or mqtts://...?ca=FILE")
+    m.add_argument("--mqtt-topic", default=None, metavar="TOPIC",
+                   help="topic root, Unified-Namespace style site/area/line/station (default edge-ad/STATION)")
+    m.add_argument("--mqtt-spool", default=None, metavar="DIR",
+                   help="offline queue directory (default: mqtt_spool_STATION beside --db, else in the working dir)")
     add_trusted_key(p)
 
 
@@ -72,6 +88,17 @@ def _recipes(args: argparse.Namespace) -> dict[int, str | Path]:
     return table
 
 
+def _state(inspector: object) -> dict[str, object]:
+    """The station state published on MQTT: the counters, the p50 latency and the PLC link state."""
+    s = inspector.stats  # type: ignore[attr-defined]
+    link = inspector.link  # type: ignore[attr-defined]
+    p50 = s.p50_ms()
+    return {"inspections": s.inspections, "ok": s.ok, "ng": s.ng, "late": s.late, "errors": s.errors,
+            "record_errors": s.record_errors, "p50_ms": None if p50 != p50 else round(p50, 2),
+            "recipe": inspector.active_recipe,  # type: ignore[attr-defined]
+            "plc_connected": bool(getattr(link, "connected", False))}
+
+
 def run(args: argparse.Namespace) -> int:
     from edge_ad.errors import ConfigError
     from edge_ad.plc.inspector import Inspector
@@ -88,8 +115,36 @@ def run(args: argparse.Namespace) -> int:
     def load(path: str | Path) -> Detector:
         return Detector.load(path, backend=args.backend, trusted_keys=args.trusted_keys)
 
-    inspector = Inspector(_recipes(args), source, args.plc, trigger=args.trigger, budget_s=args.budget_ms / 1e3,
-                          load_detector=load, link_options=link_options, stop_when_source_ends=args.stop_at_end)
+    store = None
+    if args.db:
+        from edge_ad.traceability import Retention, TraceStore
+
+        store = TraceStore(args.db, args.station, keep_ok_every=args.keep_ok_every,
+                           retention=Retention(args.retention_days, args.retention_rows, args.image_budget_mb))
+    publisher = None
+    try:
+        recorders: list[object] = []
+        if store is not None:
+            from edge_ad.traceability import StationRecorder
+
+            recorders.append(StationRecorder(store, args.source))
+        if args.mqtt:
+            from edge_ad.pipeline.mqtt import MqttPublisher
+
+            spool = args.mqtt_spool or (Path(args.db).parent if args.db else Path(".")) / f"mqtt_spool_{args.station}"
+            publisher = MqttPublisher(args.mqtt, args.mqtt_topic or f"edge-ad/{args.station}", spool,
+                                      station=args.station)
+            recorders.append(publisher)
+        from edge_ad.pipeline.mqtt import Fanout
+
+        inspector = Inspector(_recipes(args), source, args.plc, trigger=args.trigger, budget_s=args.budget_ms / 1e3,
+                              load_detector=load, link_options=link_options, stop_when_source_ends=args.stop_at_end,
+                              recorder=Fanout(*recorders) if recorders else None)
+    except BaseException:
+        for closer in (store, publisher):
+            if closer is not None:
+                closer.close()
+        raise
     stop = threading.Event()
 
     def _on_signal(signum: int, _frame: FrameType | None) -> None:
@@ -107,11 +162,16 @@ def run(args: argparse.Namespace) -> int:
         while inspector.running and not stop.is_set() and (end is None or time.monotonic() < end):
             if args.status_every > 0 and time.monotonic() >= next_status:
                 next_status += args.status_every
+                if publisher is not None:
+                    publisher.publish_state(_state(inspector))
                 print(("\r" if tty else "") + inspector.status_line(), end="" if tty else "\n", file=sys.stderr,
                       flush=True)
             stop.wait(0.05)
     finally:
         inspector.stop()
+        for closer in (store, publisher):
+            if closer is not None:
+                closer.close()
         for s, handler in previous.items():
             signal.signal(s, handler)
     print(("\n" if tty else "") + "edge-ad serve: stopped. " + inspector.status_line(), file=sys.stderr)

@@ -67,6 +67,7 @@ class InspectorStats:
     late_discarded: int = 0
     triggers_ignored: int = 0
     recipe_switches: int = 0
+    record_errors: int = 0
     last: InspectionRecord | None = None
     last_ms: list[float] = field(default_factory=list)
 
@@ -99,7 +100,8 @@ class Inspector:
                  *, trigger: TriggerMode = "plc", budget_s: float = 0.2, max_consecutive_late: int = 3,
                  poll_s: float = 0.005, initial_recipe: int | None = None, backend: str = "auto",
                  load_detector: Callable[[str | Path], DetectorLike] | None = None,
-                 link_options: Mapping[str, Any] | None = None, stop_when_source_ends: bool = False) -> None:
+                 link_options: Mapping[str, Any] | None = None, stop_when_source_ends: bool = False,
+                 recorder: Callable[[InspectionRecord, Any, Any, Any], object] | None = None) -> None:
         if trigger not in TRIGGER_MODES:
             raise ConfigError(f"trigger: expected one of {', '.join(TRIGGER_MODES)}, got {trigger!r}")
         if not budget_s > 0 or not poll_s > 0 or max_consecutive_late < 1:
@@ -117,6 +119,7 @@ class Inspector:
         self.max_consecutive_late = max_consecutive_late
         self.poll_s = poll_s
         self.stop_when_source_ends = stop_when_source_ends
+        self.recorder = recorder
         self._load_detector = load_detector or (lambda p: _default_loader(p, backend))
         self.active_recipe = initial_recipe if initial_recipe is not None else min(table)
         if self.active_recipe not in table:
@@ -438,7 +441,7 @@ class Inspector:
             rec = self._record(job, DefectCode.INSPECTION_ERROR, done_at, error="non-finite score: fail-safe NG")
         else:
             rec = self._from_result(job, result, done_at)
-        self._publish(rec)
+        self._publish(rec, frame, None if isinstance(result, Exception) else result)
 
     def _from_result(self, job: _Job, result: Any, now: float) -> InspectionRecord:
         ok = bool(result.passed)
@@ -468,8 +471,15 @@ class Inspector:
                                 defect_area=area, inspection_ms=(now - job.started) * 1e3,
                                 model_id=self.active_recipe, late=late, error=error)
 
-    def _publish(self, rec: InspectionRecord) -> None:
-        """Queue the result, post it right away if the link allows, then drop Busy (toggle before Busy = 0)."""
+    def _publish(self, rec: InspectionRecord, frame: Any = None, result: Any = None) -> None:
+        """Record it (traceability, committed first), queue the result, post it right away if the link allows,
+        then drop Busy (toggle before Busy = 0). A failing recorder is logged and counted, never blocks the line."""
+        if self.recorder is not None:
+            try:
+                self.recorder(rec, frame, result, self.detector)
+            except Exception:
+                self.stats.record_errors += 1
+                log.exception("part %d: traceability record failed (result still goes to the PLC)", rec.part_id)
         s = self.stats
         s.inspections += 1
         s.ok += rec.ok

@@ -1,0 +1,136 @@
+"""`edge-ad results query|export DB`: what a station decided, when, for which part, with which model.
+
+    edge-ad results query station.db --since yesterday --until today --decision NG,FAILED,LATE
+    edge-ad results query station.db --part 4711
+    edge-ad results export station.db --since 7d --csv ng_week.csv --decision NG
+
+Times: ISO 8601 local time (`2026-12-01`, `2026-12-01T08:30`), `today`, `yesterday`, or an age (`90m`, `24h`,
+`7d`); --since is inclusive, --until exclusive. `query` prints a table and a per-model summary (`--json [PATH]`: the
+rows as JSON, to stdout or PATH); `export` writes CSV or JSON Lines atomically. Reading never blocks a
+running station (SQLite WAL).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import json
+import re
+import sys
+import time
+from datetime import datetime, timedelta
+from typing import Any, TextIO
+
+from edge_ad.errors import ConfigError
+
+HELP = "query or export a station's traceability database (edge-ad serve --db)"
+_AGE = re.compile(r"^(\d+(?:\.\d+)?)([smhd])$")
+_UNIT_S = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+
+
+def parse_time(text: str, flag: str, now: float | None = None) -> float:
+    """Unix seconds of an ISO local time, today/yesterday (local midnight) or an age like 24h; ConfigError else."""
+    now = time.time() if now is None else now
+    t = text.strip().lower()
+    midnight = datetime.fromtimestamp(now).replace(hour=0, minute=0, second=0, microsecond=0)
+    if t == "today":
+        return midnight.timestamp()
+    if t == "yesterday":
+        return (midnight - timedelta(days=1)).timestamp()
+    if t == "now":
+        return now
+    m = _AGE.match(t)
+    if m:
+        return now - float(m.group(1)) * _UNIT_S[m.group(2)]
+    try:
+        return datetime.fromisoformat(text.strip()).timestamp()
+    except ValueError:
+        raise ConfigError(f"{flag} {text!r}: expected an ISO time (2026-12-01 or 2026-12-01T08:30), today, "
+                          "yesterday or an age (90m, 24h, 7d)") from None
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    from edge_ad.cli.common import add_json
+
+    sub = p.add_subparsers(dest="action", required=True, metavar="{query,export}")
+    for name, helptext in (("query", "print matching inspections and a per-model summary"),
+                           ("export", "write matching inspections as CSV or JSON Lines")):
+        q = sub.add_parser(name, help=helptext, description=helptext)
+        q.add_argument("db", help="the station's SQLite database (edge-ad serve --db)")
+        q.add_argument("--since", help="from this time (inclusive)")
+        q.add_argument("--until", help="before this time (exclusive)")
+        q.add_argument("--part", type=int, help="only this part id")
+        q.add_argument("--decision", help="comma-separated: OK, NG, FAILED, LATE (default: all)")
+        q.add_argument("--station", help="only this station name")
+        q.add_argument("--limit", type=int, help="at most this many rows (newest first for query)")
+        if name == "query":
+            add_json(q, "the matching rows")
+        else:
+            fmt = q.add_mutually_exclusive_group(required=True)
+            fmt.add_argument("--csv", metavar="FILE", help="write CSV here")
+            fmt.add_argument("--jsonl", metavar="FILE", help="write JSON Lines here")
+
+
+def _rows(args: argparse.Namespace) -> list[dict[str, Any]]:
+    from edge_ad.traceability import DECISIONS, open_readonly
+
+    decisions = [d.strip().upper() for d in args.decision.split(",") if d.strip()] if args.decision else []
+    bad = [d for d in decisions if d not in DECISIONS]
+    if bad:
+        raise ConfigError(f"--decision {args.decision!r}: expected any of {', '.join(DECISIONS)}, got {bad}")
+    since = parse_time(args.since, "--since") if args.since else None
+    until = parse_time(args.until, "--until") if args.until else None
+    store = open_readonly(args.db)
+    try:
+        return store.query(since=since, until=until, part=args.part, decisions=decisions, station=args.station,
+                           limit=args.limit, newest_first=args.action == "query")
+    finally:
+        store.close()
+
+
+def _when(t: float) -> str:
+    return datetime.fromtimestamp(t).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def _print_table(rows: list[dict[str, Any]], out: TextIO) -> None:
+    print(f"{'time':19s}  {'station':10s} {'part':>8s} {'decision':8s} {'score':>6s} {'model':16s} {'prec':5s} "
+          f"{'digest':12s} {'ms':>6s}  reason", file=out)
+    for r in rows:
+        score = f"{r['normalized_score']:.3f}" if r["normalized_score"] is not None else "-"
+        ms = f"{r['inspection_ms']:.0f}" if r["inspection_ms"] is not None else "-"
+        why = r["error"] or (f"{len(r['regions'])} region(s)" if r["decision"] == "NG" else "")
+        print(f"{_when(r['time'])}  {r['station'][:10]:10s} {r['part_id']:>8d} {r['decision']:8s} {score:>6s} "
+              f"{(r['model'] or '-')[:16]:16s} {(r['precision'] or '-'):5s} {(r['package_digest'] or '-')[:12]:12s} "
+              f"{ms:>6s}  {why}", file=out)
+    summary: dict[tuple[str, str], dict[str, int]] = {}
+    for r in rows:
+        key = (r["model"] or "-", (r["package_digest"] or "-")[:12])
+        summary.setdefault(key, {d: 0 for d in ("OK", "NG", "FAILED", "LATE")})[r["decision"]] += 1
+    print(f"\n{len(rows)} inspection(s)", file=out)
+    for (model, digest), counts in sorted(summary.items()):
+        print(f"  {model} ({digest}): " + ", ".join(f"{k} {v}" for k, v in counts.items()), file=out)
+
+
+def run(args: argparse.Namespace) -> int:
+    from edge_ad.cli.common import human_out, write_json_output
+    from edge_ad.fileio import atomic_write_text
+
+    rows = _rows(args)
+    if args.action == "query":
+        write_json_output(args.json, rows)
+        _print_table(rows, human_out(args))
+        return 0
+    if args.csv:
+        buf = io.StringIO()
+        w = csv.DictWriter(buf, fieldnames=list(rows[0]) if rows else ["id"], lineterminator="\n")
+        w.writeheader()
+        for r in rows:
+            w.writerow({k: json.dumps(v) if isinstance(v, (list, dict)) else v for k, v in r.items()})
+        atomic_write_text(args.csv, buf.getvalue())
+        target = args.csv
+    else:
+        atomic_write_text(args.jsonl, "".join(json.dumps(r) + "\n" for r in rows))
+        target = args.jsonl
+    print(f"{len(rows)} inspection(s) -> {target}", file=sys.stderr)
+    return 0

@@ -1,0 +1,412 @@
+"""The traceability store: one row per inspection in SQLite (WAL), committed before the result goes to the PLC.
+
+Durability: WAL journal with `synchronous=FULL`, one transaction per row, so a row that `record()` returned for
+survives `kill -9` and power loss, and the file is never left corrupt (SQLite's atomic commit). The station calls
+`record()` before it posts the result to the PLC, so every result the line acted on has its row. Images are not in
+the database: NG frames always, and every `keep_ok_every`-th OK frame, are written beside it by a background
+thread (`images/YYYYMMDD/<id>_<decision>.jpg`, atomically); the row holds the path. Retention by age, row count and
+image disk budget runs every `RETENTION_EVERY` rows and at open.
+
+The schema is versioned (`schema_version`); `MIGRATIONS[i]` takes version i to i+1. A database written by a newer
+edge-ad is refused rather than guessed at. Torch-free: sqlite3 and numpy/OpenCV only.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import queue
+import sqlite3
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edge_ad.errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+SCHEMA_VERSION = 1
+DECISIONS = ("OK", "NG", "FAILED", "LATE")
+RETENTION_EVERY = 200
+COLUMNS = ("id", "time", "station", "seq", "part_id", "frame_id", "source", "model", "precision", "package_digest",
+           "recipe", "decision", "defect_code", "score", "normalized_score", "threshold", "late", "fault", "error",
+           "regions", "timings", "inspection_ms", "image_path")
+JSON_COLUMNS = ("regions", "timings")
+
+MIGRATIONS: tuple[tuple[str, ...], ...] = (
+    (  # 0 -> 1
+        """CREATE TABLE inspections (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            time REAL NOT NULL,
+            station TEXT NOT NULL,
+            seq INTEGER NOT NULL,
+            part_id INTEGER NOT NULL,
+            frame_id INTEGER,
+            source TEXT,
+            model TEXT,
+            precision TEXT,
+            package_digest TEXT,
+            recipe INTEGER,
+            decision TEXT NOT NULL CHECK (decision IN ('OK', 'NG', 'FAILED', 'LATE')),
+            defect_code INTEGER NOT NULL,
+            score REAL,
+            normalized_score REAL,
+            threshold REAL,
+            late INTEGER NOT NULL,
+            fault TEXT,
+            error TEXT,
+            regions TEXT,
+            timings TEXT,
+            inspection_ms REAL,
+            image_path TEXT)""",
+        "CREATE INDEX ix_inspections_time ON inspections (time)",
+        "CREATE INDEX ix_inspections_part ON inspections (part_id, time)",
+        "CREATE INDEX ix_inspections_decision ON inspections (decision, time)",
+    ),
+)
+
+
+@dataclass(frozen=True)
+class Retention:
+    """What is kept: rows younger than `max_age_days`, at most `max_rows` rows, images within `image_budget_mb`
+    (oldest first out; None = no limit)."""
+
+    max_age_days: float | None = 90.0
+    max_rows: int | None = None
+    image_budget_mb: float | None = 2048.0
+
+    def __post_init__(self) -> None:
+        for name in ("max_age_days", "max_rows", "image_budget_mb"):
+            v = getattr(self, name)
+            if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float)) or not v > 0):
+                raise ConfigError(f"retention.{name}: expected a number > 0 or null, got {v!r}")
+
+
+def decision_of(ok: bool, late: bool, defect_code: int) -> str:
+    """OK, or why not: LATE (time budget), FAILED (no usable image / inspection error), NG (anomaly)."""
+    from edge_ad.plc.signals import DefectCode
+
+    if ok:
+        return "OK"
+    if late:
+        return "LATE"
+    return "FAILED" if defect_code in (DefectCode.INSPECTION_ERROR, DefectCode.NO_IMAGE) else "NG"
+
+
+def _finite(x: Any) -> float | None:
+    try:
+        v = float(x)
+    except (TypeError, ValueError):
+        return None
+    return v if math.isfinite(v) else None
+
+
+class TraceStore:
+    """SQLite traceability store of one station. Thread-safe: `record` may be called from the control loop while
+    `query` runs elsewhere (each call holds the store's lock; WAL lets other processes read meanwhile)."""
+
+    def __init__(self, path: str | Path, station: str = "station", *, keep_ok_every: int = 0,
+                 retention: Retention | None = None, images: bool = True, writer: bool = True) -> None:
+        if not isinstance(station, str) or not station.strip():
+            raise ConfigError(f"station: expected a non-empty name, got {station!r}")
+        if isinstance(keep_ok_every, bool) or not isinstance(keep_ok_every, int) or keep_ok_every < 0:
+            raise ConfigError(f"keep_ok_every: expected an integer >= 0 (0 = no OK images), got {keep_ok_every!r}")
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.station, self.keep_ok_every = station, keep_ok_every
+        self.retention = retention or Retention()
+        self.images_dir = self.path.parent / (self.path.stem + "_images") if images else None
+        self._lock = threading.Lock()
+        self._db = self._connect(self.path)
+        self._ok_count = 0
+        self._since_retention = 0
+        self.images_dropped = 0
+        self._images: queue.Queue[tuple[Path, np.ndarray] | None] = queue.Queue(maxsize=64)
+        self._writer: threading.Thread | None = None
+        self.writable = writer
+        if not writer:
+            return
+        if self.images_dir is not None:
+            self._writer = threading.Thread(target=self._write_images, name="edge-ad-trace-images", daemon=True)
+            self._writer.start()
+        self.apply_retention()
+
+    # ---- schema ------------------------------------------------------------------------------------------------
+    @staticmethod
+    def _connect(path: Path) -> sqlite3.Connection:
+        try:
+            db = sqlite3.connect(str(path), timeout=10.0, check_same_thread=False, isolation_level=None)
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA synchronous=FULL")  # a returned commit survives power loss
+            version = _schema_version(db)
+        except sqlite3.DatabaseError as e:
+            raise ConfigError(f"{path}: not a usable SQLite traceability database ({e})") from None
+        if version > SCHEMA_VERSION:
+            db.close()
+            raise ConfigError(f"{path}: schema version {version} is newer than this edge-ad's {SCHEMA_VERSION}; "
+                              "upgrade edge-ad to write to it")
+        for v in range(version, SCHEMA_VERSION):
+            with _transaction(db):
+                for stmt in MIGRATIONS[v]:
+                    db.execute(stmt)
+                db.execute("DELETE FROM schema_version")
+                db.execute("INSERT INTO schema_version (version) VALUES (?)", (v + 1,))
+            log.info("%s: schema migrated to version %d", path, v + 1)
+        return db
+
+    # ---- writing -----------------------------------------------------------------------------------------------
+    def record(self, rec: Any, result: Any = None, image: np.ndarray | None = None, *,
+               frame: dict[str, Any] | None = None, model: dict[str, Any] | None = None,
+               source: str | None = None, when: float | None = None) -> int:
+        """Commit one inspection (`rec`: the PLC's InspectionRecord; `result`: the detector's Result or None for a
+        fail-safe record) and queue its image; returns the row id. Returns only after the commit is durable."""
+        if not self.writable:
+            raise ConfigError(f"{self.path}: opened for reading only")
+        decision = decision_of(bool(rec.ok), bool(rec.late), int(rec.defect_code))
+        model = model or {}
+        frame = frame or (getattr(result, "frame", None) or {})
+        now = time.time() if when is None else float(when)
+        keep_image = image is not None and self.images_dir is not None and (
+            decision != "OK" or (self.keep_ok_every and self._ok_count % self.keep_ok_every == 0))
+        if decision == "OK":
+            self._ok_count += 1
+        regions = [r.to_dict() for r in getattr(result, "regions", None) or []]
+        timings = {k: _finite(v) for k, v in (getattr(result, "timings", None) or {}).items()}
+        row = {
+            "time": now, "station": self.station, "seq": int(rec.seq), "part_id": int(rec.part_id),
+            "frame_id": frame.get("frame_id"), "source": source or frame.get("source_id"),
+            "model": model.get("name"), "precision": model.get("precision"), "package_digest": model.get("digest"),
+            "recipe": int(rec.model_id), "decision": decision, "defect_code": int(rec.defect_code),
+            "score": _finite(getattr(result, "score", None)),
+            "normalized_score": _finite(getattr(result, "normalized_score", None)),
+            "threshold": _finite(getattr(result, "threshold", None)), "late": int(bool(rec.late)),
+            "fault": getattr(result, "fault", None), "error": rec.error or getattr(result, "error", None),
+            "regions": json.dumps(regions), "timings": json.dumps(timings),
+            "inspection_ms": _finite(rec.inspection_ms), "image_path": None,
+        }
+        cols = [c for c in COLUMNS if c != "id"]
+        with self._lock:
+            with _transaction(self._db):
+                cur = self._db.execute(f"INSERT INTO inspections ({', '.join(cols)}) VALUES "
+                                       f"({', '.join('?' for _ in cols)})", [row[c] for c in cols])
+                row_id = int(cur.lastrowid or 0)
+                if keep_image:
+                    rel = Path(time.strftime("%Y%m%d", time.localtime(now))) / f"{row_id}_{decision}.jpg"
+                    try:
+                        assert image is not None
+                        self._images.put_nowait((rel, np.ascontiguousarray(image)))
+                        self._db.execute("UPDATE inspections SET image_path = ? WHERE id = ?", (str(rel), row_id))
+                    except queue.Full:
+                        self.images_dropped += 1
+                        log.warning("traceability: image writer behind, image of row %d not kept", row_id)
+            self._since_retention += 1
+            due = self._since_retention >= RETENTION_EVERY
+        if due:
+            self.apply_retention()
+        return row_id
+
+    def _write_images(self) -> None:
+        import cv2
+
+        from edge_ad.fileio import atomic_write_bytes
+
+        assert self.images_dir is not None
+        while True:
+            item = self._images.get()
+            if item is None:
+                return
+            rel, image = item
+            try:
+                ok, buf = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, 92])
+                if not ok:
+                    raise ValueError(f"cannot encode a {image.shape} image")
+                target = self.images_dir / rel
+                target.parent.mkdir(parents=True, exist_ok=True)
+                atomic_write_bytes(target, buf.tobytes())
+            except Exception as e:  # a full disk must not stop inspection; the row stays, the image is missing
+                log.error("traceability: could not write %s: %s", rel, e)
+
+    def apply_retention(self) -> dict[str, int]:
+        """Delete rows past the age/count limits (with their images), then the oldest images over the budget."""
+        r, removed = self.retention, {"rows": 0, "images": 0}
+        with self._lock:
+            self._since_retention = 0
+            doomed: list[tuple[int, str | None]] = []
+            if r.max_age_days is not None:
+                cutoff = time.time() - r.max_age_days * 86400.0
+                doomed += self._db.execute("SELECT id, image_path FROM inspections WHERE time < ?",
+                                           (cutoff,)).fetchall()
+            if r.max_rows is not None:
+                doomed += self._db.execute(
+                    "SELECT id, image_path FROM inspections ORDER BY id DESC LIMIT -1 OFFSET ?", (r.max_rows,)
+                ).fetchall()
+            if doomed:
+                ids = sorted({i for i, _ in doomed})
+                with _transaction(self._db):
+                    self._db.executemany("DELETE FROM inspections WHERE id = ?", [(i,) for i in ids])
+                removed["rows"] = len(ids)
+                removed["images"] += self._unlink(p for _, p in doomed)
+            if r.image_budget_mb is not None and self.images_dir is not None and self.images_dir.is_dir():
+                removed["images"] += self._trim_images(int(r.image_budget_mb * 2**20))
+        if removed["rows"] or removed["images"]:
+            log.info("traceability retention: %d rows, %d images removed", removed["rows"], removed["images"])
+        return removed
+
+    def _unlink(self, rels: Iterator[str | None]) -> int:
+        n = 0
+        for rel in rels:
+            if rel and self.images_dir is not None:
+                p = self.images_dir / rel
+                if p.is_file():
+                    p.unlink()
+                    n += 1
+        return n
+
+    def _trim_images(self, budget: int) -> int:
+        assert self.images_dir is not None
+        files = sorted((p for p in self.images_dir.rglob("*.jpg") if p.is_file()),
+                       key=lambda p: (p.parent.name, int(p.stem.split("_")[0]) if p.stem.split("_")[0].isdigit()
+                                      else 0))
+        sizes = [p.stat().st_size for p in files]
+        total, n = sum(sizes), 0
+        gone: list[str] = []
+        for p, size in zip(files, sizes):
+            if total <= budget:
+                break
+            p.unlink()
+            total -= size
+            n += 1
+            gone.append(str(p.relative_to(self.images_dir)))
+        if gone:
+            with _transaction(self._db):
+                self._db.executemany("UPDATE inspections SET image_path = NULL WHERE image_path = ?",
+                                     [(g,) for g in gone])
+        return n
+
+    # ---- reading -----------------------------------------------------------------------------------------------
+    def query(self, *, since: float | None = None, until: float | None = None, part: int | None = None,
+              decisions: Sequence[str] = (), station: str | None = None, limit: int | None = None,
+              newest_first: bool = False) -> list[dict[str, Any]]:
+        """Rows matching every given filter (time in unix seconds, half-open [since, until))."""
+        sql, args = build_query(since=since, until=until, part=part, decisions=decisions, station=station,
+                                limit=limit, newest_first=newest_first)
+        with self._lock:
+            rows = self._db.execute(sql, args).fetchall()
+        return [row_dict(r) for r in rows]
+
+    def count(self) -> int:
+        with self._lock:
+            return int(self._db.execute("SELECT COUNT(*) FROM inspections").fetchone()[0])
+
+    def image_file(self, row: dict[str, Any]) -> Path | None:
+        """The stored image of a row, if it is (still) on disk."""
+        rel = row.get("image_path")
+        if not rel or self.images_dir is None:
+            return None
+        p = self.images_dir / rel
+        return p if p.is_file() else None
+
+    def close(self) -> None:
+        """Finish the queued images, then close the database."""
+        if self._writer is not None:
+            self._images.put(None)
+            self._writer.join(30.0)
+            self._writer = None
+        with self._lock:
+            self._db.close()
+
+    def __enter__(self) -> TraceStore:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.close()
+
+
+def build_query(*, since: float | None, until: float | None, part: int | None, decisions: Sequence[str],
+                station: str | None, limit: int | None, newest_first: bool) -> tuple[str, list[Any]]:
+    """The SELECT for `TraceStore.query` (parameterised: user values never enter the SQL text)."""
+    where, args = [], []
+    if since is not None:
+        where.append("time >= ?")
+        args.append(float(since))
+    if until is not None:
+        where.append("time < ?")
+        args.append(float(until))
+    if part is not None:
+        where.append("part_id = ?")
+        args.append(int(part))
+    bad = [d for d in decisions if d not in DECISIONS]
+    if bad:
+        raise ConfigError(f"decision: expected any of {list(DECISIONS)}, got {bad}")
+    if decisions:
+        where.append(f"decision IN ({', '.join('?' for _ in decisions)})")
+        args += list(decisions)
+    if station is not None:
+        where.append("station = ?")
+        args.append(station)
+    sql = f"SELECT {', '.join(COLUMNS)} FROM inspections"
+    if where:
+        sql += " WHERE " + " AND ".join(where)
+    sql += " ORDER BY id " + ("DESC" if newest_first else "ASC")
+    if limit is not None:
+        if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
+            raise ConfigError(f"limit: expected an integer >= 1, got {limit!r}")
+        sql += f" LIMIT {int(limit)}"
+    return sql, args
+
+
+def row_dict(row: Sequence[Any]) -> dict[str, Any]:
+    d = dict(zip(COLUMNS, row))
+    for c in JSON_COLUMNS:
+        d[c] = json.loads(d[c]) if d[c] else ([] if c == "regions" else {})
+    d["late"] = bool(d["late"])
+    return d
+
+
+def open_readonly(path: str | Path) -> TraceStore:
+    """Open an existing database for queries (no image writer, no retention run)."""
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(f"{p}: no traceability database here (edge-ad serve --db {p} writes one)")
+    return TraceStore(p, "reader", writer=False)
+
+
+def _schema_version(db: sqlite3.Connection) -> int:
+    db.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
+    row = db.execute("SELECT MAX(version) FROM schema_version").fetchone()
+    return int(row[0]) if row and row[0] is not None else 0
+
+
+class _transaction:
+    """BEGIN IMMEDIATE ... COMMIT (ROLLBACK on error) on an autocommit connection."""
+
+    def __init__(self, db: sqlite3.Connection) -> None:
+        self.db = db
+
+    def __enter__(self) -> None:
+        self.db.execute("BEGIN IMMEDIATE")
+
+    def __exit__(self, exc_type: object, *_: object) -> None:
+        self.db.execute("ROLLBACK" if exc_type else "COMMIT")
+
+
+class StationRecorder:
+    """The Inspector's `recorder`: one row per published result, with the active package's identity."""
+
+    def __init__(self, store: TraceStore, source: str | None = None) -> None:
+        self.store, self.source = store, source
+
+    def __call__(self, rec: Any, frame: Any, result: Any, detector: Any) -> int:
+        pkg = getattr(detector, "package", None)
+        model = {"name": getattr(pkg, "name", None), "precision": getattr(pkg, "precision", None),
+                 "digest": getattr(pkg, "digest", None)} if pkg is not None else {}
+        image = getattr(frame, "image", None)
+        meta = frame.meta() if hasattr(frame, "meta") else None
+        return self.store.record(rec, result, image if isinstance(image, np.ndarray) else None, frame=meta,
+                                 model=model, source=self.source)
