@@ -106,7 +106,8 @@ def test_schema_version_and_bad_files(tmp_path):
     con.execute("UPDATE schema_version SET version = ?", (SCHEMA_VERSION + 1,))
     con.commit()
     con.close()
-    with pytest.raises(ConfigError, match=r"v.db: schema version 2 is newer than this edge-ad's 1"):
+    with pytest.raises(ConfigError, match=rf"v.db: schema version {SCHEMA_VERSION + 1} is newer than this "
+                                          rf"edge-ad's {SCHEMA_VERSION}"):
         TraceStore(db)
     junk = tmp_path / "junk.db"
     junk.write_bytes(b"this is not sqlite" * 100)
@@ -250,3 +251,70 @@ def test_serve_writes_a_row_per_result_and_answers_which_parts_failed(plc_packag
         every = st.query()
         assert [r["decision"] for r in every] == ["NG", "OK", "NG"]
         assert all(st.image_file(r) is not None for r in every)  # NG always, OK with --keep-ok-every 1
+
+
+def test_serve_reads_a_station_config(plc_packages, tmp_path, capsys):
+    import cv2
+    import yaml
+    from plc_peers import free_port
+
+    images = tmp_path / "images"
+    images.mkdir()
+    for i, img in enumerate((BLOB_IMG, DARK_IMG)):
+        cv2.imwrite(str(images / f"{i}.png"), img)
+    sample = yaml.safe_load((ROOT / "samples" / "station.yaml").read_text())
+    cfg = {**sample, "package": str(plc_packages["a"]), "recipes": {}, "source": str(images),
+           "plc": f"modbus://127.0.0.1:{free_port()}", "trigger": "free", "backend": "onnxruntime",
+           "db": str(tmp_path / "cfg.db"), "mqtt": None, "ui": None}
+    cfg = {k: v for k, v in cfg.items() if v is not None}
+    path = tmp_path / "station.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    rc = main(["serve", "--config", str(path), "--no-ack", "--hold-ms", "0", "--stop-at-end", "--duration", "30",
+               "--status-every", "0", "--station", "from-cli"])
+    assert rc == 0, capsys.readouterr().err
+    with open_readonly(tmp_path / "cfg.db") as st:
+        rows = st.query()
+    assert [r["decision"] for r in rows] == ["NG", "OK"] and {r["station"] for r in rows} == {"from-cli"}
+    for bad, match in (({"colour": 1}, "colour: unknown key"), ({"retention": {"weeks": 2}}, "retention.weeks"),
+                       ({"budget_ms": "fast"}, "budget_ms: expected float")):
+        path.write_text(yaml.safe_dump({**cfg, **bad}))
+        assert main(["serve", "--config", str(path)]) == 2
+        assert match in capsys.readouterr().err
+    assert main(["serve"]) == 2
+    assert "missing package, --source, --plc" in capsys.readouterr().err
+
+
+def test_a_version_1_database_is_migrated_in_place(tmp_path):
+    from edge_ad.traceability.store import MIGRATIONS
+
+    db = tmp_path / "old.db"
+    con = sqlite3.connect(db)
+    con.execute("CREATE TABLE schema_version (version INTEGER NOT NULL)")
+    for stmt in MIGRATIONS[0]:
+        con.execute(stmt)
+    con.execute("INSERT INTO schema_version VALUES (1)")
+    con.execute("INSERT INTO inspections (time, station, seq, part_id, decision, defect_code, late) "
+                "VALUES (1.0, 'old', 1, 42, 'NG', 2, 0)")
+    con.commit()
+    con.close()
+    with TraceStore(db, "old", retention=Retention(None, None, None)) as st:
+        assert [r["part_id"] for r in st.query()] == [42]  # kept
+        st.audit("anna", "sensitivity", {"to": 1.2})  # the table version 2 added
+        assert st.audit_log()[0]["user"] == "anna"
+    assert sqlite3.connect(db).execute("SELECT version FROM schema_version").fetchall() == [(SCHEMA_VERSION,)]
+
+
+def test_hmi_user_cli_stores_a_hash(tmp_path, monkeypatch, capsys):
+    import io
+
+    from edge_ad.hmi.auth import load_users
+
+    users = tmp_path / "u.yaml"
+    monkeypatch.setattr("sys.stdin", io.StringIO("long-enough-pw\n"))
+    assert main(["hmi-user", str(users), "anna", "--role", "engineer", "--password-stdin"]) == 0
+    loaded = load_users(users)
+    assert loaded["anna"]["role"] == "engineer" and loaded["anna"]["password"].startswith("scrypt$")
+    assert "long-enough-pw" not in users.read_text() and oct(users.stat().st_mode & 0o777) == "0o600"
+    monkeypatch.setattr("sys.stdin", io.StringIO("short\n"))
+    assert main(["hmi-user", str(users), "bob", "--password-stdin"]) == 2
+    assert "at least 8 characters" in capsys.readouterr().err

@@ -38,3 +38,22 @@ def write_json_output(target: str | None, obj: Any) -> None:
         sys.stdout.write(json.dumps(obj, indent=2, default=str) + "\n")
     else:
         atomic_write_json(target, obj, default=str)
+
+
+def add_password_stdin(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--password-stdin", action="store_true",
+                   help="read the password from the first line of stdin instead of prompting")
+
+
+def read_new_password(args: argparse.Namespace) -> str:
+    """The password for a new user: the first stdin line with --password-stdin, else prompted twice."""
+    import getpass
+
+    from edge_ad.errors import ConfigError
+
+    if args.password_stdin:
+        return sys.stdin.readline().rstrip("\r\n")
+    password = getpass.getpass(f"password for {args.name}: ")
+    if getpass.getpass("again: ") != password:
+        raise ConfigError("the two passwords differ")
+    return password

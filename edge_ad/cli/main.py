@@ -27,6 +27,7 @@ COMMANDS: dict[str, str] = {
     "run": "edge_ad.cli.run",
     "serve": "edge_ad.cli.serve",
     "results": "edge_ad.cli.results",
+    "capture": "edge_ad.cli.capture",
     "demo": "edge_ad.cli.demo",
     "models": "edge_ad.cli.models",
     "weights": "edge_ad.cli.weights",
@@ -36,6 +37,7 @@ COMMANDS: dict[str, str] = {
     "keygen": "edge_ad.cli.keygen",
     "sign": "edge_ad.cli.sign",
     "plc-user": "edge_ad.cli.plc_user",
+    "hmi-user": "edge_ad.cli.hmi_user",
     "doctor": "edge_ad.cli.doctor",
 }
 

@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import argparse
-import getpass
-import sys
 from pathlib import Path
 
-from edge_ad.errors import ConfigError
+from edge_ad.cli.common import add_password_stdin, read_new_password
 
 HELP = "add or replace a user of the secured OPC UA server (opcua://...?security=encrypt&users=FILE)"
 
@@ -15,19 +13,13 @@ HELP = "add or replace a user of the secured OPC UA server (opcua://...?security
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("users", type=Path, metavar="USERS.yaml", help="users file (created if absent, mode 0600)")
     p.add_argument("name", help="user name the PLC/SCADA logs in with")
-    p.add_argument("--password-stdin", action="store_true",
-                   help="read the password from the first line of stdin instead of prompting")
+    add_password_stdin(p)
 
 
 def run(args: argparse.Namespace) -> int:
     from edge_ad.plc.opcua_security import set_user
 
-    if args.password_stdin:
-        password = sys.stdin.readline().rstrip("\r\n")
-    else:
-        password = getpass.getpass(f"password for {args.name}: ")
-        if getpass.getpass("again: ") != password:
-            raise ConfigError("the two passwords differ")
+    password = read_new_password(args)
     set_user(args.users, args.name, password)
     print(f"{args.users}: user {args.name!r} set (scrypt hash). Serve with: "
           f"--plc 'opcua://0.0.0.0:4840?security=encrypt&users={args.users}'")

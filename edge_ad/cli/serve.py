@@ -27,9 +27,11 @@ HELP = "run an inspection station: model package + camera source + PLC handshake
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("package", help="model package directory = recipe 1")
-    p.add_argument("--source", required=True, help="frame source: DIR, glob, video file, gige://SERIAL, usb://0, ...")
-    p.add_argument("--plc", required=True, metavar="URL",
+    p.add_argument("package", nargs="?", help="model package directory = recipe 1 (or `package:` in --config)")
+    p.add_argument("--config", metavar="STATION.yaml",
+                   help="the whole station in one file (samples/station.yaml); flags given as well override it")
+    p.add_argument("--source", help="frame source: DIR, glob, video file, gige://SERIAL, usb://0, ...")
+    p.add_argument("--plc", metavar="URL",
                    help="opcua://HOST:PORT | opcua-client://HOST:PORT | modbus://HOST:PORT | modbus-client://HOST:PORT "
                         "| s7://HOST[:PORT]/RACK/SLOT/DB")
     p.add_argument("--trigger", choices=["plc", "camera", "free"], default="plc",
@@ -54,7 +56,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--stop-at-end", action="store_true",
                    help="camera/free trigger: stop once a finite source (folder, video) is done and delivered")
     t = p.add_argument_group("traceability (one durable row per inspection; query with `edge-ad results`)")
-    t.add_argument("--db", metavar="FILE.db", help="SQLite traceability database (created if missing)")
+    t.add_argument("--db", metavar="FILE.db|URL",
+                   help="traceability database: a SQLite file (created if missing) or postgresql://user:pass@host/db")
+    t.add_argument("--db-images", metavar="DIR",
+                   help="where NG/OK images are kept (default: FILE_images beside a SQLite file, "
+                        "trace_images_STATION for PostgreSQL)")
     t.add_argument("--station", default="station", help="station name stored with every row (default 'station')")
     t.add_argument("--keep-ok-every", type=int, default=0, metavar="N",
                    help="also keep every N-th OK image (NG/failed images are always kept; default 0 = none)")
@@ -68,6 +74,15 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="topic root, Unified-Namespace style site/area/line/station (default edge-ad/STATION)")
     m.add_argument("--mqtt-spool", default=None, metavar="DIR",
                    help="offline queue directory (default: mqtt_spool_STATION beside --db, else in the working dir)")
+    u = p.add_argument_group("operator web HMI (live view, counters, NG gallery, part lookup, engineer actions)")
+    u.add_argument("--ui", metavar="HOST:PORT",
+                   help="serve the HMI here, e.g. 0.0.0.0:8080 (:8080 = this machine only)")
+    u.add_argument("--ui-users", metavar="FILE", help="HMI users (edge-ad hmi-user FILE NAME); without it no login")
+    u.add_argument("--ui-dataset", metavar="DIR", help="where 'mark as false reject' copies images (train/good)")
+    u.add_argument("--ui-settings", metavar="FILE.json",
+                   help="persisted HMI changes such as the sensitivity (default: hmi_settings_STATION.json beside "
+                        "--db, else in the working dir)")
+    u.add_argument("--ui-fps", type=float, default=5.0, help="most live-view frames encoded per second (default 5)")
     add_trusted_key(p)
 
 
@@ -88,6 +103,30 @@ def _recipes(args: argparse.Namespace) -> dict[int, str | Path]:
     return table
 
 
+def _start_hmi(args: argparse.Namespace, inspector: object, live: object, store: object) -> object:
+    from edge_ad.hmi.app import HmiServer, Station, create_app, parse_ui
+    from edge_ad.hmi.auth import Sessions, load_users
+
+    host, port = parse_ui(args.ui)
+    base = _local_dir(args)
+    station = Station(inspector, live, store, name=args.station,  # type: ignore[arg-type]
+                      settings=args.ui_settings or base / f"hmi_settings_{args.station}.json",
+                      dataset=args.ui_dataset)
+    sessions = Sessions(load_users(args.ui_users)) if args.ui_users else None
+    server = HmiServer(create_app(station, sessions), host, port, on_stop=station.close)
+    server.start()
+    print(f"edge-ad serve: HMI on http://{host}:{port}/" + ("" if sessions else " (no --ui-users: read-only)"),
+          file=sys.stderr, flush=True)
+    return server
+
+
+def _local_dir(args: argparse.Namespace) -> Path:
+    """Where station files go by default: beside a SQLite --db, else the working directory."""
+    from edge_ad.traceability.store import is_postgres_url
+
+    return Path(args.db).parent if args.db and not is_postgres_url(args.db) else Path(".")
+
+
 def _state(inspector: object) -> dict[str, object]:
     """The station state published on MQTT: the counters, the p50 latency and the PLC link state."""
     s = inspector.stats  # type: ignore[attr-defined]
@@ -99,10 +138,65 @@ def _state(inspector: object) -> dict[str, object]:
             "plc_connected": bool(getattr(link, "connected", False))}
 
 
+#: station.yaml sections -> flag destinations (the other keys are flag names, with _ or -)
+_SECTIONS = {"retention": {"days": "retention_days", "rows": "retention_rows", "image_budget_mb": "image_budget_mb"},
+             "mqtt": {"url": "mqtt", "topic": "mqtt_topic", "spool": "mqtt_spool"},
+             "database": {"url": "db", "images": "db_images"},
+             "ui": {"listen": "ui", "users": "ui_users", "dataset": "ui_dataset", "settings": "ui_settings",
+                    "fps": "ui_fps"}}
+
+
+def apply_config(args: argparse.Namespace, path: str) -> None:
+    """Fill `args` from a station YAML: a value counts unless the same option was given on the command line
+    (i.e. differs from its default). Unknown keys and wrong types are ConfigErrors naming the key."""
+    from edge_ad.errors import ConfigError
+    from edge_ad.fileio import read_yaml_file
+
+    doc = read_yaml_file(path, "station config")
+    if not isinstance(doc, dict):
+        raise ConfigError(f"{path}: expected a mapping of station settings")
+    defaults = argparse.ArgumentParser()
+    add_arguments(defaults)
+    default = vars(defaults.parse_args([]))
+    flat: dict[str, object] = {}
+    for key, value in doc.items():
+        k = str(key).replace("-", "_")
+        if k in _SECTIONS:
+            if not isinstance(value, dict):
+                raise ConfigError(f"{path}: {key}: expected a mapping with {sorted(_SECTIONS[k])}")
+            for sub, v in value.items():
+                if sub not in _SECTIONS[k]:
+                    raise ConfigError(f"{path}: {key}.{sub}: unknown key (known: {sorted(_SECTIONS[k])})")
+                flat[_SECTIONS[k][sub]] = v
+        elif k == "recipes":
+            if not isinstance(value, dict):
+                raise ConfigError(f"{path}: recipes: expected a mapping N: PACKAGE (N = 2..65535)")
+            flat["recipe"] = [f"{n}={pkg}" for n, pkg in value.items()]
+        elif k in default and k != "config":
+            flat[k] = value
+        else:
+            raise ConfigError(f"{path}: {key}: unknown key (see samples/station.yaml)")
+    for k, v in flat.items():
+        want = type(default[k]) if default[k] is not None else None
+        if want is float and isinstance(v, int) and not isinstance(v, bool):
+            v = float(v)
+        if v is not None and want is not None and not isinstance(v, want):
+            raise ConfigError(f"{path}: {k}: expected {want.__name__}, got {v!r}")
+        if getattr(args, k) == default[k]:
+            setattr(args, k, v)
+
+
 def run(args: argparse.Namespace) -> int:
     from edge_ad.errors import ConfigError
     from edge_ad.plc.inspector import Inspector
     from edge_ad.sources import open_source
+
+    if args.config:
+        apply_config(args, args.config)
+    missing = [name for name, v in (("package", args.package), ("--source", args.source), ("--plc", args.plc))
+               if not v]
+    if missing:
+        raise ConfigError(f"serve: missing {', '.join(missing)} (give them as arguments or in --config)")
 
     if args.budget_ms <= 0 or args.queue < 1 or args.heartbeat_ms <= 0 or args.hold_ms < 0 or args.plc_watchdog_s < 0:
         raise ConfigError("serve: expected --budget-ms > 0, --queue >= 1, --heartbeat-ms > 0, --hold-ms >= 0, "
@@ -119,7 +213,7 @@ def run(args: argparse.Namespace) -> int:
     if args.db:
         from edge_ad.traceability import Retention, TraceStore
 
-        store = TraceStore(args.db, args.station, keep_ok_every=args.keep_ok_every,
+        store = TraceStore(args.db, args.station, keep_ok_every=args.keep_ok_every, images_dir=args.db_images,
                            retention=Retention(args.retention_days, args.retention_rows, args.image_budget_mb))
     publisher = None
     try:
@@ -131,10 +225,16 @@ def run(args: argparse.Namespace) -> int:
         if args.mqtt:
             from edge_ad.pipeline.mqtt import MqttPublisher
 
-            spool = args.mqtt_spool or (Path(args.db).parent if args.db else Path(".")) / f"mqtt_spool_{args.station}"
+            spool = args.mqtt_spool or _local_dir(args) / f"mqtt_spool_{args.station}"
             publisher = MqttPublisher(args.mqtt, args.mqtt_topic or f"edge-ad/{args.station}", spool,
                                       station=args.station)
             recorders.append(publisher)
+        live = None
+        if args.ui:
+            from edge_ad.hmi.live import LiveView
+
+            live = LiveView(max_fps=args.ui_fps)
+            recorders.append(live)
         from edge_ad.pipeline.mqtt import Fanout
 
         inspector = Inspector(_recipes(args), source, args.plc, trigger=args.trigger, budget_s=args.budget_ms / 1e3,
@@ -145,6 +245,9 @@ def run(args: argparse.Namespace) -> int:
             if closer is not None:
                 closer.close()
         raise
+    hmi = None
+    if live is not None:
+        hmi = _start_hmi(args, inspector, live, store)
     stop = threading.Event()
 
     def _on_signal(signum: int, _frame: FrameType | None) -> None:
@@ -169,6 +272,8 @@ def run(args: argparse.Namespace) -> int:
             stop.wait(0.05)
     finally:
         inspector.stop()
+        if hmi is not None:
+            hmi.stop()
         for closer in (store, publisher):
             if closer is not None:
                 closer.close()

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import ssl
 import threading
 import time
@@ -62,7 +63,7 @@ def result_message(rec: Any, result: Any, detector: Any, station: str) -> dict[s
         "time": time.time(), "station": station, "seq": int(rec.seq), "part_id": int(rec.part_id),
         "decision": decision_of(bool(rec.ok), bool(rec.late), int(rec.defect_code)),
         "ok": bool(rec.ok), "defect_code": int(rec.defect_code), "anomaly_score": float(rec.anomaly_score),
-        "score": float(score) if isinstance(score, float) and score == score and abs(score) != float("inf") else None,
+        "score": float(score) if isinstance(score, (int, float)) and math.isfinite(score) else None,
         "late": bool(rec.late), "error": rec.error, "inspection_ms": float(rec.inspection_ms),
         "regions": [r.to_dict() for r in getattr(result, "regions", None) or []],
         "model": getattr(pkg, "name", None), "precision": getattr(pkg, "precision", None),

@@ -120,6 +120,7 @@ class Inspector:
         self.poll_s = poll_s
         self.stop_when_source_ends = stop_when_source_ends
         self.recorder = recorder
+        self.sensitivity: float | None = None  # None: each detector's own
         self._load_detector = load_detector or (lambda p: _default_loader(p, backend))
         self.active_recipe = initial_recipe if initial_recipe is not None else min(table)
         if self.active_recipe not in table:
@@ -318,8 +319,20 @@ class Inspector:
     def _detector_for(self, index: int) -> DetectorLike:
         if index not in self._detectors:
             spec = self.recipes[index]
-            self._detectors[index] = self._load_detector(spec) if isinstance(spec, (str, Path)) else spec
+            det = self._load_detector(spec) if isinstance(spec, (str, Path)) else spec
+            if self.sensitivity is not None:
+                det.sensitivity = self.sensitivity  # type: ignore[attr-defined]
+            self._detectors[index] = det
         return self._detectors[index]
+
+    def set_sensitivity(self, value: float) -> None:
+        """Effective threshold = threshold / sensitivity, for every recipe, from the next inspection on (an HMI
+        engineer action; no restart). ConfigError for a value outside (0, 100]."""
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value <= 100:
+            raise ConfigError(f"sensitivity: expected a number in (0, 100], got {value!r}")
+        self.sensitivity = float(value)
+        for det in self._detectors.values():
+            det.sensitivity = self.sensitivity  # type: ignore[attr-defined]
 
     def _check_recipe_request(self, req: int) -> None:
         if req == 0 or req == self.active_recipe or req == self._bad_request or self._job is not None:

@@ -1,4 +1,5 @@
-"""The traceability store: one row per inspection in SQLite (WAL), committed before the result goes to the PLC.
+"""The traceability store: one row per inspection, committed before the result goes to the PLC; SQLite (WAL) on the
+station by default, or a plant-level PostgreSQL (`postgresql://user:pass@host/db`, same schema, PostgreSQL types).
 
 Durability: WAL journal with `synchronous=FULL`, one transaction per row, so a row that `record()` returned for
 survives `kill -9` and power loss, and the file is never left corrupt (SQLite's atomic commit). The station calls
@@ -8,11 +9,12 @@ thread (`images/YYYYMMDD/<id>_<decision>.jpg`, atomically); the row holds the pa
 image disk budget runs every `RETENTION_EVERY` rows and at open.
 
 The schema is versioned (`schema_version`); `MIGRATIONS[i]` takes version i to i+1. A database written by a newer
-edge-ad is refused rather than guessed at. Torch-free: sqlite3 and numpy/OpenCV only.
+edge-ad is refused rather than guessed at. Torch-free: sqlite3 (or psycopg) and numpy/OpenCV only.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
@@ -24,6 +26,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import numpy as np
 
@@ -31,7 +34,7 @@ from edge_ad.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 DECISIONS = ("OK", "NG", "FAILED", "LATE")
 RETENTION_EVERY = 200
 COLUMNS = ("id", "time", "station", "seq", "part_id", "frame_id", "source", "model", "precision", "package_digest",
@@ -68,6 +71,15 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         "CREATE INDEX ix_inspections_time ON inspections (time)",
         "CREATE INDEX ix_inspections_part ON inspections (part_id, time)",
         "CREATE INDEX ix_inspections_decision ON inspections (decision, time)",
+    ),
+    (  # 1 -> 2: who changed what on the station (HMI engineer actions)
+        """CREATE TABLE audit (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            time REAL NOT NULL,
+            station TEXT NOT NULL,
+            username TEXT NOT NULL,
+            action TEXT NOT NULL,
+            detail TEXT)""",
     ),
 )
 
@@ -112,18 +124,25 @@ class TraceStore:
     `query` runs elsewhere (each call holds the store's lock; WAL lets other processes read meanwhile)."""
 
     def __init__(self, path: str | Path, station: str = "station", *, keep_ok_every: int = 0,
-                 retention: Retention | None = None, images: bool = True, writer: bool = True) -> None:
+                 retention: Retention | None = None, images: bool = True, writer: bool = True,
+                 images_dir: str | Path | None = None) -> None:
         if not isinstance(station, str) or not station.strip():
             raise ConfigError(f"station: expected a non-empty name, got {station!r}")
         if isinstance(keep_ok_every, bool) or not isinstance(keep_ok_every, int) or keep_ok_every < 0:
             raise ConfigError(f"keep_ok_every: expected an integer >= 0 (0 = no OK images), got {keep_ok_every!r}")
-        self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.url = str(path)
+        if is_postgres_url(path):
+            self.path = Path(images_dir or f"trace_images_{station}")  # where images go: a local folder
+            default_images = self.path
+        else:
+            self.path = Path(path)
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            default_images = self.path.parent / (self.path.stem + "_images")
         self.station, self.keep_ok_every = station, keep_ok_every
         self.retention = retention or Retention()
-        self.images_dir = self.path.parent / (self.path.stem + "_images") if images else None
+        self.images_dir = (Path(images_dir) if images_dir else default_images) if images else None
         self._lock = threading.Lock()
-        self._db = self._connect(self.path)
+        self._db = self._connect(self.url)
         self._ok_count = 0
         self._since_retention = 0
         self.images_dropped = 0
@@ -139,25 +158,20 @@ class TraceStore:
 
     # ---- schema ------------------------------------------------------------------------------------------------
     @staticmethod
-    def _connect(path: Path) -> sqlite3.Connection:
-        try:
-            db = sqlite3.connect(str(path), timeout=10.0, check_same_thread=False, isolation_level=None)
-            db.execute("PRAGMA journal_mode=WAL")
-            db.execute("PRAGMA synchronous=FULL")  # a returned commit survives power loss
-            version = _schema_version(db)
-        except sqlite3.DatabaseError as e:
-            raise ConfigError(f"{path}: not a usable SQLite traceability database ({e})") from None
+    def _connect(target: str | Path) -> _Connection:
+        db: _Connection = _Postgres(str(target)) if is_postgres_url(target) else _SQLite(Path(target))
+        version = db.schema_version()
         if version > SCHEMA_VERSION:
             db.close()
-            raise ConfigError(f"{path}: schema version {version} is newer than this edge-ad's {SCHEMA_VERSION}; "
+            raise ConfigError(f"{db.name}: schema version {version} is newer than this edge-ad's {SCHEMA_VERSION}; "
                               "upgrade edge-ad to write to it")
         for v in range(version, SCHEMA_VERSION):
-            with _transaction(db):
+            with db.transaction():
                 for stmt in MIGRATIONS[v]:
-                    db.execute(stmt)
+                    db.execute(db.ddl(stmt))
                 db.execute("DELETE FROM schema_version")
                 db.execute("INSERT INTO schema_version (version) VALUES (?)", (v + 1,))
-            log.info("%s: schema migrated to version %d", path, v + 1)
+            log.info("%s: schema migrated to version %d", db.name, v + 1)
         return db
 
     # ---- writing -----------------------------------------------------------------------------------------------
@@ -192,10 +206,10 @@ class TraceStore:
         }
         cols = [c for c in COLUMNS if c != "id"]
         with self._lock:
-            with _transaction(self._db):
+            with self._db.transaction():
                 cur = self._db.execute(f"INSERT INTO inspections ({', '.join(cols)}) VALUES "
-                                       f"({', '.join('?' for _ in cols)})", [row[c] for c in cols])
-                row_id = int(cur.lastrowid or 0)
+                                       f"({', '.join('?' for _ in cols)}) RETURNING id", [row[c] for c in cols])
+                row_id = int(cur.fetchone()[0])
                 if keep_image:
                     rel = Path(time.strftime("%Y%m%d", time.localtime(now))) / f"{row_id}_{decision}.jpg"
                     try:
@@ -244,11 +258,11 @@ class TraceStore:
                                            (cutoff,)).fetchall()
             if r.max_rows is not None:
                 doomed += self._db.execute(
-                    "SELECT id, image_path FROM inspections ORDER BY id DESC LIMIT -1 OFFSET ?", (r.max_rows,)
-                ).fetchall()
+                    "SELECT id, image_path FROM inspections WHERE id <= (SELECT id FROM inspections ORDER BY id DESC "
+                    "LIMIT 1 OFFSET ?)", (r.max_rows,)).fetchall()
             if doomed:
                 ids = sorted({i for i, _ in doomed})
-                with _transaction(self._db):
+                with self._db.transaction():
                     self._db.executemany("DELETE FROM inspections WHERE id = ?", [(i,) for i in ids])
                 removed["rows"] = len(ids)
                 removed["images"] += self._unlink(p for _, p in doomed)
@@ -284,7 +298,7 @@ class TraceStore:
             n += 1
             gone.append(str(p.relative_to(self.images_dir)))
         if gone:
-            with _transaction(self._db):
+            with self._db.transaction():
                 self._db.executemany("UPDATE inspections SET image_path = NULL WHERE image_path = ?",
                                      [(g,) for g in gone])
         return n
@@ -299,6 +313,26 @@ class TraceStore:
         with self._lock:
             rows = self._db.execute(sql, args).fetchall()
         return [row_dict(r) for r in rows]
+
+    def audit(self, user: str, action: str, detail: dict[str, Any]) -> None:
+        """Log an operator/engineer action (committed at once)."""
+        with self._lock, self._db.transaction():
+            self._db.execute("INSERT INTO audit (time, station, username, action, detail) VALUES (?, ?, ?, ?, ?)",
+                             (time.time(), self.station, user, action, json.dumps(detail)))
+
+    def audit_log(self, limit: int = 100) -> list[dict[str, Any]]:
+        with self._lock:
+            rows = self._db.execute("SELECT time, station, username, action, detail FROM audit ORDER BY id DESC "
+                                    "LIMIT ?",
+                                    (int(limit),)).fetchall()
+        return [{"time": t, "station": st, "user": u, "action": a, "detail": json.loads(d or "{}")}
+                for t, st, u, a, d in rows]
+
+    def row(self, row_id: int) -> dict[str, Any] | None:
+        with self._lock:
+            r = self._db.execute(f"SELECT {', '.join(COLUMNS)} FROM inspections WHERE id = ?",
+                                 (int(row_id),)).fetchone()
+        return row_dict(r) if r else None
 
     def count(self) -> int:
         with self._lock:
@@ -369,31 +403,102 @@ def row_dict(row: Sequence[Any]) -> dict[str, Any]:
     return d
 
 
-def open_readonly(path: str | Path) -> TraceStore:
+def open_readonly(path: str | Path, images_dir: str | Path | None = None) -> TraceStore:
     """Open an existing database for queries (no image writer, no retention run)."""
+    if is_postgres_url(path):
+        return TraceStore(path, "reader", writer=False, images_dir=images_dir)
     p = Path(path)
     if not p.is_file():
         raise ConfigError(f"{p}: no traceability database here (edge-ad serve --db {p} writes one)")
     return TraceStore(p, "reader", writer=False)
 
 
-def _schema_version(db: sqlite3.Connection) -> int:
-    db.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
-    row = db.execute("SELECT MAX(version) FROM schema_version").fetchone()
-    return int(row[0]) if row and row[0] is not None else 0
+def is_postgres_url(target: str | Path) -> bool:
+    return str(target).startswith(("postgresql://", "postgres://"))
 
 
-class _transaction:
-    """BEGIN IMMEDIATE ... COMMIT (ROLLBACK on error) on an autocommit connection."""
+class _SQLite:
+    """sqlite3 in autocommit mode with explicit BEGIN IMMEDIATE transactions; WAL, synchronous=FULL."""
 
-    def __init__(self, db: sqlite3.Connection) -> None:
-        self.db = db
+    def __init__(self, path: Path) -> None:
+        self.name = str(path)
+        try:
+            self.con = sqlite3.connect(str(path), timeout=10.0, check_same_thread=False, isolation_level=None)
+            self.con.execute("PRAGMA journal_mode=WAL")
+            self.con.execute("PRAGMA synchronous=FULL")  # a returned commit survives power loss
+            self.con.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
+        except sqlite3.DatabaseError as e:
+            raise ConfigError(f"{path}: not a usable SQLite traceability database ({e})") from None
 
-    def __enter__(self) -> None:
-        self.db.execute("BEGIN IMMEDIATE")
+    def execute(self, sql: str, args: Sequence[Any] = ()) -> Any:
+        return self.con.execute(sql, tuple(args))
 
-    def __exit__(self, exc_type: object, *_: object) -> None:
-        self.db.execute("ROLLBACK" if exc_type else "COMMIT")
+    def executemany(self, sql: str, rows: list[tuple[Any, ...]]) -> None:
+        self.con.executemany(sql, rows)
+
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[None]:
+        self.con.execute("BEGIN IMMEDIATE")
+        try:
+            yield
+        except BaseException:
+            self.con.execute("ROLLBACK")
+            raise
+        self.con.execute("COMMIT")
+
+    def ddl(self, stmt: str) -> str:
+        return stmt
+
+    def schema_version(self) -> int:
+        row = self.execute("SELECT MAX(version) FROM schema_version").fetchone()
+        return int(row[0]) if row and row[0] is not None else 0
+
+    def close(self) -> None:
+        self.con.close()
+
+
+class _Postgres:
+    """psycopg 3 (`pip install "edge-ad[postgres]"`): the same schema with PostgreSQL types; `?` placeholders are
+    rewritten to `%s`. Commits are durable with the server's default synchronous_commit."""
+
+    def __init__(self, url: str) -> None:
+        try:
+            import psycopg
+        except ImportError:
+            raise ConfigError('a postgresql:// database needs psycopg: pip install "edge-ad[postgres]"') from None
+        u = urlsplit(url)
+        self.name = f"postgresql://{u.hostname or ''}{':' + str(u.port) if u.port else ''}{u.path}"  # no password
+        try:
+            self.con = psycopg.connect(url, autocommit=True, connect_timeout=10)
+            self.con.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
+        except psycopg.Error as e:
+            raise ConfigError(f"{self.name}: cannot use this PostgreSQL database ({str(e).strip()})") from None
+
+    def execute(self, sql: str, args: Sequence[Any] = ()) -> Any:
+        return self.con.execute(sql.replace("?", "%s"), tuple(args))  # type: ignore[arg-type]
+
+    def executemany(self, sql: str, rows: list[tuple[Any, ...]]) -> None:
+        with self.con.cursor() as cur:
+            cur.executemany(sql.replace("?", "%s"), rows)  # type: ignore[arg-type]
+
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[None]:
+        with self.con.transaction():
+            yield
+
+    def ddl(self, stmt: str) -> str:
+        return (stmt.replace("INTEGER PRIMARY KEY AUTOINCREMENT", "BIGSERIAL PRIMARY KEY")
+                .replace(" INTEGER", " BIGINT").replace(" REAL", " DOUBLE PRECISION"))
+
+    def schema_version(self) -> int:
+        row = self.execute("SELECT MAX(version) FROM schema_version").fetchone()
+        return int(row[0]) if row and row[0] is not None else 0
+
+    def close(self) -> None:
+        self.con.close()
+
+
+_Connection = _SQLite | _Postgres
 
 
 class StationRecorder:

@@ -9,6 +9,7 @@ A backend module `edge_ad.runtime.backends.<name>` exposes:
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from typing import Protocol, runtime_checkable
 
 import numpy as np
@@ -55,3 +56,26 @@ def physical_cores() -> int:
     except OSError:
         pass
     return max(1, min(usable, len(cores) or usable))
+
+
+def run_in_chunks(batch: np.ndarray, step: int, infer: Callable[[np.ndarray, int], tuple[np.ndarray, np.ndarray]],
+                  map_hw: tuple[int, int], where: object) -> tuple[np.ndarray, np.ndarray]:
+    """Run `infer(chunk, k)` on chunks of `step` images (the last one padded with copies of its last image for a
+    fixed-batch graph; `infer` returns the outputs of the first k) and check the output shapes (PackageError)."""
+    from edge_ad.runtime.package import PackageError
+
+    n = batch.shape[0]
+    maps, scores = [], []
+    for s in range(0, n, step):
+        chunk = batch[s : s + step]
+        k = chunk.shape[0]
+        if k < step:
+            chunk = np.concatenate([chunk, np.repeat(chunk[-1:], step - k, axis=0)])
+        m, sc = infer(np.ascontiguousarray(chunk), k)
+        maps.append(np.asarray(m, np.float32)[:k])
+        scores.append(np.asarray(sc, np.float32).reshape(-1)[:k])
+    out_map, out_score = np.concatenate(maps), np.concatenate(scores)
+    if out_map.shape != (n, 1, *map_hw) or out_score.shape != (n,):
+        raise PackageError(f"{where}: outputs: expected anomaly_map {[n, 1, *map_hw]} and score [{n}], got "
+                           f"{list(out_map.shape)} and {list(out_score.shape)}")
+    return out_map, out_score

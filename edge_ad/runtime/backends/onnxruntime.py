@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 
 from edge_ad.errors import ConfigError, PackageError
-from edge_ad.runtime.backends.base import physical_cores
+from edge_ad.runtime.backends.base import physical_cores, run_in_chunks
 from edge_ad.runtime.package import ModelPackage
 
 log = logging.getLogger(__name__)
@@ -137,23 +137,12 @@ class OnnxRuntimeBackend:
 
     def run(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """uint8 [B,H,W,3] -> (float32 [B,1,h,w], float32 [B]); batches larger than a fixed graph batch are split."""
-        n = batch.shape[0]
-        step = self.max_batch or n
-        maps, scores = [], []
-        for s in range(0, n, step):
-            chunk = batch[s : s + step]
-            k = chunk.shape[0]
-            if k < step:  # a fixed-batch graph: pad with copies of the last image, drop their outputs
-                chunk = np.concatenate([chunk, np.repeat(chunk[-1:], step - k, axis=0)])
-            m, sc = self.session.run(self.output_names, {self.input_name: np.ascontiguousarray(chunk)})
-            maps.append(np.asarray(m)[:k])
-            scores.append(np.asarray(sc).reshape(-1)[:k])
-        out_map = np.concatenate(maps).astype(np.float32, copy=False)
-        out_score = np.concatenate(scores).astype(np.float32, copy=False)
-        if out_map.shape != (n, 1, *self.map_hw) or out_score.shape != (n,):
-            raise PackageError(f"{self.onnx_path}: outputs: expected anomaly_map {[n, 1, *self.map_hw]} and score "
-                               f"[{n}], got {list(out_map.shape)} and {list(out_score.shape)}")
-        return out_map, out_score
+
+        def infer(chunk: np.ndarray, _k: int) -> tuple[np.ndarray, np.ndarray]:
+            m, sc = self.session.run(self.output_names, {self.input_name: chunk})
+            return m, sc
+
+        return run_in_chunks(batch, self.max_batch or batch.shape[0], infer, self.map_hw, self.onnx_path)
 
 
 def open_backend(package: ModelPackage, *, device: int | None = None, **options: Any) -> OnnxRuntimeBackend:

@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 
 from edge_ad.errors import ConfigError, PackageError
-from edge_ad.runtime.backends.base import physical_cores
+from edge_ad.runtime.backends.base import physical_cores, run_in_chunks
 from edge_ad.runtime.package import ModelPackage
 
 log = logging.getLogger(__name__)
@@ -145,24 +145,16 @@ class OpenVinoBackend:
 
     def run(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """uint8 [B,H,W,3] -> (float32 [B,1,h,w], float32 [B]); a graph with a fixed batch gets padded chunks."""
-        n = batch.shape[0]
-        step = self._fixed_batch or n
-        maps, scores = [], []
-        for s in range(0, n, step):
-            chunk = batch[s : s + step]
-            k = chunk.shape[0]
-            if k < step:
-                chunk = np.concatenate([chunk, np.repeat(chunk[-1:], step - k, axis=0)])
+        step = self._fixed_batch or batch.shape[0]
+
+        def infer(chunk: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
             req = self._request(step)
-            req.infer({self.input_name: np.ascontiguousarray(chunk)})
+            req.infer({self.input_name: chunk})
             # the request owns its output buffers: copy before the next call overwrites them
-            maps.append(np.array(req.get_tensor("anomaly_map").data[:k], dtype=np.float32))
-            scores.append(np.array(req.get_tensor("score").data, dtype=np.float32).reshape(-1)[:k])
-        out_map, out_score = np.concatenate(maps), np.concatenate(scores)
-        if out_map.shape != (n, 1, *self.map_hw) or out_score.shape != (n,):
-            raise PackageError(f"{self.onnx_path}: outputs: expected anomaly_map {[n, 1, *self.map_hw]} and score "
-                               f"[{n}], got {list(out_map.shape)} and {list(out_score.shape)}")
-        return out_map, out_score
+            return (np.array(req.get_tensor("anomaly_map").data[:k], dtype=np.float32),
+                    np.array(req.get_tensor("score").data, dtype=np.float32).reshape(-1)[:k])
+
+        return run_in_chunks(batch, step, infer, self.map_hw, self.onnx_path)
 
 
 def open_backend(package: ModelPackage, *, device: int | str | None = None, **options: Any) -> OpenVinoBackend:

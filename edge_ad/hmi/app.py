@@ -1,0 +1,335 @@
+"""The HMI's HTTP API and static front end (Starlette), served by uvicorn on its own thread next to the station.
+
+Read endpoints (any visitor on the station network; log in for actions): `/api/state` (counters, yield,
+throughput, latency, score trend and histogram, link and fault state, thresholds), `/api/live.jpg` (the latest frame
+with its overlay, re-encoded at most `max_fps` per second), `/api/ng` (the last NG/failed/late parts),
+`/api/parts` (lookup by part id and time range), `/api/image/{id}`, `/api/audit`, `/metrics` (Prometheus).
+Engineer actions (POST, session cookie with role `engineer`, audited with who/when): `/api/sensitivity`,
+`/api/false-reject` (copies the part's image into the dataset's `train/good` for the next training) and
+`/api/capture` (capture mode on/off: quality-checked frames of the running station into the dataset).
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from edge_ad.errors import ConfigError
+from edge_ad.hmi.auth import Sessions
+from edge_ad.hmi.live import LiveView
+
+log = logging.getLogger(__name__)
+STATIC = Path(__file__).with_name("static")
+COOKIE = "edgead_session"
+
+
+class Station:
+    """What the HMI talks to: the Inspector, its live view, the traceability store and the settings file."""
+
+    def __init__(self, inspector: Any, live: LiveView, store: Any = None, *, name: str = "station",
+                 settings: str | Path | None = None, dataset: str | Path | None = None) -> None:
+        self.inspector, self.live, self.store, self.name = inspector, live, store, name
+        self.settings = Path(settings) if settings else None
+        self.dataset = Path(dataset) if dataset else None
+        self.capture: Any = None  # a CaptureWorker while capture mode is on
+        self._capture_lock = threading.Lock()
+        if self.settings is not None and self.settings.is_file():
+            from edge_ad.fileio import read_json_file
+
+            saved = read_json_file(self.settings, "HMI settings")
+            if isinstance(saved, dict) and saved.get("sensitivity") is not None:
+                inspector.set_sensitivity(float(saved["sensitivity"]))
+                log.info("HMI settings %s: sensitivity %.3f", self.settings, saved["sensitivity"])
+
+    def state(self) -> dict[str, Any]:
+        insp = self.inspector
+        det = insp.detector
+        s = insp.stats
+        link = insp.link
+        return {
+            "station": self.name, "time": time.time(), "recipe": insp.active_recipe,
+            "model": getattr(getattr(det, "package", None), "name", None),
+            "precision": getattr(getattr(det, "package", None), "precision", None),
+            "threshold": getattr(det, "threshold", None), "sensitivity": getattr(det, "sensitivity", None),
+            "stats": self.live.stats(), "last": self.live.last(),
+            "plc": {"connected": bool(getattr(link, "connected", False)),
+                    "description": getattr(getattr(link, "adapter", None), "description", "")},
+            "faults": {"record_errors": s.record_errors, "late_discarded": s.late_discarded,
+                       "triggers_ignored": s.triggers_ignored, "source_fault": bool(getattr(insp, "_source_fault",
+                                                                                              False))},
+            "running": bool(getattr(insp, "running", True)), "database": self.store is not None,
+            "capture": self.capture.status() if self.capture is not None else {"on": False},
+            "dataset": str(self.dataset) if self.dataset else None,
+        }
+
+    def set_capture(self, on: bool, user: str, category: str = "good_parts") -> dict[str, Any]:
+        """Capture mode: keep quality-checked frames of the running station in the dataset's CATEGORY/train/good."""
+        from edge_ad.hmi.live import CaptureWorker
+
+        if self.dataset is None:
+            raise ConfigError("capture: the station needs --ui-dataset DIR")
+        with self._capture_lock:
+            if on and self.capture is None:
+                self.capture = CaptureWorker(self.dataset, category)
+                self.live.tap = self.capture.offer
+                status = self.capture.status()
+            elif not on and self.capture is not None:
+                self.live.tap = None
+                status = self.capture.stop()
+                self.capture = None
+            else:
+                status = self.capture.status() if self.capture is not None else {"on": False}
+        self._audit(user, "capture", {"on": on, "category": category, **{k: status.get(k) for k in
+                                                                           ("kept", "considered", "folder")}})
+        return status
+
+    def close(self) -> None:
+        if self.capture is not None:
+            self.live.tap = None
+            self.capture.stop()
+            self.capture = None
+
+    def set_sensitivity(self, value: float, user: str) -> None:
+        old = getattr(self.inspector.detector, "sensitivity", None)
+        self.inspector.set_sensitivity(value)
+        if self.settings is not None:
+            from edge_ad.fileio import atomic_write_json
+
+            atomic_write_json(self.settings, {"sensitivity": float(value), "by": user, "time": time.time()})
+        self._audit(user, "sensitivity", {"from": old, "to": float(value)})
+
+    def false_reject(self, row_id: int, user: str) -> Path:
+        if self.store is None or self.dataset is None:
+            raise ConfigError("false reject: the station needs --db and --ui-dataset DIR")
+        row = self.store.row(row_id)
+        src = self.store.image_file(row) if row else None
+        if row is None or src is None:
+            raise ConfigError(f"false reject: part row {row_id} has no stored image")
+        if row["decision"] == "OK":
+            raise ConfigError(f"false reject: row {row_id} was OK, not rejected")
+        category = (getattr(getattr(self.inspector.detector, "package", None), "name", None) or "station")
+        target = self.dataset / "false_rejects" / "train" / "good" / f"{self.name}_{row_id}.jpg"
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(src, target)
+        self._audit(user, "false_reject", {"row": row_id, "part_id": row["part_id"], "copied_to": str(target),
+                                           "model": category})
+        return target
+
+    def _audit(self, user: str, action: str, detail: dict[str, Any]) -> None:
+        log.warning("HMI: %s by %s: %s", action, user, detail)
+        if self.store is not None:
+            self.store.audit(user, action, detail)
+
+
+def create_app(station: Station, sessions: Sessions | None) -> Any:
+    """The Starlette application of `station` (`sessions` None: no login, actions disabled)."""
+    from starlette.applications import Starlette
+    from starlette.requests import Request
+    from starlette.responses import FileResponse, JSONResponse, PlainTextResponse, Response
+    from starlette.routing import Mount, Route
+    from starlette.staticfiles import StaticFiles
+
+    def who(request: Request) -> dict[str, Any] | None:
+        return sessions.check(request.cookies.get(COOKIE)) if sessions else None
+
+    def error(status: int, message: str) -> JSONResponse:
+        return JSONResponse({"error": message}, status_code=status)
+
+    async def index(_request: Request) -> Response:
+        return FileResponse(STATIC / "index.html", headers={"Cache-Control": "no-store"})
+
+    async def state(request: Request) -> Response:
+        return JSONResponse({**station.state(), "user": who(request)}, headers={"Cache-Control": "no-store"})
+
+    async def live(_request: Request) -> Response:
+        data = station.live.jpeg()
+        if not data:
+            return error(404, "no frame yet")
+        return Response(data, media_type="image/jpeg", headers={"Cache-Control": "no-store"})
+
+    def _rows(**kw: Any) -> list[dict[str, Any]]:
+        if station.store is None:
+            return []
+        rows = station.store.query(**kw)
+        for r in rows:
+            r["image_url"] = f"/api/image/{r['id']}" if r.get("image_path") else None
+        return rows
+
+    async def ng(request: Request) -> Response:
+        try:
+            limit = max(1, min(200, int(request.query_params.get("limit", "24"))))
+        except ValueError:
+            return error(400, "limit: expected an integer")
+        return JSONResponse(_rows(decisions=["NG", "FAILED", "LATE"], limit=limit, newest_first=True))
+
+    async def parts(request: Request) -> Response:
+        from edge_ad.cli.results import parse_time
+
+        q = request.query_params
+        try:
+            part = int(q["part"]) if q.get("part") else None
+            since = parse_time(q["since"], "since") if q.get("since") else None
+            until = parse_time(q["until"], "until") if q.get("until") else None
+            decisions = [d.strip().upper() for d in q.get("decision", "").split(",") if d.strip()]
+            rows = _rows(part=part, since=since, until=until, decisions=decisions, limit=500, newest_first=True)
+        except (ValueError, ConfigError) as e:
+            return error(400, str(e))
+        return JSONResponse(rows)
+
+    async def image(request: Request) -> Response:
+        try:
+            row_id = int(request.path_params["row_id"])
+        except ValueError:
+            return error(400, "image id: expected an integer")
+        row = station.store.row(row_id) if station.store is not None else None
+        path = station.store.image_file(row) if row else None
+        if path is None:
+            return error(404, f"no stored image for row {row_id}")
+        return FileResponse(path, media_type="image/jpeg")
+
+    async def audit(_request: Request) -> Response:
+        return JSONResponse(station.store.audit_log(50) if station.store is not None else [])
+
+    async def login(request: Request) -> Response:
+        if sessions is None:
+            return error(403, "no users configured (edge-ad serve --ui-users FILE)")
+        try:
+            body = await request.json()
+            name, password = str(body["user"]), str(body["password"])
+        except (ValueError, KeyError, TypeError):
+            return error(400, "expected JSON {user, password}")
+        token, why = sessions.login(name, password, request.client.host if request.client else "?")
+        if token is None:
+            return error(401, why)
+        resp = JSONResponse(sessions.check(token))
+        resp.set_cookie(COOKIE, token, httponly=True, samesite="strict", max_age=8 * 3600)
+        return resp
+
+    async def logout(_request: Request) -> Response:
+        resp = JSONResponse({"ok": True})
+        resp.delete_cookie(COOKIE)
+        return resp
+
+    def engineer(request: Request) -> dict[str, Any] | JSONResponse:
+        u = who(request)
+        if u is None:
+            return error(401, "log in first")
+        if u["role"] != "engineer":
+            return error(403, f"{u['user']} is an operator: engineer role needed")
+        return u
+
+    async def sensitivity(request: Request) -> Response:
+        u = engineer(request)
+        if isinstance(u, JSONResponse):
+            return u
+        try:
+            value = float((await request.json())["value"])
+            station.set_sensitivity(value, u["user"])
+        except (ValueError, KeyError, TypeError, ConfigError) as e:
+            return error(400, f"sensitivity: {e}")
+        return JSONResponse({"sensitivity": value, "threshold": getattr(station.inspector.detector, "threshold",
+                                                                        None)})
+
+    async def false_reject(request: Request) -> Response:
+        u = engineer(request)
+        if isinstance(u, JSONResponse):
+            return u
+        try:
+            target = station.false_reject(int((await request.json())["id"]), u["user"])
+        except (ValueError, KeyError, TypeError, ConfigError) as e:
+            return error(400, str(e))
+        return JSONResponse({"copied_to": str(target)})
+
+    async def capture(request: Request) -> Response:
+        u = engineer(request)
+        if isinstance(u, JSONResponse):
+            return u
+        try:
+            body = await request.json()
+            status = station.set_capture(bool(body["on"]), u["user"], str(body.get("category") or "good_parts"))
+        except (ValueError, KeyError, TypeError, ConfigError) as e:
+            return error(400, f"capture: {e}")
+        return JSONResponse(status)
+
+    async def metrics(_request: Request) -> Response:
+        return PlainTextResponse(prometheus_text(station), media_type="text/plain; version=0.0.4")
+
+    routes = [
+        Route("/", index), Route("/api/state", state), Route("/api/live.jpg", live), Route("/api/ng", ng),
+        Route("/api/parts", parts), Route("/api/image/{row_id}", image), Route("/api/audit", audit),
+        Route("/api/login", login, methods=["POST"]), Route("/api/logout", logout, methods=["POST"]),
+        Route("/api/sensitivity", sensitivity, methods=["POST"]),
+        Route("/api/false-reject", false_reject, methods=["POST"]), Route("/api/capture", capture, methods=["POST"]),
+        Route("/metrics", metrics),
+        Mount("/static", StaticFiles(directory=STATIC)),
+    ]
+    return Starlette(routes=routes)
+
+
+def prometheus_text(station: Station) -> str:
+    """The station's counters and latency histogram in Prometheus' text format (prometheus-client)."""
+    from prometheus_client import CollectorRegistry, generate_latest
+    from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
+
+    class _Collector:
+        def collect(self) -> Any:
+            st = station.live.stats()
+            c = CounterMetricFamily("edgead_inspections", "inspections by decision", labels=["station", "decision"])
+            for d in ("ok", "ng", "failed", "late"):
+                c.add_metric([station.name, d.upper()], st[d])
+            yield c
+            lat = list(station.live.latencies)
+            bounds = [5, 10, 20, 50, 100, 200, 500, 1000, 2000]
+            buckets = [(str(float(b)), sum(1 for v in lat if v <= b)) for b in bounds] + [("+Inf", len(lat))]
+            h = HistogramMetricFamily("edgead_inspection_ms", "inspection time (last 1000)", labels=["station"])
+            h.add_metric([station.name], buckets, sum_value=float(sum(lat)))
+            yield h
+            g = GaugeMetricFamily("edgead_plc_connected", "PLC link up", labels=["station"])
+            g.add_metric([station.name], float(bool(getattr(station.inspector.link, "connected", False))))
+            yield g
+            e = CounterMetricFamily("edgead_record_errors", "traceability writes that failed", labels=["station"])
+            e.add_metric([station.name], station.inspector.stats.record_errors)
+            yield e
+
+    reg = CollectorRegistry()
+    reg.register(_Collector())  # type: ignore[arg-type]
+    return generate_latest(reg).decode()
+
+
+class HmiServer:
+    """uvicorn on a daemon thread; `start()` returns once it listens, `stop()` shuts it down."""
+
+    def __init__(self, app: Any, host: str, port: int, on_stop: Any = None) -> None:
+        import uvicorn
+
+        self.on_stop = on_stop
+        self.config = uvicorn.Config(app, host=host, port=port, log_level="warning", access_log=False,
+                                     lifespan="off")
+        self.server = uvicorn.Server(self.config)
+        self._thread = threading.Thread(target=self.server.run, name="edge-ad-hmi", daemon=True)
+
+    def start(self, timeout: float = 10.0) -> None:
+        self._thread.start()
+        end = time.monotonic() + timeout
+        while not self.server.started and self._thread.is_alive() and time.monotonic() < end:
+            time.sleep(0.02)
+        if not self.server.started:
+            raise ConfigError(f"HMI: could not listen on {self.config.host}:{self.config.port}")
+
+    def stop(self) -> None:
+        self.server.should_exit = True
+        self._thread.join(10.0)
+        if self.on_stop is not None:
+            self.on_stop()
+
+
+def parse_ui(value: str) -> tuple[str, int]:
+    """HOST:PORT (or :PORT = 127.0.0.1) -> (host, port); ConfigError else."""
+    host, sep, port = value.rpartition(":")
+    if not sep or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ConfigError(f"--ui {value!r}: expected HOST:PORT, e.g. 0.0.0.0:8080 (or :8080 for this machine only)")
+    return host or "127.0.0.1", int(port)

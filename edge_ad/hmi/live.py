@@ -1,0 +1,147 @@
+"""What the HMI shows, gathered without slowing inspection: the control loop only hands over references
+(`LiveView.__call__`, an Inspector recorder); overlays are rendered and JPEG-encoded lazily, at most `max_fps` per
+second and only while a browser asks, on the HMI's own threads."""
+
+from __future__ import annotations
+
+import math
+import threading
+import time
+from collections import deque
+from typing import Any
+
+import numpy as np
+
+from edge_ad.traceability.store import decision_of
+
+TREND = 300  # scores kept for the trend chart
+HIST_BINS = 20  # normalised-score histogram bins over [0, 1]
+
+
+class LiveView:
+    """Latest frame/result of a station plus rolling statistics; an Inspector recorder (cheap to call)."""
+
+    def __init__(self, max_fps: float = 5.0) -> None:
+        self.max_fps = max_fps
+        self._lock = threading.Lock()
+        self._latest: tuple[Any, Any, Any, float] | None = None  # (image, result, record, time)
+        self._jpeg: tuple[int, bytes] | None = None
+        self._seq = 0
+        self._encoded_at = 0.0
+        self.trend: deque[tuple[float, float, str]] = deque(maxlen=TREND)
+        self.hist = [0] * HIST_BINS
+        self.latencies: deque[float] = deque(maxlen=1000)
+        self.counts = {d: 0 for d in ("OK", "NG", "FAILED", "LATE")}
+        self.started = time.time()
+        self.done_times: deque[float] = deque(maxlen=2000)
+        self.tap: Any = None  # capture mode: called with each frame's image (must not block)
+
+    def __call__(self, rec: Any, frame: Any, result: Any, detector: Any) -> None:
+        decision = decision_of(bool(rec.ok), bool(rec.late), int(rec.defect_code))
+        now = time.time()
+        image = getattr(frame, "image", None)
+        tap = self.tap
+        if tap is not None and isinstance(image, np.ndarray):
+            tap(image)
+        with self._lock:
+            self._seq += 1
+            if isinstance(image, np.ndarray):
+                self._latest = (image, result, rec, now)
+            self.counts[decision] += 1
+            self.done_times.append(now)
+            if math.isfinite(rec.inspection_ms):
+                self.latencies.append(float(rec.inspection_ms))
+            score = float(rec.anomaly_score)
+            if math.isfinite(score):
+                self.trend.append((now, score, decision))
+                self.hist[min(HIST_BINS - 1, max(0, int(score * HIST_BINS)))] += 1
+
+    def stats(self) -> dict[str, Any]:
+        with self._lock:
+            total = sum(self.counts.values())
+            lat = np.asarray(self.latencies, np.float64)
+            now = time.time()
+            recent = [t for t in self.done_times if t > now - 60.0]
+            return {
+                "total": total, **{k.lower(): v for k, v in self.counts.items()},
+                "yield": self.counts["OK"] / total if total else None,
+                "throughput_per_min": len(recent) * (60.0 / min(60.0, max(1e-9, now - self.started))),
+                "p50_ms": float(np.percentile(lat, 50)) if lat.size else None,
+                "p99_ms": float(np.percentile(lat, 99)) if lat.size else None,
+                "trend": [[round(t, 3), round(s, 4), d] for t, s, d in self.trend],
+                "hist": list(self.hist), "seq": self._seq,
+            }
+
+    def last(self) -> dict[str, Any] | None:
+        with self._lock:
+            if self._latest is None:
+                return None
+            _image, result, rec, t = self._latest
+        return {"time": t, "part_id": int(rec.part_id), "seq": int(rec.seq),
+                "decision": decision_of(bool(rec.ok), bool(rec.late), int(rec.defect_code)),
+                "score": float(rec.anomaly_score), "inspection_ms": float(rec.inspection_ms), "error": rec.error,
+                "regions": [r.to_dict() for r in getattr(result, "regions", None) or []],
+                "reason": getattr(result, "reason", None)}
+
+    def jpeg(self) -> bytes | None:
+        """The latest frame with its overlay as JPEG; re-encoded only for a new result and at most max_fps."""
+        with self._lock:
+            latest, seq, cached = self._latest, self._seq, self._jpeg
+            fresh = cached is not None and (cached[0] == seq or time.monotonic() - self._encoded_at < 1 / self.max_fps)
+        if latest is None:
+            return None
+        if fresh and cached is not None:
+            return cached[1]
+        import cv2
+
+        from edge_ad.runtime.overlay import render_overlay
+
+        image, result, _rec, _t = latest
+        try:
+            shown = render_overlay(image, result) if result is not None and getattr(result, "anomaly_map", None) \
+                is not None else image
+        except Exception:  # an odd result must not break the view: show the plain frame
+            shown = image
+        ok, buf = cv2.imencode(".jpg", shown, [cv2.IMWRITE_JPEG_QUALITY, 80])
+        data = buf.tobytes() if ok else b""
+        with self._lock:
+            self._jpeg, self._encoded_at = (seq, data), time.monotonic()
+        return data
+
+
+class CaptureWorker:
+    """HMI capture mode: frames passing the station are quality-checked and kept (`edge_ad.capture.Capturer`) on
+    this worker's thread; the control loop only enqueues (a full queue drops the frame, counted as `busy`)."""
+
+    def __init__(self, out: Any, category: str) -> None:
+        import queue
+
+        from edge_ad.capture import Capturer
+
+        self.capturer = Capturer(out, category)
+        self.busy = 0
+        self._q: queue.Queue[np.ndarray | None] = queue.Queue(maxsize=4)
+        self._thread = threading.Thread(target=self._run, name="edge-ad-capture", daemon=True)
+        self._thread.start()
+
+    def offer(self, image: np.ndarray) -> None:
+        import queue
+
+        try:
+            self._q.put_nowait(image)
+        except queue.Full:
+            self.busy += 1
+
+    def _run(self) -> None:
+        while (image := self._q.get()) is not None:
+            self.capturer.offer(image)
+
+    def stop(self) -> dict[str, Any]:
+        self._q.put(None)
+        self._thread.join(10.0)
+        return self.status()
+
+    def status(self) -> dict[str, Any]:
+        r = self.capturer.report
+        return {"on": self._thread.is_alive(), "folder": str(self.capturer.folder), "kept": r.kept,
+                "considered": r.considered, "skipped": dict(r.skipped), "busy": self.busy}

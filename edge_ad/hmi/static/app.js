@@ -1,0 +1,168 @@
+// edge-ad station HMI: polls /api/state once a second, the live frame at most twice a second; no build step.
+"use strict";
+const $ = (id) => document.getElementById(id);
+let state = null;
+let lastSeq = -1;
+
+function fmt(v, digits = 1) { return v === null || v === undefined ? "-" : Number(v).toFixed(digits); }
+function when(t) { return new Date(t * 1000).toLocaleString(); }
+
+async function api(path, options) {
+  const r = await fetch(path, Object.assign({ credentials: "same-origin" }, options || {}));
+  const body = r.headers.get("content-type") && r.headers.get("content-type").includes("json") ? await r.json() : null;
+  if (!r.ok) throw new Error((body && body.error) || r.statusText);
+  return body;
+}
+
+function drawTrend(trend) {
+  const c = $("trend"), g = c.getContext("2d");
+  g.clearRect(0, 0, c.width, c.height);
+  const y = (s) => c.height - 10 - Math.min(1, Math.max(0, s)) * (c.height - 20);
+  g.strokeStyle = "#fa4"; g.setLineDash([4, 4]); g.beginPath(); g.moveTo(0, y(0.5)); g.lineTo(c.width, y(0.5)); g.stroke();
+  g.setLineDash([]);
+  trend.forEach((p, i) => {
+    g.fillStyle = p[2] === "OK" ? "#6c6" : "#f66";
+    g.fillRect(i * c.width / Math.max(1, trend.length), y(p[1]) - 2, 3, 3);
+  });
+}
+
+function drawHist(hist) {
+  const c = $("hist"), g = c.getContext("2d");
+  g.clearRect(0, 0, c.width, c.height);
+  const m = Math.max(1, ...hist), w = c.width / hist.length;
+  hist.forEach((n, i) => {
+    g.fillStyle = i < hist.length / 2 ? "#6c6" : "#f66";
+    const h = n / m * (c.height - 10);
+    g.fillRect(i * w + 1, c.height - h, w - 2, h);
+  });
+}
+
+function render(s) {
+  state = s;
+  $("station").textContent = "edge-ad · " + s.station;
+  $("model").textContent = `${s.model || "-"} (${s.precision || "-"}) recipe ${s.recipe}`;
+  $("plc").textContent = s.plc.connected ? "PLC up" : "PLC down";
+  $("plc").className = "pill " + (s.plc.connected ? "up" : "down");
+  const f = s.faults, bad = [];
+  if (f.source_fault) bad.push("camera fault");
+  if (f.record_errors) bad.push(`${f.record_errors} record errors`);
+  if (f.triggers_ignored) bad.push(`${f.triggers_ignored} triggers ignored`);
+  $("faults").textContent = bad.join(", ") || "no faults";
+  $("faults").className = "pill " + (bad.length ? "down" : "up");
+  const st = s.stats;
+  $("c-total").textContent = st.total; $("c-ok").textContent = st.ok; $("c-ng").textContent = st.ng;
+  $("c-failed").textContent = st.failed; $("c-late").textContent = st.late;
+  $("c-yield").textContent = st.yield === null ? "-" : (100 * st.yield).toFixed(1) + "%";
+  $("c-tput").textContent = fmt(st.throughput_per_min); $("c-p50").textContent = fmt(st.p50_ms);
+  $("c-p99").textContent = fmt(st.p99_ms);
+  drawTrend(st.trend); drawHist(st.hist);
+  if (s.last) {
+    $("verdict").textContent = s.last.decision; $("verdict").className = "verdict " + s.last.decision;
+    $("part").textContent = `part ${s.last.part_id} · ${when(s.last.time)} · ${fmt(s.last.inspection_ms)} ms`;
+    $("score").textContent = `score ${fmt(s.last.score, 3)} / threshold 0.5 (sensitivity ${fmt(s.sensitivity, 2)})`;
+    $("reason").textContent = s.last.error || s.last.reason || "";
+  }
+  if (st.seq !== lastSeq) { lastSeq = st.seq; $("frame").src = "/api/live.jpg?seq=" + st.seq; }
+  $("who").textContent = s.user ? `${s.user.user} (${s.user.role})` : "not logged in";
+  $("engineer-panel").hidden = !(s.user && s.user.role === "engineer");
+  $("login-form").hidden = !!s.user;
+  $("false-reject").hidden = !(s.user && s.user.role === "engineer");
+  if (document.activeElement !== $("sens")) $("sens").value = s.sensitivity;
+  const cap = s.capture || { on: false };
+  $("capture-toggle").textContent = cap.on ? "Stop capture" : "Start capture";
+  $("capture-msg").textContent = cap.on ? `capturing: kept ${cap.kept} of ${cap.considered}` : (s.dataset ? "" : "needs --ui-dataset");
+}
+
+async function poll() {
+  try { render(await api("/api/state")); } catch (e) { $("plc").textContent = "station unreachable"; }
+  setTimeout(poll, 1000);
+}
+
+function showDetail(row) {
+  $("detail-img").src = row.image_url || "";
+  $("detail-meta").textContent = JSON.stringify(row, null, 1);
+  $("false-reject").dataset.id = row.id; $("fr-msg").textContent = "";
+  $("detail").showModal();
+}
+
+async function loadGallery() {
+  const rows = await api("/api/ng?limit=24");
+  const g = $("gallery"); g.innerHTML = "";
+  rows.forEach((r) => {
+    const fig = document.createElement("figure");
+    fig.className = "ng-item";
+    fig.innerHTML = `<img alt="part ${r.part_id}"><figcaption>${r.decision} · part ${r.part_id} · ${when(r.time)}</figcaption>`;
+    if (r.image_url) fig.querySelector("img").src = r.image_url;
+    fig.onclick = () => showDetail(r);
+    g.appendChild(fig);
+  });
+}
+
+async function lookup(ev) {
+  ev.preventDefault();
+  const q = new URLSearchParams(new FormData($("lookup-form")));
+  for (const [k, v] of [...q.entries()]) if (!v) q.delete(k);
+  const body = $("lookup-table").querySelector("tbody");
+  body.innerHTML = "";
+  try {
+    (await api("/api/parts?" + q)).forEach((r) => {
+      const tr = document.createElement("tr");
+      tr.innerHTML = `<td>${when(r.time)}</td><td>${r.part_id}</td><td>${r.decision}</td><td>${fmt(r.normalized_score, 3)}</td>` +
+        `<td>${r.model || "-"}</td><td>${(r.package_digest || "-").slice(0, 12)}</td><td>${fmt(r.inspection_ms)}</td>` +
+        `<td>${r.image_url ? "view" : ""}</td>`;
+      tr.onclick = () => showDetail(r);
+      body.appendChild(tr);
+    });
+  } catch (e) { body.innerHTML = `<tr><td colspan="8">${e.message}</td></tr>`; }
+}
+
+async function loadAudit() {
+  const ul = $("audit"); ul.innerHTML = "";
+  (await api("/api/audit")).forEach((a) => {
+    const li = document.createElement("li");
+    li.textContent = `${when(a.time)} ${a.user}: ${a.action} ${JSON.stringify(a.detail)}`;
+    ul.appendChild(li);
+  });
+}
+
+function show(page) {
+  document.querySelectorAll(".page").forEach((p) => { p.hidden = p.id !== "page-" + page; });
+  if (page === "gallery") loadGallery();
+  if (page === "engineer" && state && state.user) loadAudit();
+}
+
+window.addEventListener("hashchange", () => show(location.hash.slice(1) || "live"));
+$("lookup-form").addEventListener("submit", lookup);
+$("login-form").addEventListener("submit", async (ev) => {
+  ev.preventDefault();
+  const d = Object.fromEntries(new FormData($("login-form")));
+  try { await api("/api/login", { method: "POST", body: JSON.stringify(d), headers: { "content-type": "application/json" } });
+        $("login-msg").textContent = ""; render(await api("/api/state")); loadAudit(); }
+  catch (e) { $("login-msg").textContent = e.message; }
+});
+$("sens-form").addEventListener("submit", async (ev) => {
+  ev.preventDefault();
+  try { const r = await api("/api/sensitivity", { method: "POST", body: JSON.stringify({ value: Number($("sens").value) }),
+                                                  headers: { "content-type": "application/json" } });
+        $("sens-msg").textContent = `applied: sensitivity ${r.sensitivity}`; loadAudit(); }
+  catch (e) { $("sens-msg").textContent = e.message; }
+});
+$("capture-form").addEventListener("submit", async (ev) => {
+  ev.preventDefault();
+  const on = !(state && state.capture && state.capture.on);
+  const category = new FormData($("capture-form")).get("category");
+  try { await api("/api/capture", { method: "POST", body: JSON.stringify({ on, category }), headers: { "content-type": "application/json" } });
+        render(await api("/api/state")); loadAudit(); }
+  catch (e) { $("capture-msg").textContent = e.message; }
+});
+$("logout").addEventListener("click", async () => { await api("/api/logout", { method: "POST" }); render(await api("/api/state")); });
+$("false-reject").addEventListener("click", async () => {
+  try { const r = await api("/api/false-reject", { method: "POST", body: JSON.stringify({ id: Number($("false-reject").dataset.id) }),
+                                                   headers: { "content-type": "application/json" } });
+        $("fr-msg").textContent = "copied to " + r.copied_to; }
+  catch (e) { $("fr-msg").textContent = e.message; }
+});
+$("detail-close").addEventListener("click", () => $("detail").close());
+document.querySelectorAll("nav a").forEach((a) => a.addEventListener("click", () => show(a.dataset.page)));
+show(location.hash.slice(1) || "live");
+poll();

@@ -1,0 +1,258 @@
+"""The station's web HMI: its API (roles, audit, metrics) over real HTTP, and a real headless Chromium that watches
+the live view and counters move, finds the NG in the gallery, logs in as engineer, changes the sensitivity and
+sees the next verdict use it. Screenshots go to $EDGE_AD_HMI_SCREENSHOTS (docs/hmi for the README) or tmp."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+import urllib.error
+import urllib.request
+from http.cookiejar import CookieJar
+from pathlib import Path
+from typing import Any
+
+import pytest
+from plc_peers import BLOB_IMG, DARK_IMG, FAST_LINK, MemoryAdapter, QueueSource, free_port, wait_for
+
+pytest.importorskip("starlette")
+pytest.importorskip("uvicorn")
+pytest.importorskip("prometheus_client")
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+class StationUnderTest:
+    """Inspector (in-memory PLC, queue source) + traceability + live view + HMI server on a free port."""
+
+    def __init__(self, detector: Any, tmp: Path, source: Any = None) -> None:
+        from edge_ad.hmi.app import HmiServer, Station, create_app
+        from edge_ad.hmi.auth import Sessions, load_users, set_user
+        from edge_ad.hmi.live import LiveView
+        from edge_ad.pipeline.mqtt import Fanout
+        from edge_ad.plc.inspector import Inspector
+        from edge_ad.plc.link import PlcLink
+        from edge_ad.traceability import Retention, StationRecorder, TraceStore
+
+        users = tmp / "users.yaml"
+        set_user(users, "eng", "engineer-pass", "engineer")
+        set_user(users, "op", "operator-pass", "operator")
+        self.store = TraceStore(tmp / "st.db", "hmi-test", retention=Retention(None, None, None))
+        self.live = LiveView(max_fps=10)
+        self.mem, self.src = MemoryAdapter(), source if source is not None else QueueSource()
+        self.plc = self.mem.program()
+        self.inspector = Inspector(detector, self.src, PlcLink(self.mem, **FAST_LINK), poll_s=0.002,
+                                   backend="onnxruntime",
+                                   recorder=Fanout(StationRecorder(self.store, "queue://hmi"), self.live))
+        self.station = Station(self.inspector, self.live, self.store, name="hmi-test", settings=tmp / "hmi.json",
+                               dataset=tmp / "dataset")
+        self.port = free_port()
+        self.server = HmiServer(create_app(self.station, Sessions(load_users(users))), "127.0.0.1", self.port)
+        self.url = f"http://127.0.0.1:{self.port}"
+
+    def __enter__(self) -> StationUnderTest:
+        self._sensitivity = self.inspector.detector.sensitivity  # the detector is a shared session fixture
+        self.inspector.start()
+        self.server.start()
+        self.plc.run_until(lambda: self.mem.get("Ready"), what="Ready")
+        return self
+
+    def part(self, part_id: int, image: Any = None) -> dict[str, Any]:
+        if image is not None:
+            self.src.push(image)
+        n = len(self.plc.results)
+        self.plc.trigger(part_id)
+        self.plc.run_until(lambda: len(self.plc.results) > n, what=f"result of part {part_id}")
+        self.plc.run_until(lambda: self.mem.get("Ready") and not self.mem.get("TriggerAck"), what="Ready again")
+        return self.plc.results[-1]
+
+    def __exit__(self, *_exc: object) -> None:
+        self.server.stop()
+        self.inspector.stop()
+        self.store.close()
+        self.inspector.detector.sensitivity = self._sensitivity
+
+
+def _client() -> tuple[urllib.request.OpenerDirector, CookieJar]:
+    jar = CookieJar()
+    return urllib.request.build_opener(urllib.request.HTTPCookieProcessor(jar)), jar
+
+
+def _call(opener: Any, url: str, body: dict[str, Any] | None = None) -> tuple[int, Any]:
+    req = urllib.request.Request(url, data=json.dumps(body).encode() if body is not None else None,
+                                 headers={"content-type": "application/json"}, method="POST" if body is not None
+                                 else "GET")
+    try:
+        with opener.open(req, timeout=10) as r:
+            raw = r.read()
+            return r.status, json.loads(raw) if r.headers.get_content_type() == "application/json" else raw
+    except urllib.error.HTTPError as e:
+        return e.code, json.loads(e.read() or b"{}")
+
+
+def test_api_roles_audit_false_reject_and_metrics(detector, tmp_path):
+    with StationUnderTest(detector, tmp_path) as st:
+        st.part(501, BLOB_IMG)
+        st.part(502, DARK_IMG)
+        anon, _ = _client()
+        code, state = _call(anon, st.url + "/api/state")
+        assert code == 200 and state["stats"]["total"] == 2 and state["stats"]["ng"] == 1 and state["user"] is None
+        assert state["last"]["part_id"] == 502 and state["plc"]["connected"] is True
+        code, jpeg = _call(anon, st.url + "/api/live.jpg")
+        assert code == 200 and jpeg[:2] == b"\xff\xd8"
+        code, ng = _call(anon, st.url + "/api/ng")
+        assert [r["part_id"] for r in ng] == [501] and ng[0]["image_url"] == "/api/image/1"
+        assert _call(anon, st.url + "/api/image/1")[0] == 200 and _call(anon, st.url + "/api/image/x")[0] == 400
+        code, parts = _call(anon, st.url + "/api/parts?part=502")
+        assert [r["decision"] for r in parts] == ["OK"]
+        assert _call(anon, st.url + "/api/parts?since=someday")[0] == 400
+        assert _call(anon, st.url + "/api/sensitivity", {"value": 2})[0] == 401
+        op, _ = _client()
+        assert _call(op, st.url + "/api/login", {"user": "op", "password": "operator-pass"})[0] == 200
+        code, msg = _call(op, st.url + "/api/sensitivity", {"value": 2})
+        assert code == 403 and "engineer role needed" in msg["error"]
+        bad, _ = _client()
+        assert _call(bad, st.url + "/api/login", {"user": "eng", "password": "wrong"})[0] == 401
+        code, msg = _call(bad, st.url + "/api/login", {"user": "eng", "password": "engineer-pass"})
+        assert code == 401 and "too many failed logins" in msg["error"]  # back-off after a failure
+        time.sleep(1.1)  # the back-off after one failure is 1 s (per address)
+        eng, jar = _client()
+        assert _call(eng, st.url + "/api/login", {"user": "eng", "password": "engineer-pass"})[0] == 200
+        assert any(c.name == "edgead_session" for c in jar)
+        assert _call(eng, st.url + "/api/sensitivity", {"value": 0})[0] == 400
+        code, body = _call(eng, st.url + "/api/sensitivity", {"value": 1.5})
+        assert code == 200 and st.inspector.detector.sensitivity == 1.5
+        assert json.loads((tmp_path / "hmi.json").read_text())["sensitivity"] == 1.5  # persisted
+        code, body = _call(eng, st.url + "/api/false-reject", {"id": 1})
+        assert code == 200 and Path(body["copied_to"]).is_file() and "train/good" in body["copied_to"]
+        assert _call(eng, st.url + "/api/false-reject", {"id": 2})[0] == 400  # an OK part is not a false reject
+        assert _call(op, st.url + "/api/capture", {"on": True})[0] == 403
+        code, cap = _call(eng, st.url + "/api/capture", {"on": True, "category": "bracket"})
+        assert code == 200 and cap["on"] is True
+        st.part(503, BLOB_IMG)
+        st.part(504, DARK_IMG)
+        wait_for(lambda: _call(anon, st.url + "/api/state")[1]["capture"]["considered"] == 2, what="captured")
+        code, cap = _call(eng, st.url + "/api/capture", {"on": False})
+        assert code == 200 and cap["kept"] >= 1 and cap["on"] is False
+        assert len(list((tmp_path / "dataset" / "bracket" / "train" / "good").glob("*.png"))) == cap["kept"]
+        audit = _call(anon, st.url + "/api/audit")[1]
+        assert [(a["user"], a["action"]) for a in audit] == [("eng", "capture"), ("eng", "capture"),
+                                                            ("eng", "false_reject"), ("eng", "sensitivity")]
+        code, text = _call(anon, st.url + "/metrics")
+        text = text.decode()
+        assert 'edgead_inspections_total{decision="NG",station="hmi-test"} 2.0' in text
+        assert "edgead_inspection_ms_bucket" in text and 'edgead_plc_connected{station="hmi-test"} 1.0' in text
+
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+CHROMEDRIVER = shutil.which("chromedriver")
+
+
+@pytest.mark.skipif(not (CHROMIUM and CHROMEDRIVER), reason="needs chromium + chromium-driver (Debian)")
+def test_in_a_real_browser(detector, tmp_path):
+    webdriver = pytest.importorskip("selenium.webdriver")
+    from selenium.webdriver.common.by import By
+
+    shots = Path(os.environ.get("EDGE_AD_HMI_SCREENSHOTS") or tmp_path / "shots")
+    shots.mkdir(parents=True, exist_ok=True)
+    with StationUnderTest(detector, tmp_path) as st:
+        driver = _browser(webdriver)
+        try:
+            driver.get(st.url + "/")
+            text = lambda el: driver.find_element(By.ID, el).text  # noqa: E731
+            wait_for(lambda: "hmi-test" in text("station"), timeout=15, what="page loaded")
+            st.part(601, BLOB_IMG)
+            wait_for(lambda: text("verdict") == "NG" and text("c-total") == "1", timeout=15, what="NG shown")
+            wait_for(lambda: driver.execute_script("return document.getElementById('frame').naturalWidth") > 0,
+                     timeout=15, what="live frame")
+            st.part(602, DARK_IMG)
+            wait_for(lambda: text("verdict") == "OK" and text("c-total") == "2" and text("c-ok") == "1", timeout=15,
+                     what="counters moved")
+            assert "PLC up" in text("plc")
+            driver.save_screenshot(str(shots / "live.png"))
+            driver.find_element(By.CSS_SELECTOR, "nav a[data-page=gallery]").click()
+            wait_for(lambda: len(driver.find_elements(By.CSS_SELECTOR, "#gallery figure.ng-item")) == 1, timeout=15,
+                     what="NG in the gallery")
+            driver.save_screenshot(str(shots / "gallery.png"))
+            driver.find_element(By.CSS_SELECTOR, "#gallery figure.ng-item").click()
+            wait_for(lambda: driver.find_element(By.ID, "detail").get_attribute("open") is not None, what="detail")
+            assert '"part_id": 601' in text("detail-meta")
+            driver.find_element(By.ID, "detail-close").click()
+            driver.find_element(By.CSS_SELECTOR, "nav a[data-page=lookup]").click()
+            driver.find_element(By.NAME, "part").send_keys("602")
+            driver.find_element(By.CSS_SELECTOR, "#lookup-form button").click()
+            wait_for(lambda: "602" in text("lookup-table") and "OK" in text("lookup-table"), timeout=15,
+                     what="lookup result")
+            driver.save_screenshot(str(shots / "lookup.png"))
+            driver.find_element(By.CSS_SELECTOR, "nav a[data-page=engineer]").click()
+            driver.find_element(By.NAME, "user").send_keys("eng")
+            driver.find_element(By.NAME, "password").send_keys("engineer-pass")
+            driver.find_element(By.CSS_SELECTOR, "#login-form button").click()
+            wait_for(lambda: driver.find_element(By.ID, "engineer-panel").is_displayed(), timeout=15,
+                     what="engineer panel")
+            sens = driver.find_element(By.ID, "sens")
+            sens.clear()
+            sens.send_keys("100")  # threshold / 100: the dark (good) part is NG from now on
+            driver.find_element(By.CSS_SELECTOR, "#sens-form button").click()
+            wait_for(lambda: "applied" in text("sens-msg"), timeout=15, what="sensitivity applied")
+            wait_for(lambda: "sensitivity" in text("audit"), timeout=15, what="audit entry")
+            driver.save_screenshot(str(shots / "engineer.png"))
+            res = st.part(603, DARK_IMG)
+            assert res["NG"] is True  # the next verdict used the new sensitivity
+            driver.find_element(By.CSS_SELECTOR, "nav a[data-page=live]").click()
+            wait_for(lambda: text("verdict") == "NG" and "part 603" in text("part"), timeout=15,
+                     what="the next verdict in the browser")
+        finally:
+            driver.quit()
+    assert {p.name for p in shots.glob("*.png")} >= {"live.png", "gallery.png", "lookup.png", "engineer.png"}
+
+
+def _browser(webdriver: Any) -> Any:
+    from selenium.webdriver.chrome.service import Service
+
+    opts = webdriver.ChromeOptions()
+    opts.binary_location = CHROMIUM
+    for a in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--window-size=1280,900"):
+        opts.add_argument(a)
+    return webdriver.Chrome(service=Service(CHROMEDRIVER), options=opts)
+
+
+@pytest.mark.skipif(not (CHROMIUM and CHROMEDRIVER), reason="needs chromium + chromium-driver (Debian)")
+def test_browser_with_a_station_fed_by_the_fake_gige_camera(detector, tmp_path):
+    """The PLC triggers, the station software-triggers the (fake) GigE camera; the browser sees each new frame."""
+    webdriver = pytest.importorskip("selenium.webdriver")
+    from gige_peers import FAKE, HAVE_ARAVIS, SERIAL, FakeCamera, _gvcp_bound
+    from selenium.webdriver.common.by import By
+
+    if not (FAKE and HAVE_ARAVIS) or _gvcp_bound():
+        pytest.skip("needs aravis-tools + PyGObject and a free UDP 127.0.0.1:3956")
+    from edge_ad.sources.aravis import GigESource
+
+    cam = FakeCamera()
+    cam.start()
+    try:
+        source = GigESource(f"{SERIAL}@127.0.0.1", roi=(0, 0, 320, 240), pixel_format="Mono8", trigger="software")
+        with StationUnderTest(detector, tmp_path, source=source) as st:
+            driver = _browser(webdriver)
+            try:
+                driver.get(st.url + "/")
+                seen = []
+                for k in range(1, 4):
+                    st.part(700 + k)
+                    wait_for(lambda k=k: driver.find_element(By.ID, "c-total").text == str(k), timeout=15,
+                             what=f"counter at {k}")
+                    wait_for(lambda k=k: f"part {700 + k}" in driver.find_element(By.ID, "part").text, timeout=15,
+                             what="the new part shown")
+                    src = driver.execute_script("return document.getElementById('frame').src")
+                    wait_for(lambda: driver.execute_script(
+                        "const f = document.getElementById('frame'); return f.complete && f.naturalWidth") == 320,
+                             timeout=15, what="the camera frame")
+                    seen.append(src)
+                assert len(set(seen)) == 3  # a new live frame per part
+                assert st.store.count() == 3 and {r["source"] for r in st.store.query()} == {"queue://hmi"}
+            finally:
+                driver.quit()
+    finally:
+        cam.kill()
