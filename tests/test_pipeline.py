@@ -261,3 +261,45 @@ def test_cli_run_on_a_folder(package: Path, tmp_path: Path, capsys: pytest.Captu
     assert len(list((tmp_path / "ng").glob("*.json"))) == 3
     rc = main(["run", str(package), "--source", str(folder), "-o", "rate=oops"])
     assert rc == 2 and "rate='oops'" in capsys.readouterr().err
+
+
+def test_cli_run_with_traceability_and_the_hmi(package: Path, tmp_path: Path,
+                                                capsys: pytest.CaptureFixture[str]) -> None:
+    """`edge-ad run` gets the station services too: one row per result, the HMI up while it runs."""
+    from plc_peers import free_port
+
+    from edge_ad.traceability import open_readonly
+
+    pytest.importorskip("uvicorn")
+    folder = _parts(tmp_path / "in", 6)
+    db = tmp_path / "run.db"
+    rc = main(["run", str(package), "--source", str(folder), "--policy", "all", "--max-frames", "6",
+               "--db", str(db), "--station", "bench-2", "--ui", f"127.0.0.1:{free_port()}"])
+    err = capsys.readouterr().err
+    assert rc == 0, err
+    assert "edge-ad run: HMI on http://127.0.0.1:" in err
+    with open_readonly(db) as st:
+        rows = st.query()
+    assert len(rows) == 6 and [r["decision"] for r in rows].count("NG") == 3
+    assert {r["station"] for r in rows} == {"bench-2"} and all(r["model"] for r in rows)
+
+
+def test_record_of_is_fail_safe_and_the_stream_station_takes_sensitivity(package: Path) -> None:
+    import math
+
+    from edge_ad.errors import ConfigError
+    from edge_ad.pipeline.recording import StreamStation, record_of
+    from edge_ad.plc.signals import DefectCode
+    from edge_ad.runtime import Detector
+    from edge_ad.runtime.result import Result
+
+    bad = record_of(Result.failed("unreadable", frame={"seq": 7}), 3)
+    assert (bad.ok, bad.defect_code, bad.part_id, bad.anomaly_score) == (False, DefectCode.INSPECTION_ERROR, 7, 1.0)
+    nan = record_of(Result(score=math.nan, normalized_score=math.nan, is_anomalous=False), 4)
+    assert nan.ok is False and nan.defect_code == DefectCode.INSPECTION_ERROR
+    det = Detector.load(package, backend="onnxruntime")
+    st = StreamStation(det, None, None)
+    st.set_sensitivity(2.0)
+    assert det.sensitivity == 2.0 and st.link.connected is False and st.stats.record_errors == 0
+    with pytest.raises(ConfigError, match="sensitivity"):
+        st.set_sensitivity(0)

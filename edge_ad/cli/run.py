@@ -14,6 +14,7 @@ import threading
 from typing import Any
 
 from edge_ad.cli.common import add_trusted_key
+from edge_ad.cli.station_services import StationServices, add_station_services
 from edge_ad.runtime.backends import BACKENDS
 
 HELP = "stream a camera (GigE Vision, GenTL, USB, RTSP), video or folder through a model package"
@@ -45,6 +46,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-frames", type=int, default=None, help="stop after this many frames from the source")
     p.add_argument("--status-every", type=float, default=5.0, help="seconds between status lines (default 5)")
     p.add_argument("--json-status", action="store_true", help="print status lines as JSON objects")
+    add_station_services(p)
     add_trusted_key(p)
 
 
@@ -78,13 +80,29 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError(f"--status-every: expected seconds > 0, got {args.status_every}")
     det = Detector.load(args.package, backend=args.backend, threshold=args.threshold, sensitivity=args.sensitivity,
                         trusted_keys=args.trusted_keys)
+    services = StationServices(args)
+    recorder = services.recorder()
     sinks: list[Sink] = []
+    record_sink = None
+    if recorder is not None:
+        from edge_ad.pipeline.recording import RecordSink
+
+        record_sink = RecordSink(recorder, det)
+        sinks.append(record_sink)
     if args.results_log:
         sinks.append(JsonlSink(args.results_log))
     if args.save_ng:
         sinks.append(NGImageSink(args.save_ng, keep=args.ng_keep))
-    pipe = Pipeline(det, args.source, policy=args.policy, queue_size=args.queue_size, sinks=sinks,
-                    max_frames=args.max_frames, output=False, **_source_options(args.source_option))
+    try:
+        pipe = Pipeline(det, args.source, policy=args.policy, queue_size=args.queue_size, sinks=sinks,
+                        max_frames=args.max_frames, output=False, **_source_options(args.source_option))
+        if services.live is not None:
+            from edge_ad.pipeline.recording import StreamStation
+
+            services.start_hmi(StreamStation(det, pipe, record_sink), "run")
+    except BaseException:
+        services.close()
+        raise
     print(f"edge-ad run: {det.package.name} on {det.backend.name}, source {pipe.source.source_id}, "
           f"policy {pipe.policy}", file=sys.stderr, flush=True)
     restore = pipe.install_signal_handlers() if threading.current_thread() is threading.main_thread() else None
@@ -112,5 +130,6 @@ def run(args: argparse.Namespace) -> int:
         stop_status.set()
         if restore is not None:
             restore()
+        services.close()
     _print_status(pipe.stats.snapshot(), args.json_status, final=True)
     return 1 if failed else 0

@@ -21,6 +21,7 @@ from pathlib import Path
 from types import FrameType
 
 from edge_ad.cli.common import add_trusted_key
+from edge_ad.cli.station_services import StationServices, add_station_services
 from edge_ad.runtime.backends import BACKENDS
 
 HELP = "run an inspection station: model package + camera source + PLC handshake (OPC UA, Modbus TCP, S7)"
@@ -55,34 +56,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--duration", type=float, default=None, help="stop after this many seconds")
     p.add_argument("--stop-at-end", action="store_true",
                    help="camera/free trigger: stop once a finite source (folder, video) is done and delivered")
-    t = p.add_argument_group("traceability (one durable row per inspection; query with `edge-ad results`)")
-    t.add_argument("--db", metavar="FILE.db|URL",
-                   help="traceability database: a SQLite file (created if missing) or postgresql://user:pass@host/db")
-    t.add_argument("--db-images", metavar="DIR",
-                   help="where NG/OK images are kept (default: FILE_images beside a SQLite file, "
-                        "trace_images_STATION for PostgreSQL)")
-    t.add_argument("--station", default="station", help="station name stored with every row (default 'station')")
-    t.add_argument("--keep-ok-every", type=int, default=0, metavar="N",
-                   help="also keep every N-th OK image (NG/failed images are always kept; default 0 = none)")
-    t.add_argument("--retention-days", type=float, default=90.0, help="delete rows older than this (default 90)")
-    t.add_argument("--retention-rows", type=int, default=None, help="keep at most this many rows (default no limit)")
-    t.add_argument("--image-budget-mb", type=float, default=2048.0,
-                   help="disk budget of the stored images, oldest deleted first (default 2048)")
-    m = p.add_argument_group("results on the plant network (MQTT, QoS 1, spooled on disk while the broker is away)")
-    m.add_argument("--mqtt", metavar="URL", help="mqtt://[user:password@]host[:port] or mqtts://...?ca=FILE")
-    m.add_argument("--mqtt-topic", default=None, metavar="TOPIC",
-                   help="topic root, Unified-Namespace style site/area/line/station (default edge-ad/STATION)")
-    m.add_argument("--mqtt-spool", default=None, metavar="DIR",
-                   help="offline queue directory (default: mqtt_spool_STATION beside --db, else in the working dir)")
-    u = p.add_argument_group("operator web HMI (live view, counters, NG gallery, part lookup, engineer actions)")
-    u.add_argument("--ui", metavar="HOST:PORT",
-                   help="serve the HMI here, e.g. 0.0.0.0:8080 (:8080 = this machine only)")
-    u.add_argument("--ui-users", metavar="FILE", help="HMI users (edge-ad hmi-user FILE NAME); without it no login")
-    u.add_argument("--ui-dataset", metavar="DIR", help="where 'mark as false reject' copies images (train/good)")
-    u.add_argument("--ui-settings", metavar="FILE.json",
-                   help="persisted HMI changes such as the sensitivity (default: hmi_settings_STATION.json beside "
-                        "--db, else in the working dir)")
-    u.add_argument("--ui-fps", type=float, default=5.0, help="most live-view frames encoded per second (default 5)")
+    add_station_services(p)
     add_trusted_key(p)
 
 
@@ -101,30 +75,6 @@ def _recipes(args: argparse.Namespace) -> dict[int, str | Path]:
                               "(recipe 1 is PACKAGE)")
         table[idx] = path
     return table
-
-
-def _start_hmi(args: argparse.Namespace, inspector: object, live: object, store: object) -> object:
-    from edge_ad.hmi.app import HmiServer, Station, create_app, parse_ui
-    from edge_ad.hmi.auth import Sessions, load_users
-
-    host, port = parse_ui(args.ui)
-    base = _local_dir(args)
-    station = Station(inspector, live, store, name=args.station,  # type: ignore[arg-type]
-                      settings=args.ui_settings or base / f"hmi_settings_{args.station}.json",
-                      dataset=args.ui_dataset)
-    sessions = Sessions(load_users(args.ui_users)) if args.ui_users else None
-    server = HmiServer(create_app(station, sessions), host, port, on_stop=station.close)
-    server.start()
-    print(f"edge-ad serve: HMI on http://{host}:{port}/" + ("" if sessions else " (no --ui-users: read-only)"),
-          file=sys.stderr, flush=True)
-    return server
-
-
-def _local_dir(args: argparse.Namespace) -> Path:
-    """Where station files go by default: beside a SQLite --db, else the working directory."""
-    from edge_ad.traceability.store import is_postgres_url
-
-    return Path(args.db).parent if args.db and not is_postgres_url(args.db) else Path(".")
 
 
 def _state(inspector: object) -> dict[str, object]:
@@ -209,45 +159,15 @@ def run(args: argparse.Namespace) -> int:
     def load(path: str | Path) -> Detector:
         return Detector.load(path, backend=args.backend, trusted_keys=args.trusted_keys)
 
-    store = None
-    if args.db:
-        from edge_ad.traceability import Retention, TraceStore
-
-        store = TraceStore(args.db, args.station, keep_ok_every=args.keep_ok_every, images_dir=args.db_images,
-                           retention=Retention(args.retention_days, args.retention_rows, args.image_budget_mb))
-    publisher = None
+    services = StationServices(args)
     try:
-        recorders: list[object] = []
-        if store is not None:
-            from edge_ad.traceability import StationRecorder
-
-            recorders.append(StationRecorder(store, args.source))
-        if args.mqtt:
-            from edge_ad.pipeline.mqtt import MqttPublisher
-
-            spool = args.mqtt_spool or _local_dir(args) / f"mqtt_spool_{args.station}"
-            publisher = MqttPublisher(args.mqtt, args.mqtt_topic or f"edge-ad/{args.station}", spool,
-                                      station=args.station)
-            recorders.append(publisher)
-        live = None
-        if args.ui:
-            from edge_ad.hmi.live import LiveView
-
-            live = LiveView(max_fps=args.ui_fps)
-            recorders.append(live)
-        from edge_ad.pipeline.mqtt import Fanout
-
         inspector = Inspector(_recipes(args), source, args.plc, trigger=args.trigger, budget_s=args.budget_ms / 1e3,
                               load_detector=load, link_options=link_options, stop_when_source_ends=args.stop_at_end,
-                              recorder=Fanout(*recorders) if recorders else None)
+                              recorder=services.recorder())
     except BaseException:
-        for closer in (store, publisher):
-            if closer is not None:
-                closer.close()
+        services.close()
         raise
-    hmi = None
-    if live is not None:
-        hmi = _start_hmi(args, inspector, live, store)
+    services.start_hmi(inspector, "serve")
     stop = threading.Event()
 
     def _on_signal(signum: int, _frame: FrameType | None) -> None:
@@ -265,18 +185,14 @@ def run(args: argparse.Namespace) -> int:
         while inspector.running and not stop.is_set() and (end is None or time.monotonic() < end):
             if args.status_every > 0 and time.monotonic() >= next_status:
                 next_status += args.status_every
-                if publisher is not None:
-                    publisher.publish_state(_state(inspector))
+                if services.publisher is not None:
+                    services.publisher.publish_state(_state(inspector))
                 print(("\r" if tty else "") + inspector.status_line(), end="" if tty else "\n", file=sys.stderr,
                       flush=True)
             stop.wait(0.05)
     finally:
         inspector.stop()
-        if hmi is not None:
-            hmi.stop()
-        for closer in (store, publisher):
-            if closer is not None:
-                closer.close()
+        services.close()
         for s, handler in previous.items():
             signal.signal(s, handler)
     print(("\n" if tty else "") + "edge-ad serve: stopped. " + inspector.status_line(), file=sys.stderr)
