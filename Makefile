@@ -14,7 +14,7 @@ $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q $(TORCH_PINS)
-	$(BIN)/python -m pip install -q -e ".[train,cpu,dev,plc,security,openvino,mqtt,hmi,postgres]"
+	$(BIN)/python -m pip install -q -e ".[train,cpu,dev,plc,security,openvino,mqtt,hmi,postgres,parquet]"
 	@# GigE Vision (Aravis via PyGObject) needs system packages; without them the camera tests skip.
 	@if pkg-config --exists gobject-introspection-1.0 cairo 2>/dev/null; then \
 		$(BIN)/python -m pip install -q -e ".[gige]"; \

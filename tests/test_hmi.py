@@ -27,7 +27,7 @@ ROOT = Path(__file__).resolve().parents[1]
 class StationUnderTest:
     """Inspector (in-memory PLC, queue source) + traceability + live view + HMI server on a free port."""
 
-    def __init__(self, detector: Any, tmp: Path, source: Any = None) -> None:
+    def __init__(self, detector: Any, tmp: Path, source: Any = None, recipes: Any = None) -> None:
         from edge_ad.hmi.app import HmiServer, Station, create_app
         from edge_ad.hmi.auth import Sessions, load_users, set_user
         from edge_ad.hmi.live import LiveView
@@ -43,7 +43,7 @@ class StationUnderTest:
         self.live = LiveView(max_fps=10)
         self.mem, self.src = MemoryAdapter(), source if source is not None else QueueSource()
         self.plc = self.mem.program()
-        self.inspector = Inspector(detector, self.src, PlcLink(self.mem, **FAST_LINK), poll_s=0.002,
+        self.inspector = Inspector(recipes or detector, self.src, PlcLink(self.mem, **FAST_LINK), poll_s=0.002,
                                    backend="onnxruntime",
                                    recorder=Fanout(StationRecorder(self.store, "queue://hmi"), self.live))
         self.station = Station(self.inspector, self.live, self.store, name="hmi-test", settings=tmp / "hmi.json",
@@ -92,8 +92,8 @@ def _call(opener: Any, url: str, body: dict[str, Any] | None = None) -> tuple[in
         return e.code, json.loads(e.read() or b"{}")
 
 
-def test_api_roles_audit_false_reject_and_metrics(detector, tmp_path):
-    with StationUnderTest(detector, tmp_path) as st:
+def test_api_roles_audit_false_reject_and_metrics(detector, plc_packages, tmp_path):
+    with StationUnderTest(detector, tmp_path, recipes={1: detector, 2: plc_packages["b"]}) as st:
         st.part(501, BLOB_IMG)
         st.part(502, DARK_IMG)
         anon, _ = _client()
@@ -102,6 +102,10 @@ def test_api_roles_audit_false_reject_and_metrics(detector, tmp_path):
         assert state["last"]["part_id"] == 502 and state["plc"]["connected"] is True
         code, jpeg = _call(anon, st.url + "/api/live.jpg")
         assert code == 200 and jpeg[:2] == b"\xff\xd8"
+        with urllib.request.urlopen(st.url + "/api/live.mjpg", timeout=10) as r:  # the MJPEG stream's first part
+            assert r.headers["content-type"].startswith("multipart/x-mixed-replace")
+            head = r.read(64)
+            assert head.startswith(b"--frame\r\nContent-Type: image/jpeg")
         code, ng = _call(anon, st.url + "/api/ng")
         assert [r["part_id"] for r in ng] == [501] and ng[0]["image_url"] == "/api/image/1"
         assert _call(anon, st.url + "/api/image/1")[0] == 200 and _call(anon, st.url + "/api/image/x")[0] == 400
@@ -137,12 +141,21 @@ def test_api_roles_audit_false_reject_and_metrics(detector, tmp_path):
         code, cap = _call(eng, st.url + "/api/capture", {"on": False})
         assert code == 200 and cap["kept"] >= 1 and cap["on"] is False
         assert len(list((tmp_path / "dataset" / "bracket" / "train" / "good").glob("*.png"))) == cap["kept"]
+        assert _call(eng, st.url + "/api/sensitivity", {"value": 1.0})[0] == 200
+        assert _call(anon, st.url + "/api/state")[1]["recipes"] == {"1": "brightness-test", "2": str(plc_packages["b"])}
+        assert _call(eng, st.url + "/api/recipe", {"index": 9})[0] == 400
+        assert _call(eng, st.url + "/api/recipe", {"index": 2})[0] == 200
+        wait_for(lambda: st.inspector.active_recipe == 2 and st.mem.get("ModelId") == 2, what="recipe 2 active")
+        assert st.part(505, DARK_IMG)["NG"] is True  # recipe b: threshold 0.05, the dark part is NG
+        st.plc.write("RecipeRequest", 1)
+        wait_for(lambda: st.inspector.active_recipe == 1, what="the PLC's request wins")
         audit = _call(anon, st.url + "/api/audit")[1]
-        assert [(a["user"], a["action"]) for a in audit] == [("eng", "capture"), ("eng", "capture"),
-                                                            ("eng", "false_reject"), ("eng", "sensitivity")]
+        assert [(a["user"], a["action"]) for a in audit] == [
+            ("eng", "recipe"), ("eng", "sensitivity"), ("eng", "capture"), ("eng", "capture"), ("eng", "false_reject"),
+            ("eng", "sensitivity")]
         code, text = _call(anon, st.url + "/metrics")
         text = text.decode()
-        assert 'edgead_inspections_total{decision="NG",station="hmi-test"} 2.0' in text
+        assert 'edgead_inspections_total{decision="NG",station="hmi-test"} 3.0' in text
         assert "edgead_inspection_ms_bucket" in text and 'edgead_plc_connected{station="hmi-test"} 1.0' in text
 
 

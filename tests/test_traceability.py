@@ -212,6 +212,12 @@ def test_results_cli_query_and_export(tmp_path, capsys):
     jl = tmp_path / "out.jsonl"
     assert main(["results", "export", str(db), "--jsonl", str(jl), "--part", "3"]) == 0
     assert [json.loads(x)["decision"] for x in jl.read_text().splitlines()] == ["OK"]
+    pq = pytest.importorskip("pyarrow.parquet")
+    pq_path = tmp_path / "out.parquet"
+    assert main(["results", "export", str(db), "--parquet", str(pq_path)]) == 0
+    table = pq.read_table(pq_path)
+    assert table.num_rows == 3 and table.column("decision").to_pylist() == ["NG", "NG", "OK"]
+    assert json.loads(table.column("regions").to_pylist()[0]) == [{"box": [3, 4, 5, 6], "area": 20, "peak": 0.9}]
     assert main(["results", "query", str(db), "--since", "last tuesday"]) == 2
     assert "--since 'last tuesday': expected an ISO time" in capsys.readouterr().err
     assert main(["results", "query", str(db), "--decision", "MAYBE"]) == 2

@@ -6,7 +6,7 @@
 
 Times: ISO 8601 local time (`2026-12-01`, `2026-12-01T08:30`), `today`, `yesterday`, or an age (`90m`, `24h`,
 `7d`); --since is inclusive, --until exclusive. `query` prints a table and a per-model summary (`--json [PATH]`: the
-rows as JSON, to stdout or PATH); `export` writes CSV or JSON Lines atomically. Reading never blocks a
+rows as JSON, to stdout or PATH); `export` writes CSV, JSON Lines or Parquet atomically. Reading never blocks a
 running station (SQLite WAL).
 """
 
@@ -70,6 +70,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
             fmt = q.add_mutually_exclusive_group(required=True)
             fmt.add_argument("--csv", metavar="FILE", help="write CSV here")
             fmt.add_argument("--jsonl", metavar="FILE", help="write JSON Lines here")
+            fmt.add_argument("--parquet", metavar="FILE", help='write Parquet here (pip install "edge-ad[parquet]")')
 
 
 def _rows(args: argparse.Namespace) -> list[dict[str, Any]]:
@@ -129,8 +130,37 @@ def run(args: argparse.Namespace) -> int:
             w.writerow({k: json.dumps(v) if isinstance(v, (list, dict)) else v for k, v in r.items()})
         atomic_write_text(args.csv, buf.getvalue())
         target = args.csv
-    else:
+    elif args.jsonl:
         atomic_write_text(args.jsonl, "".join(json.dumps(r) + "\n" for r in rows))
         target = args.jsonl
+    else:
+        _write_parquet(args.parquet, rows)
+        target = args.parquet
     print(f"{len(rows)} inspection(s) -> {target}", file=sys.stderr)
     return 0
+
+
+def _write_parquet(path: str, rows: list[dict[str, Any]]) -> None:
+    """Rows as a Parquet table (regions/timings as JSON text columns), written to a temp file and renamed."""
+    try:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+    except ImportError:
+        raise ConfigError('--parquet needs pyarrow: pip install "edge-ad[parquet]" (or use --csv / --jsonl)') from None
+    import os
+    import tempfile
+    from pathlib import Path
+
+    from edge_ad.traceability.store import COLUMNS
+
+    cols = {c: [json.dumps(r[c]) if isinstance(r[c], (list, dict)) else r[c] for r in rows] for c in COLUMNS}
+    table = pa.table(cols)
+    target = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent if str(target.parent)
+                               else ".")
+    os.close(fd)
+    try:
+        pq.write_table(table, tmp)
+        os.replace(tmp, target)
+    finally:
+        Path(tmp).unlink(missing_ok=True)

@@ -1,12 +1,13 @@
 """The HMI's HTTP API and static front end (Starlette), served by uvicorn on its own thread next to the station.
 
 Read endpoints (any visitor on the station network; log in for actions): `/api/state` (counters, yield,
-throughput, latency, score trend and histogram, link and fault state, thresholds), `/api/live.jpg` (the latest frame
-with its overlay, re-encoded at most `max_fps` per second), `/api/ng` (the last NG/failed/late parts),
-`/api/parts` (lookup by part id and time range), `/api/image/{id}`, `/api/audit`, `/metrics` (Prometheus).
-Engineer actions (POST, session cookie with role `engineer`, audited with who/when): `/api/sensitivity`,
-`/api/false-reject` (copies the part's image into the dataset's `train/good` for the next training) and
-`/api/capture` (capture mode on/off: quality-checked frames of the running station into the dataset).
+throughput, latency, score trend and histogram, link and fault state, thresholds, recipes), `/api/live.jpg` (the
+latest frame with its overlay, re-encoded at most `max_fps` per second; `/api/live.mjpg` streams it as MJPEG),
+`/api/ng` (the last NG/failed/late parts), `/api/parts` (lookup by part id and time range), `/api/image/{id}`,
+`/api/audit`, `/metrics` (Prometheus). Engineer actions (POST, session cookie with role `engineer`, audited with
+who/when): `/api/sensitivity`, `/api/false-reject` (copies the part's image into the dataset's `train/good` for
+the next training), `/api/capture` (capture mode on/off: quality-checked frames of the running station into the
+dataset) and `/api/recipe` (switch recipe while the PLC's RecipeRequest is 0).
 """
 
 from __future__ import annotations
@@ -63,6 +64,7 @@ class Station:
                                                                                               False))},
             "running": bool(getattr(insp, "running", True)), "database": self.store is not None,
             "capture": self.capture.status() if self.capture is not None else {"on": False},
+            "recipes": self.recipes(),
             "dataset": str(self.dataset) if self.dataset else None,
         }
 
@@ -92,6 +94,19 @@ class Station:
             self.live.tap = None
             self.capture.stop()
             self.capture = None
+
+    def set_recipe(self, index: int, user: str) -> None:
+        old = self.inspector.active_recipe
+        self.inspector.request_recipe(index)
+        self._audit(user, "recipe", {"from": old, "to": index})
+
+    def recipes(self) -> dict[str, str]:
+        def label(spec: Any) -> str:
+            if isinstance(spec, (str, Path)):
+                return str(spec)
+            return str(getattr(getattr(spec, "package", None), "name", None) or type(spec).__name__)
+
+        return {str(k): label(v) for k, v in sorted((getattr(self.inspector, "recipes", None) or {}).items())}
 
     def set_sensitivity(self, value: float, user: str) -> None:
         old = getattr(self.inspector.detector, "sensitivity", None)
@@ -150,6 +165,27 @@ def create_app(station: Station, sessions: Sessions | None) -> Any:
         if not data:
             return error(404, "no frame yet")
         return Response(data, media_type="image/jpeg", headers={"Cache-Control": "no-store"})
+
+    async def mjpeg(request: Request) -> Response:
+        """The live view as an MJPEG stream (multipart/x-mixed-replace) for viewers outside the HMI page; a new
+        part is sent at most `max_fps` times a second, nothing while nothing changes."""
+        import asyncio
+
+        from starlette.responses import StreamingResponse
+
+        async def frames() -> Any:
+            last = -1
+            while not await request.is_disconnected():
+                seq = station.live.stats()["seq"]
+                data = station.live.jpeg() if seq != last else None
+                if data:
+                    last = seq
+                    yield (b"--frame\r\nContent-Type: image/jpeg\r\nContent-Length: " + str(len(data)).encode() +
+                           b"\r\n\r\n" + data + b"\r\n")
+                await asyncio.sleep(1.0 / station.live.max_fps)
+
+        return StreamingResponse(frames(), media_type="multipart/x-mixed-replace; boundary=frame",
+                                 headers={"Cache-Control": "no-store"})
 
     def _rows(**kw: Any) -> list[dict[str, Any]]:
         if station.store is None:
@@ -244,6 +280,16 @@ def create_app(station: Station, sessions: Sessions | None) -> Any:
             return error(400, str(e))
         return JSONResponse({"copied_to": str(target)})
 
+    async def recipe(request: Request) -> Response:
+        u = engineer(request)
+        if isinstance(u, JSONResponse):
+            return u
+        try:
+            station.set_recipe(int((await request.json())["index"]), u["user"])
+        except (ValueError, KeyError, TypeError, ConfigError) as e:
+            return error(400, f"recipe: {e}")
+        return JSONResponse({"requested": station.inspector.active_recipe})
+
     async def capture(request: Request) -> Response:
         u = engineer(request)
         if isinstance(u, JSONResponse):
@@ -259,11 +305,13 @@ def create_app(station: Station, sessions: Sessions | None) -> Any:
         return PlainTextResponse(prometheus_text(station), media_type="text/plain; version=0.0.4")
 
     routes = [
-        Route("/", index), Route("/api/state", state), Route("/api/live.jpg", live), Route("/api/ng", ng),
+        Route("/", index), Route("/api/state", state), Route("/api/live.jpg", live), Route("/api/live.mjpg", mjpeg),
+        Route("/api/ng", ng),
         Route("/api/parts", parts), Route("/api/image/{row_id}", image), Route("/api/audit", audit),
         Route("/api/login", login, methods=["POST"]), Route("/api/logout", logout, methods=["POST"]),
         Route("/api/sensitivity", sensitivity, methods=["POST"]),
         Route("/api/false-reject", false_reject, methods=["POST"]), Route("/api/capture", capture, methods=["POST"]),
+        Route("/api/recipe", recipe, methods=["POST"]),
         Route("/metrics", metrics),
         Mount("/static", StaticFiles(directory=STATIC)),
     ]

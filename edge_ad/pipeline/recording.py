@@ -79,6 +79,7 @@ class StreamStation:
 
     def __init__(self, detector: Any, pipeline: Any, sink: RecordSink | None) -> None:
         self.detector, self.pipeline, self.sink = detector, pipeline, sink
+        self.recipes: dict[int, Any] = {1: detector}
         self._lock = threading.Lock()
 
     @property
@@ -88,6 +89,9 @@ class StreamStation:
     @property
     def running(self) -> bool:
         return bool(getattr(self.pipeline, "running", True))
+
+    def request_recipe(self, index: int) -> None:
+        raise ConfigError("recipe: `edge-ad run` runs one package; recipes need `edge-ad serve --recipe N=PACKAGE`")
 
     def set_sensitivity(self, value: float) -> None:
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value <= 100:

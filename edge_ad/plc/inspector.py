@@ -121,6 +121,7 @@ class Inspector:
         self.stop_when_source_ends = stop_when_source_ends
         self.recorder = recorder
         self.sensitivity: float | None = None  # None: each detector's own
+        self._local_request = 0  # a recipe asked for from the HMI (request_recipe)
         self._load_detector = load_detector or (lambda p: _default_loader(p, backend))
         self.active_recipe = initial_recipe if initial_recipe is not None else min(table)
         if self.active_recipe not in table:
@@ -260,7 +261,8 @@ class Inspector:
         self._prev_reset = reset
         if self._job is not None:
             self._check_job(now)
-        self._check_recipe_request(int(inp.get("RecipeRequest", 0)))
+        # the PLC's RecipeRequest rules; an HMI request applies while the PLC asks for nothing (0 = keep)
+        self._check_recipe_request(int(inp.get("RecipeRequest", 0)) or self._local_request)
         trig = bool(inp.get("Trigger"))
         if self.trigger == "plc":
             if trig and not self._prev_trigger:
@@ -324,6 +326,15 @@ class Inspector:
                 det.sensitivity = self.sensitivity  # type: ignore[attr-defined]
             self._detectors[index] = det
         return self._detectors[index]
+
+    def request_recipe(self, index: int) -> None:
+        """Switch to recipe `index` like a PLC RecipeRequest would (loaded off the control loop, ModelId follows),
+        unless the PLC itself requests a recipe (a non-zero RecipeRequest wins). ConfigError for an unknown index."""
+        if isinstance(index, bool) or not isinstance(index, int) or index not in self.recipes:
+            raise ConfigError(f"recipe: expected one of {sorted(self.recipes)}, got {index!r}")
+        if index == self._bad_request:
+            self._bad_request = 0  # an explicit new request retries a recipe that failed to load
+        self._local_request = index
 
     def set_sensitivity(self, value: float) -> None:
         """Effective threshold = threshold / sensitivity, for every recipe, from the next inspection on (an HMI
@@ -419,9 +430,13 @@ class Inspector:
             self.detector = job.future.result()
         except Exception as e:
             self._bad_request = job.recipe
+            if job.recipe == self._local_request:
+                self._local_request = 0
             self._latch(FaultCode.RECIPE_LOAD, f"recipe {job.recipe} ({self.recipes[job.recipe]}): {e}")
             return
         self.active_recipe = job.recipe
+        if job.recipe == self._local_request:
+            self._local_request = 0
         self.stats.recipe_switches += 1
         log.info("recipe %d active (%s)", job.recipe, self.recipes[job.recipe])
 

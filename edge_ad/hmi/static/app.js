@@ -68,6 +68,14 @@ function render(s) {
   $("login-form").hidden = !!s.user;
   $("false-reject").hidden = !(s.user && s.user.role === "engineer");
   if (document.activeElement !== $("sens")) $("sens").value = s.sensitivity;
+  const sel = $("recipe");
+  if (document.activeElement !== sel) {
+    sel.innerHTML = "";
+    Object.entries(s.recipes || {}).forEach(([k, v]) => {
+      const o = document.createElement("option"); o.value = k; o.textContent = `${k}: ${v}`;
+      o.selected = Number(k) === s.recipe; sel.appendChild(o);
+    });
+  }
   const cap = s.capture || { on: false };
   $("capture-toggle").textContent = cap.on ? "Stop capture" : "Start capture";
   $("capture-msg").textContent = cap.on ? `capturing: kept ${cap.kept} of ${cap.considered}` : (s.dataset ? "" : "needs --ui-dataset");
@@ -146,6 +154,13 @@ $("sens-form").addEventListener("submit", async (ev) => {
                                                   headers: { "content-type": "application/json" } });
         $("sens-msg").textContent = `applied: sensitivity ${r.sensitivity}`; loadAudit(); }
   catch (e) { $("sens-msg").textContent = e.message; }
+});
+$("recipe-form").addEventListener("submit", async (ev) => {
+  ev.preventDefault();
+  try { await api("/api/recipe", { method: "POST", body: JSON.stringify({ index: Number($("recipe").value) }),
+                                   headers: { "content-type": "application/json" } });
+        $("recipe-msg").textContent = "requested"; loadAudit(); }
+  catch (e) { $("recipe-msg").textContent = e.message; }
 });
 $("capture-form").addEventListener("submit", async (ev) => {
   ev.preventDefault();
