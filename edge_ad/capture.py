@@ -8,7 +8,8 @@ Each considered frame (every `every`-th) is checked, cheapest first, and skipped
 - `duplicate`: the 32x32 grey thumbnail differs from the last kept one by less than `min_change` grey levels on
   average (a stopped conveyor).
 Kept frames are written losslessly (PNG, atomically) to `OUT/CATEGORY/train/good/`, and `OUT/CATEGORY/capture.json`
-records the source, its camera settings, pixel formats, times and every skip count. Torch-free.
+records the source, its camera settings, pixel formats, times and every skip count. Frames come either from the
+source's own stream (`capture`, every N-th) or one per PLC Trigger (`capture_on_trigger`). Torch-free.
 """
 
 from __future__ import annotations
@@ -146,16 +147,65 @@ def capture(source: Any, out: str | Path, *, category: str = "good_parts", every
                 status(cap.report)
     finally:
         source.close()
-        settings = {k: getattr(source, k) for k in ("exposure_us", "gain_db", "frame_rate", "roi", "pixel_format")
-                    if getattr(source, k, None) is not None}
-        atomic_write_json(cap.root / "capture.json", {
-            "format": "edge-ad/capture", "version": 1, "source": source_label or repr(source),
-            "camera_settings": settings, "pixel_formats": dict(cap.pixel_formats),
-            "started": started, "finished": time.time(), "every": every, "max": max_images,
-            "kept": cap.report.kept, "considered": cap.report.considered, "skipped": dict(cap.report.skipped),
-            "checks": {"min_sharpness": min_sharpness, "min_change": min_change},
-            "source_stats": source.stats() if hasattr(source, "stats") else {},
-        }, default=str)
-    log.info("capture %s: %s", cap.root, cap.report.line())
+        _write_manifest(cap, source, source_label, started, every, max_images, min_sharpness, min_change)
     return cap.report
 
+
+class CaptureDetector:
+    """Stands in for the model while the PLC paces a capture (`edge-ad capture --trigger plc`): each triggered
+    frame is offered to the Capturer, and the PLC gets a fail-safe NG "not inspected: capture mode" for every part,
+    so nothing leaves a capture session as OK without an inspection."""
+
+    def __init__(self, capturer: Capturer) -> None:
+        self.capturer = capturer
+
+    def predict(self, image: Any, frame: dict[str, Any] | None = None) -> Any:
+        from edge_ad.runtime.result import Result
+
+        why = self.capturer.offer(image)
+        return Result.failed(f"capture mode: {'kept' if why is None else 'skipped, ' + why}", frame=frame)
+
+
+def capture_on_trigger(source: Any, plc: Any, out: str | Path, *, category: str = "good_parts", max_images: int = 300,
+                       duration_s: float | None = None, min_sharpness: float = 20.0, min_change: float = 1.5,
+                       status: Any = None, source_label: str | None = None, stop: Any = None,
+                       link_options: dict[str, Any] | None = None) -> CaptureReport:
+    """Capture one frame per PLC Trigger (the station's handshake, see samples/README.md) until `max_images` are
+    kept, `duration_s` passes or `stop` (a threading.Event) is set; writes capture.json like `capture`."""
+    from edge_ad.plc.inspector import Inspector
+
+    if max_images < 1:
+        raise ConfigError(f"capture: expected max >= 1, got {max_images}")
+    cap = Capturer(out, category, min_sharpness=min_sharpness, min_change=min_change)
+    inspector = Inspector(CaptureDetector(cap), source, plc, trigger="plc", budget_s=5.0,
+                          link_options=link_options)
+    started = time.time()
+    end = None if duration_s is None else time.monotonic() + duration_s
+    last_status = 0.0
+    inspector.start()
+    try:
+        while cap.report.kept < max_images and (end is None or time.monotonic() < end) and inspector.running \
+                and not (stop is not None and stop.is_set()):
+            time.sleep(0.05)
+            if status is not None and time.monotonic() - last_status >= 1.0:
+                last_status = time.monotonic()
+                status(cap.report)
+    finally:
+        inspector.stop()
+        _write_manifest(cap, source, source_label, started, "plc", max_images, min_sharpness, min_change)
+    return cap.report
+
+
+def _write_manifest(cap: Capturer, source: Any, label: str | None, started: float, every: int | str,
+                    max_images: int, min_sharpness: float, min_change: float) -> None:
+    settings = {k: getattr(source, k) for k in ("exposure_us", "gain_db", "frame_rate", "roi", "pixel_format")
+                if getattr(source, k, None) is not None}
+    atomic_write_json(cap.root / "capture.json", {
+        "format": "edge-ad/capture", "version": 1, "source": label or repr(source),
+        "camera_settings": settings, "pixel_formats": dict(cap.pixel_formats),
+        "started": started, "finished": time.time(), "every": every, "max": max_images,
+        "kept": cap.report.kept, "considered": cap.report.considered, "skipped": dict(cap.report.skipped),
+        "checks": {"min_sharpness": min_sharpness, "min_change": min_change},
+        "source_stats": source.stats() if hasattr(source, "stats") else {},
+    }, default=str)
+    log.info("capture %s: %s", cap.root, cap.report.line())

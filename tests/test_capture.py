@@ -50,6 +50,39 @@ def test_cli_captures_from_a_folder_source_and_writes_the_manifest(tmp_path, cap
     assert len(list((out / "bracket" / "train" / "good").glob("*.png"))) == 3
     assert "kept 3 of 5 considered" in capsys.readouterr().err
     assert main(["capture", "--source", str(src), "--out", str(out), "--max", "0"]) == 2
+    assert main(["capture", "--source", str(src), "--out", str(out), "--trigger", "plc"]) == 2
+    assert "give the PLC with --plc URL" in capsys.readouterr().err
     from edge_ad.data.mvtec import load_samples
 
     assert len(load_samples(out, ["bracket"], split="train")) == 3  # the layout training reads
+
+
+def test_plc_paced_capture_reports_every_part_as_not_inspected(tmp_path):
+    import threading
+
+    from plc_peers import FAST_LINK, MemoryAdapter, QueueSource, wait_for
+
+    from edge_ad.capture import capture_on_trigger
+    from edge_ad.plc.link import PlcLink
+    from edge_ad.plc.signals import DefectCode
+
+    mem, src = MemoryAdapter(), QueueSource()
+    plc = mem.program()
+    box: dict = {}
+    t = threading.Thread(target=lambda: box.update(report=capture_on_trigger(
+        src, PlcLink(mem, **FAST_LINK), tmp_path / "ds", category="c", max_images=2, duration_s=30)))
+    t.start()
+    plc.run_until(lambda: mem.get("Ready"), what="Ready")
+    for part, img in ((1, _part(20)), (2, _part(20)), (3, _part(21))):  # the 2nd is a duplicate
+        src.push(img)
+        n = len(plc.results)
+        plc.trigger(part)
+        plc.run_until(lambda n=n: len(plc.results) > n, what=f"result of part {part}")
+        plc.run_until(lambda: (mem.get("Ready") and not mem.get("TriggerAck")) or not t.is_alive(), what="Ready")
+    t.join(30)
+    assert box["report"].kept == 2 and box["report"].skipped == {"duplicate": 1}
+    # fail-safe: a capture session never tells the PLC a part is OK
+    assert all(r["NG"] and r["DefectCode"] == DefectCode.INSPECTION_ERROR for r in plc.results)
+    man = json.loads((tmp_path / "ds" / "c" / "capture.json").read_text())
+    assert man["every"] == "plc" and man["kept"] == 2
+    wait_for(lambda: not t.is_alive())

@@ -1,5 +1,6 @@
-"""`edge-ad capture --source SRC --out DATASET`: the first job at a new line, collecting good training images from
-the station's own camera (same URI and options as `edge-ad serve --source`) into DATASET/CATEGORY/train/good.
+"""`edge-ad capture --source SRC --out DATASET [--every N | --trigger plc --plc URL]`: the first job at a new line,
+collecting good training images from the station's own camera (same URI and options as `edge-ad serve --source`)
+into DATASET/CATEGORY/train/good, from the camera's stream or one frame per PLC Trigger.
 
 Blurred, over-/under-exposed and near-duplicate frames are skipped with their reason; a status line every second;
 DATASET/CATEGORY/capture.json records the camera settings, pixel formats, times and skip counts. Ctrl-C stops and
@@ -21,6 +22,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", required=True, metavar="DATASET", help="dataset root (MVTec layout)")
     p.add_argument("--category", default="good_parts", help="category folder (default good_parts)")
     p.add_argument("--every", type=int, default=1, metavar="N", help="consider every N-th frame (default 1)")
+    p.add_argument("--trigger", choices=["stream", "plc"], default="stream",
+                   help="stream: frames as the source delivers them (default); plc: one frame per PLC Trigger over "
+                        "the station handshake (--plc URL; every part gets a fail-safe NG 'not inspected')")
+    p.add_argument("--plc", metavar="URL", help="with --trigger plc: the PLC URL, as for edge-ad serve")
     p.add_argument("--max", type=int, default=300, dest="max_images", metavar="N",
                    help="stop after keeping N images (default 300)")
     p.add_argument("--duration", type=float, default=None, help="stop after this many seconds")
@@ -31,8 +36,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from edge_ad.capture import capture
+    from edge_ad.capture import capture, capture_on_trigger
+    from edge_ad.errors import ConfigError
     from edge_ad.sources import open_source
+
+    if args.trigger == "plc" and not args.plc:
+        raise ConfigError("capture --trigger plc: give the PLC with --plc URL")
+    if args.trigger == "stream" and args.plc:
+        raise ConfigError("capture: --plc needs --trigger plc")
 
     source = open_source(args.source)
     tty = sys.stderr.isatty()
@@ -48,9 +59,13 @@ def run(args: argparse.Namespace) -> int:
 
     previous = signal.signal(signal.SIGTERM, on_signal)
     try:
-        report = capture(source, args.out, category=args.category, every=args.every, max_images=args.max_images,
-                         duration_s=args.duration, min_sharpness=args.min_sharpness, min_change=args.min_change,
-                         status=status, source_label=str(args.source))
+        common = {"category": args.category, "max_images": args.max_images, "duration_s": args.duration,
+                  "min_sharpness": args.min_sharpness, "min_change": args.min_change, "status": status,
+                  "source_label": str(args.source)}
+        if args.trigger == "plc":
+            report = capture_on_trigger(source, args.plc, args.out, **common)
+        else:
+            report = capture(source, args.out, every=args.every, **common)
     except KeyboardInterrupt:
         print("\ncapture: stopped", file=sys.stderr)
         return 0
