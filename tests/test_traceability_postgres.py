@@ -90,3 +90,29 @@ def test_unreachable_server_is_a_config_error_without_the_password():
     with pytest.raises(ConfigError, match=r"postgresql://127.0.0.1:1/x: cannot use this PostgreSQL database") as e:
         TraceStore("postgresql://someone:secret@127.0.0.1:1/x", "st")
     assert "secret" not in str(e.value)
+
+
+def test_stations_starting_together_migrate_once(pg_url):
+    import threading
+
+    admin = psycopg.connect(pg_url, autocommit=True)
+    admin.execute("CREATE DATABASE race")
+    admin.close()
+    url = pg_url.rsplit("/", 1)[0] + "/race"
+    errors: list[BaseException] = []
+
+    def open_one(i: int) -> None:
+        try:
+            TraceStore(url, f"st{i}", images=False).close()
+        except BaseException as e:  # collected: every station must come up
+            errors.append(e)
+
+    threads = [threading.Thread(target=open_one, args=(i,)) for i in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert errors == []
+    con = psycopg.connect(url)
+    assert con.execute("SELECT version FROM schema_version").fetchall() == [(SCHEMA_VERSION,)]
+    con.close()

@@ -160,18 +160,23 @@ class TraceStore:
     @staticmethod
     def _connect(target: str | Path) -> _Connection:
         db: _Connection = _Postgres(str(target)) if is_postgres_url(target) else _SQLite(Path(target))
-        version = db.schema_version()
-        if version > SCHEMA_VERSION:
+        try:
+            with db.transaction():  # one writer migrates at a time: stations sharing a database may start together
+                db.lock_schema()
+                version = db.schema_version()
+                if version > SCHEMA_VERSION:
+                    raise ConfigError(f"{db.name}: schema version {version} is newer than this edge-ad's "
+                                      f"{SCHEMA_VERSION}; upgrade edge-ad to write to it")
+                for v in range(version, SCHEMA_VERSION):
+                    for stmt in MIGRATIONS[v]:
+                        db.execute(db.ddl(stmt))
+                    log.info("%s: schema migrated to version %d", db.name, v + 1)
+                if version < SCHEMA_VERSION:
+                    db.execute("DELETE FROM schema_version")
+                    db.execute("INSERT INTO schema_version (version) VALUES (?)", (SCHEMA_VERSION,))
+        except BaseException:
             db.close()
-            raise ConfigError(f"{db.name}: schema version {version} is newer than this edge-ad's {SCHEMA_VERSION}; "
-                              "upgrade edge-ad to write to it")
-        for v in range(version, SCHEMA_VERSION):
-            with db.transaction():
-                for stmt in MIGRATIONS[v]:
-                    db.execute(db.ddl(stmt))
-                db.execute("DELETE FROM schema_version")
-                db.execute("INSERT INTO schema_version (version) VALUES (?)", (v + 1,))
-            log.info("%s: schema migrated to version %d", db.name, v + 1)
+            raise
         return db
 
     # ---- writing -----------------------------------------------------------------------------------------------
@@ -449,6 +454,9 @@ class _SQLite:
     def ddl(self, stmt: str) -> str:
         return stmt
 
+    def lock_schema(self) -> None:
+        """BEGIN IMMEDIATE already holds the database's write lock."""
+
     def schema_version(self) -> int:
         row = self.execute("SELECT MAX(version) FROM schema_version").fetchone()
         return int(row[0]) if row and row[0] is not None else 0
@@ -485,6 +493,9 @@ class _Postgres:
     def transaction(self) -> Iterator[None]:
         with self.con.transaction():
             yield
+
+    def lock_schema(self) -> None:
+        self.execute("LOCK TABLE schema_version IN EXCLUSIVE MODE")
 
     def ddl(self, stmt: str) -> str:
         return (stmt.replace("INTEGER PRIMARY KEY AUTOINCREMENT", "BIGSERIAL PRIMARY KEY")
