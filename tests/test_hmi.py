@@ -108,6 +108,11 @@ def test_api_roles_audit_false_reject_and_metrics(detector, plc_packages, tmp_pa
             assert head.startswith(b"--frame\r\nContent-Type: image/jpeg")
         code, ng = _call(anon, st.url + "/api/ng")
         assert [r["part_id"] for r in ng] == [501] and ng[0]["image_url"] == "/api/image/1"
+        wait_for(lambda: _call(anon, st.url + "/api/ng")[1][0]["overlay_url"] == "/api/image/1?overlay=1",
+                 what="the NG's heatmap overlay stored")
+        raw, overlay = _call(anon, st.url + "/api/image/1")[1], _call(anon, st.url + "/api/image/1?overlay=1")[1]
+        assert overlay[:2] == b"\xff\xd8" and overlay != raw
+        assert state["camera"]["frames"] == 2 and state["camera"]["gaps"] == 0
         assert _call(anon, st.url + "/api/image/1")[0] == 200 and _call(anon, st.url + "/api/image/x")[0] == 400
         code, parts = _call(anon, st.url + "/api/parts?part=502")
         assert [r["decision"] for r in parts] == ["OK"]
@@ -265,6 +270,22 @@ def test_browser_with_a_station_fed_by_the_fake_gige_camera(detector, tmp_path):
                     seen.append(src)
                 assert len(set(seen)) == 3  # a new live frame per part
                 assert st.store.count() == 3 and {r["source"] for r in st.store.query()} == {"queue://hmi"}
+                driver.find_element(By.CSS_SELECTOR, "nav a[data-page=engineer]").click()
+                driver.find_element(By.NAME, "user").send_keys("eng")
+                driver.find_element(By.NAME, "password").send_keys("engineer-pass")
+                driver.find_element(By.CSS_SELECTOR, "#login-form button").click()
+                wait_for(lambda: driver.find_element(By.ID, "engineer-panel").is_displayed(), timeout=15,
+                         what="engineer panel")
+                sens = driver.find_element(By.ID, "sens")
+                sens.clear()
+                sens.send_keys("100")  # threshold / 100: whatever the camera shows is NG from now on
+                driver.find_element(By.CSS_SELECTOR, "#sens-form button").click()
+                wait_for(lambda: "applied" in driver.find_element(By.ID, "sens-msg").text, timeout=15,
+                         what="sensitivity applied")
+                assert st.part(704)["NG"] is True  # the next verdict used it
+                driver.find_element(By.CSS_SELECTOR, "nav a[data-page=gallery]").click()
+                wait_for(lambda: any("part 704" in f.text for f in driver.find_elements(
+                    By.CSS_SELECTOR, "#gallery figure.ng-item")), timeout=15, what="the NG in the gallery")
             finally:
                 driver.quit()
     finally:

@@ -59,6 +59,7 @@ class Station:
             "stats": self.live.stats(), "last": self.live.last(),
             "plc": {"connected": bool(getattr(link, "connected", False)),
                     "description": getattr(getattr(link, "adapter", None), "description", "")},
+            "camera": self._camera(),
             "faults": {"record_errors": s.record_errors, "late_discarded": s.late_discarded,
                        "triggers_ignored": s.triggers_ignored, "source_fault": bool(getattr(insp, "_source_fault",
                                                                                               False))},
@@ -94,6 +95,15 @@ class Station:
             self.live.tap = None
             self.capture.stop()
             self.capture = None
+
+    def _camera(self) -> dict[str, Any]:
+        """The source's counters: frames, gaps (outages) and frames lost in them."""
+        source = getattr(self.inspector, "source", None) or getattr(getattr(self.inspector, "pipeline", None),
+                                                                     "source", None)
+        try:
+            return dict(source.stats()) if source is not None and hasattr(source, "stats") else {}
+        except Exception:  # a source in the middle of reconnecting
+            return {}
 
     def set_recipe(self, index: int, user: str) -> None:
         old = self.inspector.active_recipe
@@ -193,6 +203,7 @@ def create_app(station: Station, sessions: Sessions | None) -> Any:
         rows = station.store.query(**kw)
         for r in rows:
             r["image_url"] = f"/api/image/{r['id']}" if r.get("image_path") else None
+            r["overlay_url"] = f"/api/image/{r['id']}?overlay=1" if station.store.image_file(r, overlay=True) else None
         return rows
 
     async def ng(request: Request) -> Response:
@@ -222,7 +233,7 @@ def create_app(station: Station, sessions: Sessions | None) -> Any:
         except ValueError:
             return error(400, "image id: expected an integer")
         row = station.store.row(row_id) if station.store is not None else None
-        path = station.store.image_file(row) if row else None
+        path = station.store.image_file(row, overlay=request.query_params.get("overlay") == "1") if row else None
         if path is None:
             return error(404, f"no stored image for row {row_id}")
         return FileResponse(path, media_type="image/jpeg")

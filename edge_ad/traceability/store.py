@@ -5,7 +5,8 @@ Durability: WAL journal with `synchronous=FULL`, one transaction per row, so a r
 survives `kill -9` and power loss, and the file is never left corrupt (SQLite's atomic commit). The station calls
 `record()` before it posts the result to the PLC, so every result the line acted on has its row. Images are not in
 the database: NG frames always, and every `keep_ok_every`-th OK frame, are written beside it by a background
-thread (`images/YYYYMMDD/<id>_<decision>.jpg`, atomically); the row holds the path. Retention by age, row count and
+thread (`images/YYYYMMDD/<id>_<decision>.jpg`, atomically; NG ones also `..._overlay.jpg` with the heatmap); the row
+holds the path. Retention by age, row count and
 image disk budget runs every `RETENTION_EVERY` rows and at open.
 
 The schema is versioned (`schema_version`); `MIGRATIONS[i]` takes version i to i+1. A database written by a newer
@@ -146,7 +147,7 @@ class TraceStore:
         self._ok_count = 0
         self._since_retention = 0
         self.images_dropped = 0
-        self._images: queue.Queue[tuple[Path, np.ndarray] | None] = queue.Queue(maxsize=64)
+        self._images: queue.Queue[tuple[Path, np.ndarray, Any] | None] = queue.Queue(maxsize=64)
         self._writer: threading.Thread | None = None
         self.writable = writer
         if not writer:
@@ -219,7 +220,9 @@ class TraceStore:
                     rel = Path(time.strftime("%Y%m%d", time.localtime(now))) / f"{row_id}_{decision}.jpg"
                     try:
                         assert image is not None
-                        self._images.put_nowait((rel, np.ascontiguousarray(image)))
+                        overlay = result if decision != "OK" and getattr(result, "anomaly_map", None) is not None \
+                            else None  # NG: the heatmap overlay too, rendered on the writer thread
+                        self._images.put_nowait((rel, np.ascontiguousarray(image), overlay))
                         self._db.execute("UPDATE inspections SET image_path = ? WHERE id = ?", (str(rel), row_id))
                     except queue.Full:
                         self.images_dropped += 1
@@ -240,14 +243,20 @@ class TraceStore:
             item = self._images.get()
             if item is None:
                 return
-            rel, image = item
+            rel, image, result = item
             try:
-                ok, buf = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, 92])
-                if not ok:
-                    raise ValueError(f"cannot encode a {image.shape} image")
                 target = self.images_dir / rel
                 target.parent.mkdir(parents=True, exist_ok=True)
-                atomic_write_bytes(target, buf.tobytes())
+                pictures = [(target, image)]
+                if result is not None:
+                    from edge_ad.runtime.overlay import render_overlay
+
+                    pictures.append((overlay_path(target), render_overlay(image, result)))
+                for path, picture in pictures:
+                    ok, buf = cv2.imencode(".jpg", picture, [cv2.IMWRITE_JPEG_QUALITY, 92])
+                    if not ok:
+                        raise ValueError(f"cannot encode a {picture.shape} image")
+                    atomic_write_bytes(path, buf.tobytes())
             except Exception as e:  # a full disk must not stop inspection; the row stays, the image is missing
                 log.error("traceability: could not write %s: %s", rel, e)
 
@@ -282,6 +291,7 @@ class TraceStore:
         for rel in rels:
             if rel and self.images_dir is not None:
                 p = self.images_dir / rel
+                overlay_path(p).unlink(missing_ok=True)
                 if p.is_file():
                     p.unlink()
                     n += 1
@@ -289,16 +299,17 @@ class TraceStore:
 
     def _trim_images(self, budget: int) -> int:
         assert self.images_dir is not None
-        files = sorted((p for p in self.images_dir.rglob("*.jpg") if p.is_file()),
+        files = sorted((p for p in self.images_dir.rglob("*.jpg") if p.is_file() and not p.stem.endswith("_overlay")),
                        key=lambda p: (p.parent.name, int(p.stem.split("_")[0]) if p.stem.split("_")[0].isdigit()
                                       else 0))
-        sizes = [p.stat().st_size for p in files]
+        sizes = [p.stat().st_size + (overlay_path(p).stat().st_size if overlay_path(p).is_file() else 0) for p in files]
         total, n = sum(sizes), 0
         gone: list[str] = []
         for p, size in zip(files, sizes):
             if total <= budget:
                 break
             p.unlink()
+            overlay_path(p).unlink(missing_ok=True)
             total -= size
             n += 1
             gone.append(str(p.relative_to(self.images_dir)))
@@ -343,12 +354,13 @@ class TraceStore:
         with self._lock:
             return int(self._db.execute("SELECT COUNT(*) FROM inspections").fetchone()[0])
 
-    def image_file(self, row: dict[str, Any]) -> Path | None:
-        """The stored image of a row, if it is (still) on disk."""
+    def image_file(self, row: dict[str, Any], overlay: bool = False) -> Path | None:
+        """The stored image (or, for NG rows, its heatmap overlay) of a row, if it is (still) on disk."""
         rel = row.get("image_path")
         if not rel or self.images_dir is None:
             return None
         p = self.images_dir / rel
+        p = overlay_path(p) if overlay else p
         return p if p.is_file() else None
 
     def close(self) -> None:
@@ -416,6 +428,11 @@ def open_readonly(path: str | Path, images_dir: str | Path | None = None) -> Tra
     if not p.is_file():
         raise ConfigError(f"{p}: no traceability database here (edge-ad serve --db {p} writes one)")
     return TraceStore(p, "reader", writer=False)
+
+
+def overlay_path(image: Path) -> Path:
+    """Where the heatmap overlay of a stored NG image is kept: beside it, `<stem>_overlay.jpg`."""
+    return image.with_name(image.stem + "_overlay.jpg")
 
 
 def is_postgres_url(target: str | Path) -> bool:

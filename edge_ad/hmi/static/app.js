@@ -45,6 +45,7 @@ function render(s) {
   $("plc").className = "pill " + (s.plc.connected ? "up" : "down");
   const f = s.faults, bad = [];
   if (f.source_fault) bad.push("camera fault");
+  if (s.camera && s.camera.gaps) bad.push(`${s.camera.gaps} camera gaps (${s.camera.frames_lost} frames lost)`);
   if (f.record_errors) bad.push(`${f.record_errors} record errors`);
   if (f.triggers_ignored) bad.push(`${f.triggers_ignored} triggers ignored`);
   $("faults").textContent = bad.join(", ") || "no faults";
@@ -87,7 +88,7 @@ async function poll() {
 }
 
 function showDetail(row) {
-  $("detail-img").src = row.image_url || "";
+  $("detail-img").src = row.overlay_url || row.image_url || "";
   $("detail-meta").textContent = JSON.stringify(row, null, 1);
   $("false-reject").dataset.id = row.id; $("fr-msg").textContent = "";
   $("detail").showModal();
@@ -100,7 +101,7 @@ async function loadGallery() {
     const fig = document.createElement("figure");
     fig.className = "ng-item";
     fig.innerHTML = `<img alt="part ${r.part_id}"><figcaption>${r.decision} · part ${r.part_id} · ${when(r.time)}</figcaption>`;
-    if (r.image_url) fig.querySelector("img").src = r.image_url;
+    if (r.overlay_url || r.image_url) fig.querySelector("img").src = r.overlay_url || r.image_url;
     fig.onclick = () => showDetail(r);
     g.appendChild(fig);
   });
