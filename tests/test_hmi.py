@@ -109,7 +109,7 @@ def test_api_roles_audit_false_reject_and_metrics(detector, plc_packages, tmp_pa
         code, ng = _call(anon, st.url + "/api/ng")
         assert [r["part_id"] for r in ng] == [501] and ng[0]["image_url"] == "/api/image/1"
         wait_for(lambda: _call(anon, st.url + "/api/ng")[1][0]["overlay_url"] == "/api/image/1?overlay=1",
-                 what="the NG's heatmap overlay stored")
+                 timeout=30, what="the NG's heatmap overlay stored")
         raw, overlay = _call(anon, st.url + "/api/image/1")[1], _call(anon, st.url + "/api/image/1?overlay=1")[1]
         assert overlay[:2] == b"\xff\xd8" and overlay != raw
         assert state["camera"]["frames"] == 2 and state["camera"]["gaps"] == 0
@@ -142,7 +142,9 @@ def test_api_roles_audit_false_reject_and_metrics(detector, plc_packages, tmp_pa
         assert code == 200 and cap["on"] is True
         st.part(503, BLOB_IMG)
         st.part(504, DARK_IMG)
-        wait_for(lambda: _call(anon, st.url + "/api/state")[1]["capture"]["considered"] == 2, what="captured")
+        wait_for(
+            lambda: _call(anon, st.url + "/api/state")[1]["capture"]["considered"] == 2, timeout=30, what="captured"
+        )
         code, cap = _call(eng, st.url + "/api/capture", {"on": False})
         assert code == 200 and cap["kept"] >= 1 and cap["on"] is False
         assert len(list((tmp_path / "dataset" / "bracket" / "train" / "good").glob("*.png"))) == cap["kept"]
@@ -150,10 +152,12 @@ def test_api_roles_audit_false_reject_and_metrics(detector, plc_packages, tmp_pa
         assert _call(anon, st.url + "/api/state")[1]["recipes"] == {"1": "brightness-test", "2": str(plc_packages["b"])}
         assert _call(eng, st.url + "/api/recipe", {"index": 9})[0] == 400
         assert _call(eng, st.url + "/api/recipe", {"index": 2})[0] == 200
-        wait_for(lambda: st.inspector.active_recipe == 2 and st.mem.get("ModelId") == 2, what="recipe 2 active")
+        wait_for(
+            lambda: st.inspector.active_recipe == 2 and st.mem.get("ModelId") == 2, timeout=30, what="recipe 2 active"
+        )
         assert st.part(505, DARK_IMG)["NG"] is True  # recipe b: threshold 0.05, the dark part is NG
         st.plc.write("RecipeRequest", 1)
-        wait_for(lambda: st.inspector.active_recipe == 1, what="the PLC's request wins")
+        wait_for(lambda: st.inspector.active_recipe == 1, timeout=30, what="the PLC's request wins")
         audit = _call(anon, st.url + "/api/audit")[1]
         assert [(a["user"], a["action"]) for a in audit] == [
             ("eng", "recipe"), ("eng", "sensitivity"), ("eng", "capture"), ("eng", "capture"), ("eng", "false_reject"),
@@ -164,6 +168,7 @@ def test_api_roles_audit_false_reject_and_metrics(detector, plc_packages, tmp_pa
         assert "edgead_inspection_ms_bucket" in text and 'edgead_plc_connected{station="hmi-test"} 1.0' in text
 
 
+BROWSER_WAIT = 45.0  # generous: a loaded 2-core CI machine starts Chromium slowly
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 CHROMEDRIVER = shutil.which("chromedriver")
 
@@ -180,47 +185,54 @@ def test_in_a_real_browser(detector, tmp_path):
         try:
             driver.get(st.url + "/")
             text = lambda el: driver.find_element(By.ID, el).text  # noqa: E731
-            wait_for(lambda: "hmi-test" in text("station"), timeout=15, what="page loaded")
+            wait_for(lambda: "hmi-test" in text("station"), timeout=BROWSER_WAIT, what="page loaded")
             st.part(601, BLOB_IMG)
-            wait_for(lambda: text("verdict") == "NG" and text("c-total") == "1", timeout=15, what="NG shown")
+            wait_for(lambda: text("verdict") == "NG" and text("c-total") == "1", timeout=BROWSER_WAIT, what="NG shown")
             wait_for(lambda: driver.execute_script("return document.getElementById('frame').naturalWidth") > 0,
-                     timeout=15, what="live frame")
+                     timeout=BROWSER_WAIT, what="live frame")
             st.part(602, DARK_IMG)
-            wait_for(lambda: text("verdict") == "OK" and text("c-total") == "2" and text("c-ok") == "1", timeout=15,
-                     what="counters moved")
+            wait_for(
+                lambda: text("verdict") == "OK" and text("c-total") == "2" and text("c-ok") == "1",
+                timeout=BROWSER_WAIT,
+                what="counters moved",
+            )
             assert "PLC up" in text("plc")
             driver.save_screenshot(str(shots / "live.png"))
             driver.find_element(By.CSS_SELECTOR, "nav a[data-page=gallery]").click()
-            wait_for(lambda: len(driver.find_elements(By.CSS_SELECTOR, "#gallery figure.ng-item")) == 1, timeout=15,
-                     what="NG in the gallery")
+            wait_for(
+                lambda: len(driver.find_elements(By.CSS_SELECTOR, "#gallery figure.ng-item")) == 1,
+                timeout=BROWSER_WAIT,
+                what="NG in the gallery",
+            )
             driver.save_screenshot(str(shots / "gallery.png"))
             driver.find_element(By.CSS_SELECTOR, "#gallery figure.ng-item").click()
-            wait_for(lambda: driver.find_element(By.ID, "detail").get_attribute("open") is not None, what="detail")
+            wait_for(lambda: driver.find_element(By.ID, "detail").get_attribute("open") is not None,
+                     timeout=BROWSER_WAIT, what="detail")
             assert '"part_id": 601' in text("detail-meta")
             driver.find_element(By.ID, "detail-close").click()
             driver.find_element(By.CSS_SELECTOR, "nav a[data-page=lookup]").click()
             driver.find_element(By.NAME, "part").send_keys("602")
             driver.find_element(By.CSS_SELECTOR, "#lookup-form button").click()
-            wait_for(lambda: "602" in text("lookup-table") and "OK" in text("lookup-table"), timeout=15,
+            wait_for(lambda: "602" in text("lookup-table") and "OK" in text("lookup-table"), timeout=BROWSER_WAIT,
                      what="lookup result")
             driver.save_screenshot(str(shots / "lookup.png"))
             driver.find_element(By.CSS_SELECTOR, "nav a[data-page=engineer]").click()
             driver.find_element(By.NAME, "user").send_keys("eng")
             driver.find_element(By.NAME, "password").send_keys("engineer-pass")
             driver.find_element(By.CSS_SELECTOR, "#login-form button").click()
-            wait_for(lambda: driver.find_element(By.ID, "engineer-panel").is_displayed(), timeout=15,
+            wait_for(lambda: driver.find_element(By.ID, "engineer-panel").is_displayed(), timeout=BROWSER_WAIT,
                      what="engineer panel")
             sens = driver.find_element(By.ID, "sens")
             sens.clear()
             sens.send_keys("100")  # threshold / 100: the dark (good) part is NG from now on
             driver.find_element(By.CSS_SELECTOR, "#sens-form button").click()
-            wait_for(lambda: "applied" in text("sens-msg"), timeout=15, what="sensitivity applied")
-            wait_for(lambda: "sensitivity" in text("audit"), timeout=15, what="audit entry")
+            wait_for(lambda: "applied" in text("sens-msg"), timeout=BROWSER_WAIT, what="sensitivity applied")
+            wait_for(lambda: "sensitivity" in text("audit"), timeout=BROWSER_WAIT, what="audit entry")
             driver.save_screenshot(str(shots / "engineer.png"))
             res = st.part(603, DARK_IMG)
             assert res["NG"] is True  # the next verdict used the new sensitivity
             driver.find_element(By.CSS_SELECTOR, "nav a[data-page=live]").click()
-            wait_for(lambda: text("verdict") == "NG" and "part 603" in text("part"), timeout=15,
+            wait_for(lambda: text("verdict") == "NG" and "part 603" in text("part"), timeout=BROWSER_WAIT,
                      what="the next verdict in the browser")
         finally:
             driver.quit()
@@ -259,14 +271,17 @@ def test_browser_with_a_station_fed_by_the_fake_gige_camera(detector, tmp_path):
                 seen = []
                 for k in range(1, 4):
                     st.part(700 + k)
-                    wait_for(lambda k=k: driver.find_element(By.ID, "c-total").text == str(k), timeout=15,
+                    wait_for(lambda k=k: driver.find_element(By.ID, "c-total").text == str(k), timeout=BROWSER_WAIT,
                              what=f"counter at {k}")
-                    wait_for(lambda k=k: f"part {700 + k}" in driver.find_element(By.ID, "part").text, timeout=15,
-                             what="the new part shown")
+                    wait_for(
+                        lambda k=k: f"part {700 + k}" in driver.find_element(By.ID, "part").text,
+                        timeout=BROWSER_WAIT,
+                        what="the new part shown",
+                    )
                     src = driver.execute_script("return document.getElementById('frame').src")
                     wait_for(lambda: driver.execute_script(
                         "const f = document.getElementById('frame'); return f.complete && f.naturalWidth") == 320,
-                             timeout=15, what="the camera frame")
+                             timeout=BROWSER_WAIT, what="the camera frame")
                     seen.append(src)
                 assert len(set(seen)) == 3  # a new live frame per part
                 assert st.store.count() == 3 and {r["source"] for r in st.store.query()} == {"queue://hmi"}
@@ -274,18 +289,18 @@ def test_browser_with_a_station_fed_by_the_fake_gige_camera(detector, tmp_path):
                 driver.find_element(By.NAME, "user").send_keys("eng")
                 driver.find_element(By.NAME, "password").send_keys("engineer-pass")
                 driver.find_element(By.CSS_SELECTOR, "#login-form button").click()
-                wait_for(lambda: driver.find_element(By.ID, "engineer-panel").is_displayed(), timeout=15,
+                wait_for(lambda: driver.find_element(By.ID, "engineer-panel").is_displayed(), timeout=BROWSER_WAIT,
                          what="engineer panel")
                 sens = driver.find_element(By.ID, "sens")
                 sens.clear()
                 sens.send_keys("100")  # threshold / 100: whatever the camera shows is NG from now on
                 driver.find_element(By.CSS_SELECTOR, "#sens-form button").click()
-                wait_for(lambda: "applied" in driver.find_element(By.ID, "sens-msg").text, timeout=15,
+                wait_for(lambda: "applied" in driver.find_element(By.ID, "sens-msg").text, timeout=BROWSER_WAIT,
                          what="sensitivity applied")
                 assert st.part(704)["NG"] is True  # the next verdict used it
                 driver.find_element(By.CSS_SELECTOR, "nav a[data-page=gallery]").click()
                 wait_for(lambda: any("part 704" in f.text for f in driver.find_elements(
-                    By.CSS_SELECTOR, "#gallery figure.ng-item")), timeout=15, what="the NG in the gallery")
+                    By.CSS_SELECTOR, "#gallery figure.ng-item")), timeout=BROWSER_WAIT, what="the NG in the gallery")
             finally:
                 driver.quit()
     finally:
