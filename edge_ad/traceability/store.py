@@ -175,8 +175,10 @@ class TraceStore:
                 if version < SCHEMA_VERSION:
                     db.execute("DELETE FROM schema_version")
                     db.execute("INSERT INTO schema_version (version) VALUES (?)", (SCHEMA_VERSION,))
-        except BaseException:
+        except BaseException as e:
             db.close()
+            if isinstance(e, sqlite3.Error) or type(e).__module__.startswith("psycopg"):
+                raise ConfigError(f"{db.name}: cannot set up the traceability schema ({str(e).strip()})") from None
             raise
         return db
 
@@ -495,7 +497,6 @@ class _Postgres:
         self.name = f"postgresql://{u.hostname or ''}{':' + str(u.port) if u.port else ''}{u.path}"  # no password
         try:
             self.con = psycopg.connect(url, autocommit=True, connect_timeout=10)
-            self.con.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
         except psycopg.Error as e:
             raise ConfigError(f"{self.name}: cannot use this PostgreSQL database ({str(e).strip()})") from None
 
@@ -512,7 +513,10 @@ class _Postgres:
             yield
 
     def lock_schema(self) -> None:
-        self.execute("LOCK TABLE schema_version IN EXCLUSIVE MODE")
+        """A transaction-scoped advisory lock, then the version table: concurrent CREATE TABLE IF NOT EXISTS
+        races in PostgreSQL (a unique violation in pg_type), so even that waits for the lock."""
+        self.execute("SELECT pg_advisory_xact_lock(hashtext('edge-ad traceability schema'))")
+        self.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
 
     def ddl(self, stmt: str) -> str:
         return (stmt.replace("INTEGER PRIMARY KEY AUTOINCREMENT", "BIGSERIAL PRIMARY KEY")
