@@ -150,6 +150,22 @@ class Station:
             self.store.audit(user, action, detail)
 
 
+MAX_BODY = 16 * 1024  # every HMI request body is a small JSON object
+
+
+async def read_json(request: Any) -> Any:
+    """The request's JSON body, read in chunks up to MAX_BODY (a larger or endless body is refused before it is
+    buffered: ValueError, answered 400)."""
+    import json
+
+    data = b""
+    async for chunk in request.stream():
+        data += chunk
+        if len(data) > MAX_BODY:
+            raise ValueError(f"request body over {MAX_BODY} bytes")
+    return json.loads(data or b"null")
+
+
 def create_app(station: Station, sessions: Sessions | None) -> Any:
     """The Starlette application of `station` (`sessions` None: no login, actions disabled)."""
     from starlette.applications import Starlette
@@ -245,7 +261,7 @@ def create_app(station: Station, sessions: Sessions | None) -> Any:
         if sessions is None:
             return error(403, "no users configured (edge-ad serve --ui-users FILE)")
         try:
-            body = await request.json()
+            body = await read_json(request)
             name, password = str(body["user"]), str(body["password"])
         except (ValueError, KeyError, TypeError):
             return error(400, "expected JSON {user, password}")
@@ -274,7 +290,7 @@ def create_app(station: Station, sessions: Sessions | None) -> Any:
         if isinstance(u, JSONResponse):
             return u
         try:
-            value = float((await request.json())["value"])
+            value = float((await read_json(request))["value"])
             station.set_sensitivity(value, u["user"])
         except (ValueError, KeyError, TypeError, ConfigError) as e:
             return error(400, f"sensitivity: {e}")
@@ -286,7 +302,7 @@ def create_app(station: Station, sessions: Sessions | None) -> Any:
         if isinstance(u, JSONResponse):
             return u
         try:
-            target = station.false_reject(int((await request.json())["id"]), u["user"])
+            target = station.false_reject(int((await read_json(request))["id"]), u["user"])
         except (ValueError, KeyError, TypeError, ConfigError) as e:
             return error(400, str(e))
         return JSONResponse({"copied_to": str(target)})
@@ -296,7 +312,7 @@ def create_app(station: Station, sessions: Sessions | None) -> Any:
         if isinstance(u, JSONResponse):
             return u
         try:
-            station.set_recipe(int((await request.json())["index"]), u["user"])
+            station.set_recipe(int((await read_json(request))["index"]), u["user"])
         except (ValueError, KeyError, TypeError, ConfigError) as e:
             return error(400, f"recipe: {e}")
         return JSONResponse({"requested": station.inspector.active_recipe})
@@ -306,7 +322,7 @@ def create_app(station: Station, sessions: Sessions | None) -> Any:
         if isinstance(u, JSONResponse):
             return u
         try:
-            body = await request.json()
+            body = await read_json(request)
             status = station.set_capture(bool(body["on"]), u["user"], str(body.get("category") or "good_parts"))
         except (ValueError, KeyError, TypeError, ConfigError) as e:
             return error(400, f"capture: {e}")
