@@ -216,17 +216,7 @@ def test_in_a_real_browser(detector, tmp_path):
             wait_for(lambda: "602" in text("lookup-table") and "OK" in text("lookup-table"), timeout=BROWSER_WAIT,
                      what="lookup result")
             driver.save_screenshot(str(shots / "lookup.png"))
-            driver.find_element(By.CSS_SELECTOR, "nav a[data-page=engineer]").click()
-            driver.find_element(By.NAME, "user").send_keys("eng")
-            driver.find_element(By.NAME, "password").send_keys("engineer-pass")
-            driver.find_element(By.CSS_SELECTOR, "#login-form button").click()
-            wait_for(lambda: driver.find_element(By.ID, "engineer-panel").is_displayed(), timeout=BROWSER_WAIT,
-                     what="engineer panel")
-            sens = driver.find_element(By.ID, "sens")
-            sens.clear()
-            sens.send_keys("100")  # threshold / 100: the dark (good) part is NG from now on
-            driver.find_element(By.CSS_SELECTOR, "#sens-form button").click()
-            wait_for(lambda: "applied" in text("sens-msg"), timeout=BROWSER_WAIT, what="sensitivity applied")
+            _engineer_sets_sensitivity(driver, "100")  # threshold / 100: the dark (good) part is NG from now on
             wait_for(lambda: "sensitivity" in text("audit"), timeout=BROWSER_WAIT, what="audit entry")
             driver.save_screenshot(str(shots / "engineer.png"))
             res = st.part(603, DARK_IMG)
@@ -237,6 +227,24 @@ def test_in_a_real_browser(detector, tmp_path):
         finally:
             driver.quit()
     assert {p.name for p in shots.glob("*.png")} >= {"live.png", "gallery.png", "lookup.png", "engineer.png"}
+
+
+def _engineer_sets_sensitivity(driver: Any, value: str) -> None:
+    """In the browser: open the engineer page, log in as the engineer, apply `value` as the sensitivity."""
+    from selenium.webdriver.common.by import By
+
+    driver.find_element(By.CSS_SELECTOR, "nav a[data-page=engineer]").click()
+    driver.find_element(By.NAME, "user").send_keys("eng")
+    driver.find_element(By.NAME, "password").send_keys("engineer-pass")
+    driver.find_element(By.CSS_SELECTOR, "#login-form button").click()
+    wait_for(lambda: driver.find_element(By.ID, "engineer-panel").is_displayed(), timeout=BROWSER_WAIT,
+             what="engineer panel")
+    sens = driver.find_element(By.ID, "sens")
+    sens.clear()
+    sens.send_keys(value)
+    driver.find_element(By.CSS_SELECTOR, "#sens-form button").click()
+    wait_for(lambda: "applied" in driver.find_element(By.ID, "sens-msg").text, timeout=BROWSER_WAIT,
+             what="sensitivity applied")
 
 
 def _browser(webdriver: Any) -> Any:
@@ -285,18 +293,7 @@ def test_browser_with_a_station_fed_by_the_fake_gige_camera(detector, tmp_path):
                     seen.append(src)
                 assert len(set(seen)) == 3  # a new live frame per part
                 assert st.store.count() == 3 and {r["source"] for r in st.store.query()} == {"queue://hmi"}
-                driver.find_element(By.CSS_SELECTOR, "nav a[data-page=engineer]").click()
-                driver.find_element(By.NAME, "user").send_keys("eng")
-                driver.find_element(By.NAME, "password").send_keys("engineer-pass")
-                driver.find_element(By.CSS_SELECTOR, "#login-form button").click()
-                wait_for(lambda: driver.find_element(By.ID, "engineer-panel").is_displayed(), timeout=BROWSER_WAIT,
-                         what="engineer panel")
-                sens = driver.find_element(By.ID, "sens")
-                sens.clear()
-                sens.send_keys("100")  # threshold / 100: whatever the camera shows is NG from now on
-                driver.find_element(By.CSS_SELECTOR, "#sens-form button").click()
-                wait_for(lambda: "applied" in driver.find_element(By.ID, "sens-msg").text, timeout=BROWSER_WAIT,
-                         what="sensitivity applied")
+                _engineer_sets_sensitivity(driver, "100")  # threshold / 100: whatever the camera shows is NG now
                 assert st.part(704)["NG"] is True  # the next verdict used it
                 driver.find_element(By.CSS_SELECTOR, "nav a[data-page=gallery]").click()
                 wait_for(lambda: any("part 704" in f.text for f in driver.find_elements(
