@@ -31,7 +31,7 @@ class StationUnderTest:
         from edge_ad.hmi.app import HmiServer, Station, create_app
         from edge_ad.hmi.auth import Sessions, load_users, set_user
         from edge_ad.hmi.live import LiveView
-        from edge_ad.pipeline.mqtt import Fanout
+        from edge_ad.pipeline.recording import Fanout
         from edge_ad.plc.inspector import Inspector
         from edge_ad.plc.link import PlcLink
         from edge_ad.traceability import Retention, StationRecorder, TraceStore
@@ -296,8 +296,10 @@ def test_browser_with_a_station_fed_by_the_fake_gige_camera(detector, tmp_path):
                 _engineer_sets_sensitivity(driver, "100")  # threshold / 100: whatever the camera shows is NG now
                 assert st.part(704)["NG"] is True  # the next verdict used it
                 driver.find_element(By.CSS_SELECTOR, "nav a[data-page=gallery]").click()
-                wait_for(lambda: any("part 704" in f.text for f in driver.find_elements(
-                    By.CSS_SELECTOR, "#gallery figure.ng-item")), timeout=BROWSER_WAIT, what="the NG in the gallery")
+                # one read of the gallery's text: its items are rebuilt on reload, so held elements can go stale
+                gallery = "return document.getElementById('gallery').innerText"
+                wait_for(lambda: "part 704" in driver.execute_script(gallery), timeout=BROWSER_WAIT,
+                         what="the NG in the gallery")
             finally:
                 driver.quit()
     finally:

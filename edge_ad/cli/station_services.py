@@ -83,7 +83,7 @@ class StationServices:
 
     def recorder(self) -> Any:
         """The fan-out of every enabled service, traceability first; None when none is enabled."""
-        from edge_ad.pipeline.mqtt import Fanout
+        from edge_ad.pipeline.recording import Fanout
 
         recorders: list[Any] = []
         if self.store is not None:

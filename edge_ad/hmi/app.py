@@ -61,8 +61,8 @@ class Station:
                     "description": getattr(getattr(link, "adapter", None), "description", "")},
             "camera": self._camera(),
             "faults": {"record_errors": s.record_errors, "late_discarded": s.late_discarded,
-                       "triggers_ignored": s.triggers_ignored, "source_fault": bool(getattr(insp, "_source_fault",
-                                                                                              False))},
+                       "triggers_ignored": s.triggers_ignored,
+                       "source_fault": bool(getattr(insp, "source_fault", False))},
             "running": bool(getattr(insp, "running", True)), "database": self.store is not None,
             "capture": self.capture.status() if self.capture is not None else {"on": False},
             "recipes": self.recipes(),
@@ -202,7 +202,7 @@ def create_app(station: Station, sessions: Sessions | None) -> Any:
         async def frames() -> Any:
             last = -1
             while not await request.is_disconnected():
-                seq = station.live.stats()["seq"]
+                seq = station.live.seq
                 data = station.live.jpeg() if seq != last else None
                 if data:
                     last = seq

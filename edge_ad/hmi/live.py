@@ -56,6 +56,11 @@ class LiveView:
                 self.trend.append((now, score, decision))
                 self.hist[min(HIST_BINS - 1, max(0, int(score * HIST_BINS)))] += 1
 
+    @property
+    def seq(self) -> int:
+        """Results seen so far: a new value means a new frame to show."""
+        return self._seq
+
     def stats(self) -> dict[str, Any]:
         with self._lock:
             total = sum(self.counts.values())

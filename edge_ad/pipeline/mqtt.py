@@ -228,20 +228,3 @@ class MqttPublisher:
         except Exception as e:  # closing a socket of a dead broker
             log.debug("MQTT disconnect: %s", e)
 
-
-class Fanout:
-    """Several Inspector recorders in order (traceability first, then the network): one failing does not stop the
-    others; the first exception is raised after all ran, so the Inspector counts it."""
-
-    def __init__(self, *recorders: Any) -> None:
-        self.recorders = [r for r in recorders if r is not None]
-
-    def __call__(self, rec: Any, frame: Any, result: Any, detector: Any) -> None:
-        first: Exception | None = None
-        for r in self.recorders:
-            try:
-                r(rec, frame, result, detector)
-            except Exception as e:
-                first = first or e
-        if first is not None:
-            raise first

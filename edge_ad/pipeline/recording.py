@@ -1,5 +1,6 @@
-"""Station services for `edge-ad run` (a pipeline without a PLC): results as InspectionRecords for the recorders
-(traceability, MQTT, HMI live view), and the Inspector-shaped view of the pipeline the HMI reads."""
+"""Station recorders: the fan-out of several (traceability, MQTT, HMI live view) behind one Inspector `recorder`;
+and for `edge-ad run` (a pipeline without a PLC) results as InspectionRecords for them, plus the Inspector-shaped
+view of the pipeline the HMI reads."""
 
 from __future__ import annotations
 
@@ -98,3 +99,20 @@ class StreamStation:
             raise ConfigError(f"sensitivity: expected a number in (0, 100], got {value!r}")
         with self._lock:
             self.detector.sensitivity = float(value)
+
+class Fanout:
+    """Several Inspector recorders in order (traceability first, then the network): one failing does not stop the
+    others; the first exception is raised after all ran, so the Inspector counts it."""
+
+    def __init__(self, *recorders: Any) -> None:
+        self.recorders = [r for r in recorders if r is not None]
+
+    def __call__(self, rec: Any, frame: Any, result: Any, detector: Any) -> None:
+        first: Exception | None = None
+        for r in self.recorders:
+            try:
+                r(rec, frame, result, detector)
+            except Exception as e:
+                first = first or e
+        if first is not None:
+            raise first

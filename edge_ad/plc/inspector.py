@@ -327,6 +327,11 @@ class Inspector:
             self._detectors[index] = det
         return self._detectors[index]
 
+    @property
+    def source_fault(self) -> bool:
+        """The camera delivered nothing (or failed) on the last try."""
+        return self._source_fault
+
     def request_recipe(self, index: int) -> None:
         """Switch to recipe `index` like a PLC RecipeRequest would (loaded off the control loop, ModelId follows),
         unless the PLC itself requests a recipe (a non-zero RecipeRequest wins). ConfigError for an unknown index."""

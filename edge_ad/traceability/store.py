@@ -15,6 +15,7 @@ edge-ad is refused rather than guessed at. Torch-free: sqlite3 (or psycopg) and 
 
 from __future__ import annotations
 
+import abc
 import contextlib
 import json
 import logging
@@ -159,8 +160,8 @@ class TraceStore:
 
     # ---- schema ------------------------------------------------------------------------------------------------
     @staticmethod
-    def _connect(target: str | Path) -> _Connection:
-        db: _Connection = _Postgres(str(target)) if is_postgres_url(target) else _SQLite(Path(target))
+    def _connect(target: str | Path) -> _Database:
+        db: _Database = _Postgres(str(target)) if is_postgres_url(target) else _SQLite(Path(target))
         try:
             with db.transaction():  # one writer migrates at a time: stations sharing a database may start together
                 db.lock_schema()
@@ -441,7 +442,25 @@ def is_postgres_url(target: str | Path) -> bool:
     return str(target).startswith(("postgresql://", "postgres://"))
 
 
-class _SQLite:
+class _Database(abc.ABC):
+    """What both database kinds share (subclasses set `name` and `con` and implement `execute`)."""
+
+    name: str
+    con: Any
+
+    @abc.abstractmethod
+    def execute(self, sql: str, args: Sequence[Any] = ()) -> Any:
+        """Run one statement with `?` placeholders; returns a cursor."""
+
+    def schema_version(self) -> int:
+        row = self.execute("SELECT MAX(version) FROM schema_version").fetchone()
+        return int(row[0]) if row and row[0] is not None else 0
+
+    def close(self) -> None:
+        self.con.close()
+
+
+class _SQLite(_Database):
     """sqlite3 in autocommit mode with explicit BEGIN IMMEDIATE transactions; WAL, synchronous=FULL."""
 
     def __init__(self, path: Path) -> None:
@@ -476,15 +495,9 @@ class _SQLite:
     def lock_schema(self) -> None:
         """BEGIN IMMEDIATE already holds the database's write lock."""
 
-    def schema_version(self) -> int:
-        row = self.execute("SELECT MAX(version) FROM schema_version").fetchone()
-        return int(row[0]) if row and row[0] is not None else 0
-
-    def close(self) -> None:
-        self.con.close()
 
 
-class _Postgres:
+class _Postgres(_Database):
     """psycopg 3 (`pip install "edge-ad[postgres]"`): the same schema with PostgreSQL types; `?` placeholders are
     rewritten to `%s`. Commits are durable with the server's default synchronous_commit."""
 
@@ -521,16 +534,6 @@ class _Postgres:
     def ddl(self, stmt: str) -> str:
         return (stmt.replace("INTEGER PRIMARY KEY AUTOINCREMENT", "BIGSERIAL PRIMARY KEY")
                 .replace(" INTEGER", " BIGINT").replace(" REAL", " DOUBLE PRECISION"))
-
-    def schema_version(self) -> int:
-        row = self.execute("SELECT MAX(version) FROM schema_version").fetchone()
-        return int(row[0]) if row and row[0] is not None else 0
-
-    def close(self) -> None:
-        self.con.close()
-
-
-_Connection = _SQLite | _Postgres
 
 
 class StationRecorder:

@@ -31,7 +31,7 @@ def test_hmi_refuses_every_attack_and_keeps_inspecting(detector, tmp_path: Path,
     from edge_ad.hmi.app import HmiServer, Station, create_app
     from edge_ad.hmi.auth import Sessions, load_users, set_user
     from edge_ad.hmi.live import LiveView
-    from edge_ad.pipeline.mqtt import Fanout
+    from edge_ad.pipeline.recording import Fanout
     from edge_ad.plc.inspector import Inspector
     from edge_ad.plc.link import PlcLink
     from edge_ad.traceability import Retention, StationRecorder, TraceStore
