@@ -205,7 +205,7 @@ def test_evaluate_categories_structure_mean_and_breakdown() -> None:
         "empty": _category(rng, [], n_good=5),  # no anomalies: every metric undefined
     }
     rep = evaluate_categories(preds)
-    assert set(rep) == {"categories", "mean", "defect_types", "defect_kinds", "notes"}
+    assert set(rep) == {"categories", "mean", "defect_types", "defect_kinds", "notes", "metric_variants"}
     assert list(rep["categories"]) == ["bottle", "box", "empty"]
     b = preds["bottle"]
     assert rep["categories"]["bottle"]["image_auroc"] == pytest.approx(roc_auc_score(b.labels, b.scores))

@@ -20,6 +20,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="auto")
     p.add_argument("--overlays", type=int, default=4, help="overlay images per category (0 = none)")
     p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--protocol", choices=("edge-ad", "official"), default="edge-ad",
+                   help="edge-ad: one consistent protocol for every model (default); official: the model family's "
+                        "official resize, mask handling and metric variants, for numbers comparable with the paper")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -30,10 +33,15 @@ def run(args: argparse.Namespace) -> int:
 
     cats = [c.strip() for c in args.categories.split(",")] if args.categories else None
     report = evaluate_run(args.run, data=args.data, categories=cats, out_dir=args.out, batch_size=args.batch,
-                          device=args.device, overlays_per_category=args.overlays, progress=not args.no_progress)
+                          device=args.device, overlays_per_category=args.overlays, progress=not args.no_progress,
+                          protocol=args.protocol)
     keys = ["image_auroc", "image_ap", "image_f1max", "pixel_auroc", "pixel_ap", "pixel_f1max", "aupro"]
-    rows = [[c] + [f"{100 * m[k]:.1f}" for k in keys] for c, m in report["categories"].items()]
-    rows.append(["mean"] + [f"{100 * report['mean'][k]:.1f}" for k in keys])
+    def cell(v: float) -> str:
+        return "-" if v != v else f"{100 * v:.1f}"
+
+    rows = [[c] + [cell(m[k]) for k in keys] for c, m in report["categories"].items()]
+    rows.append(["mean"] + [cell(report["mean"][k]) for k in keys])
+    print(f"protocol: {report['protocol']['name']} ({report['protocol']['source']})", file=human_out(args))
     text = human_out(args)
     print(format_table(rows, ["category", "I-AUROC", "I-AP", "I-F1", "P-AUROC", "P-AP", "P-F1", "AUPRO"]), file=text)
     for note in report.get("notes", []):

@@ -1,8 +1,9 @@
-"""The seven anomaly-detection metrics of the Dinomaly reference evaluation, in numpy (sort once, no sklearn).
+"""The seven anomaly-detection metrics in numpy (sort once, no sklearn), in each official code's variant.
 
 image_auroc/image_ap/image_f1max over image scores, pixel_auroc/pixel_ap/pixel_f1max over all pixels of a
-category, and aupro (the official `compute_pro`: 200 thresholds, FPR < 0.3 normalised by its maximum).
-Each equals its sklearn counterpart (roc_auc_score, average_precision_score, precision_recall_curve F1max).
+category, and aupro. `MetricVariants` selects how F1-max, AUPRO, AUROC and the image labels are computed; the
+default is the Dinomaly reference evaluation (F1 = 2PR/(P+R+1e-7); `compute_pro`: 200 thresholds, FPR < 0.3
+normalised by its maximum). AUROC/AP equal sklearn's roc_auc_score/average_precision_score.
 
 Undefined values: the low-level `auroc`/`average_precision`/`f1_max`/`aupro` raise `DataError` when only one
 class is present; `image_metrics`, `pixel_metrics` and `evaluate_categories` instead return NaN for that
@@ -14,7 +15,7 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
@@ -32,7 +33,57 @@ KIND_KEYS = ("image_auroc",) + PIXEL_KEYS
 _NAN = float("nan")
 
 
-def _curve_metrics(labels: Any, scores: Any) -> tuple[float, float, float] | None:
+AUPRO_VARIANTS = ("max-200", "minmax-100", "minmax-200", "anomalib")
+F1_VARIANTS = ("eps", "finite", "ader-21")
+
+
+@dataclass(frozen=True)
+class MetricVariants:
+    """How each metric is computed, one field per difference between the official evaluation codes.
+
+    image_f1/pixel_f1: "eps" = max 2PR/(P+R+1e-7) over the PR curve (Dinomaly); "finite" = max of 2PR/(P+R) over
+    its finite values (ADer, DualAD); "ader-21" (pixel only) = 21 thresholds 0, 0.05 .. 1 on the category's
+    min-max-normalised maps, eps 1e-8 (ADer `mF1_max_px`, MambaAD's reported P-F1). aupro: "max-200" = 200
+    thresholds, FPR < 0.3 divided by its max (Dinomaly); "minmax-N" = N thresholds, (FPR - min)/(max - min) (ADer
+    N=100 in MambaAD's configs, DualAD N=200); "anomalib" = anomalib's interpolated AUPRO (ULSAD). auroc:
+    "sklearn" (float64, exact) or "anomalib" (torchmetrics float32). image_labels: "folder" (good/ = 0) or "mask"
+    (ADer: anomalous iff the resized mask holds a defect pixel). keys: the metrics the protocol reports.
+    """
+
+    image_f1: str = "eps"
+    pixel_f1: str = "eps"
+    aupro: str = "max-200"
+    auroc: str = "sklearn"
+    image_labels: str = "folder"
+    keys: tuple[str, ...] = ("image_auroc", "image_ap", "image_f1max", "pixel_auroc", "pixel_ap", "pixel_f1max",
+                             "aupro")
+
+    def __post_init__(self) -> None:
+        checks = {"image_f1": ("eps", "finite"), "pixel_f1": F1_VARIANTS, "aupro": AUPRO_VARIANTS,
+                  "auroc": ("sklearn", "anomalib"), "image_labels": ("folder", "mask")}
+        for name, allowed in checks.items():
+            if getattr(self, name) not in allowed:
+                raise DataError(f"metric variants: {name} must be one of {allowed}, got {getattr(self, name)!r}")
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["keys"] = list(self.keys)
+        return d
+
+
+DEFAULT_VARIANTS = MetricVariants()
+
+
+def _f1(precision: np.ndarray, recall: np.ndarray, variant: str) -> float:
+    if variant == "eps":
+        return float(np.max(2 * precision * recall / (precision + recall + 1e-7)))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        f1 = 2 * precision * recall / (precision + recall)
+    # sklearn's curve ends at (P=1, R=0), an F1 of 0; thresholds with no true positive are NaN and dropped
+    return float(max(np.max(f1[np.isfinite(f1)], initial=0.0), 0.0))
+
+
+def _curve_metrics(labels: Any, scores: Any, f1: str = "eps") -> tuple[float, float, float] | None:
     """(AUROC, AP, F1max) from one sort, or None when labels hold a single class."""
     _, tps, fps = binary_curve(labels, scores)
     n_pos, n_neg = int(tps[-1]), int(fps[-1])
@@ -44,8 +95,22 @@ def _curve_metrics(labels: Any, scores: Any) -> tuple[float, float, float] | Non
     precision = tps / (tps + fps)
     recall = tps / n_pos
     ap = float(np.sum(np.diff(np.concatenate(([0.0], recall))) * precision))
-    f1 = float(np.max(2 * precision * recall / (precision + recall + 1e-7)))
-    return roc, ap, f1
+    return roc, ap, _f1(precision, recall, f1)
+
+
+def _ader_f1_21(gt: np.ndarray, maps: np.ndarray) -> float:
+    """ADer `mF1_max_px`: max F1 over thresholds 0:0.05:1 of the min-max-normalised maps (eps 1e-8)."""
+    norm = (maps - maps.min()) / (maps.max() - maps.min())
+    eps = 1e-8
+    n_label = gt.sum()
+    best = []
+    for score in np.arange(0.0, 1.0 + 1e-3, 0.05):
+        pr = norm > score
+        inter = np.logical_and(gt, pr).sum()
+        precision = inter / (pr.sum() + eps)
+        recall = inter / (n_label + eps)
+        best.append(2 * precision * recall / (precision + recall + eps))
+    return float(np.max(best))
 
 
 def _require_two_classes(labels: Any, scores: Any, what: str) -> tuple[float, float, float]:
@@ -86,8 +151,9 @@ def _check_maps(masks: Any, maps: Any) -> tuple[np.ndarray, np.ndarray]:
     return gt > 0, am
 
 
-def _aupro(gt: np.ndarray, amaps: np.ndarray, num_th: int, why: list[str]) -> float:
-    """Vectorised `compute_pro`; NaN (reason appended to `why`) where the official code has no defined value."""
+def _aupro(gt: np.ndarray, amaps: np.ndarray, num_th: int, why: list[str], norm: str = "max") -> float:
+    """Vectorised `compute_pro` (norm "max") / ADer-DualAD `cal_pro_score` (norm "minmax"); NaN (reason appended
+    to `why`) where the official code has no defined value."""
     from skimage.measure import label
 
     lo, hi = amaps.min(), amaps.max()
@@ -125,13 +191,27 @@ def _aupro(gt: np.ndarray, amaps: np.ndarray, num_th: int, why: list[str]) -> fl
     pro = np.mean(tp / hist.sum(axis=1, keepdims=True), axis=0)
     fpr = fp / n_neg
     keep = fpr < 0.3
-    if int(keep.sum()) < 2 or float(fpr[keep].max()) == 0.0:
-        why.append("aupro undefined: fewer than two thresholds with FPR < 0.3, or all of them at FPR 0")
+    f = fpr[keep]
+    if int(keep.sum()) < 2 or float(f.max()) == (0.0 if norm == "max" else float(f.min())):
+        why.append("aupro undefined: fewer than two thresholds with FPR < 0.3, or all of them at one FPR")
         return _NAN
-    x = fpr[keep] / fpr[keep].max()
+    x = f / f.max() if norm == "max" else (f - f.min()) / (f.max() - f.min())
     y = pro[keep]
-    # x falls as the threshold rises (sklearn.metrics.auc's decreasing direction): area = -trapz(y, x)
-    return float(np.sum((x[:-1] - x[1:]) * (y[:-1] + y[1:])) / 2.0)
+    # x falls as the threshold rises: sklearn.metrics.auc's decreasing direction, area = -trapz(y, x)
+    return float(-np.add.reduce(np.diff(x) * (y[1:] + y[:-1]) / 2.0))
+
+
+def _aupro_variant(gt: np.ndarray, amaps: np.ndarray, variant: str, why: list[str]) -> float:
+    if variant == "anomalib":
+        from edge_ad.evaluate.anomalib_metrics import aupro as anomalib_aupro
+
+        value = anomalib_aupro(gt, amaps)
+        if math.isnan(value):
+            why.append("aupro undefined: NaN in anomalib's arithmetic (no defect region or normal pixel, or scores "
+                       "its sigmoid saturates into ties)")
+        return value
+    norm, steps = variant.split("-")
+    return _aupro(gt, amaps, int(steps), why, norm)
 
 
 def aupro(masks: Any, maps: Any, num_th: int = 200) -> float:
@@ -150,26 +230,46 @@ def aupro(masks: Any, maps: Any, num_th: int = 200) -> float:
     return value
 
 
-def _image(labels: Any, scores: Any, why: list[str]) -> dict[str, float]:
+def _anomalib_auroc(labels: np.ndarray, scores: np.ndarray) -> float:
+    from edge_ad.evaluate.anomalib_metrics import auroc as anomalib_auroc
+
+    return anomalib_auroc(labels, scores)
+
+
+def _only(out: dict[str, float], v: MetricVariants) -> dict[str, float]:
+    """Metrics outside the protocol's keys are NaN (not computed by that official code)."""
+    return {k: (val if k in v.keys else _NAN) for k, val in out.items()}
+
+
+def _image(labels: Any, scores: Any, why: list[str], v: MetricVariants = DEFAULT_VARIANTS) -> dict[str, float]:
     y, s = np.asarray(labels), np.asarray(scores)
     if y.ndim != 1 or s.ndim != 1:
         raise DataError(f"labels and scores: expected 1-D arrays, got shapes {y.shape} and {s.shape}")
-    out = _curve_metrics(y, s)
+    out = _curve_metrics(y, s, v.image_f1)
     if out is None:
         why.append(f"image metrics undefined: all {y.size} images have label {int(y[0])}, need good and anomalous")
         return dict.fromkeys(IMAGE_KEYS, _NAN)
-    return dict(zip(IMAGE_KEYS, out))
+    res = dict(zip(IMAGE_KEYS, out))
+    if v.auroc == "anomalib":
+        res["image_auroc"] = _anomalib_auroc(y, s)
+    return _only(res, v)
 
 
-def _pixel(masks: Any, maps: Any, why: list[str]) -> dict[str, float]:
+def _pixel(masks: Any, maps: Any, why: list[str], v: MetricVariants = DEFAULT_VARIANTS) -> dict[str, float]:
     gt, am = _check_maps(masks, maps)
-    out = _curve_metrics(gt.reshape(-1), am.reshape(-1))
+    out = _curve_metrics(gt.reshape(-1), am.reshape(-1), "eps" if v.pixel_f1 == "ader-21" else v.pixel_f1)
     if out is None:
         why.append(
             "pixel metrics undefined: the masks hold " + ("no defect pixel" if not gt.any() else "no normal pixel")
         )
         return dict.fromkeys(PIXEL_KEYS, _NAN)
-    return {**dict(zip(PIXEL_KEYS[:3], out)), "aupro": _aupro(gt, am, 200, why)}
+    res = dict(zip(PIXEL_KEYS[:3], out))
+    if v.pixel_f1 == "ader-21":
+        res["pixel_f1max"] = _ader_f1_21(gt, am) if "pixel_f1max" in v.keys else _NAN
+    if v.auroc == "anomalib" and "pixel_auroc" in v.keys:
+        res["pixel_auroc"] = _anomalib_auroc(gt, am)
+    res["aupro"] = _aupro_variant(gt, am, v.aupro, why) if "aupro" in v.keys else _NAN
+    return _only(res, v)
 
 
 def _warn(why: list[str], prefix: str = "") -> None:
@@ -229,7 +329,8 @@ def _nanmean(values: list[float]) -> float:
     return float(np.mean(ok)) if ok else _NAN
 
 
-def evaluate_categories(per_category: Mapping[str, CategoryPredictions]) -> dict[str, Any]:
+def evaluate_categories(per_category: Mapping[str, CategoryPredictions],
+                        variants: MetricVariants = DEFAULT_VARIANTS) -> dict[str, Any]:
     """Seven metrics per category, their mean over categories, and the defect-type/kind breakdown.
 
     Per defect type (and kind: structural/logical) the image AUROC uses that type's images against the
@@ -243,10 +344,13 @@ def evaluate_categories(per_category: Mapping[str, CategoryPredictions]) -> dict
     types: dict[str, dict[str, dict[str, Any]]] = {}
     kind_rows: dict[str, list[dict[str, float]]] = {"structural": [], "logical": []}
     kind_images = {"structural": 0, "logical": 0}
+    v = variants
     for cat, p in per_category.items():
         labels, scores, dtypes = _check_category(cat, p)
+        if v.image_labels == "mask":  # ADer: the label is whether the (resized) mask holds a defect pixel
+            labels = (np.asarray(p.masks).reshape(labels.shape[0], -1) > 0).any(axis=1).astype(np.int64)
         why: list[str] = []
-        m = {**_image(labels, scores, why), **_pixel(p.masks, p.maps, why)}
+        m = {**_image(labels, scores, why, v), **_pixel(p.masks, p.maps, why, v)}
         categories[cat] = {k: float(m[k]) for k in METRIC_KEYS}
         good = labels == 0
         bad = labels == 1
@@ -267,15 +371,15 @@ def evaluate_categories(per_category: Mapping[str, CategoryPredictions]) -> dict
                 continue
             sel = good | in_kind
             sub_why: list[str] = []
-            km = {**_image(labels[sel], scores[sel], sub_why), **_pixel(np.asarray(p.masks)[sel],
-                                                                        np.asarray(p.maps)[sel], sub_why)}
+            km = {**_image(labels[sel], scores[sel], sub_why, v),
+                  **_pixel(np.asarray(p.masks)[sel], np.asarray(p.maps)[sel], sub_why, v)}
             why += [f"{kind} defects: {w}" for w in sub_why]
             kind_rows[kind].append({k: float(km[k]) for k in KIND_KEYS})
         _warn(why, f"category {cat!r}: ")
         notes += [f"{cat}: {w}" for w in why]
     mean = {k: _nanmean([categories[c][k] for c in categories]) for k in METRIC_KEYS}
     by_skipped: dict[tuple[str, ...], list[str]] = {}
-    for k in METRIC_KEYS:
+    for k in v.keys:
         skipped = tuple(c for c in categories if math.isnan(categories[c][k]))
         if skipped:
             by_skipped.setdefault(skipped, []).append(k)
@@ -287,5 +391,8 @@ def evaluate_categories(per_category: Mapping[str, CategoryPredictions]) -> dict
                "n_categories": len(rows), "n_images": kind_images[kind]}
         for kind, rows in kind_rows.items()
     }
+    left_out = [k for k in METRIC_KEYS if k not in v.keys]
+    if left_out:
+        notes.append(f"{', '.join(left_out)}: not reported by this protocol's official code (null)")
     return {"categories": categories, "mean": mean, "defect_types": types, "defect_kinds": defect_kinds,
-            "notes": notes}
+            "notes": notes, "metric_variants": v.to_dict()}

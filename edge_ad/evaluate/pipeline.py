@@ -2,18 +2,25 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+from torch.utils.data import DataLoader
 
-from edge_ad.data.mvtec import load_samples
+from edge_ad.data.mvtec import Sample, load_samples
+from edge_ad.data.torch_dataset import ImageDataset
+from edge_ad.errors import ConfigError
 from edge_ad.evaluate.inference import DatasetPredictions, predict_samples
 from edge_ad.evaluate.metrics import CategoryPredictions, evaluate_categories
+from edge_ad.evaluate.protocols import Protocol, get_protocol, protocol_mask
 from edge_ad.evaluate.report import save_overlay_grid, write_report
-from edge_ad.imageio import read_image
+from edge_ad.fileio import read_json_file
+from edge_ad.imageio import read_image, read_raw
+from edge_ad.train import rundir
 from edge_ad.train.rundir import load_run
 from edge_ad.train.trainer import resolve_device
 
@@ -40,6 +47,43 @@ def to_category_predictions(preds: DatasetPredictions) -> dict[str, CategoryPred
     return out
 
 
+def raw_mask(sample: Sample) -> np.ndarray | None:
+    """The mask file's pixels as stored (grey; a LOCO folder of masks united by max), None for good images."""
+    if sample.mask_path is None:
+        if sample.label:
+            raise ConfigError(f"anomalous image {sample.path}: no ground-truth mask, cannot evaluate pixel metrics")
+        return None
+    p = Path(sample.mask_path)
+    files = sorted(f for f in p.iterdir() if f.is_file() and not f.name.startswith(".")) if p.is_dir() else [p]
+    out = None
+    for f in files:
+        m = read_raw(f, "mask")
+        m = m.max(axis=2) if m.ndim == 3 else m
+        out = m if out is None else np.maximum(out, m)
+    return out
+
+
+def _predict(model: Any, samples: list[Sample], proto: Protocol, batch_size: int, dev: torch.device,
+             progress: bool) -> DatasetPredictions:
+    """Scores and maps, with ground truth built as the protocol's official code builds it."""
+    if proto.name == "edge-ad":
+        return predict_samples(model, samples, batch_size=batch_size, device=dev, with_masks=True, desc="eval",
+                               progress=progress)
+    preds = predict_samples(model, samples, batch_size=batch_size, device=dev, desc="eval", progress=progress)
+    hw = tuple(preds.maps.shape[1:]) if len(samples) else (1, 1)
+    preds.masks = np.stack([protocol_mask(proto, raw_mask(s), model.preprocess, hw) for s in samples]) \
+        if samples else np.zeros((0,) + hw, np.uint8)
+    return preds
+
+
+def _calibrate_on_test_good(model: Any, samples: list[Sample], batch_size: int, dev: torch.device) -> None:
+    good = [s for s in samples if s.label == 0]
+    if not good:
+        raise ConfigError("protocol official: the test split has no good images to fit the map quantiles on")
+    with torch.no_grad():
+        model.calibrate(DataLoader(ImageDataset(good, model.preprocess), batch_size=batch_size, shuffle=False), dev)
+
+
 def evaluate_run(
     run_dir: str | Path,
     *,
@@ -50,25 +94,61 @@ def evaluate_run(
     device: str = "auto",
     overlays_per_category: int = 4,
     progress: bool = True,
+    protocol: str = "edge-ad",
 ) -> dict[str, Any]:
-    """Seven metrics per category and their mean (+ defect-type breakdown), written as JSON/markdown/overlays."""
+    """Seven metrics per category and their mean (+ defect-type breakdown), written as JSON/markdown/overlays.
+
+    `protocol`: "edge-ad" (the default: one consistent protocol) or "official" (the model family's official
+    resize, mask handling and metric variants; see `edge_ad.evaluate.protocols`). A run trained one model per
+    category (official ULSAD) is evaluated category by category with its own model."""
     dev = resolve_device(device)
-    model, cfg, thresholds = load_run(run_dir, dev)
+    run = Path(run_dir)
+    cfg = rundir.read_config(run)
+    proto = get_protocol(protocol, cfg["model"])
     root = Path(data or cfg["data"])
     cats = categories or cfg.get("categories")
     samples = load_samples(root, cats, split="test")
-    with torch.no_grad():
-        preds = predict_samples(model, samples, batch_size=batch_size, device=dev, with_masks=True, desc="eval",
-                                progress=progress)
-    report = evaluate_categories(to_category_predictions(preds))
+    per_cat_file = run / rundir.PER_CATEGORY
+    if per_cat_file.is_file():
+        subs = read_json_file(per_cat_file, "per-category runs")["runs"]
+        groups = {}
+        for cat in sorted({s.category for s in samples}):
+            if cat not in subs:
+                raise ConfigError(f"{run}: no per-category model for category {cat!r} (has {sorted(subs)})")
+            groups[cat] = (run / subs[cat], [s for s in samples if s.category == cat])
+    else:
+        groups = {"": (run, samples)}
+    notes: list[str] = []
+    parts: list[DatasetPredictions] = []
+    model: Any = None
+    thresholds = None
+    for sub_run, subset in groups.values():
+        model, _, thresholds = load_run(sub_run, dev)
+        trained = model.preprocess.interpolation
+        if proto.resize and proto.resize != trained:
+            notes.append(f"the model was trained with {trained!r} resizing; evaluated with the official "
+                         f"{proto.resize!r} as the official code would (train with --protocol official to match)")
+            model.preprocess = dataclasses.replace(model.preprocess, interpolation=proto.resize)
+        if proto.calibrate_on_test_good:
+            _calibrate_on_test_good(model, subset, batch_size, dev)
+        with torch.no_grad():
+            parts.append(_predict(model, subset, proto, batch_size, dev, progress))
+    preds = parts[0] if len(parts) == 1 else DatasetPredictions(
+        samples=[s for p in parts for s in p.samples], scores=np.concatenate([p.scores for p in parts]),
+        maps=np.concatenate([p.maps for p in parts]), masks=np.concatenate([p.masks for p in parts]))  # type: ignore
+    samples = preds.samples
+    report = evaluate_categories(to_category_predictions(preds), proto.variants)
     enc = str(getattr(model, "encoder_weights", "unknown"))
     report["model"] = cfg["model"]
     report["run"] = str(run_dir)
     report["data"] = str(root)
     report["encoder_weights"] = enc
-    report.setdefault("notes", [])
+    report["protocol"] = proto.describe()
+    report["notes"] = sorted(set(notes)) + list(proto.notes) + report.get("notes", [])
     if enc == "random-init":
         report["notes"].insert(0, RANDOM_INIT_NOTE)
+    if len(parts) > 1:
+        thresholds = None  # one threshold per category model; the at-threshold summary needs a single one
     if thresholds:
         thr = float(thresholds["image"]["value"])
         labels = np.array([s.label for s in samples])
@@ -79,7 +159,7 @@ def evaluate_run(
             "miss_rate": float((~pred_ng[labels == 1]).mean()) if (labels == 1).any() else None,
         }
     out = Path(out_dir) if out_dir else Path(run_dir) / "eval"
-    write_report(report, out, title=f"{cfg['model']} on {root.name}")
+    write_report(report, out, title=f"{cfg['model']} on {root.name} ({proto.name} protocol)")
     _write_overlays(model, preds, out, overlays_per_category, thresholds)
     return report
 

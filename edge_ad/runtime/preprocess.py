@@ -13,22 +13,27 @@ import cv2
 import numpy as np
 
 from edge_ad.imageio import to_bgr
+from edge_ad.runtime.resample import pil_bilinear
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
-INTERPOLATIONS = ("area-down/linear-up", "linear")
+#: resize methods a package can name: "area-down/linear-up" (edge-ad's own), "linear" (cv2.INTER_LINEAR, as the
+#: official DualAD/ULSAD code), "pil-bilinear" (Pillow's antialiased bilinear, as official Dinomaly/MambaAD)
+INTERPOLATIONS = ("area-down/linear-up", "linear", "pil-bilinear")
 
 
 def _resize(img: np.ndarray, size_hw: tuple[int, int], *, mask: bool = False,
             interpolation: str = "area-down/linear-up") -> np.ndarray:
-    """Resize to (h, w). "area-down/linear-up": area averaging when shrinking (antialiased, like PIL's bilinear
-    in torchvision), bilinear when enlarging. "linear": cv2's bilinear always (as reference code using cv2.resize).
-    Masks are always resized bilinearly (then thresholded > 0 by the caller)."""
+    """Resize to (h, w). "area-down/linear-up": area averaging when shrinking (antialiased), bilinear when
+    enlarging. "linear": cv2's bilinear always. "pil-bilinear": Pillow's BILINEAR, bit-exact (`resample.py`).
+    Masks are always resized with cv2's bilinear (then thresholded > 0 by the caller)."""
     h, w = size_hw
     if img.shape[0] == h and img.shape[1] == w:
         return img
+    if interpolation == "pil-bilinear" and not mask:
+        return pil_bilinear(img, (h, w))
     shrink = img.shape[0] > h or img.shape[1] > w
     area = interpolation == "area-down/linear-up" and shrink and not mask
     return cv2.resize(img, (w, h), interpolation=cv2.INTER_AREA if area else cv2.INTER_LINEAR)

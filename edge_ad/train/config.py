@@ -68,6 +68,9 @@ class TrainOptions:
     resize: int | None = _opt(None, "square resize before the crop (default: the model's)", lo=1)
     crop: int | None = _opt(None, "centre crop, the model input side (default: the model's)", lo=1)
     val_fraction: float = _opt(0.1, "share of train/good held out for thresholds", lo=0.0, hi=1.0, hi_open=True)
+    protocol: str = _opt("edge-ad", "edge-ad (hold-out thresholds, one deployable model) | official (the model "
+                                    "family's official resize, training-data use and length: paper-comparable)",
+                         choices=("edge-ad", "official"))
     target_frr: float = _opt(0.01, "false-reject rate of the image threshold", lo=0.0, hi=1.0, lo_open=True,
                              hi_open=True)
     pretrained: bool = _opt(True, "load pretrained encoder weights (offline cache, then timm); --no-pretrained: "

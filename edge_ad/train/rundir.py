@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from pathlib import Path
 from typing import Any
@@ -27,6 +28,7 @@ THRESHOLDS = "thresholds.json"
 VAL_SPLIT = "val_split.json"
 TRAIN_LOG = "train_log.jsonl"
 RUN_INFO = "run.json"
+PER_CATEGORY = "per_category.json"  #: official one-model-per-category protocol: {"runs": {category: subdir}}
 
 
 def write_json(path: Path, obj: Any) -> None:
@@ -87,6 +89,15 @@ def model_kwargs(cfg: dict[str, Any]) -> dict[str, Any]:
     return kw
 
 
+def apply_protocol_preprocess(model: AnomalyModel, cfg: dict[str, Any]) -> None:
+    """Give the model the image resize of the run's protocol (the official one may differ from the model's)."""
+    from edge_ad.evaluate.protocols import get_protocol
+
+    proto = get_protocol(str(cfg.get("protocol") or "edge-ad"), cfg["model"])
+    if proto.resize and proto.resize != model.preprocess.interpolation:
+        model.preprocess = dataclasses.replace(model.preprocess, interpolation=proto.resize)
+
+
 def load_run(
     run_dir: str | Path, device: str | torch.device = "cpu"
 ) -> tuple[AnomalyModel, dict[str, Any], dict[str, Any] | None]:
@@ -96,10 +107,14 @@ def load_run(
     run = Path(run_dir)
     cfg = read_config(run)
     weights = run / WEIGHTS
+    if (run / PER_CATEGORY).is_file() and not weights.is_file():
+        raise ConfigError(f"{run}: holds one run per category (official protocol), not one model: use one of its "
+                          f"sub-runs {sorted(read_json_file(run / PER_CATEGORY, 'per-category runs')['runs'])}")
     if not weights.is_file():
         raise ConfigError(f"{run}: no {WEIGHTS}; the run did not finish a checkpoint (use `edge-ad train --resume`)")
     # The saved state dict holds the encoder too, so build without loading any pretrained weights.
     model = create_model(cfg["model"], pretrained=False, state_dict_follows=True, **model_kwargs(cfg))
+    apply_protocol_preprocess(model, cfg)
     load_weights(model, weights)
     info = read_json_file(run / RUN_INFO, "run info") if (run / RUN_INFO).is_file() else {}
     model.encoder_weights = str(info.get("encoder_weights", "unknown"))

@@ -22,6 +22,7 @@ from edge_ad.data.mvtec import fingerprint, load_samples, split_holdout
 from edge_ad.data.torch_dataset import ImageDataset
 from edge_ad.errors import ConfigError
 from edge_ad.evaluate.inference import predict_samples
+from edge_ad.evaluate.protocols import get_protocol
 from edge_ad.evaluate.thresholds import derive_thresholds
 from edge_ad.fileio import atomic_write_text
 from edge_ad.models.registry import create_model
@@ -125,15 +126,24 @@ def train(cfg: dict[str, Any], *, resume: bool = False, progress: bool = True) -
     the held-out good images and the thresholds derived from them.
     """
     out = Path(cfg["out"])
+    proto = get_protocol(cfg.get("protocol", "edge-ad"), cfg["model"])
+    samples = load_samples(cfg["data"], cfg["categories"], split="train")
+    categories = sorted({s.category for s in samples})
+    if proto.per_category and len(categories) > 1:
+        return _train_per_category(cfg, categories, resume=resume, progress=progress)
     device = resolve_device(cfg["device"])
     dist = _Dist(device)
     seed_everything(cfg["seed"] + dist.rank)
 
-    samples = load_samples(cfg["data"], cfg["categories"], split="train")
-    categories = sorted({s.category for s in samples})
+    if not proto.holdout:
+        if cfg["val_fraction"]:
+            log.info("protocol %s: trains on all good training images (no %.0f%% hold-out)", proto.name,
+                     100 * cfg["val_fraction"])
+        cfg = {**cfg, "val_fraction": 0.0}
     train_set, holdout = split_holdout(samples, cfg["val_fraction"], seed=cfg["seed"])
     if not train_set:
         raise ConfigError(f"{cfg['data']}: no training images left after holding out {cfg['val_fraction']:.0%}")
+    cfg = _official_length(cfg, proto, len(train_set))
 
     model = create_model(
         cfg["model"],
@@ -141,6 +151,7 @@ def train(cfg: dict[str, Any], *, resume: bool = False, progress: bool = True) -
         weights=cfg["weights"],
         **rundir.model_kwargs(cfg),
     ).to(device)
+    rundir.apply_protocol_preprocess(model, cfg)
     precision = resolve_precision(cfg["amp"], cfg["channels_last"], model, device)
     if precision.channels_last:
         model = model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
@@ -190,7 +201,7 @@ def train(cfg: dict[str, Any], *, resume: bool = False, progress: bool = True) -
             "edge_ad_version": __version__, "model": cfg["model"], "categories": categories,
             "encoder_weights": encoder_weights, "data_fingerprint": fp, "n_train": len(train_set),
             "n_holdout": len(holdout), "world_size": dist.world, "device": str(device),
-            "precision": precision.to_dict(),
+            "precision": precision.to_dict(), "protocol": proto.describe(),
         })
     if encoder_weights == "random-init" and dist.main:
         log.warning("training on a RANDOM-INIT encoder: expect weak heatmaps (this is expected, not a bug)")
@@ -242,14 +253,17 @@ def train(cfg: dict[str, Any], *, resume: bool = False, progress: bool = True) -
             log_f.close()
 
     if dist.main:
-        if holdout:  # output normalisation some models fit on held-out good images (never on test data)
+        # output normalisation some models fit on held-out good images (never on test data); the official
+        # protocols hold nothing out, so there it is fitted on the training images
+        reference = holdout if proto.holdout else train_set
+        if reference:
             model.eval()
             with torch.no_grad():
                 model.calibrate(
-                    DataLoader(ImageDataset(holdout, model.preprocess), batch_size=batch, shuffle=False), device
+                    DataLoader(ImageDataset(reference, model.preprocess), batch_size=batch, shuffle=False), device
                 )
         _checkpoint(model, opt, sched, cfg["iters"], out, cfg)
-        thresholds = derive_run_thresholds(model, holdout, cfg, device)
+        thresholds = derive_run_thresholds(model, reference, cfg, device, in_sample=not proto.holdout)
         rundir.write_json(out / rundir.THRESHOLDS, thresholds)
     dist.barrier()
     dist.close()
@@ -281,8 +295,49 @@ def _resume(path: Path, opt: torch.optim.Optimizer, sched: Any) -> int:
     return int(ck["step"])
 
 
-def derive_run_thresholds(model: Any, holdout: list[Any], cfg: dict[str, Any], device: torch.device) -> dict[str, Any]:
-    """Image/pixel thresholds from held-out good images at the target false-reject rate."""
+def _official_length(cfg: dict[str, Any], proto: Any, n_train: int) -> dict[str, Any]:
+    """The official protocol's epochs as iterations over this dataset, unless iters/batch were changed from the
+    recipe (then kept, and logged as a deviation)."""
+    if proto.epochs is None:
+        return cfg
+    from edge_ad.train import recipe_of
+
+    recipe = recipe_of(cfg["model"])
+    if cfg["iters"] != recipe.get("iters") or cfg["batch"] != recipe.get("batch", proto.batch):
+        log.warning("protocol official: iters %d / batch %d differ from the recipe: not the official %d epochs at "
+                    "batch %d", cfg["iters"], cfg["batch"], proto.epochs, proto.batch)
+        return cfg
+    iters = proto.train_iters(n_train, cfg["iters"])
+    log.info("protocol official: %d epochs of %d images at batch %d = %d iterations", proto.epochs, n_train,
+             proto.batch, iters)
+    return {**cfg, "iters": iters, "batch": proto.batch}
+
+
+def _train_per_category(cfg: dict[str, Any], categories: list[str], *, resume: bool, progress: bool) -> Path:
+    """One run per category under <out>/<category> (the official ULSAD protocol), listed in per_category.json."""
+    out = Path(cfg["out"])
+    if not resume and (out / rundir.PER_CATEGORY).exists():
+        raise ConfigError(f"{out}: already holds a run; pass --resume to continue it or choose another --out")
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(out / rundir.CONFIG, yaml.safe_dump(cfg, sort_keys=True))
+    runs = {}
+    for cat in categories:
+        log.info("protocol official: one model per category: training %s", cat)
+        sub = out / cat
+        if resume and (sub / rundir.THRESHOLDS).is_file():
+            runs[cat] = cat
+            continue
+        train({**cfg, "categories": [cat], "out": str(sub)}, resume=resume and (sub / rundir.CONFIG).exists(),
+              progress=progress)
+        runs[cat] = cat
+        rundir.write_json(out / rundir.PER_CATEGORY, {"protocol": "official", "model": cfg["model"], "runs": runs})
+    return out
+
+
+def derive_run_thresholds(model: Any, holdout: list[Any], cfg: dict[str, Any], device: torch.device,
+                          in_sample: bool = False) -> dict[str, Any]:
+    """Image/pixel thresholds from held-out good images at the target false-reject rate (`in_sample`: from the
+    training images themselves, as the official protocols hold nothing out; optimistic)."""
     if not holdout:
         raise ConfigError("no held-out good images to derive thresholds from: set val_fraction > 0")
     preds = predict_samples(model, holdout, batch_size=min(cfg["batch"], 16), device=device, desc="thresholds")
@@ -294,6 +349,9 @@ def derive_run_thresholds(model: Any, holdout: list[Any], cfg: dict[str, Any], d
         vpred = predict_samples(model, val, batch_size=min(cfg["batch"], 16), device=device, desc="validation")
         labels, scores = np.array([s.label for s in val]), vpred.scores
     thr = derive_thresholds(preds.scores, good_max, target_frr=cfg["target_frr"], labels=labels, scores=scores)
-    thr["source"] = {"holdout_images": len(holdout), "note": "good images held out of train/good",
+    thr["source"] = {"holdout_images": 0 if in_sample else len(holdout),
+                     "note": "the training images themselves (official protocol: no hold-out): optimistic, "
+                             "expect more false rejects on the line" if in_sample
+                     else "good images held out of train/good",
                      "validation_images": len(val) if labels is not None else 0}
     return thr
