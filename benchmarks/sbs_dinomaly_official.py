@@ -1,25 +1,35 @@
 """Side-by-side check of edge-ad's Dinomaly against the official code (github.com/guojiajeremy/Dinomaly).
 
     git clone https://github.com/guojiajeremy/Dinomaly /path/to/Dinomaly
-    python benchmarks/sbs_dinomaly_official.py --official /path/to/Dinomaly
+    pip install --target /path/to/deps pandas   # the official utils.py imports it
+    python benchmarks/sbs_dinomaly_official.py --official /path/to/Dinomaly --deps /path/to/deps
 
 Builds the official ViT-S encoder + ViTill (random weights, LayerScale gammas made non-trivial), converts its
 encoder checkpoint through edge-ad's official-checkpoint loader, copies the bottleneck/decoder weights, and
 compares the encoder/decoder feature groups, the blurred 256 map and top-1% score of the official evaluation
 (cal_anomaly_maps -> resize 256 -> get_gaussian_kernel), the hard-mining loss at p=0.45 and its gradients.
 The official utils.py imports matplotlib/pandas; only the four functions used are loaded from it.
+
+Then the whole evaluation path from image files to metrics: the official `MVTecDataset` + `get_data_transforms(448,
+392)` and `evaluation_batch(max_ratio=0.01, resize_mask=256)` (utils.py imported whole; matplotlib is a STAND-IN,
+np.bool and DataFrame.append are restored for NumPy >= 1.24 / pandas 2) against edge-ad's `--protocol official`
+evaluation of the same weights on the same files (benchmarks/sbs_common.py).
 """
 import argparse
+import importlib.machinery
 import re
 import sys
 import tempfile
 import types
 from functools import partial
+from pathlib import Path
 
 ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
 ap.add_argument("--official", required=True, help="checkout of the official Dinomaly repository")
+ap.add_argument("--deps", required=True, help="folder with pandas (pip install --target)")
 args = ap.parse_args()
 sys.path.insert(0, args.official)
+sys.path.append(args.deps)
 
 import logging
 import math
@@ -97,3 +107,33 @@ go = off.decoder[7].mlp.fc2.weight.grad; gm = ours.decoder[7].mlp.fc2.weight.gra
 print(f"grad decoder[7].mlp.fc2 rel diff {(go-gm).norm()/go.norm():.3e}")
 go = off.bottleneck[0].fc1.weight.grad; gm = ours.bottleneck[0].fc1.weight.grad
 print(f"grad bottleneck fc1 rel diff {(go-gm).norm()/go.norm():.3e}")
+
+# ---- image files -> metrics: the official evaluation_batch vs edge-ad --protocol official --------------------
+import numpy as np
+import pandas as pd
+from sbs_common import compare, compare_inputs, edge_ad_inputs, edge_ad_metrics, make_images
+from torch.utils.data import DataLoader
+
+for _name in ("matplotlib", "matplotlib.pyplot"):  # STAND-IN: utils.py imports pyplot for plots only
+    _m = types.ModuleType(_name)
+    _m.__spec__ = importlib.machinery.ModuleSpec(_name, None)
+    sys.modules[_name] = _m
+np.bool = bool  # compute_pro uses np.bool (removed in NumPy 1.24) ...
+if not hasattr(pd.DataFrame, "append"):  # ... and DataFrame.append (removed in pandas 2)
+    pd.DataFrame.append = lambda self, row, ignore_index=True: pd.concat([self, pd.DataFrame([row])],
+                                                                          ignore_index=ignore_index)
+import utils as official_utils
+from dataset import MVTecDataset, get_data_transforms
+
+root = make_images(tempfile.mkdtemp() + "/data", hw=(500, 470))
+data_tf, gt_tf = get_data_transforms(448, 392)
+loader = DataLoader(MVTecDataset(root=str(root), transform=data_tf, gt_transform=gt_tf, phase="test"), batch_size=4)
+off.eval(); ours.eval()
+inputs = {}
+for img, gt, _, path in loader:  # what evaluation_batch feeds the model and compares against (gt: nearest 256, bool)
+    gt = torch.nn.functional.interpolate(gt, size=256, mode="nearest").bool()
+    inputs.update({str(Path(p).resolve()): (i.numpy(), g[0].numpy()) for p, i, g in zip(path, img, gt)})
+compare_inputs(inputs, edge_ad_inputs(ours, "dinomaly-s", root.parent, (256, 256)))
+res = official_utils.evaluation_batch(off, loader, "cpu", max_ratio=0.01, resize_mask=256)
+keys = ("image_auroc", "image_ap", "image_f1max", "pixel_auroc", "pixel_ap", "pixel_f1max", "aupro")
+compare(dict(zip(keys, map(float, res))), edge_ad_metrics(ours, "dinomaly-s", root.parent))

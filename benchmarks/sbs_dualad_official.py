@@ -9,7 +9,9 @@ for Ho `proj_type: transformer`, 2+2 wide layers, no memory, as edge-ad infers),
 weights (kaiming convs, random BatchNorm affine/statistics, non-zero Linear biases and LayerNorm affines),
 saves its state dict as an official checkpoint and loads that through edge-ad's `DualAD.load_official_checkpoint`.
 Compares the fused features, the CDBN intermediates (in_proj, memory reads, NDN encoder, every NDN decoder layer),
-the reconstruction, the pixel map and image score of the official `cal_anomaly_score`, and in train mode the
+the reconstruction, the pixel map and image score of the official `cal_anomaly_score`, the whole evaluation from
+image files to metrics (official MVTecDataset_test + eval_helper.performances vs edge-ad --protocol official on the
+same files, benchmarks/sbs_common.py), and in train mode the
 official `FeatureMSELoss` and the gradients, with the same seed before both forwards (feature jitter and dropout
 draw the same random numbers), once with dropout on and once with dropout 0.
 
@@ -29,6 +31,7 @@ from types import SimpleNamespace as NS
 ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
 ap.add_argument("--official", required=True, help="checkout of the official DualAD repository")
 ap.add_argument("--variant", default="dualad-he", choices=["dualad-he", "dualad-ho", "both"])
+ap.add_argument("--no-e2e", action="store_true", help="skip the image files -> metrics leg")
 ap.add_argument("--batch", type=int, default=2)
 ap.add_argument("--double", action="store_true", help="run both models in float64 (separates float32 rounding from real differences)")
 args = ap.parse_args()
@@ -213,6 +216,9 @@ def run(variant):
     rows.append(("pixel map, model forward()", f"max {pp.max():.4g}", maxdiff(amap2, pp)))
     rows.append(("image score pred_image", f"{[round(v, 6) for v in pi.tolist()]}", maxdiff(score2, pi)))
 
+    if not args.no_e2e:
+        e2e(off, ours, variant)
+
     # ---- training: loss and gradients, same seed before both forwards ------------------------------------------
     crit = FeatureMSELoss(weight=1.0)
     gnames = ["in_proj.0.weight" if not ho else "in_proj.weight", "encoder.layers.0.attn.q_proj.weight",
@@ -257,6 +263,50 @@ def run(variant):
     print(f"| {'quantity'.ljust(w)} | scale | max abs difference (official vs edge-ad) |")
     for name, scale, d in rows:
         print(f"| {name.ljust(w)} | {scale} | {d:.3e} |")
+
+
+def e2e(off, ours, variant):
+    """Image files -> metrics: the official MVTecDataset_test + validate()'s collection + eval_helper.performances
+    (config.yaml's seven metrics) against edge-ad's --protocol official path, same weights, same files."""
+    import importlib.util
+    import tempfile
+    from pathlib import Path
+
+    import numpy as np
+    import yaml
+    from datasets.mvtec_dataset import MVTecDataset_test
+    from sbs_common import compare, compare_inputs, edge_ad_inputs, edge_ad_metrics, make_images, stub
+    from torch.utils.data import DataLoader
+    from torchvision import transforms
+
+    cfg = yaml.safe_load(open(f"{args.official}/experiments/MVTec-AD/config.yaml"))
+    norm, size, metrics = cfg["dataset"]["normalize"], cfg["dataset"]["input_size"], cfg["evaluator"]["metrics"]
+    root = make_images(tempfile.mkdtemp() + "/data", hw=(330, 290), per_category=2)
+    ds = MVTecDataset_test(image_dir=str(root.parent), classes=[root.name], input_size=size,
+                           data_transform=transforms.Compose([transforms.ToTensor(),
+                                                              transforms.Normalize(norm["mean"], norm["std"])]),
+                           gt_transform=transforms.Compose([transforms.ToTensor()]), use_cache=False)
+    cols = {k: [] for k in ("preds_pixel", "preds_image", "masks", "labels", "classes")}
+    inputs = {}
+    with torch.no_grad():
+        for batch in DataLoader(ds, batch_size=4):
+            out = off(batch)
+            cols["preds_pixel"].append(out["pred_pixel"].numpy())
+            cols["preds_image"].append(out["pred_image"].numpy())
+            cols["masks"].append(out["mask"].numpy().astype(int))
+            cols["labels"].append(out["label"].numpy())
+            cols["classes"].append(np.asarray(out["cls_name"]))
+            inputs.update({str(Path(f).resolve()): (i.numpy(), g[0].numpy().astype(int))
+                           for f, i, g in zip(batch["file_name"], batch["image"], out["mask"])})
+    compare_inputs(inputs, edge_ad_inputs(ours, variant, root.parent, tuple(size)))
+    stub("tabulate", tabulate=lambda *a, **k: "")  # STAND-IN: eval_helper prints its report with tabulate
+    spec = importlib.util.spec_from_file_location("dualad_eval_helper", f"{args.official}/utils/eval_helper.py")
+    helper = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(helper)
+    ret = helper.performances({k: np.concatenate(v, axis=0) for k, v in cols.items()}, metrics)
+    names = {"image_auc": "image_auroc", "pixel_auc": "pixel_auroc", "pixel_aupro": "aupro"}
+    official = {names.get(m, m): float(ret[f"{root.name}_{m}"]) for m in metrics}
+    compare(official, edge_ad_metrics(ours, variant, root.parent))
 
 
 def MASKVAL(C):

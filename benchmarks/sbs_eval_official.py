@@ -24,7 +24,6 @@ import json
 import math
 import re
 import sys
-import types
 from pathlib import Path
 
 ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -40,7 +39,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
 import numpy as np
 import pandas as pd
-import torch
 from protocol_fixtures import FIXTURES, category
 from sklearn.metrics import auc, average_precision_score, precision_recall_curve, roc_auc_score
 
@@ -48,14 +46,6 @@ from edge_ad.evaluate.metrics import CategoryPredictions, evaluate_categories
 from edge_ad.evaluate.protocols import get_protocol
 
 KEYS = ("image_auroc", "image_ap", "image_f1max", "pixel_auroc", "pixel_ap", "pixel_f1max", "aupro")
-
-
-def stub(name, **attrs):
-    m = types.ModuleType(name)
-    m.__spec__ = importlib.machinery.ModuleSpec(name, None)  # torch's import scanning needs a spec
-    m.__dict__.update(attrs)
-    sys.modules[name] = m
-    return m
 
 
 # ---- Dinomaly: the functions evaluation_batch uses, loaded from utils.py ------------------------------------
@@ -86,34 +76,14 @@ def dinomaly_official(c):
 
 
 # ---- ADer Evaluator (MambaAD) -----------------------------------------------------------------------------
-stub("numba", jit=lambda *a, **k: (lambda f: f))  # STAND-IN: unused decorator import
-stub("adeval", EvalAccumulatorCuda=None)  # STAND-IN: CUDA accumulator, only with use_adeval=True
-stub("util")
-stub("util.util", get_timepc=lambda: 0.0, log_msg=lambda logger, msg: None)  # STAND-IN: timing/log helpers
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from sbs_common import ader_metrics, load_ader_metric, stub
 
-
-class _Registry:  # STAND-IN: ADer's class registry (only the constructor is used at import)
-    def __init__(self, name):
-        self.name = name
-
-
-stub("util.registry", Registry=_Registry)
-sys.path.insert(0, args.ader)
-spec = importlib.util.spec_from_file_location("ader_metric", f"{args.ader}/util/metric.py")
-ader = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(ader)
-MAMBAAD_METRICS = ['mAUROC_sp_max', 'mAP_sp_max', 'mF1_max_sp_max', 'mAUROC_px', 'mAP_px', 'mF1_max_px', 'mAUPRO_px']
-ADER_NAMES = dict(zip(MAMBAAD_METRICS, KEYS[:6] + ("aupro",)))
-ADER_NAMES = {'mAUROC_sp_max': "image_auroc", 'mAP_sp_max': "image_ap", 'mF1_max_sp_max': "image_f1max",
-              'mAUROC_px': "pixel_auroc", 'mAP_px': "pixel_ap", 'mF1_max_px': "pixel_f1max", 'mAUPRO_px': "aupro"}
+ader = load_ader_metric(args.ader)
 
 
 def mambaad_official(c):
-    ev = ader.Evaluator(metrics=MAMBAAD_METRICS, pooling_ks=None, max_step_aupro=100)
-    results = {"imgs_masks": c["masks"][:, None].astype(int), "anomaly_maps": c["maps"],
-               "cls_names": np.array(["x"] * len(c["labels"])), "anomalys": c["labels"]}
-    out = ev.run(results, "x")
-    return {ADER_NAMES[k]: float(v) for k, v in out.items()}
+    return ader_metrics(ader, c["masks"][:, None].astype(int), c["maps"], c["labels"])
 
 
 # ---- DualAD eval_helper -------------------------------------------------------------------------------------
@@ -133,46 +103,13 @@ def dualad_official(c):
 
 
 # ---- ULSAD: anomalib 0.x AUROC/AUPRO ------------------------------------------------------------------------
+from sbs_common import anomalib_metrics, load_anomalib_metrics
 
-stub("matplotlib")
-stub("matplotlib.figure", Figure=object)  # STAND-IN: plotting only
-for pkg in ("anomalib", "anomalib.utils", "anomalib.utils.metrics", "anomalib.utils.cv"):
-    stub(pkg).__path__ = []
-an = f"{args.ulsad}/anomalib/utils"
-
-
-def load(name, path):
-    s = importlib.util.spec_from_file_location(name, path)
-    m = importlib.util.module_from_spec(s)
-    sys.modules[name] = m
-    s.loader.exec_module(m)
-    return m
-
-
-stub("kornia")
-stub("kornia.contrib", connected_components=None)  # STAND-IN: the GPU labelling path (CPU path is used)
-load("anomalib.utils.cv.connected_components", f"{an}/cv/connected_components.py")
-sys.modules["anomalib.utils.cv"].connected_components_cpu = sys.modules["anomalib.utils.cv.connected_components"].connected_components_cpu
-sys.modules["anomalib.utils.cv"].connected_components_gpu = None
-load("anomalib.utils.metrics.pro", f"{an}/metrics/pro.py")
-load("anomalib.utils.metrics.binning", f"{an}/metrics/binning.py")
-stub("anomalib.utils.metrics.plotting_utils", plot_figure=None)  # STAND-IN: plotting only
-AUPRO = load("anomalib.utils.metrics.aupro", f"{an}/metrics/aupro.py").AUPRO
-AUROC = load("anomalib.utils.metrics.auroc", f"{an}/metrics/auroc.py").AUROC
+AUROC, AUPRO = load_anomalib_metrics(args.ulsad)
 
 
 def ulsad_official(c):
-    out = {}
-    m = AUROC()
-    m.update(torch.from_numpy(c["scores"]), torch.from_numpy(c["labels"]).int())
-    out["image_auroc"] = float(m.compute())
-    m = AUROC()
-    m.update(torch.from_numpy(c["maps"]), torch.from_numpy(c["masks"]).int())
-    out["pixel_auroc"] = float(m.compute())
-    m = AUPRO()
-    m.update(torch.from_numpy(c["maps"]), torch.from_numpy(c["masks"]).int())
-    out["aupro"] = float(m.compute())
-    return out
+    return anomalib_metrics(AUROC, AUPRO, c["labels"], c["scores"], c["masks"], c["maps"])
 
 
 OFFICIAL = {"dinomaly-s": dinomaly_official, "mambaad": mambaad_official, "dualad-he": dualad_official,

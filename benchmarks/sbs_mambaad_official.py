@@ -38,8 +38,11 @@ ap.add_argument("--official", required=True, help="checkout of lewandofskee/Mamb
 ap.add_argument("--ader", required=True, help="checkout of zhangzjn/ADer")
 ap.add_argument("--deps", default=None, help="folder holding einops, hilbert (numpy-hilbert-curve), pyzorder")
 ap.add_argument("--stop-after-ss2d", action="store_true", help="only the scan tables and single-SS2D checks (~1 min)")
-ap.add_argument("--no-full-train", action="store_true",
-                help="skip the full-model loss/gradient step (the sequential stand-in scan makes it >10 min on 2 cores)")
+ap.add_argument("--no-full-train", action="store_true", help="skip the full-model loss/gradient step")
+ap.add_argument("--train-size", type=int, default=64, choices=(64, 128, 256),
+                help="input side of the full-model loss/gradient step (default 64: the sequential stand-in scan takes "
+                     ">10 min at 256 on 2 cores; the official model hard-codes 256, see STAND-IN below)")
+ap.add_argument("--no-e2e", action="store_true", help="skip the image files -> metrics leg")
 args = ap.parse_args()
 if args.deps:
     sys.path.insert(0, args.deps)
@@ -229,16 +232,96 @@ with torch.no_grad():
     lo_eval = L2Loss(lam=5.0)(list(ft_o2), list(fs_o)).item()
     print(f"eval-mode L2Loss(lam=5): official {lo_eval:.6f} edge-ad {ours.training_loss(x, 0).item():.6f}")
 
-# ---- 4. training loss and gradients (train mode: neck BN batch stats, teacher frozen) ------------------------
+# ---- 4. image files -> metrics: ADer's DefaultAD + MAMBAADTrainer.test + Evaluator vs edge-ad --protocol official --
+if not args.no_e2e:
+    import json
+    import os
+    from pathlib import Path
+
+    from PIL import Image
+    from sbs_common import (
+        ader_metrics,
+        compare,
+        compare_inputs,
+        edge_ad_inputs,
+        edge_ad_metrics,
+        load_ader_metric,
+        make_images,
+    )
+    from timm.data.constants import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
+    from torch.utils import data as tud
+    from torchvision import transforms
+    from torchvision.transforms import InterpolationMode
+
+    root = make_images(tempfile.mkdtemp() + "/mvtec", hw=(330, 290), per_category=2)  # ADer wants a root named mvtec
+    meta = {"train": {}, "test": {root.name: []}}
+    for p in sorted(root.glob("test/*/*.png")):
+        d = p.parent.name
+        m = root / "ground_truth" / d / f"{p.stem}_mask.png"
+        meta["test"][root.name].append({"img_path": str(p.relative_to(root.parent)),
+                                        "mask_path": str(m.relative_to(root.parent)) if d != "good" else "",
+                                        "cls_name": root.name, "specie_name": "" if d == "good" else d,
+                                        "anomaly": int(d != "good")})
+    (root.parent / "meta.json").write_text(json.dumps(meta))
+    def _fromarray(obj, mode=None):  # SHIM: Pillow >= 11 refuses DefaultAD's float64 zeros with mode="L"; older
+        return Image.fromarray(np.asarray(obj).astype(np.uint8) if mode == "L" else obj)  # Pillow read them as 0s
+
+    _ad = {"os": os, "json": json, "random": __import__("random"), "time": __import__("time"), "np": np,
+           "Image": types.SimpleNamespace(open=Image.open, fromarray=_fromarray), "data": tud}
+    _src = open(f"{args.ader}/util/data.py").read()
+    for _fn in ("wait_for_path", "pil_loader", "pil_loader_L", "get_img_loader"):
+        exec(re.search(rf"^def {_fn}\(.*?(?=^def |^# |\Z)", _src, re.S | re.M).group(0), _ad)
+    _src = open(f"{args.ader}/data/ad_dataset.py").read()
+    exec(re.search(r"^class DefaultAD\(.*?(?=^class )", _src, re.S | re.M).group(0), _ad)
+    cfg = Namespace(data=Namespace(root=str(root.parent), meta="meta.json", cls_names=[], loader_type="pil",
+                                   loader_type_target="pil_L"))
+    size = 256  # configs/mambaad/mambaad_mvtec.py's transforms, built with torchvision as ADer's registry does
+    tf = transforms.Compose([transforms.Resize((size, size), interpolation=InterpolationMode.BILINEAR),
+                             transforms.CenterCrop((size, size)), transforms.ToTensor(),
+                             transforms.Normalize(IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD, inplace=True)])
+    ttf = transforms.Compose([transforms.Resize((size, size), interpolation=InterpolationMode.BILINEAR),
+                              transforms.CenterCrop((size, size)), transforms.ToTensor()])
+    loader = tud.DataLoader(_ad["DefaultAD"](cfg, train=False, transform=tf, target_transform=ttf), batch_size=4)
+    masks, maps, anomalys, inputs = [], [], [], {}
+    with torch.no_grad():
+        for b in loader:  # MAMBAADTrainer.test: forward, cal_anomaly_map(..., gaussian_sigma=4), mask > 0.5
+            ft, fs = off(b["img"])
+            amap, _ = cal_anomaly_map(ft, fs, [size, size], uni_am=False, amap_mode="add", gaussian_sigma=4)
+            m = b["img_mask"]
+            m[m > 0.5], m[m <= 0.5] = 1, 0
+            masks.append(m.numpy().astype(int)); maps.append(amap); anomalys.append(b["anomaly"].numpy().astype(int))
+            inputs.update({str(Path(p).resolve()): (i.numpy(), g[0].numpy()) for p, i, g in zip(b["img_path"], b["img"], m)})
+    compare_inputs(inputs, edge_ad_inputs(ours, "mambaad", root.parent, (size, size)))
+    official = ader_metrics(load_ader_metric(args.ader), np.concatenate(masks), np.concatenate(maps),
+                            np.concatenate(anomalys))
+    compare(official, edge_ad_metrics(ours, "mambaad", root.parent))
+
+# ---- 5. training loss and gradients (train mode: neck BN batch stats, teacher frozen) ------------------------
 if args.no_full_train:
     sys.exit(0)
+if args.train_size != 256:
+    # STAND-IN (a one-literal edit of the official file): MambaUPNet hard-codes its scan sizes as 8 * 2 ** i_layer
+    # (256 input); 64 or 128 input needs 2 or 4 there. Everything else is the official code unchanged.
+    _txt = open(f"{args.official}/model/mambaad.py").read()
+    assert _txt.count("size=8 * 2 ** (i_layer)") == 1
+    _small = types.ModuleType("model.mambaad_small")
+    _small.__file__ = f"{args.official}/model/mambaad.py"
+    exec(compile(_txt.replace("size=8 * 2 ** (i_layer)", f"size={args.train_size // 32} * 2 ** (i_layer)"),
+                 _small.__file__, "exec"), _small.__dict__)
+    off = _small.MAMBAAD(model_t=mt, model_s=dict(depths_decoder=[3, 4, 6, 3], scan_type="hilbert", num_direction=8))
+    rnd_(off.mff_oce); rnd_(off.net_s)
+    v = ea._VARIANTS["mambaad"]
+    ours = ea.MambaAD(ea._teacher(v), width=v.width, depths=v.depths, size=args.train_size, resize=args.train_size,
+                      scan_type="hilbert", drop_path_rate=0.2)
+    print(f"== {args.train_size}x{args.train_size} pair for the training step: official state dict loaded strict: "
+          f"{ours.load_state_dict(off.state_dict(), strict=True)}")
 for mdl in (off, ours):
     for m in mdl.modules():
         if type(m).__name__ == "DropPath":
             m.drop_prob = 0.0
 off.train(); ours.train()
 torch.manual_seed(1)
-x = torch.randn(1, 3, 256, 256)
+x = torch.randn(1, 3, args.train_size, args.train_size)
 ft_o, fs_o = off(x)
 lo = L2Loss(lam=5.0)(ft_o, fs_o)
 lo.backward()
@@ -246,20 +329,28 @@ lm = ours.training_loss(x, 0)
 lm.backward()
 print(f"train L2Loss(lam=5): official {lo.item():.6f} edge-ad {lm.item():.6f} |diff| {abs(lo.item() - lm.item()):.3e}")
 po, pm = dict(off.named_parameters()), dict(ours.named_parameters())
-worst, n_cmp = [], 0
+worst, vanishing, n_cmp = [], [], 0
+g_med = float(np.median([p.grad.norm().item() for p in po.values() if p.grad is not None]))
 for k, p in po.items():
     if p.grad is None:
         assert k.startswith("net_t") or "scans" in k or pm[k].grad is None, k
         continue
     n_cmp += 1
-    worst.append((rel(pm[k].grad, p.grad), k))
+    if p.grad.norm() < 1e-4 * g_med:  # e.g. conv biases before a train-mode BatchNorm: the exact gradient is 0
+        vanishing.append(((pm[k].grad - p.grad).abs().max().item(), p.grad.abs().max().item(), k))
+    else:
+        worst.append((rel(pm[k].grad, p.grad), k))
 worst.sort(reverse=True)
-print(f"gradients: {n_cmp} trainable tensors compared, max rel diff {worst[0][0]:.3e} ({worst[0][1]}); median "
-      f"{worst[len(worst) // 2][0]:.3e}")
+print(f"gradients: {n_cmp} trainable tensors compared; {len(worst)} with a non-vanishing gradient: max rel diff "
+      f"{worst[0][0]:.3e} ({worst[0][1]}), median {worst[len(worst) // 2][0]:.3e}")
+if vanishing:
+    d, g, k = max(vanishing)
+    print(f"  {len(vanishing)} tensors whose exact gradient is ~0 (norm < 1e-4 x median; e.g. {k}): max |diff| "
+          f"{d:.2e} (their max |grad| {max(v[1] for v in vanishing):.2e})")
 for k in ("mff_oce.conv1.weight", "net_s.layers_up.0.blocks.0.smm_blocks.0.self_attention.A_logs",
           "net_s.layers_up.3.blocks.0.smm_blocks.2.self_attention.x_proj_weight",
           "net_s.layers_up.3.blocks.0.smm_blocks.2.self_attention.dt_projs_bias",
-          "net_s.layers_up.2.blocks.2.finalconv11.weight"):
+          "net_s.layers_up.2.blocks.1.finalconv11.weight"):
     print(f"  grad {k}: rel diff {rel(pm[k].grad, po[k].grad):.3e}")
 bn_o, bn_m = off.mff_oce.bn1.running_mean, ours.mff_oce.bn1.running_mean
 print(f"neck BN running_mean after the step: max|diff| {(bn_o - bn_m).abs().max():.3e}")

@@ -9,7 +9,9 @@ train-mode passes), loads the backbone into edge-ad's `ulsad` through its backbo
 state dicts under their edge-ad names, and compares: pooled and standardised features, channel mean/std of the
 official `pretrain_channel_mean_std`, FRN and AE outputs, the 32x32 distances, self/cross attention, the
 quantiles of the official `map_norm_quantiles` (0.9 / 0.995, good images only), the un-normalised blurred maps, the
-fused map and max score of the official evaluation, and the training loss and gradients.
+fused map and max score of the official evaluation, the whole path from image files to metrics (anomalib's data
+path, last-epoch quantiles on the test split's good images, anomalib AUROC/AUPRO vs edge-ad --protocol official on
+the same files; needs --deps), and the training loss and gradients.
 
 The official package imports pytorch-lightning/kornia/CUDA; only what is needed is loaded, with STAND-INS
 (labelled below): a stub `anomalib.models.components` holding the official TimmFeatureExtractor (timm.py, with
@@ -26,6 +28,8 @@ import types
 ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
 ap.add_argument("--official", required=True, help="checkout of the official ULSAD-2024 repository")
 ap.add_argument("--batch", type=int, default=2)
+ap.add_argument("--deps", help="folder with torchmetrics 0.10.3 + lightning-utilities 0.3.0 + setuptools<70 (pip "
+                               "install --target) for the image files -> metrics leg; without it the leg is skipped")
 args = ap.parse_args()
 OFF = args.official.rstrip("/")
 
@@ -219,6 +223,57 @@ with torch.no_grad():
     amap_m, score_m = ours(xn)
     row("fused anomaly map 256x256 (normalised, blurred)", amap_o, amap_m)
     row("image score (max of the map)", score_o, score_m)
+
+# ---------------- image files -> metrics: anomalib's data path + last-epoch quantiles + AUROC/AUPRO -------------
+if args.deps:
+    import tempfile as _tf
+    from pathlib import Path
+
+    import cv2
+    import numpy as np
+
+    sys.path.append(args.deps)
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from sbs_common import (
+        anomalib_metrics,
+        compare,
+        compare_inputs,
+        edge_ad_inputs,
+        edge_ad_metrics,
+        load_anomalib_metrics,
+        make_images,
+    )
+
+    root = make_images(_tf.mkdtemp() + "/data", hw=(330, 290), per_category=2)
+    files = sorted(root.glob("test/*/*.png"))
+    xs, masks, labels, inputs = [], [], [], {}
+    for f in files:
+        # anomalib data/utils/image.py::read_image (cv2, BGR -> RGB) and base/dataset.py's mask read (/ 255.0);
+        # STAND-IN for albumentations: A.Resize(256, 256) is cv2.resize with INTER_LINEAR for the image and
+        # INTER_NEAREST for the mask; A.ToFloat(max_value=255) (normalization: none) and ToTensorV2
+        img = cv2.cvtColor(cv2.imread(str(f)), cv2.COLOR_BGR2RGB)
+        img = cv2.resize(img, (256, 256), interpolation=cv2.INTER_LINEAR)
+        bad = f.parent.name != "good"
+        mask = cv2.imread(str(root / "ground_truth" / f.parent.name / f"{f.stem}_mask.png"), 0) / 255.0 if bad \
+            else np.zeros(img.shape[:2])
+        mask = cv2.resize(mask, (256, 256), interpolation=cv2.INTER_NEAREST)
+        xs.append(torch.from_numpy(img.astype(np.float32) / 255.0).permute(2, 0, 1))
+        masks.append(torch.from_numpy(mask).int())
+        labels.append(int(bad))
+        inputs[str(f.resolve())] = (norm(xs[-1][None])[0].numpy(), masks[-1].numpy())
+    compare_inputs(inputs, edge_ad_inputs(ours, "ulsad", root.parent, (256, 256)))
+    x_all, lab = torch.stack(xs), torch.tensor(labels)
+    # val = test set (val_split_mode: same_as_test): the last epoch's quantiles from its good images
+    val = [{"image": x_all[i:i + 4], "label": lab[i:i + 4]} for i in range(0, len(files), 4)]
+    off.quantiles.update({k: torch.tensor(0.0) for k in off.quantiles})  # unset, as before the last epoch
+    off.quantiles.update(LM.map_norm_quantiles(self_, val))
+    with torch.no_grad():
+        amaps = torch.cat([off(b["image"])["anomaly_map_combined"] for b in val])
+    scores = amaps.reshape(amaps.shape[0], -1).max(dim=1).values
+    auroc_cls, aupro_cls = load_anomalib_metrics(OFF)
+    official = anomalib_metrics(auroc_cls, aupro_cls, lab.numpy(), scores.numpy(), torch.stack(masks).numpy(),
+                                amaps[:, 0].numpy())
+    compare(official, edge_ad_metrics(ours, "ulsad", root.parent))
 
 # ---------------- training loss and gradients ------------------------------------------------------------------
 # the fp32-vs-fp64 channel-statistics rounding (~1e-7 relative, rows above) is amplified ~1e3x by the train-mode

@@ -107,7 +107,8 @@ def fit(model: str, data: str | Path, out: str | Path | None = None, *, config: 
 
 def evaluate(run: Run | str | Path, *, data: str | Path | None = None, out_dir: str | Path | None = None,
              progress: bool = True, **kwargs: Any) -> EvalReport:
-    """Evaluate a run on its test split (or `data`); writes metrics.json/.md and overlays into `out_dir`."""
+    """Evaluate a run on its test split (or `data`); writes metrics.json/.md and overlays into `out_dir`.
+    `protocol="official"` (a keyword of `evaluate_run`) gives the model family's official evaluation."""
     from edge_ad.evaluate.pipeline import evaluate_run
 
     path = _run_path(run)

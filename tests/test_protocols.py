@@ -239,10 +239,29 @@ def test_official_training_length():
         ((3, 5, 3), (7, 2)),
     ],
 )
-def test_pil_bilinear_is_bit_exact(shape, size):
+def test_pil_bilinear_is_bit_exact(shape, size, monkeypatch):
+    """The numpy path (what runs without Pillow) equals Pillow, and so does the Pillow-accelerated path."""
+    from edge_ad.runtime import resample
+
     img = np.random.default_rng(sum(shape)).integers(0, 256, shape, dtype=np.uint8)
     want = np.asarray(Image.fromarray(img).resize(size[::-1], Image.BILINEAR))
     np.testing.assert_array_equal(pil_bilinear(img, size), want)
+    monkeypatch.setattr(resample, "_PIL", False)  # as on a runtime without Pillow
+    np.testing.assert_array_equal(pil_bilinear(img, size), want)
+
+
+def test_old_pillow_is_not_used(monkeypatch):
+    """Pillow <= 11.0 runs its passes in another order: the numpy path is used instead of it."""
+    import PIL
+
+    from edge_ad.runtime import resample
+
+    monkeypatch.setattr(resample, "_PIL", None)
+    monkeypatch.setattr(PIL, "__version__", "10.4.0")
+    assert resample._pillow() is None
+    monkeypatch.setattr(resample, "_PIL", None)
+    monkeypatch.setattr(PIL, "__version__", "12.0.0")
+    assert resample._pillow() is not None
 
 
 def test_pil_bilinear_rejects_non_uint8():
@@ -315,6 +334,17 @@ def test_masks_follow_each_official_code():
     # the four differ from each other and from edge-ad's on this mask
     edge = protocol_mask(EDGE_AD, raw, Preprocess(resize=(256, 256), crop=(256, 256)), (256, 256))
     assert edge.sum() != got.sum() and not np.array_equal(edge, want)
+
+
+def test_a_mask_of_another_size_is_refused_by_name(tmp_path):
+    from edge_ad.data.mvtec import Sample
+    from edge_ad.evaluate.pipeline import raw_mask
+
+    img, mask = tmp_path / "x.png", tmp_path / "x_mask.png"
+    cv2.imwrite(str(img), np.zeros((40, 50, 3), np.uint8))
+    cv2.imwrite(str(mask), np.zeros((40, 40), np.uint8))
+    with pytest.raises(DataError, match=r"x_mask.png: size 40x40 differs from image .*x.png size 50x40"):
+        raw_mask(Sample(img, "c", "test", 1, "crack", mask))
 
 
 def test_good_images_have_empty_masks():

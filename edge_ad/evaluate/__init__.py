@@ -1,4 +1,5 @@
-"""Evaluation: the seven reference metrics (`metrics`), decision thresholds (`thresholds`) and reports (`report`).
+"""Evaluation: the seven reference metrics (`metrics`) in each official variant, the evaluation protocols
+(`protocols`), decision thresholds (`thresholds`) and reports (`report`).
 
 Names are re-exported lazily, so `import edge_ad.evaluate.thresholds` on the line side loads numpy only
 (no OpenCV/scikit-image, and never the torch-based `inference`/`pipeline`). `edge_ad.evaluate(run)` (this module,
@@ -13,17 +14,34 @@ from typing import Any
 from edge_ad._callable_module import make_callable
 
 _EXPORTS = {
-    "metrics": ("METRIC_KEYS", "CategoryPredictions", "aupro", "auroc", "average_precision", "evaluate_categories",
-                "f1_max", "image_metrics", "pixel_metrics"),
+    "metrics": ("METRIC_KEYS", "CategoryPredictions", "MetricVariants", "aupro", "auroc", "average_precision",
+                "evaluate_categories", "f1_max", "image_metrics", "pixel_metrics"),
+    "protocols": ("Protocol", "get_protocol"),
     "report": ("format_table", "save_overlay_grid", "write_report"),
     "thresholds": ("derive_thresholds", "f1_optimal_threshold", "normalization_bounds",
                    "threshold_at_frr"),
 }
 _WHERE = {name: module for module, names in _EXPORTS.items() for name in names}
 __all__ = [
-    "METRIC_KEYS", "CategoryPredictions", "aupro", "auroc", "average_precision", "derive_thresholds",
-    "evaluate_categories", "f1_max", "f1_optimal_threshold", "format_table", "image_metrics", "normalization_bounds",
-    "pixel_metrics", "save_overlay_grid", "threshold_at_frr", "write_report",
+    "METRIC_KEYS",
+    "CategoryPredictions",
+    "MetricVariants",
+    "Protocol",
+    "aupro",
+    "auroc",
+    "average_precision",
+    "derive_thresholds",
+    "evaluate_categories",
+    "f1_max",
+    "f1_optimal_threshold",
+    "format_table",
+    "get_protocol",
+    "image_metrics",
+    "normalization_bounds",
+    "pixel_metrics",
+    "save_overlay_grid",
+    "threshold_at_frr",
+    "write_report",
 ]
 
 

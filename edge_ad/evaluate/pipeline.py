@@ -13,13 +13,13 @@ from torch.utils.data import DataLoader
 
 from edge_ad.data.mvtec import Sample, load_samples
 from edge_ad.data.torch_dataset import ImageDataset
-from edge_ad.errors import ConfigError
+from edge_ad.errors import ConfigError, DataError
 from edge_ad.evaluate.inference import DatasetPredictions, predict_samples
 from edge_ad.evaluate.metrics import CategoryPredictions, evaluate_categories
 from edge_ad.evaluate.protocols import Protocol, get_protocol, protocol_mask
 from edge_ad.evaluate.report import save_overlay_grid, write_report
 from edge_ad.fileio import read_json_file
-from edge_ad.imageio import read_image, read_raw
+from edge_ad.imageio import inspect_header_only, read_bytes, read_image, read_raw
 from edge_ad.train import rundir
 from edge_ad.train.rundir import load_run
 from edge_ad.train.trainer import resolve_device
@@ -48,40 +48,54 @@ def to_category_predictions(preds: DatasetPredictions) -> dict[str, CategoryPred
 
 
 def raw_mask(sample: Sample) -> np.ndarray | None:
-    """The mask file's pixels as stored (grey; a LOCO folder of masks united by max), None for good images."""
+    """The mask file's pixels as stored (grey; a LOCO folder of masks united by max), None for good images;
+    DataError when a mask's size differs from its image's (the official codes would resize it silently)."""
     if sample.mask_path is None:
         if sample.label:
             raise ConfigError(f"anomalous image {sample.path}: no ground-truth mask, cannot evaluate pixel metrics")
         return None
     p = Path(sample.mask_path)
     files = sorted(f for f in p.iterdir() if f.is_file() and not f.name.startswith(".")) if p.is_dir() else [p]
+    info = inspect_header_only(read_bytes(sample.path), str(sample.path))
     out = None
     for f in files:
         m = read_raw(f, "mask")
         m = m.max(axis=2) if m.ndim == 3 else m
+        if m.shape != (info.height, info.width):
+            raise DataError(f"mask {f}: size {m.shape[1]}x{m.shape[0]} differs from image {sample.path} size "
+                            f"{info.width}x{info.height}")
         out = m if out is None else np.maximum(out, m)
     return out
 
 
-def _predict(model: Any, samples: list[Sample], proto: Protocol, batch_size: int, dev: torch.device,
-             progress: bool) -> DatasetPredictions:
-    """Scores and maps, with ground truth built as the protocol's official code builds it."""
-    if proto.name == "edge-ad":
-        return predict_samples(model, samples, batch_size=batch_size, device=dev, with_masks=True, desc="eval",
-                               progress=progress)
-    preds = predict_samples(model, samples, batch_size=batch_size, device=dev, desc="eval", progress=progress)
+def predict_for_protocol(model: Any, samples: list[Sample], proto: Protocol, *, batch_size: int = 8,
+                         device: torch.device | str = "cpu", progress: bool = False) -> tuple[DatasetPredictions,
+                                                                                              list[str]]:
+    """(scores, maps and ground truth of `samples` as the protocol's official code computes them, notes): the
+    protocol's image resize, output normalisation refitted on the test split's good images where the official code
+    does that (ULSAD), and masks built by `protocol_mask`. The model is changed in place (resize, calibration)."""
+    notes = []
+    trained = model.preprocess.interpolation
+    if proto.resize and proto.resize != trained:
+        notes.append(f"the model was trained with {trained!r} resizing; evaluated with the official "
+                     f"{proto.resize!r} as the official code would (train with --protocol official to match)")
+        model.preprocess = dataclasses.replace(model.preprocess, interpolation=proto.resize)
+    if proto.calibrate_on_test_good:
+        good = [s for s in samples if s.label == 0]
+        if not good:
+            raise ConfigError("protocol official: the test split has no good images to fit the map quantiles on")
+        with torch.no_grad():
+            model.calibrate(DataLoader(ImageDataset(good, model.preprocess), batch_size=batch_size, shuffle=False),
+                            torch.device(device))
+    with torch.no_grad():
+        if proto.name == "edge-ad":
+            return predict_samples(model, samples, batch_size=batch_size, device=device, with_masks=True,
+                                   desc="eval", progress=progress), notes
+        preds = predict_samples(model, samples, batch_size=batch_size, device=device, desc="eval", progress=progress)
     hw = tuple(preds.maps.shape[1:]) if len(samples) else (1, 1)
     preds.masks = np.stack([protocol_mask(proto, raw_mask(s), model.preprocess, hw) for s in samples]) \
         if samples else np.zeros((0,) + hw, np.uint8)
-    return preds
-
-
-def _calibrate_on_test_good(model: Any, samples: list[Sample], batch_size: int, dev: torch.device) -> None:
-    good = [s for s in samples if s.label == 0]
-    if not good:
-        raise ConfigError("protocol official: the test split has no good images to fit the map quantiles on")
-    with torch.no_grad():
-        model.calibrate(DataLoader(ImageDataset(good, model.preprocess), batch_size=batch_size, shuffle=False), dev)
+    return preds, notes
 
 
 def evaluate_run(
@@ -124,15 +138,10 @@ def evaluate_run(
     thresholds = None
     for sub_run, subset in groups.values():
         model, _, thresholds = load_run(sub_run, dev)
-        trained = model.preprocess.interpolation
-        if proto.resize and proto.resize != trained:
-            notes.append(f"the model was trained with {trained!r} resizing; evaluated with the official "
-                         f"{proto.resize!r} as the official code would (train with --protocol official to match)")
-            model.preprocess = dataclasses.replace(model.preprocess, interpolation=proto.resize)
-        if proto.calibrate_on_test_good:
-            _calibrate_on_test_good(model, subset, batch_size, dev)
-        with torch.no_grad():
-            parts.append(_predict(model, subset, proto, batch_size, dev, progress))
+        part, part_notes = predict_for_protocol(model, subset, proto, batch_size=batch_size, device=dev,
+                                                progress=progress)
+        parts.append(part)
+        notes += part_notes
     preds = parts[0] if len(parts) == 1 else DatasetPredictions(
         samples=[s for p in parts for s in p.samples], scores=np.concatenate([p.scores for p in parts]),
         maps=np.concatenate([p.maps for p in parts]), masks=np.concatenate([p.masks for p in parts]))  # type: ignore

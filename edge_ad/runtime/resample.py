@@ -5,6 +5,8 @@ resampler: separable triangle filter widened by the downscale factor (antialiasi
 output pixel and rounded to 22-bit fixed point, a horizontal pass into a uint8 image, then a vertical pass.
 This reproduces that arithmetic (libImaging/Resample.c: precompute_coeffs, normalize_coeffs_8bpc,
 ImagingResampleHorizontal/Vertical_8bpc) so the torch-free runtime feeds a model the pixels it was trained on.
+Where Pillow >= 11.1 is installed it is called instead (identical output, about 10x faster); without it the
+numpy path runs (Pillow is not a runtime dependency).
 """
 
 from __future__ import annotations
@@ -40,14 +42,35 @@ def _pass(img: np.ndarray, out_size: int, axis: int) -> np.ndarray:
     """One separable pass along `axis` (0 = rows, 1 = columns) of an HxW or HxWxC uint8 image."""
     in_size = img.shape[axis]
     xmin, fixed = _coefficients(in_size, out_size)
-    src = np.moveaxis(img, axis, 0).astype(np.int32)  # sums stay below 255 * 2**22 + 2**21 < 2**31, as in C
-    acc = np.full((out_size,) + src.shape[1:], 1 << (_PRECISION_BITS - 1), np.int32)
-    extra = (slice(None),) + (None,) * (src.ndim - 1)
+    shape = list(img.shape)
+    shape[axis] = out_size
+    acc = np.full(shape, 1 << (_PRECISION_BITS - 1), np.int32)  # sums stay below 255 * 2**22 + 2**21 < 2**31
+    bcast = [1] * img.ndim
+    bcast[axis] = out_size
     for k in range(fixed.shape[1]):
         idx = np.minimum(xmin + k, in_size - 1)  # taps past xmax have weight 0; clamp only keeps the index valid
-        acc += src[idx] * fixed[:, k][extra]
-    out = np.clip(acc >> _PRECISION_BITS, 0, 255).astype(np.uint8)
-    return np.moveaxis(out, 0, axis)
+        tap = np.take(img, idx, axis=axis).astype(np.int32)
+        tap *= fixed[:, k].reshape(bcast)
+        acc += tap
+    return np.clip(acc >> _PRECISION_BITS, 0, 255).astype(np.uint8)
+
+
+def _pillow() -> object | None:
+    """Pillow's Image module if Pillow >= 11.1 is installed (same pass order as `pil_bilinear`), else None."""
+    global _PIL
+    if _PIL is None:
+        try:
+            import PIL
+            from PIL import Image
+
+            version = tuple(int(v) for v in PIL.__version__.split(".")[:2])
+            _PIL = Image if version >= (11, 1) else False
+        except (ImportError, ValueError):
+            _PIL = False
+    return _PIL or None
+
+
+_PIL: object | None = None
 
 
 def pil_bilinear(img: np.ndarray, size_hw: tuple[int, int]) -> np.ndarray:
@@ -61,6 +84,9 @@ def pil_bilinear(img: np.ndarray, size_hw: tuple[int, int]) -> np.ndarray:
         raise ValueError(f"pil_bilinear: expected a uint8 HxW or HxWxC image, got dtype {img.dtype} shape {img.shape}")
     h, w = size_hw
     in_h, in_w = img.shape[:2]
+    pil = _pillow() if img.ndim == 2 or img.shape[2] == 3 else None  # 4 channels: Pillow would treat alpha
+    if pil is not None:  # the same arithmetic in C, ~10x faster; optional (not a runtime dependency)
+        return np.asarray(pil.fromarray(np.ascontiguousarray(img)).resize((w, h), pil.BILINEAR))  # type: ignore[attr-defined]
     if (in_h - h) > 0 and (in_h - h) > (in_w - w) * 2:
         out = img if in_h == h else _pass(img, h, axis=0)
         return out if in_w == w else _pass(out, w, axis=1)
