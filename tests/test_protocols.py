@@ -361,6 +361,14 @@ def synth_data(tmp_path_factory):
     return root
 
 
+def _eval_official(run, out, capsys):
+    """`edge-ad eval --protocol official --json -` of a run; the printed report."""
+    capsys.readouterr()
+    assert main(["eval", "--run", str(run), "--out", str(out), "--protocol", "official", "--overlays", "0",
+                 "--no-progress", "--json", "-"]) == 0
+    return json.loads(capsys.readouterr().out)
+
+
 def _train(data, out, model, *extra):
     assert (
         main(
@@ -398,27 +406,7 @@ def test_official_protocol_run_trains_on_all_images_and_records_the_resize(synth
     thr = json.loads((run / "thresholds.json").read_text())
     assert "no hold-out" in thr["source"]["note"]
     out = tmp_path / "eval"
-    capsys.readouterr()
-    assert (
-        main(
-            [
-                "eval",
-                "--run",
-                str(run),
-                "--out",
-                str(out),
-                "--protocol",
-                "official",
-                "--overlays",
-                "0",
-                "--no-progress",
-                "--json",
-                "-",
-            ]
-        )
-        == 0
-    )
-    report = json.loads(capsys.readouterr().out)
+    report = _eval_official(run, out, capsys)
     assert report["protocol"]["family"] == "dinomaly"
     assert report["metric_variants"]["aupro"] == "max-200"
     assert json.loads((out / "metrics.json").read_text())["protocol"]["mask"] == "dinomaly"
@@ -432,26 +420,7 @@ def test_official_protocol_run_trains_on_all_images_and_records_the_resize(synth
 
 def test_edge_ad_run_evaluated_officially_says_the_resize_differs(tiny_fp32, tmp_path, capsys):
     _, run, _ = tiny_fp32
-    assert (
-        main(
-            [
-                "eval",
-                "--run",
-                str(run),
-                "--out",
-                str(tmp_path),
-                "--protocol",
-                "official",
-                "--overlays",
-                "0",
-                "--no-progress",
-                "--json",
-                "-",
-            ]
-        )
-        == 0
-    )
-    report = json.loads(capsys.readouterr().out)
+    report = _eval_official(run, tmp_path, capsys)
     assert any("trained with 'area-down/linear-up'" in n for n in report["notes"])
 
 
@@ -466,27 +435,7 @@ def test_ulsad_official_trains_one_model_per_category(synth_data, tmp_path, caps
         from edge_ad.train.rundir import load_run
 
         load_run(run)
-    capsys.readouterr()
-    assert (
-        main(
-            [
-                "eval",
-                "--run",
-                str(run),
-                "--out",
-                str(tmp_path / "e"),
-                "--protocol",
-                "official",
-                "--overlays",
-                "0",
-                "--no-progress",
-                "--json",
-                "-",
-            ]
-        )
-        == 0
-    )
-    report = json.loads(capsys.readouterr().out)
+    report = _eval_official(run, tmp_path / "e", capsys)
     assert sorted(report["categories"]) == ["fabric", "pcb"]
     assert report["categories"]["pcb"]["image_ap"] is None  # not an official ULSAD metric
     assert report["protocol"]["calibrate_on_test_good"] is True
