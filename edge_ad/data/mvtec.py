@@ -142,8 +142,9 @@ def load_samples(
     return samples
 
 
-def read_mask(path: str | os.PathLike[str]) -> np.ndarray:
-    """Mask file (or LOCO folder of masks, united) -> HxW uint8 in {0,1}; any non-zero pixel is anomalous."""
+def read_mask_values(path: str | os.PathLike[str]) -> np.ndarray:
+    """Mask file (or LOCO folder of masks, united by max) -> HxW uint8 grey values as stored (colour masks: max over
+    channels); the official protocols threshold these values their own way."""
     p = Path(path)
     files = _images_in(p) if p.is_dir() else [p]
     if not files:
@@ -151,12 +152,17 @@ def read_mask(path: str | os.PathLike[str]) -> np.ndarray:
     out: np.ndarray | None = None
     for f in files:
         m = read_raw(f, "mask")
-        m = (m.max(axis=2) if m.ndim == 3 else m) > 0
+        m = m.max(axis=2) if m.ndim == 3 else m
         if out is not None and out.shape != m.shape:
             raise DataError(f"mask {f}: size {m.shape[::-1]} differs from {out.shape[::-1]} of the other masks in {p}")
-        out = m if out is None else (out | m)
+        out = m if out is None else np.maximum(out, m)
     assert out is not None
-    return out.astype(np.uint8)
+    return out
+
+
+def read_mask(path: str | os.PathLike[str]) -> np.ndarray:
+    """Mask file (or LOCO folder of masks, united) -> HxW uint8 in {0,1}; any non-zero pixel is anomalous."""
+    return (read_mask_values(path) > 0).astype(np.uint8)
 
 
 def defect_kind(defect_type: str) -> str:

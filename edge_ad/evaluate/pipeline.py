@@ -11,7 +11,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
-from edge_ad.data.mvtec import Sample, load_samples
+from edge_ad.data.mvtec import Sample, load_samples, read_mask_values
 from edge_ad.data.torch_dataset import ImageDataset
 from edge_ad.errors import ConfigError, DataError
 from edge_ad.evaluate.inference import DatasetPredictions, predict_samples
@@ -19,7 +19,7 @@ from edge_ad.evaluate.metrics import CategoryPredictions, evaluate_categories
 from edge_ad.evaluate.protocols import Protocol, get_protocol, protocol_mask
 from edge_ad.evaluate.report import save_overlay_grid, write_report
 from edge_ad.fileio import read_json_file
-from edge_ad.imageio import inspect_header_only, read_bytes, read_image, read_raw
+from edge_ad.imageio import inspect_header_only, read_bytes, read_image
 from edge_ad.train import rundir
 from edge_ad.train.rundir import load_run
 from edge_ad.train.trainer import resolve_device
@@ -48,24 +48,18 @@ def to_category_predictions(preds: DatasetPredictions) -> dict[str, CategoryPred
 
 
 def raw_mask(sample: Sample) -> np.ndarray | None:
-    """The mask file's pixels as stored (grey; a LOCO folder of masks united by max), None for good images;
-    DataError when a mask's size differs from its image's (the official codes would resize it silently)."""
+    """The mask's grey values as stored (`read_mask_values`), None for good images; DataError when its size differs
+    from its image's (the official codes would resize it silently)."""
     if sample.mask_path is None:
         if sample.label:
             raise ConfigError(f"anomalous image {sample.path}: no ground-truth mask, cannot evaluate pixel metrics")
         return None
-    p = Path(sample.mask_path)
-    files = sorted(f for f in p.iterdir() if f.is_file() and not f.name.startswith(".")) if p.is_dir() else [p]
+    m = read_mask_values(sample.mask_path)
     info = inspect_header_only(read_bytes(sample.path), str(sample.path))
-    out = None
-    for f in files:
-        m = read_raw(f, "mask")
-        m = m.max(axis=2) if m.ndim == 3 else m
-        if m.shape != (info.height, info.width):
-            raise DataError(f"mask {f}: size {m.shape[1]}x{m.shape[0]} differs from image {sample.path} size "
-                            f"{info.width}x{info.height}")
-        out = m if out is None else np.maximum(out, m)
-    return out
+    if m.shape != (info.height, info.width):
+        raise DataError(f"mask {sample.mask_path}: size {m.shape[1]}x{m.shape[0]} differs from image {sample.path} "
+                        f"size {info.width}x{info.height}")
+    return m
 
 
 def predict_for_protocol(model: Any, samples: list[Sample], proto: Protocol, *, batch_size: int = 8,
