@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 from pathlib import Path
 from typing import Any
@@ -16,7 +15,7 @@ from edge_ad.data.torch_dataset import ImageDataset
 from edge_ad.errors import ConfigError, DataError
 from edge_ad.evaluate.inference import DatasetPredictions, predict_samples
 from edge_ad.evaluate.metrics import CategoryPredictions, evaluate_categories
-from edge_ad.evaluate.protocols import Protocol, get_protocol, protocol_mask
+from edge_ad.evaluate.protocols import Protocol, get_protocol, protocol_mask, use_resize
 from edge_ad.evaluate.report import save_overlay_grid, write_report
 from edge_ad.fileio import read_json_file
 from edge_ad.imageio import inspect_header_only, read_bytes, read_image
@@ -69,11 +68,10 @@ def predict_for_protocol(model: Any, samples: list[Sample], proto: Protocol, *, 
     protocol's image resize, output normalisation refitted on the test split's good images where the official code
     does that (ULSAD), and masks built by `protocol_mask`. The model is changed in place (resize, calibration)."""
     notes = []
-    trained = model.preprocess.interpolation
-    if proto.resize and proto.resize != trained:
+    trained = use_resize(model, proto)
+    if trained:
         notes.append(f"the model was trained with {trained!r} resizing; evaluated with the official "
                      f"{proto.resize!r} as the official code would (train with --protocol official to match)")
-        model.preprocess = dataclasses.replace(model.preprocess, interpolation=proto.resize)
     if proto.calibrate_on_test_good:
         good = [s for s in samples if s.label == 0]
         if not good:

@@ -10,6 +10,7 @@ Sources: Dinomaly `dataset.py`/`utils.py::evaluation_batch`; MambaAD `configs/ma
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass, field
 from typing import Any
@@ -112,6 +113,15 @@ def get_protocol(name: str, model_name: str) -> Protocol:
     if name == "official":
         return _OFFICIAL[family_of(model_name)]
     raise ConfigError(f"protocol: expected one of {PROTOCOLS}, got {name!r}")
+
+
+def use_resize(model: Any, protocol: Protocol) -> str | None:
+    """Give `model` the protocol's image resize; returns the interpolation it had if that changed, else None."""
+    before = model.preprocess.interpolation
+    if not protocol.resize or protocol.resize == before:
+        return None
+    model.preprocess = dataclasses.replace(model.preprocess, interpolation=protocol.resize)
+    return str(before)
 
 
 def _grey(raw: np.ndarray) -> np.ndarray:

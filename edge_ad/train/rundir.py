@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 from pathlib import Path
 from typing import Any
@@ -91,11 +90,9 @@ def model_kwargs(cfg: dict[str, Any]) -> dict[str, Any]:
 
 def apply_protocol_preprocess(model: AnomalyModel, cfg: dict[str, Any]) -> None:
     """Give the model the image resize of the run's protocol (the official one may differ from the model's)."""
-    from edge_ad.evaluate.protocols import get_protocol
+    from edge_ad.evaluate.protocols import get_protocol, use_resize
 
-    proto = get_protocol(str(cfg.get("protocol") or "edge-ad"), cfg["model"])
-    if proto.resize and proto.resize != model.preprocess.interpolation:
-        model.preprocess = dataclasses.replace(model.preprocess, interpolation=proto.resize)
+    use_resize(model, get_protocol(str(cfg.get("protocol") or "edge-ad"), cfg["model"]))
 
 
 def load_run(
