@@ -51,7 +51,7 @@ def _serve(pkg: str, images: Path, tmp: Path, ui: bool, tag: str) -> tuple[float
 
     port = _free_port()
     args = ["serve", pkg, "--source", str(images), "--plc", f"modbus://127.0.0.1:{_free_port()}", "--trigger",
-            "free", "--no-ack", "--hold-ms", "0", "--stop-at-end", "--backend", "onnxruntime", "--status-every", "0",
+            "free", "--no-ack", "--hold-ms", "0", "--stop-at-end", "--backend", "onnxruntime", "--status-every-s", "0",
             "--db", str(tmp / f"{tag}.db")]
     counts = {"ok": 0, "err": 0}
     stop = threading.Event()

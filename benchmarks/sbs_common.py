@@ -17,8 +17,8 @@ import numpy as np
 from edge_ad.data.mvtec import load_samples
 from edge_ad.data.synth import generate
 from edge_ad.evaluate.metrics import CategoryPredictions, evaluate_categories
-from edge_ad.evaluate.pipeline import predict_for_protocol
 from edge_ad.evaluate.protocols import get_protocol
+from edge_ad.evaluate.runner import predict_for_protocol
 
 CATEGORY = "pcb"
 MAMBAAD_METRICS = ["mAUROC_sp_max", "mAP_sp_max", "mF1_max_sp_max", "mAUROC_px", "mAP_px", "mF1_max_px", "mAUPRO_px"]
@@ -97,8 +97,8 @@ def edge_ad_inputs(model, model_name: str, root: str | Path, map_hw: tuple[int, 
     import dataclasses
 
     from edge_ad.data.torch_dataset import ImageDataset
-    from edge_ad.evaluate.pipeline import raw_mask
     from edge_ad.evaluate.protocols import protocol_mask
+    from edge_ad.evaluate.runner import raw_mask
 
     proto = get_protocol("official", model_name)
     pre = dataclasses.replace(model.preprocess, interpolation=proto.resize or model.preprocess.interpolation)

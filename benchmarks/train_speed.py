@@ -33,7 +33,7 @@ if threads:
     torch.set_num_threads(threads)
 device = torch.device(device_s)
 torch.manual_seed(0)
-from edge_ad.train.precision import PrecisionStep, resolve_precision
+from edge_ad.train.amp import PrecisionStep, resolve_precision
 
 if official:
     sys.path.insert(0, official)
@@ -71,7 +71,7 @@ if official:
 else:
     from edge_ad.models import create_model
     from edge_ad.train.optim import build_optimizer
-    from edge_ad.train.config import resolve_config
+    from edge_ad.train.options import resolve_config
     model = create_model(model_name, pretrained=False).to(device)
     cfg = resolve_config(model.default_train_config(), None,
                          {"model": model_name, "data": ".", "out": "unused", "batch": batch})

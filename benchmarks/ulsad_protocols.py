@@ -23,13 +23,14 @@ from typing import Any
 import torch
 
 from edge_ad.data.mvtec import load_samples
+from edge_ad.evaluate import rundir
 from edge_ad.evaluate.inference import predict_samples
 from edge_ad.evaluate.metrics import CategoryPredictions, evaluate_categories
-from edge_ad.evaluate.pipeline import to_category_predictions
+from edge_ad.evaluate.runner import to_category_predictions
 from edge_ad.models import create_model
-from edge_ad.train import rundir
-from edge_ad.train.config import resolve_config
-from edge_ad.train.trainer import resolve_device, train
+from edge_ad.models.device import resolve_device
+from edge_ad.train.options import resolve_config
+from edge_ad.train.trainer import train
 
 COLS = ("image_auroc", "pixel_auroc", "aupro")
 

@@ -6,8 +6,8 @@ The package is split in two halves that never mix:
 - lab side (`edge_ad.models`, `edge_ad.data`, `edge_ad.train`, `edge_ad.evaluate`, `edge_ad.export`): PyTorch,
   timm, ONNX.
 
-`edge_ad.stream(package, source)` and `edge_ad.Detector` (line side) and `edge_ad.fit`, `edge_ad.evaluate`,
-`edge_ad.export` (lab side, see edge_ad.api) are re-exported lazily, so `import edge_ad` stays light.
+`edge_ad.stream(package, source)` and `edge_ad.Detector` (line side) and `edge_ad.fit` (lab side, see edge_ad.api;
+the returned `Run` has `.evaluate()` and `.export()`) are re-exported lazily, so `import edge_ad` stays light.
 """
 
 from __future__ import annotations
@@ -18,8 +18,6 @@ __version__ = "0.1.0"
 
 _LAZY = {"stream": "edge_ad.pipeline", "Detector": "edge_ad.runtime", "Result": "edge_ad.runtime",
          "fit": "edge_ad.api", "Run": "edge_ad.api"}
-#: callable subpackages: `edge_ad.evaluate(run)`, `edge_ad.export(run)` (see edge_ad._callable_module)
-_CALLABLE_MODULES = ("evaluate", "export")
 
 
 def __getattr__(name: str) -> Any:
@@ -28,6 +26,4 @@ def __getattr__(name: str) -> Any:
 
     if name in _LAZY:
         return getattr(importlib.import_module(_LAZY[name]), name)
-    if name in _CALLABLE_MODULES:
-        return importlib.import_module(f"edge_ad.{name}")
     raise AttributeError(f"module 'edge_ad' has no attribute {name!r}")

@@ -2,8 +2,8 @@
 
     import edge_ad
     run = edge_ad.fit("dinomaly-s", data="/data/mvtec", iters=10000)   # -> Run
-    report = edge_ad.evaluate(run)                                      # -> EvalReport (7 metrics per category)
-    pkg = edge_ad.export(run, precision="int8")                         # -> ExportResult (gated against fp32)
+    report = run.evaluate()                                             # -> EvalReport (7 metrics per category)
+    pkg = run.export(precision="int8")                                  # -> ExportResult (gated against fp32)
     det = pkg.detector()                                                # the line-side Detector of the package
 
 Each returns a small typed object (paths, the numbers, the full JSON-safe report in `.raw`). Needs the lab side
@@ -33,8 +33,8 @@ class Run:
     @classmethod
     def open(cls, path: str | Path) -> Run:
         """Read a run directory back (ConfigError if it is not one)."""
+        from edge_ad.evaluate import rundir
         from edge_ad.fileio import read_json_file
-        from edge_ad.train import rundir
 
         p = Path(path)
         cfg = rundir.read_config(p)
@@ -98,8 +98,8 @@ def _run_path(run: Run | str | Path) -> Path:
 
 def fit(model: str, data: str | Path, out: str | Path | None = None, *, config: str | Path | None = None,
         resume: bool = False, progress: bool = True, **options: Any) -> Run:
-    """Train `model` on the good images under `data` (the paper recipe, overridden by `config` YAML and `options`:
-    any field of `edge_ad.train.config.TrainOptions`); returns the Run."""
+    """Train `model` on the good images under `data` (the paper's training configuration, overridden by `config`
+    YAML and `options`: any field of `edge_ad.train.options.TrainOptions`); returns the Run."""
     from edge_ad.train import fit as _fit
 
     return Run.open(_fit(model, data, out, config=config, resume=resume, progress=progress, **options))
@@ -109,7 +109,7 @@ def evaluate(run: Run | str | Path, *, data: str | Path | None = None, out_dir: 
              progress: bool = True, **kwargs: Any) -> EvalReport:
     """Evaluate a run on its test split (or `data`); writes metrics.json/.md and overlays into `out_dir`.
     `protocol="official"` (a keyword of `evaluate_run`) gives the model family's official evaluation."""
-    from edge_ad.evaluate.pipeline import evaluate_run
+    from edge_ad.evaluate.runner import evaluate_run
 
     path = _run_path(run)
     report = evaluate_run(path, data=data, out_dir=out_dir, progress=progress, **kwargs)

@@ -26,6 +26,7 @@ import numpy as np
 
 from edge_ad.errors import ConfigError
 from edge_ad.fileio import atomic_write_bytes, atomic_write_json
+from edge_ad.runtime.result import Result
 
 log = logging.getLogger(__name__)
 
@@ -156,14 +157,19 @@ class CaptureDetector:
     frame is offered to the Capturer, and the PLC gets a fail-safe NG "not inspected: capture mode" for every part,
     so nothing leaves a capture session as OK without an inspection."""
 
+    package = None  #: no model judges these parts
+    threshold = None
+    sensitivity = 1.0
+
     def __init__(self, capturer: Capturer) -> None:
         self.capturer = capturer
 
-    def predict(self, image: Any, frame: dict[str, Any] | None = None) -> Any:
-        from edge_ad.runtime.result import Result
-
+    def predict(self, image: np.ndarray, frame: dict[str, Any] | None = None) -> Result:
         why = self.capturer.offer(image)
         return Result.failed(f"capture mode: {'kept' if why is None else 'skipped, ' + why}", frame=frame)
+
+    def close(self) -> None:
+        """Nothing to release: the Capturer belongs to the caller."""
 
 
 def capture_on_trigger(source: Any, plc: Any, out: str | Path, *, category: str = "good_parts", max_images: int = 300,
@@ -177,7 +183,7 @@ def capture_on_trigger(source: Any, plc: Any, out: str | Path, *, category: str 
     if max_images < 1:
         raise ConfigError(f"capture: expected max >= 1, got {max_images}")
     cap = Capturer(out, category, min_sharpness=min_sharpness, min_change=min_change)
-    inspector = Inspector(CaptureDetector(cap), source, plc, trigger="plc", budget_s=5.0,
+    inspector = Inspector(CaptureDetector(cap), source, plc, trigger="plc", budget_ms=5000.0,
                           link_options=link_options)
     started = time.time()
     end = None if duration_s is None else time.monotonic() + duration_s

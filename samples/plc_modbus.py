@@ -53,7 +53,7 @@ def main() -> None:
     args = ap.parse_args()
     source = open_source(args.images)
     n_images = len(source.files)
-    with Inspector(args.package, source, f"modbus://127.0.0.1:{args.port}", trigger="plc", budget_s=0.5):
+    with Inspector(args.package, source, f"modbus://127.0.0.1:{args.port}", trigger="plc", budget_ms=500.0):
         plc = ModbusTcpClient("127.0.0.1", port=args.port)
         for _ in range(100):  # the server starts with the inspector's first control step
             if plc.connect():

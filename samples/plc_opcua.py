@@ -67,7 +67,7 @@ def main() -> None:
     ap.add_argument("--port", type=int, default=4840)
     args = ap.parse_args()
     source = open_source(args.images)
-    with Inspector(args.package, source, f"opcua://127.0.0.1:{args.port}", trigger="plc", budget_s=0.5):
+    with Inspector(args.package, source, f"opcua://127.0.0.1:{args.port}", trigger="plc", budget_ms=500.0):
         asyncio.run(plc(args.port, len(source.files)))
 
 

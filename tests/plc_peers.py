@@ -97,11 +97,22 @@ class SlowDetector:
 
     def __init__(self, det: Any, delay: float) -> None:
         self.det, self.delay = det, delay
-        self.pixel_threshold = det.pixel_threshold
+        self.package, self.threshold = det.package, det.threshold
+
+    @property
+    def sensitivity(self) -> float:
+        return float(self.det.sensitivity)
+
+    @sensitivity.setter
+    def sensitivity(self, value: float) -> None:
+        self.det.sensitivity = value
 
     def predict(self, image: Any, frame: dict[str, Any] | None = None) -> Any:
         time.sleep(self.delay)
         return self.det.predict(image, frame=frame)
+
+    def close(self) -> None:
+        """The wrapped detector belongs to the test."""
 
 
 class PlcProgram:

@@ -115,3 +115,17 @@ def huge_png(width: int, height: int) -> bytes:
 
     ihdr = struct.pack(">IIBBBBB", width, height, 1, 0, 0, 0, 0)
     return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", idat) + chunk(b"IEND", b"")
+
+
+def event(rec: Any, result: Any = None, image: Any = None, *, model: dict[str, Any] | None = None,
+          when: float | None = None, source: str | None = None) -> Any:
+    """An InspectionEvent as a scheduler would publish it (for recorder tests)."""
+    import time as _time
+
+    from edge_ad.station.event import InspectionEvent, PackageIdentity
+
+    m = model or {}
+    frame = dict(result.frame or {}) if result is not None and result.frame is not None else {}
+    return InspectionEvent(record=rec, result=result, image=image, frame=frame,
+                           package=PackageIdentity(m.get("name"), m.get("precision"), m.get("digest"), rec.model_id),
+                           source=source or frame.get("source_id"), time=_time.time() if when is None else when)

@@ -18,7 +18,7 @@ def test_fit_evaluate_export_detect_save(tiny_fp32, tmp_path: Path) -> None:
                       val_fraction=0.34, progress=False)
     assert isinstance(run, Run) and run.model == "dinomaly-tiny" and sorted(run.categories) == ["fabric", "pcb"]
     assert run.encoder_weights == "random-init" and run.thresholds is not None
-    report = edge_ad.evaluate(run, out_dir=tmp_path / "eval", progress=False, overlays_per_category=0)
+    report = run.evaluate(out_dir=tmp_path / "eval", progress=False, overlays_per_category=0)
     assert isinstance(report, EvalReport) and set(report.categories) == {"fabric", "pcb"}
     assert 0.0 <= report.mean["image_auroc"] <= 1.0 and "I-AUROC" in report.table()
     pkg = run.export(out=tmp_path / "pkg")

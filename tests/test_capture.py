@@ -43,13 +43,13 @@ def test_cli_captures_from_a_folder_source_and_writes_the_manifest(tmp_path, cap
     for i, img in enumerate([_part(10), _part(10), _part(11), cv2.GaussianBlur(_part(12), (0, 0), 6), _part(13)]):
         cv2.imwrite(str(src / f"{i:03d}.png"), img)
     out = tmp_path / "dataset"
-    assert main(["capture", "--source", str(src), "--out", str(out), "--category", "bracket", "--max", "10"]) == 0
+    assert main(["capture", "--source", str(src), "--out", str(out), "--category", "bracket", "--limit", "10"]) == 0
     man = json.loads((out / "bracket" / "capture.json").read_text())
     assert (man["kept"], man["considered"], man["skipped"]) == (3, 5, {"duplicate": 1, "blurred": 1})
     assert man["source"] == str(src) and man["format"] == "edge-ad/capture"
     assert len(list((out / "bracket" / "train" / "good").glob("*.png"))) == 3
     assert "kept 3 of 5 considered" in capsys.readouterr().err
-    assert main(["capture", "--source", str(src), "--out", str(out), "--max", "0"]) == 2
+    assert main(["capture", "--source", str(src), "--out", str(out), "--limit", "0"]) == 2
     assert main(["capture", "--source", str(src), "--out", str(out), "--trigger", "plc"]) == 2
     assert "give the PLC with --plc URL" in capsys.readouterr().err
     from edge_ad.data.mvtec import load_samples
@@ -64,7 +64,7 @@ def test_plc_paced_capture_reports_every_part_as_not_inspected(tmp_path):
 
     from edge_ad.capture import capture_on_trigger
     from edge_ad.plc.link import PlcLink
-    from edge_ad.plc.signals import DefectCode
+    from edge_ad.station.record import DefectCode
 
     mem, src = MemoryAdapter(), QueueSource()
     plc = mem.program()

@@ -33,7 +33,49 @@ def test_json_has_one_spelling() -> None:
             if "--json" in a.option_strings:
                 assert (a.nargs, a.const) == ("?", "-"), f"{name}: --json must be --json [PATH]"
                 with_json.append(name)
-    assert {"bench", "doctor", "eval", "export", "models", "weights list"} <= set(with_json)
+    assert {"bench", "build", "doctor", "eval", "export", "models", "results query", "run", "serve", "verify",
+            "weights list"} <= set(with_json)
+
+
+def _all_parsers() -> dict[str, object]:
+    subs = _subparsers()
+    nested = {f"{n} {m}": p for n, sp in subs.items() for a in sp._actions  # type: ignore[attr-defined]
+              if a.__class__.__name__ == "_SubParsersAction" for m, p in a.choices.items()}
+    return {**subs, **nested}
+
+
+#: what a flag may be, whichever command has it: a path or text is one kind of value
+_TEXT = {"None", "str", "Path"}
+
+
+def test_one_flag_one_type_and_meaning_in_every_command() -> None:
+    """A flag name has one action, value type, arity and destination everywhere; a short flag is the same long one
+    everywhere; and the drifts once found stay gone (--n/--max for "how many" is --limit; benchmark runs are --runs,
+    never --iters, which counts optimiser steps; a CUDA index is --gpu, a torch device --device)."""
+    seen: dict[str, dict[tuple[str, str, str, str], list[str]]] = {}
+    shorts: dict[str, set[str]] = {}
+    for name, p in _all_parsers().items():
+        for a in p._actions:  # type: ignore[attr-defined]
+            if a.__class__.__name__ == "_SubParsersAction":
+                continue
+            kind = getattr(a.type, "__name__", str(a.type))
+            key = (a.__class__.__name__, "text" if kind in _TEXT else kind, str(a.nargs), a.dest)
+            for o in a.option_strings:
+                seen.setdefault(o, {}).setdefault(key, []).append(name)
+            longs = [o for o in a.option_strings if o.startswith("--")]
+            for o in a.option_strings:
+                if not o.startswith("--"):
+                    shorts.setdefault(o, set()).update(longs)
+    assert {o: kinds for o, kinds in seen.items() if len(kinds) > 1} == {}
+    assert {o: longs for o, longs in shorts.items() if len(longs) > 1} == {}
+    assert set(shorts) == {"-h", "-v", "-q"}
+    assert not {"--n", "--max", "--json-status", "--queue", "--queue-size", "--duration", "--status-every"} & set(seen)
+    iters = {n for n, p in _all_parsers().items() for a in p._actions  # type: ignore[attr-defined]
+             if "--iters" in a.option_strings}
+    assert iters == {"train", "demo"}  # optimiser steps
+    device = {n for n, p in _all_parsers().items() for a in p._actions  # type: ignore[attr-defined]
+              if "--device" in a.option_strings}
+    assert device == {"train", "eval"}  # a torch device; CUDA indices are --gpu
 
 
 def test_json_to_stdout_keeps_stdout_parseable(capsys: pytest.CaptureFixture[str]) -> None:

@@ -8,14 +8,9 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-from runtime_fixtures import DARK, blob_image, build_package
+from runtime_fixtures import DARK, blob_image
 
 from edge_ad.cli.main import main
-
-
-@pytest.fixture(scope="module")
-def pkg_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return build_package(tmp_path_factory.mktemp("pkg") / "pkg")
 
 
 @pytest.fixture()
@@ -28,9 +23,9 @@ def images(tmp_path: Path) -> Path:
     return d
 
 
-def test_predict_directory(pkg_dir: Path, images: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+def test_predict_directory(package: Path, images: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     out = tmp_path / "pred"
-    rc = main(["predict", str(pkg_dir), str(images), "--out", str(out)])
+    rc = main(["predict", str(package), str(images), "--out", str(out)])
     assert rc == 0
     lines = [json.loads(x) for x in (out / "results.jsonl").read_text().splitlines()]
     by_file = {Path(x["file"]).relative_to(images).as_posix(): x for x in lines}
@@ -46,16 +41,16 @@ def test_predict_directory(pkg_dir: Path, images: Path, tmp_path: Path, capsys: 
     assert "NG" in text and "OK" in text and "3 inspected (1 OK, 2 NG), 0 failed" in text
     # a second run into the same folder replaces what the first wrote, and leaves other files alone
     (out / "notes.txt").write_text("mine")
-    assert main(["predict", str(pkg_dir), str(images / "sub" / "good_part.jpg"), "--out", str(out)]) == 0
+    assert main(["predict", str(package), str(images / "sub" / "good_part.jpg"), "--out", str(out)]) == 0
     assert sorted(p.relative_to(out).as_posix() for p in out.rglob("*_overlay.png")) == ["good_part_overlay.png"]
     assert len((out / "results.jsonl").read_text().splitlines()) == 1 and (out / "notes.txt").read_text() == "mine"
 
 
-def test_predict_glob_threshold_and_failures(pkg_dir: Path, images: Path, tmp_path: Path,
+def test_predict_glob_threshold_and_failures(package: Path, images: Path, tmp_path: Path,
                                               capsys: pytest.CaptureFixture) -> None:
     (images / "corrupt.png").write_bytes(b"\x89PNG garbage")
     out = tmp_path / "pred"
-    rc = main(["predict", str(pkg_dir), str(images / "*.png"), str(images / "nothing*.bmp"), "--out", str(out),
+    rc = main(["predict", str(package), str(images / "*.png"), str(images / "nothing*.bmp"), "--out", str(out),
                "--threshold", "2.0", "--no-overlay"])
     assert rc == 1
     err = capsys.readouterr().err
@@ -67,19 +62,19 @@ def test_predict_glob_threshold_and_failures(pkg_dir: Path, images: Path, tmp_pa
     assert not list(out.glob("*.png"))
 
 
-def test_predict_errors_exit_2(pkg_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+def test_predict_errors_exit_2(package: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     img = tmp_path / "x.png"
     cv2.imwrite(str(img), blob_image())
     assert main(["predict", str(tmp_path / "nopkg"), str(img), "--out", str(tmp_path / "o")]) == 2
     assert "nopkg: model package not found" in capsys.readouterr().err
-    assert main(["predict", str(pkg_dir), str(tmp_path / "empty*"), "--out", str(tmp_path / "o")]) == 2
+    assert main(["predict", str(package), str(tmp_path / "empty*"), "--out", str(tmp_path / "o")]) == 2
     err = capsys.readouterr().err
     assert "INPUTS: expected image files" in err and "Traceback" not in err
 
 
-def test_bench_json(pkg_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+def test_bench_json(package: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     out = tmp_path / "bench" / "b.json"
-    rc = main(["bench", str(pkg_dir), "--backend", "onnxruntime", "--batch", "2", "--iters", "5", "--warmup", "1",
+    rc = main(["bench", str(package), "--backend", "onnxruntime", "--batch", "2", "--runs", "5", "--warmup", "1",
                "--size", "320x240", "--json", str(out)])
     assert rc == 0
     rep = json.loads(out.read_text())
@@ -89,21 +84,21 @@ def test_bench_json(pkg_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture
     assert rep["end_to_end_ms"]["p50"] >= rep["infer_ms"]["p50"]
     assert rep["throughput_fps"] > 0 and rep["batch"] == 2 and rep["iters"] == 5
     assert rep["backend"] == "onnxruntime" and rep["providers"] == ["CPUExecutionProvider"]
-    assert rep["precision"] == "fp32" and rep["package"] == str(pkg_dir.resolve())
+    assert rep["precision"] == "fp32" and rep["package"] == str(package.resolve())
     assert rep["source_hw"] == [240, 320] and rep["machine"]["physical_cores"] >= 1 and rep["machine"]["cpu"]
     assert rep["edge_ad_version"] == "0.1.0"
     assert "throughput" in capsys.readouterr().out
 
 
-def test_bench_given_image_and_bad_options(pkg_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+def test_bench_given_image_and_bad_options(package: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     img = tmp_path / "x.png"
     cv2.imwrite(str(img), blob_image())
     out = tmp_path / "b.json"
-    assert main(["bench", str(pkg_dir), "--image", str(img), "--iters", "2", "--warmup", "0", "--json", str(out)]) == 0
+    assert main(["bench", str(package), "--image", str(img), "--runs", "2", "--warmup", "0", "--json", str(out)]) == 0
     assert json.loads(out.read_text())["source_hw"] == [200, 300]
-    assert main(["bench", str(pkg_dir), "--iters", "0"]) == 2
-    assert main(["bench", str(pkg_dir), "--size", "big"]) == 2
-    assert main(["bench", str(pkg_dir), "--image", str(tmp_path / "none.png")]) == 2
+    assert main(["bench", str(package), "--runs", "0"]) == 2
+    assert main(["bench", str(package), "--size", "big"]) == 2
+    assert main(["bench", str(package), "--image", str(tmp_path / "none.png")]) == 2
     err = capsys.readouterr().err
     assert "--iters: expected an integer >= 1, got 0" in err and "--size: expected WxH" in err
     assert "none.png: file not found" in err

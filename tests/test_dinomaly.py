@@ -4,7 +4,6 @@ pos-embed baking, the constant-matrix head, encoder-weight loading and a clean O
 from __future__ import annotations
 
 import io
-import logging
 import math
 from pathlib import Path
 
@@ -25,11 +24,8 @@ from edge_ad.models.layers import (
 
 
 @pytest.fixture(scope="module")
-def tiny() -> Dinomaly:
-    torch.manual_seed(0)
-    m = create_model("dinomaly-tiny")
-    assert isinstance(m, Dinomaly)
-    return m.eval()
+def tiny(build_tiny):
+    return build_tiny("dinomaly-tiny")
 
 
 # -- sizes --------------------------------------------------------------------------------------------------
@@ -80,13 +76,6 @@ def test_bad_options_are_config_errors():
         create_model("dinomaly-tiny", crops=224)
     with pytest.raises(ConfigError, match="TensorRT"):
         create_model("dinomaly-tiny", eval_size=700)
-
-
-def test_random_init_is_loud(caplog):
-    with caplog.at_level(logging.WARNING):
-        m = create_model("dinomaly-tiny")
-    assert m.encoder_weights == "random-init"
-    assert "RANDOM-INIT encoder" in caplog.text and "not a bug" in caplog.text
 
 
 # -- wiring -------------------------------------------------------------------------------------------------

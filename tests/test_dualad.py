@@ -11,7 +11,6 @@ expanded learned queries, position embedding computed once) is checked against t
 from __future__ import annotations
 
 import json
-import logging
 from pathlib import Path
 
 import numpy as np
@@ -35,21 +34,14 @@ from edge_ad.models.dualad import (
 )
 
 
-def _model(name: str, **kw) -> DualAD:
-    torch.manual_seed(0)
-    m = create_model(name, **kw)
-    assert isinstance(m, DualAD)
-    return m.eval()
+@pytest.fixture(scope="module")
+def he_tiny(build_tiny) -> DualAD:
+    return build_tiny("dualad-he-tiny")
 
 
 @pytest.fixture(scope="module")
-def he_tiny() -> DualAD:
-    return _model("dualad-he-tiny")
-
-
-@pytest.fixture(scope="module")
-def ho_tiny() -> DualAD:
-    return _model("dualad-ho-tiny")
+def ho_tiny(build_tiny) -> DualAD:
+    return build_tiny("dualad-ho-tiny")
 
 
 def _images(n: int, seed: int = 0) -> torch.Tensor:
@@ -115,7 +107,7 @@ def test_variant_configuration():
         "adamw", 1e-4, 1e-4, 16, 0.1, 133)
     assert cfg["scheduler"] == "step" and cfg["gamma"] == 0.1 and cfg["iters"] == 272_400
     assert round(cfg["step_at"] * cfg["iters"]) == 1000 * 227  # StepLR after epoch 1000 of 1200
-    from edge_ad.train.config import TRAIN_KEYS
+    from edge_ad.train.options import TRAIN_KEYS
 
     assert set(cfg) <= set(TRAIN_KEYS)
 
@@ -133,13 +125,6 @@ def test_bad_options_are_config_errors():
         create_model("dualad-he-tiny", dropout=1.5)
     with pytest.raises(ConfigError, match="no pretrained encoder weights"):
         create_model("dualad-he-tiny", pretrained=True)
-
-
-def test_random_init_is_loud(caplog):
-    with caplog.at_level(logging.WARNING):
-        m = create_model("dualad-he-tiny")
-    assert m.encoder_weights == "random-init"
-    assert "RANDOM-INIT encoder" in caplog.text and "not a bug" in caplog.text
 
 
 # -- the official formulation, transcribed ------------------------------------------------------------------
@@ -293,7 +278,8 @@ def test_forward_equals_the_official_formulation(name, he_tiny, ho_tiny):
 
 def test_training_loss_equals_official_and_trains_only_the_cdbn():
     """Dropout off so the official to_anomaly + FeatureMSELoss can be replayed with the same noise."""
-    m = _model("dualad-he-tiny", dropout=0.0).train()
+    torch.manual_seed(0)
+    m = create_model("dualad-he-tiny", dropout=0.0).train()
     assert not m.backbone.training and m.cdbn.training  # frozen BatchNorm statistics
     x = _images(2, seed=1)
     bn_before = m.backbone.bn1.running_mean.clone()
@@ -438,10 +424,10 @@ def test_synth_train_eval_export_detector(tmp_path: Path):
 
     from edge_ad.cli.main import main
     from edge_ad.data.synth import generate
+    from edge_ad.evaluate import rundir
     from edge_ad.export.exporter import export_package
     from edge_ad.export.onnx_export import PackagedModel
     from edge_ad.runtime import Detector
-    from edge_ad.train import rundir
 
     data, run = tmp_path / "data", tmp_path / "run"
     generate(data, per_category=6, size=128, seed=3)

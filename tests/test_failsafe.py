@@ -20,23 +20,19 @@ from plc_peers import (
     SlowDetector,
     wait_for,
 )
-from runtime_fixtures import blob_image, build_package
+from runtime_fixtures import blob_image
 
 from edge_ad.errors import ConfigError, DataError, PackageError
 from edge_ad.pipeline import stream
 from edge_ad.plc.inspector import Inspector
 from edge_ad.plc.link import PlcLink
-from edge_ad.plc.signals import DefectCode, FaultCode
+from edge_ad.plc.signals import FaultCode
 from edge_ad.runtime import Detector
 from edge_ad.runtime.result import Fault, Result
 from edge_ad.sources.folder import FolderSource
+from edge_ad.station.record import DefectCode
 
 NAN, INF = math.nan, math.inf
-
-
-@pytest.fixture(scope="module")
-def pkg(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return build_package(tmp_path_factory.mktemp("failsafe") / "pkg")
 
 
 class BadBackend:
@@ -45,6 +41,9 @@ class BadBackend:
     def __init__(self, inner: Any, score: float | None = None, map_value: float | None = None) -> None:
         self.inner, self.score, self.map_value = inner, score, map_value
         self.input_hw, self.name, self.providers = inner.input_hw, inner.name, inner.providers
+
+    def close(self) -> None:
+        self.inner.close()
 
     def run(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         maps, scores = self.inner.run(batch)
@@ -56,8 +55,8 @@ class BadBackend:
         return maps, scores
 
 
-def _det(pkg: Path, **bad: Any) -> Detector:
-    det = Detector.load(pkg, backend="onnxruntime")
+def _det(package: Path, **bad: Any) -> Detector:
+    det = Detector.load(package, backend="onnxruntime")
     det.backend = BadBackend(det.backend, **bad)  # type: ignore[assignment]
     return det
 
@@ -70,13 +69,13 @@ def _assert_failsafe(r: Result, fault: str) -> None:
 # ---- detector ------------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("bad", [{"score": NAN}, {"score": INF}, {"score": -INF}, {"map_value": NAN},
                                  {"map_value": INF}])
-def test_detector_non_finite_output_is_ng_with_fault(pkg: Path, bad: dict[str, float]) -> None:
+def test_detector_non_finite_output_is_ng_with_fault(package: Path, bad: dict[str, float]) -> None:
     for img in (blob_image(), blob_image(box=(0, 0, 1, 1))):  # would be NG and OK
-        _assert_failsafe(_det(pkg, **bad).predict(img), Fault.NON_FINITE)
+        _assert_failsafe(_det(package, **bad).predict(img), Fault.NON_FINITE)
 
 
-def test_detector_non_finite_threshold_is_refused_or_ng(pkg: Path) -> None:
-    det = Detector.load(pkg, backend="onnxruntime")
+def test_detector_non_finite_threshold_is_refused_or_ng(package: Path) -> None:
+    det = Detector.load(package, backend="onnxruntime")
     for bad in (NAN, INF, -INF, "abc"):
         with pytest.raises(ConfigError, match="threshold"):
             det.threshold = bad  # type: ignore[assignment]
@@ -84,11 +83,11 @@ def test_detector_non_finite_threshold_is_refused_or_ng(pkg: Path) -> None:
         with pytest.raises(ConfigError, match="sensitivity"):
             det.sensitivity = bad
     with pytest.raises(ConfigError, match="threshold"):
-        Detector.load(pkg, backend="onnxruntime", threshold=NAN)
+        Detector.load(package, backend="onnxruntime", threshold=NAN)
     # a package object built in memory (no JSON, no digest) with a NaN threshold is refused too
     from edge_ad.runtime.package import load_package
 
-    p = load_package(pkg)
+    p = load_package(package)
     p.thresholds["image"]["value"] = NAN
     with pytest.raises(PackageError, match="thresholds.image.value: expected a finite number"):
         Detector.load(p, backend="onnxruntime")
@@ -97,8 +96,8 @@ def test_detector_non_finite_threshold_is_refused_or_ng(pkg: Path) -> None:
     _assert_failsafe(det.predict(blob_image(box=(0, 0, 1, 1))), Fault.NON_FINITE)
 
 
-def test_detector_internal_errors_are_ng_with_fault(pkg: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    det = Detector.load(pkg, backend="onnxruntime")
+def test_detector_internal_errors_are_ng_with_fault(package: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    det = Detector.load(package, backend="onnxruntime")
 
     def broken(*_a: Any, **_k: Any) -> Any:
         raise MemoryError("cannot allocate")
@@ -121,8 +120,8 @@ def test_detector_internal_errors_are_ng_with_fault(pkg: Path, monkeypatch: pyte
 
 
 @pytest.mark.parametrize("shape", [(0, 0), (0, 10, 3), (10, 0, 3), (5, 5, 0), (5, 5, 2), (5, 5, 3, 1), ()])
-def test_degenerate_arrays_are_data_errors_and_never_lose_the_batch(pkg: Path, shape: tuple[int, ...]) -> None:
-    det = Detector.load(pkg, backend="onnxruntime")
+def test_degenerate_arrays_are_data_errors_and_never_lose_the_batch(package: Path, shape: tuple[int, ...]) -> None:
+    det = Detector.load(package, backend="onnxruntime")
     bad = np.zeros(shape, np.uint8)
     with pytest.raises(DataError, match="image"):
         det.predict(bad)
@@ -130,8 +129,8 @@ def test_degenerate_arrays_are_data_errors_and_never_lose_the_batch(pkg: Path, s
     assert [r.status for r in rs] == ["NG", "ERROR", "OK"] and rs[1].fault == Fault.IMAGE
 
 
-def test_odd_dtypes_are_refused_or_converted(pkg: Path) -> None:
-    det = Detector.load(pkg, backend="onnxruntime")
+def test_odd_dtypes_are_refused_or_converted(package: Path) -> None:
+    det = Detector.load(package, backend="onnxruntime")
     for bad in (np.full((40, 40, 3), NAN, np.float32), np.zeros((40, 40, 3), np.complex64),
                 np.zeros((40, 40, 3), object), np.zeros((40, 40, 3), bool)):
         with pytest.raises(DataError):
@@ -141,14 +140,14 @@ def test_odd_dtypes_are_refused_or_converted(pkg: Path) -> None:
 
 
 # ---- pipeline ------------------------------------------------------------------------------------------------
-def test_pipeline_non_finite_score_is_a_failed_ng_result(pkg: Path, tmp_path: Path) -> None:
+def test_pipeline_non_finite_score_is_a_failed_ng_result(package: Path, tmp_path: Path) -> None:
     import cv2
 
     folder = tmp_path / "in"
     folder.mkdir()
     for i in range(4):
         cv2.imwrite(str(folder / f"{i}.png"), blob_image(box=(0, 0, 1, 1)))  # all would be OK
-    pipe = stream(_det(pkg, score=NAN), FolderSource(folder), policy="all")
+    pipe = stream(_det(package, score=NAN), FolderSource(folder), policy="all")
     results = list(pipe)
     assert len(results) == 4
     for r in results:
@@ -161,13 +160,16 @@ def test_pipeline_non_finite_score_is_a_failed_ng_result(pkg: Path, tmp_path: Pa
 class LyingDetector:
     """A custom detector that claims OK with a NaN score (a bug the station must not pass on)."""
 
-    pixel_threshold = 0.5
+    package, threshold, sensitivity = None, 0.5, 1.0
 
     def __init__(self, score: float = NAN) -> None:
         self.score = score
 
     def predict(self, image: Any, frame: dict[str, Any] | None = None) -> Any:
         return Result(score=self.score, normalized_score=self.score, is_anomalous=False, frame=frame)
+
+    def close(self) -> None:
+        """Nothing to release."""
 
 
 @pytest.mark.parametrize("score", [NAN, INF])
@@ -182,10 +184,10 @@ def test_inspector_non_finite_result_is_ng_on_the_plc(score: float) -> None:
     assert insp.stats.ok == 0 and insp.stats.errors == 1
 
 
-def test_triggers_ignored_while_busy_are_counted_and_faulted(pkg: Path) -> None:
+def test_triggers_ignored_while_busy_are_counted_and_faulted(package: Path) -> None:
     mem, src = MemoryAdapter(), QueueSource()
-    det = SlowDetector(Detector.load(pkg, backend="onnxruntime"), 0.3)
-    insp = Inspector(det, src, PlcLink(mem, **FAST_LINK), budget_s=2.0, poll_s=0.002)
+    det = SlowDetector(Detector.load(package, backend="onnxruntime"), 0.3)
+    insp = Inspector(det, src, PlcLink(mem, **FAST_LINK), budget_ms=2000.0, poll_s=0.002)
     with insp:
         wait_for(lambda: mem.get("Ready"), what="Ready")
         src.push(DARK_IMG)
@@ -226,10 +228,10 @@ class FlakyAdapter(MemoryAdapter):
         super().write_outputs(values)
 
 
-def test_unexpected_adapter_exception_restarts_the_link_not_the_station(pkg: Path) -> None:
+def test_unexpected_adapter_exception_restarts_the_link_not_the_station(package: Path) -> None:
     mem, src = FlakyAdapter(fail_on=(5, 6, 40)), QueueSource()
-    insp = Inspector(Detector.load(pkg, backend="onnxruntime"), src, PlcLink(mem, ack=False, hold_s=0.0, **FAST_LINK),
-                     trigger="camera", poll_s=0.002)
+    insp = Inspector(Detector.load(package, backend="onnxruntime"), src,
+                     PlcLink(mem, ack=False, hold_s=0.0, **FAST_LINK), trigger="camera", poll_s=0.002)
     with insp:
         for _ in range(3):
             src.push(DARK_IMG)

@@ -17,7 +17,6 @@ from pathlib import Path
 
 import pytest
 from gige_peers import FAKE, HAVE_ARAVIS, SERIAL, FakeCamera, _gvcp_bound
-from runtime_fixtures import build_package
 
 from edge_ad.pipeline import stream
 from edge_ad.sources import Backoff, SourceError
@@ -36,11 +35,6 @@ def camera() -> Iterator[FakeCamera]:
         yield cam
     finally:
         cam.kill()
-
-
-@pytest.fixture(scope="module")
-def package(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return build_package(tmp_path_factory.mktemp("pkg") / "pkg")
 
 
 URI = f"gige://{SERIAL}@127.0.0.1?roi=0,0,320,240&fps=100&packet_size=8000&pixel_format=BayerRG8"
@@ -126,7 +120,7 @@ def test_software_trigger_and_serial_check(camera: FakeCamera) -> None:
 
 def test_cli_run_prints_status_and_stops_on_sigint(camera: FakeCamera, package: Path, tmp_path: Path) -> None:
     cmd = [sys.executable, "-m", "edge_ad.cli.main", "run", str(package), "--source", URI.replace("fps=100", "fps=50"),
-           "--status-every", "0.5", "--json-status", "--save-ng", str(tmp_path / "ng")]
+           "--status-every-s", "0.5", "--json", "--save-ng", str(tmp_path / "ng")]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             cwd=Path(__file__).parent.parent)
     try:

@@ -31,10 +31,10 @@ class StationUnderTest:
         from edge_ad.hmi.app import HmiServer, Station, create_app
         from edge_ad.hmi.auth import Sessions, load_users, set_user
         from edge_ad.hmi.live import LiveView
-        from edge_ad.pipeline.recording import Fanout
         from edge_ad.plc.inspector import Inspector
         from edge_ad.plc.link import PlcLink
-        from edge_ad.traceability import Retention, StationRecorder, TraceStore
+        from edge_ad.station.recorders import Fanout
+        from edge_ad.traceability import Retention, TraceRecorder, TraceStore
 
         users = tmp / "users.yaml"
         set_user(users, "eng", "engineer-pass", "engineer")
@@ -45,7 +45,7 @@ class StationUnderTest:
         self.plc = self.mem.program()
         self.inspector = Inspector(recipes or detector, self.src, PlcLink(self.mem, **FAST_LINK), poll_s=0.002,
                                    backend="onnxruntime",
-                                   recorder=Fanout(StationRecorder(self.store, "queue://hmi"), self.live))
+                                   recorder=Fanout([TraceRecorder(self.store), self.live]))
         self.station = Station(self.inspector, self.live, self.store, name="hmi-test", settings=tmp / "hmi.json",
                                dataset=tmp / "dataset")
         self.port = free_port()
@@ -292,7 +292,7 @@ def test_browser_with_a_station_fed_by_the_fake_gige_camera(detector, tmp_path):
                              timeout=BROWSER_WAIT, what="the camera frame")
                     seen.append(src)
                 assert len(set(seen)) == 3  # a new live frame per part
-                assert st.store.count() == 3 and {r["source"] for r in st.store.query()} == {"queue://hmi"}
+                assert st.store.count() == 3 and {r["source"] for r in st.store.query()} == {"gige://EDGEADT1@127.0.0.1"}
                 _engineer_sets_sensitivity(driver, "100")  # threshold / 100: whatever the camera shows is NG now
                 assert st.part(704)["NG"] is True  # the next verdict used it
                 driver.find_element(By.CSS_SELECTOR, "nav a[data-page=gallery]").click()

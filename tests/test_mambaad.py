@@ -5,7 +5,6 @@ counts, wiring, loss, the anomaly head vs scipy, encoder weights, export parity 
 from __future__ import annotations
 
 import json
-import logging
 import math
 from pathlib import Path
 
@@ -17,17 +16,14 @@ from safetensors.torch import save_file
 
 from edge_ad.errors import ConfigError
 from edge_ad.models import count_parameters, create_model
-from edge_ad.models.mambaad import SS2D, MambaAD, gaussian_reflect_matrix, lss_grouping
+from edge_ad.models.mambaad import SS2D, gaussian_reflect_matrix, lss_grouping
 from edge_ad.models.scan_orders import SCAN_METHODS, direction_permutations, scan_order
 from edge_ad.models.selective_scan import selective_scan_ref
 
 
 @pytest.fixture(scope="module")
-def tiny() -> MambaAD:
-    torch.manual_seed(0)
-    m = create_model("mambaad-tiny")
-    assert isinstance(m, MambaAD)
-    return m.eval()
+def tiny(build_tiny):
+    return build_tiny("mambaad-tiny")
 
 
 # -- scan orders --------------------------------------------------------------------------------------------
@@ -238,13 +234,6 @@ def test_bad_options_are_config_errors():
         create_model("mambaad-tiny", pretrained=True)
 
 
-def test_random_init_is_loud(caplog):
-    with caplog.at_level(logging.WARNING):
-        m = create_model("mambaad-tiny")
-    assert m.encoder_weights == "random-init"
-    assert "RANDOM-INIT encoder" in caplog.text and "not a bug" in caplog.text
-
-
 def test_loading_a_checkpoint_rebuilds_the_scan_tables(tiny):
     sweep = create_model("mambaad-tiny", scan_type="sweep")
     ss = sweep.net_s.layers_up[2].blocks[0].smm_blocks[0].self_attention
@@ -373,9 +362,9 @@ def test_cli_train_eval_export_and_detector(tmp_path: Path):
 
     from edge_ad.cli.main import main
     from edge_ad.data.synth import generate
+    from edge_ad.evaluate import rundir
     from edge_ad.export.exporter import PackagedModel
     from edge_ad.runtime import Detector
-    from edge_ad.train import rundir
 
     data, run, pkg = tmp_path / "data", tmp_path / "run", tmp_path / "pkg"
     generate(data, categories=["fabric", "pcb"], per_category=5, size=64, seed=1)

@@ -10,13 +10,13 @@ import subprocess
 import threading
 import time
 from pathlib import Path
-from types import SimpleNamespace
 
 import pytest
 from plc_peers import free_port, wait_for
+from runtime_fixtures import event
 
 from edge_ad.errors import ConfigError
-from edge_ad.plc.signals import DefectCode, InspectionRecord
+from edge_ad.station.record import DefectCode, InspectionRecord
 
 mqtt = pytest.importorskip("paho.mqtt.client", reason="needs paho-mqtt (edge-ad[mqtt])")
 MOSQUITTO = shutil.which("mosquitto") or ("/usr/sbin/mosquitto" if Path("/usr/sbin/mosquitto").exists() else None)
@@ -95,7 +95,7 @@ def _rec(seq: int) -> InspectionRecord:
                             max_pixel_score=0.2, defect_area=0, inspection_ms=20.0, model_id=1)
 
 
-DET = SimpleNamespace(package=SimpleNamespace(name="dinomaly-tiny", precision="fp32", digest="cd" * 32))
+MODEL = {"name": "dinomaly-tiny", "precision": "fp32", "digest": "cd" * 32}
 
 
 def test_results_state_and_last_will(tmp_path):
@@ -109,7 +109,7 @@ def test_results_state_and_last_will(tmp_path):
         wait_for(lambda: pub.connected, what="publisher connected")
         pub.publish_state({"inspections": 0})
         for i in range(1, 6):
-            pub(_rec(i), None, None, DET)
+            pub.write(event(_rec(i), model=MODEL))
         assert pub.flush(10) and pub.published == 6
         wait_for(lambda: len(sub.results()) == 5, what="5 results at the subscriber")
         first = sub.results()[0]
@@ -139,19 +139,19 @@ def test_broker_restart_mid_stream_loses_nothing(tmp_path):
         n = 0
         for _ in range(20):
             n += 1
-            pub(_rec(n), None, None, DET)
+            pub.write(event(_rec(n), model=MODEL))
         wait_for(lambda: len(sub.results()) >= 10, what="first results")
         broker.stop()  # mid-stream: results keep coming while the broker is away
         for _ in range(30):
             n += 1
-            pub(_rec(n), None, None, DET)
+            pub.write(event(_rec(n), model=MODEL))
             time.sleep(0.01)
         wait_for(lambda: not pub.connected, what="publisher noticed the outage")
         assert pub.pending() > 0  # spooled on disk, not lost
         broker.start()
         for _ in range(10):
             n += 1
-            pub(_rec(n), None, None, DET)
+            pub.write(event(_rec(n), model=MODEL))
         assert pub.flush(60), f"{pub.pending()} messages still spooled"
         wait_for(lambda: {r["seq"] for r in sub.results()} >= set(range(1, n + 1)), timeout=60,
                  what=f"all {n} results at the subscriber")
@@ -170,7 +170,7 @@ def test_spool_survives_a_station_restart_and_is_bounded(tmp_path):
     port = free_port()  # nothing listens: every message stays in the spool
     pub = MqttPublisher(f"mqtt://127.0.0.1:{port}", "a/b", tmp_path / "spool", max_spool=5)
     for i in range(1, 8):
-        pub(_rec(i), None, None, DET)
+        pub.write(event(_rec(i), model=MODEL))
     assert pub.pending() == 5 and pub.dropped == 2
     pub.close(timeout=0.1)
     broker = Broker(tmp_path / "b", port=port)
@@ -198,12 +198,12 @@ def test_authentication_and_bad_settings(tmp_path):
     sub = Subscriber(broker.port, "sec/#", username="station", password="s3cret")
     try:
         bad = MqttPublisher(f"mqtt://station:wrong@127.0.0.1:{broker.port}", "sec", tmp_path / "bad")
-        bad(_rec(1), None, None, DET)
+        bad.write(event(_rec(1), model=MODEL))
         time.sleep(1.5)
         assert not bad.connected and bad.pending() == 1  # refused: kept, never lost
         bad.close(timeout=0.1)
         good = MqttPublisher(f"mqtt://station:s3cret@127.0.0.1:{broker.port}", "sec", tmp_path / "good")
-        good(_rec(2), None, None, DET)
+        good.write(event(_rec(2), model=MODEL))
         assert good.flush(10)
         wait_for(lambda: len(sub.results()) == 1, what="authenticated result")
         good.close(timeout=1)
@@ -235,7 +235,7 @@ def test_serve_publishes_every_result(plc_packages, tmp_path, capsys):
     try:
         rc = main(["serve", str(plc_packages["a"]), "--source", str(images), "--plc",
                    f"modbus://127.0.0.1:{free_port()}", "--trigger", "free", "--no-ack", "--hold-ms", "0",
-                   "--stop-at-end", "--duration", "30", "--backend", "onnxruntime", "--status-every", "0.2",
+                   "--stop-at-end", "--duration-s", "30", "--backend", "onnxruntime", "--status-every-s", "0.2",
                    "--station", "st2", "--mqtt", f"mqtt://127.0.0.1:{broker.port}", "--mqtt-topic", "acme/l1/st2",
                    "--mqtt-spool", str(tmp_path / "spool")])
         assert rc == 0, capsys.readouterr().err

@@ -18,11 +18,6 @@ from edge_ad.runtime.package import load_package
 ov = pytest.importorskip("openvino")
 
 
-@pytest.fixture(scope="module")
-def pkg(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return build_package(tmp_path_factory.mktemp("ov") / "pkg")
-
-
 def _batch(p: Path, n: int = 3) -> np.ndarray:
     pk = load_package(p)
     g = np.random.default_rng(0)
@@ -31,13 +26,13 @@ def _batch(p: Path, n: int = 3) -> np.ndarray:
     return np.stack([pk.preprocess.apply(i) for i in imgs])
 
 
-def test_fp32_matches_onnxruntime_and_settings_are_explicit(pkg: Path) -> None:
-    package = load_package(pkg)
-    be = create_backend(package, "openvino", threads=1)
-    ref = create_backend(package, "onnxruntime", threads=1)
-    x = _batch(pkg, 5)
+def test_fp32_matches_onnxruntime_and_settings_are_explicit(package: Path) -> None:
+    loaded = load_package(package)
+    be = create_backend(loaded, "openvino", threads=1)
+    ref = create_backend(loaded, "onnxruntime", threads=1)
+    x = _batch(package, 5)
     (m, s), (rm, rs) = be.run(x), ref.run(x)
-    assert m.shape == rm.shape == (5, 1, *package.map_hw) and m.dtype == np.float32
+    assert m.shape == rm.shape == (5, 1, *loaded.map_hw) and m.dtype == np.float32
     np.testing.assert_allclose(m, rm, atol=1e-5)
     np.testing.assert_allclose(s, rs, atol=1e-5)
     assert be.config["INFERENCE_PRECISION_HINT"] == "f32"  # not OpenVINO's bf16 default on AMX CPUs
@@ -47,15 +42,15 @@ def test_fp32_matches_onnxruntime_and_settings_are_explicit(pkg: Path) -> None:
     np.testing.assert_allclose(m1, rm[:1], atol=1e-5)
 
 
-def test_auto_prefers_openvino_and_detector_results_agree(pkg: Path) -> None:
-    auto = Detector.load(pkg)
+def test_auto_prefers_openvino_and_detector_results_agree(package: Path) -> None:
+    auto = Detector.load(package)
     assert auto.backend.name == "openvino"
-    ort_det = Detector.load(pkg, backend="onnxruntime")
+    ort_det = Detector.load(package, backend="onnxruntime")
     for img in (blob_image(), blob_image(box=(0, 0, 1, 1))):
         a, b = auto.predict(img), ort_det.predict(img)
         assert a.status == b.status and a.score == pytest.approx(b.score, abs=1e-5)
         assert len(a.regions) == len(b.regions)
-    assert Detector.load(pkg, providers="cpu").backend.name == "onnxruntime"  # providers: an ORT choice
+    assert Detector.load(package, providers="cpu").backend.name == "onnxruntime"  # providers: an ORT choice
 
 
 def test_bf16_package_runs_in_bf16_where_the_cpu_has_it(tmp_path: Path) -> None:
@@ -74,19 +69,19 @@ def test_bf16_package_runs_in_bf16_where_the_cpu_has_it(tmp_path: Path) -> None:
     assert np.max(np.abs(m - rm)) < 0.02 and np.max(np.abs(s - rs)) < 0.02
 
 
-def test_verify_and_bench_cli(pkg: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["verify", str(pkg), "--backend", "openvino", "--n", "4"]) == 0
+def test_verify_and_bench_cli(package: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["verify", str(package), "--backend", "openvino", "--limit", "4"]) == 0
     out = capsys.readouterr().out
     assert "OpenVINO CPU f32" in out and "PASS" in out
-    assert main(["bench", str(pkg), "--backend", "openvino", "--iters", "3", "--warmup", "1", "--json",
+    assert main(["bench", str(package), "--backend", "openvino", "--runs", "3", "--warmup", "1", "--json",
                  str(tmp_path / "b.json")]) == 0
     assert json.loads((tmp_path / "b.json").read_text())["backend"] == "openvino"
 
 
-def test_openvino_errors_name_the_problem(pkg: Path, tmp_path: Path) -> None:
+def test_openvino_errors_name_the_problem(package: Path, tmp_path: Path) -> None:
     from edge_ad.errors import ConfigError
 
-    package = load_package(pkg)
+    package = load_package(package)
     with pytest.raises(ConfigError, match="device 'NPU.9' not found"):
         create_backend(package, "openvino", device="NPU.9")
     with pytest.raises(ConfigError, match="providers apply to onnxruntime only"):

@@ -14,20 +14,16 @@ from typing import Any
 import cv2
 import numpy as np
 import pytest
-from runtime_fixtures import blob_image, build_package
+from runtime_fixtures import blob_image
 
 from edge_ad.cli.main import main
 from edge_ad.errors import ConfigError
-from edge_ad.pipeline import JsonlSink, NGImageSink, Pipeline, run, stream
+from edge_ad.pipeline import Pipeline, run, stream
 from edge_ad.runtime.detector import Detector
 from edge_ad.runtime.result import Result
 from edge_ad.sources.folder import FolderSource
 from edge_ad.sources.frame import Gap
-
-
-@pytest.fixture(scope="module")
-def package(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return build_package(tmp_path_factory.mktemp("pkg") / "pkg")
+from edge_ad.station.recorders import JsonlRecorder, NGFolderRecorder
 
 
 def _parts(folder: Path, n: int, ng_every: int = 2) -> Path:
@@ -45,6 +41,9 @@ class SlowBackend:
     def __init__(self, inner: Any, delay_s: float, fail_on: int | None = None) -> None:
         self.inner, self.delay_s, self.fail_on, self.calls = inner, delay_s, fail_on, 0
         self.input_hw, self.name, self.providers = inner.input_hw, inner.name, inner.providers
+
+    def close(self) -> None:
+        self.inner.close()
 
     def run(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         self.calls += 1
@@ -201,13 +200,13 @@ def test_failing_sink_is_counted_and_the_stream_goes_on(package: Path, tmp_path:
         raise OSError("disk full")
 
     stats = run(package, str(_parts(tmp_path / "in", 3)), on_result=bad, policy="all", handle_signals=False)
-    assert stats["results_out"] == 3 and stats["sink_errors"] == 3
+    assert stats["results_out"] == 3 and stats["record_errors"] == 3
 
 
 def test_jsonl_sink_rotates(package: Path, tmp_path: Path) -> None:
     log_path = tmp_path / "log" / "results.jsonl"
-    sink = JsonlSink(log_path, max_bytes=2048, backups=2)
-    run(package, str(_parts(tmp_path / "in", 30)), sinks=[sink], policy="all", handle_signals=False)
+    sink = JsonlRecorder(log_path, max_bytes=2048, backups=2)
+    run(package, str(_parts(tmp_path / "in", 30)), recorders=[sink], policy="all", handle_signals=False)
     files = sorted(p.name for p in log_path.parent.iterdir())
     assert files == ["results.jsonl", "results.jsonl.1", "results.jsonl.2"]
     lines = [json.loads(line) for p in log_path.parent.iterdir() for line in p.read_text().splitlines()]
@@ -216,7 +215,7 @@ def test_jsonl_sink_rotates(package: Path, tmp_path: Path) -> None:
     seqs = [d["frame"]["seq"] for d in lines]
     assert len(set(seqs)) == len(seqs) and max(seqs) == 29  # the newest lines are kept, the oldest rotated out
     with pytest.raises(ConfigError, match="max_bytes"):
-        JsonlSink(tmp_path / "x.jsonl", max_bytes=10)
+        JsonlRecorder(tmp_path / "x.jsonl", max_bytes=10)
 
 
 def test_ng_sink_saves_images_overlays_and_keeps_a_limit(package: Path, tmp_path: Path) -> None:
@@ -225,8 +224,8 @@ def test_ng_sink_saves_images_overlays_and_keeps_a_limit(package: Path, tmp_path
     (out / "20000101T000000_000000_7_image.jpg").write_bytes(b"old run")  # counts towards the limit
     (out / "20000101T000000_000000_7.json").write_text("{}")
     (out / "notes.txt").write_text("not ours")
-    sink = NGImageSink(out, keep=3)
-    run(package, str(_parts(tmp_path / "in", 12)), sinks=[sink], policy="all", handle_signals=False)
+    sink = NGFolderRecorder(out, keep=3)
+    run(package, str(_parts(tmp_path / "in", 12)), recorders=[sink], policy="all", handle_signals=False)
     assert sink.saved == 6
     jsons = sorted(out.glob("*.json"))
     assert len(jsons) == 3 and not (out / "20000101T000000_000000_7_image.jpg").exists()
@@ -253,13 +252,13 @@ def test_pipeline_option_errors(package: Path, tmp_path: Path) -> None:
 def test_cli_run_on_a_folder(package: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     folder = _parts(tmp_path / "in", 6)
     rc = main(["run", str(package), "--source", str(folder), "--policy", "all", "--save-ng", str(tmp_path / "ng"),
-               "--results-log", str(tmp_path / "r.jsonl"), "--json-status", "--max-frames", "5"])
+               "--results-log", str(tmp_path / "r.jsonl"), "--json", "--max-frames", "5"])
     assert rc == 0
     final = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert final["final"] and (final["frames_in"], final["results_out"], final["ng"]) == (5, 5, 3)
     assert len((tmp_path / "r.jsonl").read_text().splitlines()) == 5
     assert len(list((tmp_path / "ng").glob("*.json"))) == 3
-    rc = main(["run", str(package), "--source", str(folder), "-o", "rate=oops"])
+    rc = main(["run", str(package), "--source", str(folder), "--source-option", "rate=oops"])
     assert rc == 2 and "rate='oops'" in capsys.readouterr().err
 
 
@@ -284,22 +283,32 @@ def test_cli_run_with_traceability_and_the_hmi(package: Path, tmp_path: Path,
     assert {r["station"] for r in rows} == {"bench-2"} and all(r["model"] for r in rows)
 
 
-def test_record_of_is_fail_safe_and_the_stream_station_takes_sensitivity(package: Path) -> None:
+def test_record_builder_is_fail_safe_and_the_pipeline_view_takes_sensitivity(package: Path) -> None:
     import math
 
     from edge_ad.errors import ConfigError
-    from edge_ad.pipeline.recording import StreamStation, record_of
-    from edge_ad.plc.signals import DefectCode
+    from edge_ad.pipeline.stream import PipelineView
     from edge_ad.runtime import Detector
     from edge_ad.runtime.result import Result
+    from edge_ad.station.event import RecordBuilder, part_id_of
+    from edge_ad.station.record import DefectCode
 
-    bad = record_of(Result.failed("unreadable", frame={"seq": 7}), 3)
-    assert (bad.ok, bad.defect_code, bad.part_id, bad.anomaly_score) == (False, DefectCode.INSPECTION_ERROR, 7, 1.0)
-    nan = record_of(Result(score=math.nan, normalized_score=math.nan, is_anomalous=False), 4)
-    assert nan.ok is False and nan.defect_code == DefectCode.INSPECTION_ERROR
-    det = Detector.load(package, backend="onnxruntime")
-    st = StreamStation(det, None, None)
-    st.set_sensitivity(2.0)
-    assert det.sensitivity == 2.0 and st.link.connected is False and st.stats.record_errors == 0
-    with pytest.raises(ConfigError, match="sensitivity"):
-        st.set_sensitivity(0)
+    b = RecordBuilder()
+    bad = b.verdict(Result.failed("unreadable", frame={"seq": 7}), part_id=part_id_of({"seq": 7}), inspection_ms=1.0,
+                    recipe=1)
+    assert (bad.ok, bad.defect_code, bad.part_id, bad.anomaly_score, bad.seq) == (
+        False, DefectCode.INSPECTION_ERROR, 7, 1.0, 1)
+    nan = b.verdict(Result(score=math.nan, normalized_score=math.nan, is_anomalous=False), part_id=0,
+                    inspection_ms=1.0, recipe=1)
+    assert nan.ok is False and nan.defect_code == DefectCode.INSPECTION_ERROR and nan.seq == 2
+    with Detector.load(package, backend="onnxruntime") as det:
+        pipe = Pipeline(det, str(_parts(package.parent / "view_in", 2)), output=False)
+        view = PipelineView(pipe)
+        view.set_sensitivity(2.0)
+        snap = view.snapshot()
+        assert det.sensitivity == 2.0 == snap.sensitivity and snap.plc_connected is False and snap.record_errors == 0
+        with pytest.raises(ConfigError, match="sensitivity"):
+            view.set_sensitivity(0)
+        with pytest.raises(ConfigError, match="recipe"):
+            view.request_recipe(2)
+

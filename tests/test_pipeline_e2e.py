@@ -9,10 +9,10 @@ import torch
 from edge_ad.cli.main import main
 from edge_ad.data.synth import generate
 from edge_ad.errors import ConfigError, PackageError
+from edge_ad.evaluate import rundir
 from edge_ad.export import exporter
 from edge_ad.export.exporter import ExportError, export_package
 from edge_ad.runtime import Detector
-from edge_ad.train import rundir
 
 SEVEN = {"image_auroc", "image_ap", "image_f1max", "pixel_auroc", "pixel_ap", "pixel_f1max", "aupro"}
 
@@ -104,7 +104,7 @@ def test_resume_never_unpickles(trained, tmp_path, capsys):
 
 
 def _train_again(data, run):
-    from edge_ad.train.config import resolve_config
+    from edge_ad.train.options import resolve_config
     from edge_ad.train.trainer import train
 
     train(resolve_config({}, None, {"model": "dinomaly-tiny", "data": str(data), "out": str(run), "iters": 3,

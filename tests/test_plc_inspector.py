@@ -111,7 +111,7 @@ def test_trigger_handshake_order_and_part_id_echo(detector: Detector) -> None:
 
 def test_time_budget_fail_safe_ng_with_late_flag_and_repeated_late_fault(detector: Detector) -> None:
     mem, src = MemoryAdapter(), QueueSource()
-    insp = _inspector(SlowDetector(detector, 0.3), src, mem, budget_s=0.05)
+    insp = _inspector(SlowDetector(detector, 0.3), src, mem, budget_ms=50.0)
     plc = mem.program()
     with insp:
         for k in range(3):
@@ -175,7 +175,7 @@ def test_recipe_switch_on_plc_request_and_unknown_recipe_fault(detector: Detecto
 
 def test_bad_frame_and_missing_frame_are_fail_safe_ng(detector: Detector) -> None:
     mem, src = MemoryAdapter(), QueueSource()
-    insp = _inspector(detector, src, mem, budget_s=0.5)
+    insp = _inspector(detector, src, mem, budget_ms=500.0)
     plc = mem.program()
     with insp:
         src.push(None, error="frame 3 incomplete")

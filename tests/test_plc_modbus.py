@@ -37,7 +37,7 @@ def test_serve_cli_free_run_to_the_end(plc_packages: dict[str, Path], tmp_path: 
 
     rc = main(["serve", str(plc_packages["a"]), "--source", str(_images(tmp_path)), "--plc",
                f"modbus://127.0.0.1:{free_port()}", "--trigger", "free", "--no-ack", "--hold-ms", "0",
-               "--stop-at-end", "--duration", "30", "--backend", "onnxruntime", "--status-every", "0.2"])
+               "--stop-at-end", "--duration-s", "30", "--backend", "onnxruntime", "--status-every-s", "0.2"])
     err = capsys.readouterr().err
     assert rc == 0, err
     assert "stopped." in err and "recipe=1 n=3 ok=1 ng=2 late=0 err=0" in err and "queue=0" in err
@@ -48,7 +48,7 @@ def test_serve_sigterm_stops_cleanly(plc_packages: dict[str, Path], tmp_path: Pa
     port = free_port()
     cmd = [sys.executable, "-m", "edge_ad.cli.main", "serve", str(plc_packages["a"]), "--source",
            str(_images(tmp_path)), "--plc", f"modbus://127.0.0.1:{port}", "--backend", "onnxruntime",
-           "--status-every", "0.2"]
+           "--status-every-s", "0.2"]
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True, env=env, cwd=ROOT)
     try:

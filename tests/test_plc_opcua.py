@@ -190,7 +190,8 @@ def test_plc_user_cli_writes_a_hash(tmp_path: Path, monkeypatch: pytest.MonkeyPa
     import io
 
     from edge_ad.cli.main import main
-    from edge_ad.plc.opcua_security import load_users, verify_password
+    from edge_ad.passwords import verify_password
+    from edge_ad.plc.opcua_security import load_users
 
     users = tmp_path / "users.yaml"
     monkeypatch.setattr("sys.stdin", io.StringIO("correct horse\n"))

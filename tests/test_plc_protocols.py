@@ -27,8 +27,8 @@ from plc_peers import (
 
 from edge_ad.plc.inspector import Inspector
 from edge_ad.plc.link import PlcLink, open_adapter
-from edge_ad.plc.signals import DefectCode, InspectionRecord
 from edge_ad.runtime import Detector
+from edge_ad.station.record import DefectCode, InspectionRecord
 
 
 @contextmanager
@@ -51,7 +51,7 @@ def test_handshake_and_time_budget(kind: str, detector: Detector) -> None:
     pytest.importorskip(LIBRARY[kind])
     url, peer = make_peer(kind)
     src, slow = QueueSource(), SlowDetector(detector, 0.05)
-    insp = Inspector(slow, src, url, budget_s=0.3, poll_s=0.002, link_options=FAST_LINK)
+    insp = Inspector(slow, src, url, budget_ms=300.0, poll_s=0.002, link_options=FAST_LINK)
     plc = PlcProgram(peer.read, peer.write, peer.refresh)
     with station(kind, insp, peer):
         plc.run_until(lambda: peer.read("Ready"), timeout=20.0, what="Ready")

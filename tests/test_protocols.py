@@ -338,7 +338,7 @@ def test_masks_follow_each_official_code():
 
 def test_a_mask_of_another_size_is_refused_by_name(tmp_path):
     from edge_ad.data.mvtec import Sample
-    from edge_ad.evaluate.pipeline import raw_mask
+    from edge_ad.evaluate.runner import raw_mask
 
     img, mask = tmp_path / "x.png", tmp_path / "x_mask.png"
     cv2.imwrite(str(img), np.zeros((40, 50, 3), np.uint8))
@@ -432,7 +432,7 @@ def test_ulsad_official_trains_one_model_per_category(synth_data, tmp_path, caps
     for cat in runs:
         assert json.loads((run / cat / "run.json").read_text())["categories"] == [cat]
     with pytest.raises(ConfigError, match="one run per category"):
-        from edge_ad.train.rundir import load_run
+        from edge_ad.evaluate.rundir import load_run
 
         load_run(run)
     report = _eval_official(run, tmp_path / "e", capsys)

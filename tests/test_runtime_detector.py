@@ -19,13 +19,8 @@ from edge_ad.runtime.preprocess import Preprocess
 
 
 @pytest.fixture(scope="module")
-def pkg_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return build_package(tmp_path_factory.mktemp("pkg") / "pkg")
-
-
-@pytest.fixture(scope="module")
-def det(pkg_dir: Path) -> Detector:
-    return Detector.load(pkg_dir, backend="onnxruntime", threads=1)
+def det(package: Path) -> Detector:
+    return Detector.load(package, backend="onnxruntime", threads=1)
 
 
 @pytest.mark.parametrize("hw,box", [((200, 300), (143, 77, 37, 29)), ((480, 640), (300, 200, 60, 50)),
@@ -69,8 +64,8 @@ def test_grey_and_bgra_match_bgr(det: Detector, channels: int) -> None:
     assert det.predict(grey).score == pytest.approx(ref.score, abs=1e-6)
 
 
-def test_threshold_and_sensitivity_at_run_time(pkg_dir: Path) -> None:
-    d = Detector.load(pkg_dir, backend="onnxruntime", threads=1)
+def test_threshold_and_sensitivity_at_run_time(package: Path) -> None:
+    d = Detector.load(package, backend="onnxruntime", threads=1)
     img = np.full((100, 100, 3), DARK, np.uint8)
     img[30:70, 30:70] = 153  # score 0.6
     res = d.predict(img)
@@ -90,13 +85,13 @@ def test_threshold_and_sensitivity_at_run_time(pkg_dir: Path) -> None:
         d.sensitivity = 0
     with pytest.raises(ConfigError, match="threshold: expected a number"):
         d.threshold = "high"  # type: ignore[assignment]
-    assert Detector.load(pkg_dir, backend="onnxruntime", threshold=0.61).predict(img).is_anomalous is False
+    assert Detector.load(package, backend="onnxruntime", threshold=0.61).predict(img).is_anomalous is False
 
 
-def test_normalized_score_is_half_at_threshold(pkg_dir: Path) -> None:
+def test_normalized_score_is_half_at_threshold(package: Path) -> None:
     img = np.full((64, 64, 3), DARK, np.uint8)
     img[20:40, 20:40] = 153
-    d = Detector.load(pkg_dir, backend="onnxruntime", threads=1)
+    d = Detector.load(package, backend="onnxruntime", threads=1)
     d.threshold = float(d.predict(img).score)
     res = d.predict(img)
     assert res.normalized_score == pytest.approx(0.5) and not res.is_anomalous
@@ -190,18 +185,18 @@ def test_graph_manifest_mismatch_is_reported(tmp_path: Path) -> None:
         Detector.load(pkg, backend="onnxruntime")
 
 
-def test_backend_selection(pkg_dir: Path) -> None:
+def test_backend_selection(package: Path) -> None:
     with pytest.raises(ConfigError, match="backend: expected one of"):
-        Detector.load(pkg_dir, backend="coreml")
+        Detector.load(package, backend="coreml")
     if importlib.util.find_spec("tensorrt") is None:
         with pytest.raises(ConfigError, match="tensorrt Python package is not installed"):
-            Detector.load(pkg_dir, backend="tensorrt")
+            Detector.load(package, backend="tensorrt")
         auto = "openvino" if importlib.util.find_spec("openvino") else "onnxruntime"  # fastest CPU path installed
-        assert Detector.load(pkg_dir, backend="auto").backend.name == auto
+        assert Detector.load(package, backend="auto").backend.name == auto
     if "CUDAExecutionProvider" not in ort.get_available_providers():
         with pytest.raises(ConfigError, match="not available in this onnxruntime build"):
-            Detector.load(pkg_dir, backend="onnxruntime", providers=["cuda"])
-    d = Detector.load(pkg_dir, backend="onnxruntime", providers="cpu", threads=1)
+            Detector.load(package, backend="onnxruntime", providers=["cuda"])
+    d = Detector.load(package, backend="onnxruntime", providers="cpu", threads=1)
     assert d.backend.providers == ["CPUExecutionProvider"]
 
 

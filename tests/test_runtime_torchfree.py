@@ -35,7 +35,7 @@ SCRIPT = BLOCKER + textwrap.dedent(
     import edge_ad.imageio, edge_ad.runtime.signing, edge_ad.plc.opcua_security, edge_ad.plc.inspector  # line side
     import edge_ad.traceability, edge_ad.pipeline.mqtt, edge_ad.cli.results, edge_ad.cli.serve  # station side
     import edge_ad.hmi.app, edge_ad.hmi.auth, edge_ad.capture, edge_ad.cli.capture, edge_ad.cli.hmi_user
-    import edge_ad.pipeline.recording, edge_ad.cli.station_services, edge_ad.cli.run
+    import edge_ad.station.config, edge_ad.station.recorders, edge_ad.services, edge_ad.pipeline.stream, edge_ad.cli.run
     from edge_ad.cli.main import main
     pkg_dir, image, out = sys.argv[1:4]
     det = rt.Detector.load(pkg_dir, backend="auto")

@@ -553,7 +553,7 @@ def test_cuda_python_errors_are_clear_without_a_gpu() -> None:
 # ---------------------------------------------------------------- verify metrics
 
 def test_compare_flags_decision_flip_and_map_difference() -> None:
-    from edge_ad.runtime.trt.verify import compare
+    from edge_ad.runtime.trt.engine_check import compare
 
     th = manifest()["thresholds"]
     maps = np.zeros((4, 1, 2, 2), np.float32)
@@ -567,7 +567,7 @@ def test_compare_flags_decision_flip_and_map_difference() -> None:
 
 
 def test_synthetic_images_are_seeded() -> None:
-    from edge_ad.runtime.trt.verify import load_images
+    from edge_ad.runtime.trt.engine_check import load_images
 
     a, b = load_images(None, 3, (8, 8), seed=1), load_images(None, 3, (8, 8), seed=1)
     assert len(a) == 3 and all(np.array_equal(x[1], y[1]) for x, y in zip(a, b))
@@ -703,7 +703,7 @@ def test_exported_package_engine_matches_onnxruntime_and_is_cached(device_packag
     """Each family's tiny package in each precision: the parser takes it, the engine agrees with ONNX Runtime
     within the verify tolerances, and a second open reuses the cached engine."""
     from edge_ad.runtime.backends.tensorrt import TensorRTBackend
-    from edge_ad.runtime.trt.verify import verify_engine
+    from edge_ad.runtime.trt.engine_check import verify_engine
 
     pkg = device_packages.get((model, precision))
     if pkg is None:
@@ -777,6 +777,6 @@ def test_cli_build_and_verify(device_packages: dict[tuple[str, str], Any], capsy
     assert main(["build", str(pkg.root)]) == 0
     out = capsys.readouterr().out
     assert "engine" in out and ".engine" in out and "build" in out
-    assert main(["verify", str(pkg.root), "--n", "4"]) == 0
+    assert main(["verify", str(pkg.root), "--limit", "4"]) == 0
     out = capsys.readouterr().out
     assert "PASS" in out and "Spearman" in out

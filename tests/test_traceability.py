@@ -15,14 +15,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 from plc_peers import BLOB_IMG, DARK_IMG, FAST_LINK, MemoryAdapter, QueueSource
+from runtime_fixtures import event
 
 from edge_ad.cli.main import main
-from edge_ad.cli.results import parse_time
 from edge_ad.errors import ConfigError
-from edge_ad.plc.signals import DefectCode, InspectionRecord
 from edge_ad.runtime.result import Region, Result
-from edge_ad.traceability import Retention, StationRecorder, TraceStore, open_readonly
+from edge_ad.station.record import DefectCode, InspectionRecord
+from edge_ad.traceability import Retention, TraceRecorder, TraceStore, open_readonly
 from edge_ad.traceability.store import SCHEMA_VERSION
+from edge_ad.traceability.timespec import parse_time
 
 ROOT = Path(__file__).resolve().parents[1]
 IMG = np.full((48, 64, 3), 90, np.uint8)
@@ -46,12 +47,12 @@ MODEL = {"name": "dinomaly-tiny", "precision": "fp32", "digest": "ab" * 32}
 def test_rows_decisions_images_and_queries(tmp_path):
     db = tmp_path / "st.db"
     with TraceStore(db, "line3 'st\"1", keep_ok_every=2, retention=Retention(None, None, None)) as st:
-        ids = [st.record(_rec(1, 4711, DefectCode.ANOMALY), _result(0.9, False), IMG, model=MODEL, when=1000.0),
-               st.record(_rec(2, 4712, DefectCode.OK), _result(0.1, True), IMG, model=MODEL, when=2000.0),
-               st.record(_rec(3, 4713, DefectCode.OK), _result(0.1, True), IMG, model=MODEL, when=3000.0),
-               st.record(_rec(4, 4714, DefectCode.LATE, late=True, error="time budget exceeded"), None, None,
-                         model=MODEL, when=4000.0),
-               st.record(_rec(5, 4715, DefectCode.NO_IMAGE, error="no frame"), None, None, when=5000.0)]
+        ids = [st.record(event(_rec(1, 4711, DefectCode.ANOMALY), _result(0.9, False), IMG, model=MODEL, when=1000.0)),
+               st.record(event(_rec(2, 4712, DefectCode.OK), _result(0.1, True), IMG, model=MODEL, when=2000.0)),
+               st.record(event(_rec(3, 4713, DefectCode.OK), _result(0.1, True), IMG, model=MODEL, when=3000.0)),
+               st.record(event(_rec(4, 4714, DefectCode.LATE, late=True, error="time budget exceeded"), None, None,
+                         model=MODEL, when=4000.0)),
+               st.record(event(_rec(5, 4715, DefectCode.NO_IMAGE, error="no frame"), None, None, when=5000.0))]
         assert ids == [1, 2, 3, 4, 5] and st.count() == 5
     st = open_readonly(db)
     rows = st.query()
@@ -70,7 +71,7 @@ def test_rows_decisions_images_and_queries(tmp_path):
     with pytest.raises(ConfigError, match="decision: expected any of"):
         st.query(decisions=["BAD"])
     with pytest.raises(ConfigError, match="opened for reading only"):
-        st.record(_rec(6, 1, DefectCode.OK), None)
+        st.record(event(_rec(6, 1, DefectCode.OK), None))
     st.close()
 
 
@@ -82,9 +83,9 @@ def test_retention_by_rows_age_and_image_budget(tmp_path, monkeypatch):
     with TraceStore(tmp_path / "r.db", retention=Retention(max_age_days=1.0, max_rows=8, image_budget_mb=0.3)) as st:
         old = time.time() - 3 * 86400
         for i in range(3):
-            st.record(_rec(i + 1, i, DefectCode.ANOMALY), _result(0.9, False), big, when=old)
+            st.record(event(_rec(i + 1, i, DefectCode.ANOMALY), _result(0.9, False), big, when=old))
         for i in range(12):
-            st.record(_rec(i + 4, 100 + i, DefectCode.ANOMALY), _result(0.9, False), big)
+            st.record(event(_rec(i + 4, 100 + i, DefectCode.ANOMALY), _result(0.9, False), big))
         time.sleep(0.5)
         removed = st.apply_retention()
         rows = st.query()
@@ -121,15 +122,17 @@ def test_schema_version_and_bad_files(tmp_path):
 
 _WRITER = r"""
 import sys
-from edge_ad.plc.signals import DefectCode, InspectionRecord
+from edge_ad.station.event import InspectionEvent, PackageIdentity
+from edge_ad.station.record import DefectCode, InspectionRecord
 from edge_ad.traceability import Retention, TraceStore
 st = TraceStore(sys.argv[1], "kill", retention=Retention(None, None, None), images=False)
 n = st.count()
 while True:
     n += 1
-    st.record(InspectionRecord(seq=n, part_id=n, ok=n % 3 != 0, defect_code=DefectCode.OK if n % 3 else
-                               DefectCode.ANOMALY, anomaly_score=0.5, max_pixel_score=0.5, defect_area=0,
-                               inspection_ms=1.0, model_id=1))
+    rec = InspectionRecord(seq=n, part_id=n, ok=n % 3 != 0, defect_code=DefectCode.OK if n % 3 else
+                           DefectCode.ANOMALY, anomaly_score=0.5, max_pixel_score=0.5, defect_area=0,
+                           inspection_ms=1.0, model_id=1)
+    st.record(InspectionEvent(rec, None, None, {}, PackageIdentity()))
     print(n, flush=True)  # = "delivered": only after the commit returned
 """
 
@@ -166,13 +169,14 @@ def test_station_records_every_published_result_before_the_plc_sees_it(detector,
     seen_at_record: list[int] = []
     mem, src = MemoryAdapter(), QueueSource()
     plc = mem.program()
-    recorder = StationRecorder(store, "queue://test")
 
-    def record(rec, frame, result, det):
-        seen_at_record.append(len(plc.results))  # results the PLC had when the row was written
-        return recorder(rec, frame, result, det)
+    class Recorder(TraceRecorder):
+        def write(self, event):
+            seen_at_record.append(len(plc.results))  # results the PLC had when the row was written
+            super().write(event)
 
-    insp = Inspector(detector, src, PlcLink(mem, **FAST_LINK), poll_s=0.002, backend="onnxruntime", recorder=record)
+    insp = Inspector(detector, src, PlcLink(mem, **FAST_LINK), poll_s=0.002, backend="onnxruntime",
+                     recorder=Recorder(store))
     with insp:
         plc.run_until(lambda: mem.get("Ready"), what="Ready")
         for part, img in ((9001, BLOB_IMG), (9002, DARK_IMG), (9003, None)):
@@ -188,7 +192,7 @@ def test_station_records_every_published_result_before_the_plc_sees_it(detector,
     assert [r["decision"] for r in rows] == ["NG", "OK", "LATE"]  # no frame within the budget: fail-safe, late
     assert rows[2]["error"] == "time budget exceeded"
     assert seen_at_record == [0, 1, 2]  # each row was committed before its result reached the PLC
-    assert {r["package_digest"] for r in rows} == {detector.package.digest} and rows[0]["source"] == "queue://test"
+    assert {r["package_digest"] for r in rows} == {detector.package.digest} and rows[0]["source"] == "test-camera"
     assert rows[0]["image_path"] and rows[1]["image_path"] is None  # NG image kept, OK not (keep_ok_every=0)
 
 
@@ -196,9 +200,9 @@ def test_results_cli_query_and_export(tmp_path, capsys):
     db = tmp_path / "c.db"
     now = time.time()
     with TraceStore(db, "st1", retention=Retention(None, None, None)) as st:
-        st.record(_rec(1, 1, DefectCode.ANOMALY), _result(0.9, False), None, model=MODEL, when=now - 86400 - 60)
-        st.record(_rec(2, 2, DefectCode.ANOMALY), _result(0.9, False), None, model=MODEL, when=now - 60)
-        st.record(_rec(3, 3, DefectCode.OK), _result(0.1, True), None, model=MODEL, when=now - 30)
+        st.record(event(_rec(1, 1, DefectCode.ANOMALY), _result(0.9, False), None, model=MODEL, when=now - 86400 - 60))
+        st.record(event(_rec(2, 2, DefectCode.ANOMALY), _result(0.9, False), None, model=MODEL, when=now - 60))
+        st.record(event(_rec(3, 3, DefectCode.OK), _result(0.1, True), None, model=MODEL, when=now - 30))
     assert main(["results", "query", str(db), "--since", "2h", "--decision", "NG", "--json"]) == 0
     rows = json.loads(capsys.readouterr().out)
     assert [r["part_id"] for r in rows] == [2] and rows[0]["model"] == "dinomaly-tiny"
@@ -241,8 +245,8 @@ def test_serve_writes_a_row_per_result_and_answers_which_parts_failed(plc_packag
         cv2.imwrite(str(images / f"{i}.png"), img)
     db = tmp_path / "station.db"
     rc = main(["serve", str(plc_packages["a"]), "--source", str(images), "--plc", f"modbus://127.0.0.1:{free_port()}",
-               "--trigger", "free", "--no-ack", "--hold-ms", "0", "--stop-at-end", "--duration", "30",
-               "--backend", "onnxruntime", "--status-every", "0", "--db", str(db), "--station", "line3-st7",
+               "--trigger", "free", "--no-ack", "--hold-ms", "0", "--stop-at-end", "--duration-s", "30",
+               "--backend", "onnxruntime", "--status-every-s", "0", "--db", str(db), "--station", "line3-st7",
                "--keep-ok-every", "1"])
     assert rc == 0, capsys.readouterr().err
     capsys.readouterr()
@@ -275,19 +279,19 @@ def test_serve_reads_a_station_config(plc_packages, tmp_path, capsys):
     cfg = {k: v for k, v in cfg.items() if v is not None}
     path = tmp_path / "station.yaml"
     path.write_text(yaml.safe_dump(cfg))
-    rc = main(["serve", "--config", str(path), "--no-ack", "--hold-ms", "0", "--stop-at-end", "--duration", "30",
-               "--status-every", "0", "--station", "from-cli"])
+    rc = main(["serve", "--config", str(path), "--no-ack", "--hold-ms", "0", "--stop-at-end", "--duration-s", "30",
+               "--status-every-s", "0", "--station", "from-cli"])
     assert rc == 0, capsys.readouterr().err
     with open_readonly(tmp_path / "cfg.db") as st:
         rows = st.query()
     assert [r["decision"] for r in rows] == ["NG", "OK"] and {r["station"] for r in rows} == {"from-cli"}
     for bad, match in (({"colour": 1}, "colour: unknown key"), ({"retention": {"weeks": 2}}, "retention.weeks"),
-                       ({"budget_ms": "fast"}, "budget_ms: expected float")):
+                       ({"budget_ms": "fast"}, "budget_ms: expected a number")):
         path.write_text(yaml.safe_dump({**cfg, **bad}))
         assert main(["serve", "--config", str(path)]) == 2
         assert match in capsys.readouterr().err
     assert main(["serve"]) == 2
-    assert "missing package, --source, --plc" in capsys.readouterr().err
+    assert "missing package, source, plc" in capsys.readouterr().err
 
 
 def test_a_version_1_database_is_migrated_in_place(tmp_path):

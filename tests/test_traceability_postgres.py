@@ -11,10 +11,11 @@ from pathlib import Path
 
 import pytest
 from plc_peers import free_port
+from runtime_fixtures import event
 
 from edge_ad.cli.main import main
 from edge_ad.errors import ConfigError
-from edge_ad.plc.signals import DefectCode, InspectionRecord
+from edge_ad.station.record import DefectCode, InspectionRecord
 from edge_ad.traceability import Retention, TraceStore, open_readonly
 from edge_ad.traceability.store import SCHEMA_VERSION
 
@@ -65,7 +66,7 @@ def test_same_schema_rows_queries_and_retention_on_postgres(pg_url, tmp_path, ca
     img = np.full((40, 60, 3), 80, np.uint8)
     model = {"name": "dinomaly-s", "precision": "int8", "digest": "ef" * 32}
     with TraceStore(pg_url, "pg-st", retention=Retention(None, 3, None), images_dir=tmp_path / "img") as st:
-        ids = [st.record(_rec(i, 4_000_000_000 + i, i % 2 == 0), None, img, model=model, when=1000.0 + i)
+        ids = [st.record(event(_rec(i, 4_000_000_000 + i, i % 2 == 0), None, img, model=model, when=1000.0 + i))
                for i in range(1, 6)]  # part ids beyond 2^31: PostgreSQL columns are BIGINT
         assert ids == sorted(ids) and st.count() == 5
         st.audit("anna", "sensitivity", {"to": 1.1})

@@ -3,7 +3,7 @@
 import pytest
 
 from edge_ad.errors import ConfigError
-from edge_ad.train.config import resolve_config
+from edge_ad.train.options import resolve_config
 
 
 def test_precedence_recipe_yaml_cli(tmp_path):
@@ -45,7 +45,7 @@ def test_cli_flags_yaml_and_print_config_come_from_one_dataclass(tmp_path, capsy
     import yaml
 
     from edge_ad.cli.main import build_parser, main
-    from edge_ad.train.config import TrainOptions
+    from edge_ad.train.options import TrainOptions
 
     parser = build_parser()
     train = next(a for a in parser._actions if a.__class__.__name__ == "_SubParsersAction").choices["train"]

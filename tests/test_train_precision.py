@@ -11,7 +11,7 @@ import torch
 from edge_ad.data.synth import generate
 from edge_ad.errors import ConfigError
 from edge_ad.models import create_model
-from edge_ad.train.precision import PrecisionStep, resolve_precision
+from edge_ad.train.amp import PrecisionStep, resolve_precision
 
 
 @pytest.fixture(scope="module")

@@ -19,17 +19,17 @@ from edge_ad.export.int8 import (
 )
 from edge_ad.export.onnx_export import export_onnx
 from edge_ad.export.precision import fp16_policy
-from edge_ad.export.recipe import load_recipe
+from edge_ad.export.profile import load_profile
 from edge_ad.models.registry import create_model, list_models
 
 TINY = [m for m in list_models() if m.endswith("-tiny")]
 
 
 def _export(name: str) -> onnx.ModelProto:
-    recipe = load_recipe(name)
-    kw = dict(recipe.get("model_kwargs") or {})
-    kw.update({k: int(recipe[k]) for k in ("resize", "crop") if recipe.get(k)})
-    return export_onnx(create_model(name, **kw).eval(), opset=int(recipe["opset"]))
+    profile = load_profile(name)
+    kw = dict(profile.get("model_kwargs") or {})
+    kw.update({k: int(profile[k]) for k in ("resize", "crop") if profile.get(k)})
+    return export_onnx(create_model(name, **kw).eval(), opset=int(profile["opset"]))
 
 
 def _images(model: onnx.ModelProto, n: int = 2) -> list[np.ndarray]:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import argparse
 
-from edge_ad.cli.common import add_json, add_trusted_key, human_out, write_json_output
+from edge_ad.cli.common import add_json, add_trusted_key, human_out, image_size, write_json_output
 from edge_ad.runtime.backends import BACKENDS
 
 HELP = "measure per-stage latency percentiles and throughput of a model package"
@@ -20,35 +20,23 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="inference engine (auto: TensorRT on an NVIDIA GPU, else OpenVINO if installed, else ONNX "
                         "Runtime)")
     p.add_argument("--batch", type=int, default=1, help="images per call (default 1)")
-    p.add_argument("--iters", type=int, default=100, help="measured iterations (default 100)")
-    p.add_argument("--warmup", type=int, default=10, help="unmeasured iterations first (default 10)")
+    p.add_argument("--runs", type=int, default=100, help="measured runs (default 100)")
+    p.add_argument("--warmup", type=int, default=10, help="unmeasured runs first (default 10)")
     p.add_argument("--image", default=None,
                    help="image to use; recommended: a real good part (default: uniform noise at --size, a worst case "
                         "for postprocessing when the map crosses the pixel threshold everywhere)")
-    p.add_argument("--size", default=None, metavar="WxH",
+    p.add_argument("--size", type=image_size, default=None, metavar="WxH",
                    help="synthetic image size, e.g. 1920x1200 (default: the package's resize size)")
     p.add_argument("--threads", type=int, default=None, help="ONNX Runtime intra-op threads (default: physical cores)")
     add_json(p, "the latency percentiles and throughput")
     add_trusted_key(p)
 
 
-def _parse_size(text: str) -> tuple[int, int]:
-    from edge_ad.errors import ConfigError
-
-    try:
-        w, h = (int(v) for v in text.lower().split("x"))
-    except ValueError as e:
-        raise ConfigError(f"--size: expected WxH such as 1920x1200, got {text!r}") from e
-    if w < 1 or h < 1:
-        raise ConfigError(f"--size: expected positive width and height, got {text!r}")
-    return h, w
-
-
 def run(args: argparse.Namespace) -> int:
     from edge_ad.runtime.bench import run_bench
 
-    report = run_bench(args.package, backend=args.backend, batch=args.batch, iters=args.iters, warmup=args.warmup,
-                       image=args.image, size_hw=_parse_size(args.size) if args.size else None, threads=args.threads,
+    report = run_bench(args.package, backend=args.backend, batch=args.batch, iters=args.runs, warmup=args.warmup,
+                       image=args.image, size_hw=args.size, threads=args.threads,
                        trusted_keys=args.trusted_keys)
     out = human_out(args)
     print(f"{report['model']} ({report['precision']}) on {report['backend']} {report['providers']}, "

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from edge_ad.cli.common import add_trusted_key
+from edge_ad.cli.common import add_gpu, add_json, add_trusted_key, human_out, write_json_output
 
 HELP = "build the TensorRT engine of a model package on this device (cached in PACKAGE/engines/)"
 
@@ -21,7 +21,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dla", type=int, default=None, metavar="N", help="build for DLA core N (GPU fallback on)")
     p.add_argument("--fp16-fallback", action="store_true",
                    help="TensorRT 10 only: fp16 engine from the fp32 graph with weak typing (BuilderFlag.FP16)")
-    p.add_argument("--device", type=int, default=0, help="CUDA device index")
+    add_gpu(p)
+    add_json(p, "the engine record (path, key, size, build time)")
     add_trusted_key(p)
     p.add_argument("--force", action="store_true", help="rebuild even if a valid cached engine exists")
 
@@ -33,7 +34,7 @@ def run(args: argparse.Namespace) -> int:
 
     load_tensorrt()  # fail fast with the install hint, before hashing a large package
     pkg = load_package(args.package, trusted_keys=args.trusted_keys)
-    rec = ensure_engine(pkg, args.precision, device=args.device, batch=args.batch, workspace_mb=args.workspace,
+    rec = ensure_engine(pkg, args.precision, device=args.gpu, batch=args.batch, workspace_mb=args.workspace,
                         timing_cache=args.timing_cache, dla_core=args.dla, fp16_fallback=args.fp16_fallback,
                         force=args.force)
     rows = [
@@ -44,6 +45,10 @@ def run(args: argparse.Namespace) -> int:
         ("build", f"{rec.build_seconds:.1f} s" if rec.built and rec.build_seconds is not None else "cached (reused)"),
     ]
     width = max(len(k) for k, _ in rows)
+    out = human_out(args)
     for k, v in rows:
-        print(f"{k:<{width}}  {v}")
+        print(f"{k:<{width}}  {v}", file=out)
+    write_json_output(args.json, {"engine": str(rec.path) if rec.path else None, "key": rec.key.describe(),
+                                  "onnx": str(rec.onnx_path), "bytes": len(rec.plan), "built": rec.built,
+                                  "build_seconds": rec.build_seconds})
     return 0

@@ -26,9 +26,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="stream: frames as the source delivers them (default); plc: one frame per PLC Trigger over "
                         "the station handshake (--plc URL; every part gets a fail-safe NG 'not inspected')")
     p.add_argument("--plc", metavar="URL", help="with --trigger plc: the PLC URL, as for edge-ad serve")
-    p.add_argument("--max", type=int, default=300, dest="max_images", metavar="N",
+    p.add_argument("--limit", type=int, default=300, metavar="N",
                    help="stop after keeping N images (default 300)")
-    p.add_argument("--duration", type=float, default=None, help="stop after this many seconds")
+    p.add_argument("--duration-s", type=float, default=None, help="stop after this many seconds")
     p.add_argument("--min-sharpness", type=float, default=20.0,
                    help="Laplacian variance below which a frame counts as blurred (default 20)")
     p.add_argument("--min-change", type=float, default=1.5,
@@ -36,7 +36,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from edge_ad.capture import capture, capture_on_trigger
+    from edge_ad.capture import CaptureReport, capture, capture_on_trigger
     from edge_ad.errors import ConfigError
     from edge_ad.sources import open_source
 
@@ -48,9 +48,9 @@ def run(args: argparse.Namespace) -> int:
     source = open_source(args.source)
     tty = sys.stderr.isatty()
 
-    def status(report: object) -> None:
-        print(("\r" if tty else "") + f"capture: {report.line()}", end="" if tty else "\n",  # type: ignore[attr-defined]
-              file=sys.stderr, flush=True)
+    def status(report: CaptureReport) -> None:
+        print(("\r" if tty else "") + f"capture: {report.line()}", end="" if tty else "\n", file=sys.stderr,
+              flush=True)
 
     def on_signal(_signum: int, _frame: FrameType | None) -> None:
         if hasattr(source, "request_stop"):
@@ -59,7 +59,7 @@ def run(args: argparse.Namespace) -> int:
 
     previous = signal.signal(signal.SIGTERM, on_signal)
     try:
-        common = {"category": args.category, "max_images": args.max_images, "duration_s": args.duration,
+        common = {"category": args.category, "max_images": args.limit, "duration_s": args.duration_s,
                   "min_sharpness": args.min_sharpness, "min_change": args.min_change, "status": status,
                   "source_label": str(args.source)}
         if args.trigger == "plc":

@@ -3,11 +3,39 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import signal
 import sys
+import threading
+from collections.abc import Iterator
+from types import FrameType
 from typing import Any, TextIO
 
 from edge_ad.fileio import atomic_write_json
+from edge_ad.train.options import comma_list
+
+__all__ = ["StatusPrinter", "add_gpu", "add_json", "add_password_stdin", "add_trusted_key", "comma_list",
+           "human_out", "image_size", "read_new_password", "stop_on_signals", "write_json_output"]
+
+
+def image_size(text: str) -> tuple[int, int]:
+    """An image size flag, `WxH` (1920x1200) or `N` (a square), as (height, width)."""
+    from edge_ad.errors import ConfigError
+
+    try:
+        parts = [int(v) for v in text.lower().split("x")]
+    except ValueError:
+        parts = []
+    if len(parts) == 1:
+        parts *= 2
+    if len(parts) != 2 or min(parts) < 1:
+        raise ConfigError(f"--size: expected WxH such as 1920x1200 or N for a square, got {text!r}")
+    return parts[1], parts[0]
+
+
+def add_gpu(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--gpu", type=int, default=0, metavar="N", help="CUDA device index (default 0)")
 
 
 def add_trusted_key(p: argparse.ArgumentParser) -> None:
@@ -57,3 +85,48 @@ def read_new_password(args: argparse.Namespace) -> str:
     if getpass.getpass("again: ") != password:
         raise ConfigError("the two passwords differ")
     return password
+
+
+class StatusPrinter:
+    """The status lines of a long-running command: human-readable on stderr, or with `--json [PATH]` one JSON object
+    per line (JSON Lines) on stdout or appended to PATH."""
+
+    def __init__(self, json_target: str | None, command: str) -> None:
+        self.command = command
+        self._tty = json_target is None and sys.stderr.isatty()
+        self._out: TextIO | None = None
+        if json_target == "-":
+            self._out = sys.stdout
+        elif json_target is not None:
+            self._out = open(json_target, "a", encoding="utf-8")  # noqa: SIM115 (kept open for the run)
+
+    def show(self, line: str, obj: dict[str, Any], final: bool = False) -> None:
+        if self._out is not None:
+            self._out.write(json.dumps({"final": final, **obj}, default=str) + "\n")
+            self._out.flush()
+        elif final:
+            print(("\n" if self._tty else "") + f"edge-ad {self.command}: stopped. {line}", file=sys.stderr, flush=True)
+        else:
+            print(("\r" if self._tty else "") + line, end="" if self._tty else "\n", file=sys.stderr, flush=True)
+
+    def close(self) -> None:
+        if self._out is not None and self._out is not sys.stdout:
+            self._out.close()
+
+
+@contextlib.contextmanager
+def stop_on_signals(command: str) -> Iterator[threading.Event]:
+    """An Event set by SIGINT/SIGTERM while the block runs (the old handlers come back after it)."""
+    stop = threading.Event()
+
+    def on_signal(signum: int, _frame: FrameType | None) -> None:
+        print(f"\nedge-ad {command}: {signal.Signals(signum).name}, stopping", file=sys.stderr)
+        stop.set()
+
+    main = threading.current_thread() is threading.main_thread()
+    previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)} if main else {}
+    try:
+        yield stop
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)

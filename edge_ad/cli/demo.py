@@ -11,6 +11,8 @@ import argparse
 from collections.abc import Sequence
 from typing import Any
 
+from edge_ad.cli.common import comma_list
+
 MARKER = ".edge-ad-demo"
 
 HELP = "synth -> train dinomaly-tiny -> eval -> export -> predict -> bench, into demo_out/"
@@ -24,7 +26,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--per-category", type=int, default=40, dest="per_category", help="synthetic train images per category"
     )
-    p.add_argument("--categories", help="comma-separated synthetic categories (default: all)")
+    p.add_argument("--categories", type=comma_list, help="comma-separated synthetic categories (default: all)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--force", action="store_true",
                    help="replace --out even if it is not a demo folder (a demo folder is always replaced)")
@@ -42,13 +44,13 @@ def run(args: argparse.Namespace) -> int:
     from edge_ad.data.mvtec import load_samples
     from edge_ad.data.synth import generate
     from edge_ad.errors import ConfigError
-    from edge_ad.evaluate.pipeline import evaluate_run
     from edge_ad.evaluate.report import format_table
+    from edge_ad.evaluate.runner import evaluate_run
     from edge_ad.export.exporter import export_package
     from edge_ad.imageio import read_image
     from edge_ad.runtime import Detector, render_overlay
     from edge_ad.runtime.bench import run_bench
-    from edge_ad.train.config import resolve_config
+    from edge_ad.train.options import resolve_config
     from edge_ad.train.trainer import train
 
     out = Path(args.out)
@@ -59,7 +61,7 @@ def run(args: argparse.Namespace) -> int:
     out.mkdir(parents=True)
     (out / MARKER).write_text("written by edge-ad demo; a re-run replaces this folder\n")
     times: dict[str, float] = {}
-    cats = [c.strip() for c in args.categories.split(",")] if args.categories else None
+    cats = args.categories or None
 
     def step(name: str) -> float:
         print(f"\n== {name}", flush=True)

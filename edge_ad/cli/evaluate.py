@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from edge_ad.cli.common import add_json, human_out, write_json_output
+from edge_ad.cli.common import add_json, comma_list, human_out, write_json_output
 
 HELP = "evaluate a run on the test split: image/pixel AUROC, AP, F1max and AUPRO per category"
 
@@ -13,7 +13,7 @@ HELP = "evaluate a run on the test split: image/pixel AUROC, AP, F1max and AUPRO
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--run", required=True, help="run directory written by `edge-ad train`")
     p.add_argument("--data", help="dataset root (default: the one the run was trained on)")
-    p.add_argument("--categories", help="comma-separated subset (default: the run's categories)")
+    p.add_argument("--categories", type=comma_list, help="comma-separated subset (default: the run's categories)")
     add_json(p, "the metrics (the report's metrics.json)")
     p.add_argument("--out", help="report directory (default <run>/eval)")
     p.add_argument("--batch", type=int, default=8)
@@ -28,10 +28,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from edge_ad.evaluate.pipeline import evaluate_run
     from edge_ad.evaluate.report import format_table
+    from edge_ad.evaluate.runner import evaluate_run
 
-    cats = [c.strip() for c in args.categories.split(",")] if args.categories else None
+    cats = args.categories or None
     report = evaluate_run(args.run, data=args.data, categories=cats, out_dir=args.out, batch_size=args.batch,
                           device=args.device, overlays_per_category=args.overlays, progress=not args.no_progress,
                           protocol=args.protocol)

@@ -20,7 +20,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     src.add_argument("--from-package", dest="from_package", help="convert this existing fp32 package (fp16/bf16/int8)")
     p.add_argument("--out", help="package directory (default packages/<model>[-<precision>])")
     p.add_argument("--data", help="dataset for parity images, calibration and the gate (default: the run's)")
-    p.add_argument("--recipe", help="export recipe YAML (default export/<model>.yaml)")
+    p.add_argument("--profile", help="export profile YAML (default export/<model>.yaml)")
     p.add_argument("--precision", choices=["fp32", "fp16", "bf16", "int8"], default="fp32",
                    help="numeric precision (bf16: the fp32 graph run in bf16 by OpenVINO on AVX512-BF16/AMX CPUs, "
                         "gated there)")
@@ -71,10 +71,10 @@ def run(args: argparse.Namespace) -> int:
                                  force=args.force, **int8_opts)
     from edge_ad.export.gemm_share import format_gemm_share
 
-    out = human_out(args)
-    print(s["table"], file=out)
-    print(format_gemm_share(s["gemm_precision"]), file=out)
-    print(f"package: {pkg}  (gate passed; next: edge-ad build {pkg} on the device)", file=out)
+    human = human_out(args)
+    print(s["table"], file=human)
+    print(format_gemm_share(s["gemm_precision"]), file=human)
+    print(f"package: {pkg}  (gate passed; next: edge-ad build {pkg} on the device)", file=human)
     write_json_output(args.json, {k: v for k, v in s.items() if k != "table"})
     return 0
 
@@ -85,16 +85,16 @@ def _export_fp32(args: argparse.Namespace, out: str | Path | None, reference: bo
     from edge_ad.export.exporter import export_package
 
     pkg, s = export_package(model_name=args.model, run=args.run, checkpoint=args.checkpoint, out=out,
-                            data=args.data, recipe_path=args.recipe, force=args.force)
+                            data=args.data, profile_path=args.profile, force=args.force)
     par = s["parity"]
     rows = [[s["model"], s["precision"], f"{s['onnx_mb']:.1f}", str(s["opset"]), str(s["nodes"]), s["input"],
              f"{par['max_abs_map_diff']:.2e}", f"{par['score_spearman']:.4f}", f"{s['seconds']:.1f}"]]
-    out = sys.stderr if reference else human_out(args)
+    human = sys.stderr if reference else human_out(args)
     print(format_table(rows, ["model", "precision", "MB", "opset", "nodes", "input", "max|Δmap|", "Spearman", "s"]),
-          file=out)
-    print(f"outputs: {s['outputs']}", file=out)
+          file=human)
+    print(f"outputs: {s['outputs']}", file=human)
     if s["untrained"]:
         print("WARNING: UNTRAINED package (random weights): use it to measure speed only.", file=sys.stderr)
     if not reference:
-        print(f"package: {pkg}  (next: edge-ad predict {pkg} IMAGE...  |  edge-ad bench {pkg})", file=out)
+        print(f"package: {pkg}  (next: edge-ad predict {pkg} IMAGE...  |  edge-ad bench {pkg})", file=human)
     return s

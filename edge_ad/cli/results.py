@@ -16,38 +16,14 @@ import argparse
 import csv
 import io
 import json
-import re
 import sys
-import time
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any, TextIO
 
 from edge_ad.errors import ConfigError
+from edge_ad.traceability.timespec import parse_time
 
 HELP = "query or export a station's traceability database (edge-ad serve --db)"
-_AGE = re.compile(r"^(\d+(?:\.\d+)?)([smhd])$")
-_UNIT_S = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
-
-
-def parse_time(text: str, flag: str, now: float | None = None) -> float:
-    """Unix seconds of an ISO local time, today/yesterday (local midnight) or an age like 24h; ConfigError else."""
-    now = time.time() if now is None else now
-    t = text.strip().lower()
-    midnight = datetime.fromtimestamp(now).replace(hour=0, minute=0, second=0, microsecond=0)
-    if t == "today":
-        return midnight.timestamp()
-    if t == "yesterday":
-        return (midnight - timedelta(days=1)).timestamp()
-    if t == "now":
-        return now
-    m = _AGE.match(t)
-    if m:
-        return now - float(m.group(1)) * _UNIT_S[m.group(2)]
-    try:
-        return datetime.fromisoformat(text.strip()).timestamp()
-    except ValueError:
-        raise ConfigError(f"{flag} {text!r}: expected an ISO time (2026-12-01 or 2026-12-01T08:30), today, "
-                          "yesterday or an age (90m, 24h, 7d)") from None
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -142,11 +118,10 @@ def run(args: argparse.Namespace) -> int:
 
 def _write_parquet(path: str, rows: list[dict[str, Any]]) -> None:
     """Rows as a Parquet table (regions/timings as JSON text columns), written to a temp file and renamed."""
-    try:
-        import pyarrow as pa
-        import pyarrow.parquet as pq
-    except ImportError:
-        raise ConfigError('--parquet needs pyarrow: pip install "edge-ad[parquet]" (or use --csv / --jsonl)') from None
+    from edge_ad.optional import require
+
+    pa = require("pyarrow", "--parquet (or use --csv / --jsonl)")
+    pq = require("pyarrow.parquet", "--parquet (or use --csv / --jsonl)")
     import os
     import tempfile
     from pathlib import Path

@@ -12,6 +12,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from edge_ad.cli.common import add_gpu
+
 HELP = "on the device: build, verify and bench TensorRT engines of fp32/fp16/int8 packages, run the GPU tests"
 
 
@@ -23,9 +25,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="lab side only: export the self-test packages into DIR and stop (no TensorRT needed)")
     p.add_argument("--models", default="dinomaly-tiny",
                    help="tiny models to export: comma-separated names or 'all' (default dinomaly-tiny)")
-    p.add_argument("--iters", type=int, default=50, help="benchmark iterations per engine (default 50)")
+    p.add_argument("--runs", type=int, default=50, help="benchmark runs per engine (default 50)")
     p.add_argument("--no-tests", action="store_true", help="skip the tensorrt-marked tests")
-    p.add_argument("--device", type=int, default=0, help="CUDA device index")
+    add_gpu(p)
 
 
 def _prepare(out: Path, models: str) -> list[Path]:
@@ -44,8 +46,8 @@ def _prepare(out: Path, models: str) -> list[Path]:
 def run(args: argparse.Namespace) -> int:
     from edge_ad.errors import ConfigError
 
-    if args.iters < 1:
-        raise ConfigError(f"--iters: expected an integer >= 1, got {args.iters}")
+    if args.runs < 1:
+        raise ConfigError(f"--runs: expected an integer >= 1, got {args.runs}")
     if args.prepare is not None:
         if args.packages:
             raise ConfigError("--prepare exports packages; it takes no PACKAGE arguments")
@@ -63,7 +65,7 @@ def run(args: argparse.Namespace) -> int:
 
     load_tensorrt()  # fail fast, with the install hint, before exporting or hashing anything
     paths = list(args.packages) or _prepare(args.out / "packages", args.models)
-    report = run_selftest(find_packages(paths), args.out, device=args.device, iters=args.iters,
+    report = run_selftest(find_packages(paths), args.out, device=args.gpu, iters=args.runs,
                           run_tests=not args.no_tests)
     print((args.out / REPORT_MD).read_text(encoding="utf-8"))
     print(f"report: {args.out / REPORT_JSON}")

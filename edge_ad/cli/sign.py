@@ -15,8 +15,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from edge_ad.runtime.package import load_package
-    from edge_ad.runtime.signing import sign_package
+    from edge_ad.runtime.package import load_package, sign_package
 
     out = sign_package(args.package, args.key)
     pkg = load_package(args.package, verify=False, check_signature=False)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from edge_ad.cli.common import comma_list, image_size
+
 HELP = "generate a synthetic multi-category anomaly dataset (MVTec layout, with masks)"
 
 
@@ -11,11 +13,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("out", help="output folder (created; must be empty unless --force)")
     parser.add_argument(
         "--categories",
+        type=comma_list,
         default=None,
         help="comma-separated categories (default: fabric,wood,mesh,screw_plate,pcb,cap; also: carpet)",
     )
     parser.add_argument("--per-category", type=int, default=40, help="train images per category (default 40)")
-    parser.add_argument("--size", type=int, default=256, help="image side in pixels (default 256)")
+    parser.add_argument("--size", type=image_size, default=(256, 256), metavar="N",
+                        help="image side in pixels (square; default 256)")
     parser.add_argument("--seed", type=int, default=0, help="random seed; the same seed gives identical files")
     parser.add_argument("--force", action="store_true", help="replace an existing synth dataset in OUT")
 
@@ -23,9 +27,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from edge_ad.data.synth import generate
 
-    cats = None if args.categories is None else args.categories.split(",")
+    cats = args.categories
+    if args.size[0] != args.size[1]:
+        from edge_ad.errors import ConfigError
+
+        raise ConfigError(f"--size: synthetic images are square, got {args.size[1]}x{args.size[0]}")
     meta = generate(
-        args.out, categories=cats, per_category=args.per_category, size=args.size, seed=args.seed, force=args.force
+        args.out, categories=cats, per_category=args.per_category, size=args.size[0], seed=args.seed, force=args.force
     )
     rows = [("category", "train", "test good", "test anomalous", "defect types")]
     for name, c in meta["categories"].items():

@@ -1,7 +1,7 @@
 """`edge-ad train`: train one multi-class model on the good images of a dataset (MVTec layout).
 
-The flags are derived from `edge_ad.train.config.TrainOptions` (one definition for flags, YAML and defaults);
-`--print-config` shows the resolved options (paper recipe < --config YAML < flags) without training.
+The flags are derived from `edge_ad.train.options.TrainOptions` (one definition for flags, YAML and defaults);
+`--print-config` shows the resolved options (paper paper < --config YAML < flags) without training.
 Multi-GPU / multi-node: `torchrun --nproc_per_node=N [--nnodes=M --rdzv-endpoint=HOST:PORT] -m edge_ad.cli.main
 train ...` (DistributedDataParallel; `--batch` is per process)."""
 
@@ -13,7 +13,7 @@ HELP = "train a model on good images of one or more categories (multi-class by d
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    from edge_ad.train.config import add_cli_flags
+    from edge_ad.train.options import add_cli_flags
 
     p.add_argument("--config", help="YAML file with training options (flags override it)")
     add_cli_flags(p)
@@ -26,8 +26,8 @@ def run(args: argparse.Namespace) -> int:
     from edge_ad.errors import ConfigError
     from edge_ad.fileio import read_yaml_file
     from edge_ad.models.catalog import card
-    from edge_ad.train import fit, recipe_of
-    from edge_ad.train.config import format_config, overrides_from_cli, resolve_config
+    from edge_ad.train import fit
+    from edge_ad.train.options import format_config, overrides_from_cli, paper_config, resolve_config
 
     overrides = overrides_from_cli(args)
     name = overrides["model"]
@@ -41,7 +41,7 @@ def run(args: argparse.Namespace) -> int:
     except KeyError as e:
         raise ConfigError(str(e.args[0])) from None
     if args.print_config:
-        print(format_config(resolve_config(recipe_of(name), args.config, {**overrides, "model": name})), end="")
+        print(format_config(resolve_config(paper_config(name), args.config, {**overrides, "model": name})), end="")
         return 0
     options = {k: v for k, v in overrides.items() if k not in ("model", "data", "out") and v is not None}
     out = fit(name, overrides["data"], overrides["out"], config=args.config, resume=args.resume,

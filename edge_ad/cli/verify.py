@@ -11,7 +11,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from edge_ad.cli.common import add_trusted_key
+from edge_ad.cli.common import add_gpu, add_json, add_trusted_key, human_out, write_json_output
 
 HELP = ("compare the TensorRT engine (or OpenVINO) with ONNX Runtime CPU on sample images (score deltas, map diff, "
         "OK/NG)")
@@ -23,14 +23,15 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="the engine to check against ONNX Runtime CPU (default tensorrt)")
     p.add_argument("--images", type=Path, default=None, metavar="DIR",
                    help="folder of sample images (default: synthetic noise images)")
-    p.add_argument("--n", type=int, default=8, help="number of images (default 8)")
+    p.add_argument("--limit", type=int, default=8, metavar="N", help="number of images (default 8)")
     p.add_argument("--precision", choices=["fp32", "fp16", "int8"], default=None,
                    help="TensorRT: engine to verify (default: the package's precision)")
     p.add_argument("--fp16-fallback", action="store_true", help="verify the weakly typed fp16 engine (TensorRT 10)")
     p.add_argument("--tol", type=float, default=None,
                    help="max score/map difference as a fraction of the normalisation range "
                         "(default fp32 0.01, fp16/bf16 0.05, int8 0.10)")
-    p.add_argument("--device", type=int, default=0, help="CUDA device index")
+    add_gpu(p)
+    add_json(p, "the comparison (per-image scores, deltas, tolerances, failures)")
     add_trusted_key(p)
     p.add_argument("--seed", type=int, default=0, help="seed of the synthetic images")
 
@@ -42,32 +43,34 @@ def run(args: argparse.Namespace) -> int:
     if args.backend == "openvino":
         from edge_ad.runtime.verify import verify_openvino
 
-        r = verify_openvino(pkg, images=args.images, n=args.n, seed=args.seed, tol=args.tol)
+        r = verify_openvino(pkg, images=args.images, n=args.limit, seed=args.seed, tol=args.tol)
     else:
         from edge_ad.runtime.trt import load_tensorrt
-        from edge_ad.runtime.trt.verify import verify_engine
+        from edge_ad.runtime.trt.engine_check import verify_engine
 
         load_tensorrt()
-        r = verify_engine(pkg, args.precision, images=args.images, n=args.n, seed=args.seed, tol=args.tol,
-                          device=args.device, fp16_fallback=args.fp16_fallback)
+        r = verify_engine(pkg, args.precision, images=args.images, n=args.limit, seed=args.seed, tol=args.tol,
+                          device=args.gpu, fp16_fallback=args.fp16_fallback)
     threshold, name = r["threshold"], r["backend"]
-    print(f"engine: {r['engine']}")
-    print(f"reference: {r['reference']}; image threshold {threshold:.6g}")
+    out = human_out(args)
+    write_json_output(args.json, r)
+    print(f"engine: {r['engine']}", file=out)
+    print(f"reference: {r['reference']}; image threshold {threshold:.6g}", file=out)
     name_w = max(len(i["name"]) for i in r["images"])
-    print(f"{'image':<{name_w}}  {'onnxruntime':>12}  {name:>12}  {'delta':>10}  decision")
+    print(f"{'image':<{name_w}}  {'onnxruntime':>12}  {name:>12}  {'delta':>10}  decision", file=out)
     for i in r["images"]:
         ref, got = i["onnxruntime"], i[name]
         verdict = ("NG" if ref > threshold else "OK") + (
             "" if i["agree"] else f" vs {'NG' if got > threshold else 'OK'}"
         )
-        print(f"{i['name']:<{name_w}}  {ref:>12.6g}  {got:>12.6g}  {abs(got - ref):>10.3g}  {verdict}")
+        print(f"{i['name']:<{name_w}}  {ref:>12.6g}  {got:>12.6g}  {abs(got - ref):>10.3g}  {verdict}", file=out)
     rho = "n/a" if r["spearman"] is None else f"{r['spearman']:.4f}"
     agree = sum(i["agree"] for i in r["images"])
     print(f"max |score delta| {r['max_score_delta']:.4g} (tol {r['score_tol']:.4g}), max |map diff| "
           f"{r['max_map_diff']:.4g} (tol {r['map_tol']:.4g}), Spearman {rho}, OK/NG agreement "
-          f"{agree}/{len(r['images'])}")
+          f"{agree}/{len(r['images'])}", file=out)
     if r["failures"]:
-        print("FAIL: " + "; ".join(r["failures"]))
+        print("FAIL: " + "; ".join(r["failures"]), file=out)
         return 1
-    print("PASS")
+    print("PASS", file=out)
     return 0

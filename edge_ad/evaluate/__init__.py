@@ -2,16 +2,14 @@
 (`protocols`), decision thresholds (`thresholds`) and reports (`report`).
 
 Names are re-exported lazily, so `import edge_ad.evaluate.thresholds` on the line side loads numpy only
-(no OpenCV/scikit-image, and never the torch-based `inference`/`pipeline`). `edge_ad.evaluate(run)` (this module,
-called) is `edge_ad.api.evaluate`.
+(no OpenCV/scikit-image, and never the torch-based `inference`/`runner`). From Python: `edge_ad.api.evaluate(run)` or
+`run.evaluate()` on an `edge_ad.fit` result.
 """
 
 from __future__ import annotations
 
 import importlib
 from typing import Any
-
-from edge_ad._callable_module import make_callable
 
 _EXPORTS = {
     "metrics": ("METRIC_KEYS", "CategoryPredictions", "MetricVariants", "aupro", "auroc", "average_precision",
@@ -50,6 +48,3 @@ def __getattr__(name: str) -> Any:
     if name not in _WHERE:
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
     return getattr(importlib.import_module(f"{__name__}.{_WHERE[name]}"), name)
-
-
-make_callable(__name__, "evaluate")

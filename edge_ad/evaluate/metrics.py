@@ -348,7 +348,7 @@ def evaluate_categories(per_category: Mapping[str, CategoryPredictions],
     for cat, p in per_category.items():
         labels, scores, dtypes = _check_category(cat, p)
         if v.image_labels == "mask":  # ADer: the label is whether the (resized) mask holds a defect pixel
-            labels = (np.asarray(p.masks).reshape(labels.shape[0], -1) > 0).any(axis=1).astype(np.int64)
+            labels = np.asarray((np.asarray(p.masks).reshape(labels.shape[0], -1) > 0).any(axis=1), np.int64)
         why: list[str] = []
         m = {**_image(labels, scores, why, v), **_pixel(p.masks, p.maps, why, v)}
         categories[cat] = {k: float(m[k]) for k in METRIC_KEYS}

@@ -31,7 +31,7 @@ class Protocol:
     """One protocol. `resize`: the image interpolation to train/evaluate with (None = the model's own); `mask`:
     the mask method (see `protocol_mask`); `holdout`: hold good training images out for thresholds;
     `per_category`: one model per category; `epochs`/`batch`/`drop_last`: the official training length (epochs
-    None = the recipe's iteration count); `calibrate_on_test_good`: output normalisation fitted on the test
+    None = the paper configuration's iteration count); `calibrate_on_test_good`: output normalisation fitted on the test
     split's good images (ULSAD's official code does this; a leak that edge-ad's protocol never has)."""
 
     name: str
@@ -57,7 +57,7 @@ class Protocol:
                 "calibrate_on_test_good": self.calibrate_on_test_good, "notes": list(self.notes)}
 
     def train_iters(self, n_images: int, default_iters: int) -> int:
-        """Optimiser steps of the official length for `n_images` training images (the recipe's if no epochs)."""
+        """Optimiser steps of the official length for `n_images` training images (the paper's if no epochs)."""
         if self.epochs is None or self.batch is None:
             return default_iters
         per_epoch = n_images // self.batch if self.drop_last else math.ceil(n_images / self.batch)

@@ -72,7 +72,7 @@ class CalibrationConfig:
 
 def calibration_dirs() -> list[Path]:
     """Where manifests are looked up: ./calibration, then the manifests shipped with edge-ad."""
-    from edge_ad.export.recipe import bundled_dir
+    from edge_ad.export.profile import bundled_dir
 
     bundled = bundled_dir("edge_ad.calibration_manifests")
     return [Path.cwd() / "calibration", *([bundled] if bundled else [])]

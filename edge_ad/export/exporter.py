@@ -13,14 +13,14 @@ import torch
 
 from edge_ad import __version__
 from edge_ad.errors import ConfigError, ExportError
+from edge_ad.evaluate import rundir
 from edge_ad.export.gemm_share import gemm_precision
 from edge_ad.export.graph_check import check_graph, format_problems, op_histogram
 from edge_ad.export.onnx_export import PackagedModel, check_parity, export_onnx
-from edge_ad.export.recipe import load_recipe
+from edge_ad.export.profile import load_profile
 from edge_ad.fileio import read_json_file
 from edge_ad.models.base import AnomalyModel
 from edge_ad.models.registry import create_model, model_info
-from edge_ad.train import rundir
 
 log = logging.getLogger(__name__)
 
@@ -29,38 +29,38 @@ def _params(model: torch.nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
-def load_for_export(name: str | None, run: str | None, checkpoint: str | None, recipe_path: str | None
+def load_for_export(name: str | None, run: str | None, checkpoint: str | None, profile_path: str | None
                     ) -> tuple[AnomalyModel, dict[str, Any], dict[str, Any] | None, dict[str, Any], dict[str, Any]]:
-    """(model, recipe, thresholds or None, run config or {}, run info or {}) for the requested source."""
+    """(model, profile, thresholds or None, run config or {}, run info or {}) for the requested source."""
     if run:
         model, cfg, thresholds = rundir.load_run(run)
         if name and name != cfg["model"]:
             raise ConfigError(f"{run}: the run holds model {cfg['model']!r}, not --model {name!r}")
         info_p = Path(run) / rundir.RUN_INFO
         info = read_json_file(info_p, "run info") if info_p.is_file() else {}
-        return model, load_recipe(cfg["model"], recipe_path), thresholds, cfg, info
+        return model, load_profile(cfg["model"], profile_path), thresholds, cfg, info
     if not name:
         raise ConfigError("export: --model is required unless --run is given")
     try:
         model_info(name)
     except KeyError as e:
         raise ConfigError(str(e.args[0])) from e
-    recipe = load_recipe(name, recipe_path)
-    kw = dict(recipe.get("model_kwargs") or {})
+    profile = load_profile(name, profile_path)
+    kw = dict(profile.get("model_kwargs") or {})
     for k in ("resize", "crop"):
-        if recipe.get(k):
-            kw[k] = int(recipe[k])
+        if profile.get(k):
+            kw[k] = int(profile[k])
     if checkpoint:
         model = create_model(name, pretrained=False, state_dict_follows=True, **kw)  # the checkpoint holds the encoder
         rundir.load_weights(model, Path(checkpoint))
         thr_p = Path(checkpoint).parent / rundir.THRESHOLDS
         thresholds = read_json_file(thr_p, "thresholds") if thr_p.is_file() else None
         model.encoder_weights = "checkpoint"
-        return model.eval(), recipe, thresholds, {}, {}
+        return model.eval(), profile, thresholds, {}, {}
     log.warning("exporting %s with UNTRAINED weights (random-init encoder and decoder): for measuring speed only; "
                 "its scores mean nothing. Pass --run to export a trained model.", name)
     model = create_model(name, pretrained=False, **kw)
-    return model.eval(), recipe, None, {}, {}
+    return model.eval(), profile, None, {}, {}
 
 
 def validation_images(model: AnomalyModel, cfg: dict[str, Any], run: str | None, data: str | None, n: int, seed: int = 0
@@ -109,26 +109,26 @@ def export_package(
     checkpoint: str | None = None,
     out: str | Path | None = None,
     data: str | None = None,
-    recipe_path: str | None = None,
+    profile_path: str | None = None,
     force: bool = False,
 ) -> tuple[Path, dict[str, Any]]:
     """Export, check the graph for TensorRT, verify against PyTorch and write the package; returns (path, summary)."""
     from edge_ad.runtime.package import write_package
 
     t0 = time.perf_counter()
-    model, recipe, thresholds, cfg, info = load_for_export(model_name, run, checkpoint, recipe_path)
+    model, profile, thresholds, cfg, info = load_for_export(model_name, run, checkpoint, profile_path)
     name = model.name
     untrained = run is None and checkpoint is None
     out_dir = Path(out) if out else Path("packages") / (name + ("-untrained" if untrained else ""))
 
-    proto = export_onnx(model, opset=int(recipe["opset"]), dynamic_batch=bool(recipe["dynamic_batch"]),
-                        input_name=recipe["input"]["name"])
+    proto = export_onnx(model, opset=int(profile["opset"]), dynamic_batch=bool(profile["dynamic_batch"]),
+                        input_name=profile["input"]["name"])
     problems = check_graph(proto)
     if problems:
         raise ExportError("exported graph breaks TensorRT's rules; no package written:\n  " + format_problems(problems))
     onnx_bytes = proto.SerializeToString()
 
-    par_cfg = recipe["parity"]
+    par_cfg = profile["parity"]
     images, images_desc = validation_images(model, cfg, run, data, int(par_cfg["n_images"]))
     parity = check_parity(model, onnx_bytes, images)
     ok = parity.max_abs_map_diff <= float(par_cfg["max_abs_map_diff"]) and (
@@ -159,18 +159,18 @@ def export_package(
         },
         "categories": list(info.get("categories") or cfg.get("categories") or []),
         "precision": "fp32",
-        "onnx": {"file": "model.onnx", "opset": int(recipe["opset"]), "nodes": hist["nodes"],
+        "onnx": {"file": "model.onnx", "opset": int(profile["opset"]), "nodes": hist["nodes"],
                  "gemm_precision": gemm_precision(proto)},
         "input": {
-            "name": recipe["input"]["name"], "dtype": "uint8", "layout": "NHWC",
-            "height": pre.crop[0], "width": pre.crop[1], "batch": "dynamic" if recipe["dynamic_batch"] else 1,
+            "name": profile["input"]["name"], "dtype": "uint8", "layout": "NHWC",
+            "height": pre.crop[0], "width": pre.crop[1], "batch": "dynamic" if profile["dynamic_batch"] else 1,
             "preprocess": pre.to_dict(),
         },
         "outputs": {
             "anomaly_map": {"height": parity.map_hw[0], "width": parity.map_hw[1], "dtype": "float32"},
             "score": {"dtype": "float32"},
         },
-        "postprocess": dict(recipe["postprocess"]),
+        "postprocess": dict(profile["postprocess"]),
         "thresholds": thresholds,
         "constants": model.package_constants(),
         "export_metrics": {**parity.as_dict(), "images": images_desc},
@@ -179,13 +179,13 @@ def export_package(
             "data_root": cfg.get("data"),
             "data_fingerprint": info.get("data_fingerprint"),
             "iters": cfg.get("iters"),
-            "recipe": recipe["source"],
+            "profile": profile["source"],
         },
     }
     pkg = write_package(out_dir, {"model.onnx": onnx_bytes}, manifest, overwrite=force)
     summary = {
         "package": str(pkg), "model": name, "precision": "fp32", "untrained": untrained,
-        "onnx_mb": len(onnx_bytes) / 2**20, "opset": int(recipe["opset"]), "nodes": hist["nodes"],
+        "onnx_mb": len(onnx_bytes) / 2**20, "opset": int(profile["opset"]), "nodes": hist["nodes"],
         "input": f"image uint8 [B,{pre.crop[0]},{pre.crop[1]},3] {pre.color_order}",
         "outputs": f"anomaly_map [B,1,{parity.map_hw[0]},{parity.map_hw[1]}], score [B]",
         "parity": parity.as_dict(), "seconds": time.perf_counter() - t0,

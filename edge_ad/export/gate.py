@@ -20,9 +20,9 @@ import numpy as np
 from tqdm import tqdm
 
 from edge_ad.errors import ConfigError, DataError
+from edge_ad.evaluate import rundir
 from edge_ad.runtime.package import ModelPackage
 from edge_ad.runtime.ranking import rank_agreement
-from edge_ad.train import rundir
 
 log = logging.getLogger(__name__)
 
@@ -72,7 +72,7 @@ def gate_set(pkg: ModelPackage, data_root: str | Path) -> GateSet:
         test = []
     run = (pkg.manifest.get("training") or {}).get("run")
     val = Path(run) / "val_split.json" if run else None
-    if val is not None and val.is_file():
+    if run and val is not None and val.is_file():
         held = {str(Path(p).resolve()) for p in rundir.holdout(Path(run))}
         train = load_samples(data_root, cats, split="train")
         good = [s for s in train if str(Path(s.path).resolve()) in held]

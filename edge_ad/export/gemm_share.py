@@ -18,7 +18,7 @@ import onnx
 from onnx import TensorProto
 
 GEMM_OPS = ("MatMul", "Gemm", "Conv")
-_NAMES = {TensorProto.FLOAT: "fp32", TensorProto.FLOAT16: "fp16", TensorProto.BFLOAT16: "bf16"}
+_NAMES: dict[int, str] = {TensorProto.FLOAT: "fp32", TensorProto.FLOAT16: "fp16", TensorProto.BFLOAT16: "bf16"}
 
 
 def _gemm_shapes(model: onnx.ModelProto) -> tuple[dict[str, list[int]], dict[str, int]]:

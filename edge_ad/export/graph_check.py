@@ -18,7 +18,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto, numpy_helper
 
-from edge_ad.export.trt_ops import (
+from edge_ad.trt_ops import (
     DEFAULT_PROFILES,
     ONNX_TO_TRT,
     PROFILES,
@@ -192,9 +192,9 @@ def _profile_rules(g: _Graph, prof: TrtProfile) -> list[Problem]:
                 add("constant-input", where, f"input {ci.name!r} ({node.input[ci.index]!r}) must be an "
                                              f"initializer or Constant ({ci.why})")
         if node.op_type == "TopK":
-            k = g.value(node.input[1]) if len(node.input) > 1 else None
-            if k is not None and int(np.max(k)) > prof.topk_max_k:
-                add("topk-k", where, f"K={int(np.max(k))} exceeds TensorRT's limit of {prof.topk_max_k}")
+            k_value = g.value(node.input[1]) if len(node.input) > 1 else None
+            if k_value is not None and int(np.max(k_value)) > prof.topk_max_k:
+                add("topk-k", where, f"K={int(np.max(k_value))} exceeds TensorRT's limit of {prof.topk_max_k}")
             if next((a.i for a in node.attribute if a.name == "sorted"), 1) != 1:
                 add("topk-k", where, "sorted=0 is not supported (TensorRT needs sorted=1)")
         if node.op_type == "Resize":

@@ -26,6 +26,9 @@ class PackagedModel(nn.Module):
     Normalising inside the graph sends 4x fewer bytes to the device than float32 and keeps the host side trivial.
     """
 
+    mean255: torch.Tensor
+    std255: torch.Tensor
+
     def __init__(self, model: AnomalyModel, preprocess: Preprocess) -> None:
         super().__init__()
         self.model = model
@@ -51,8 +54,9 @@ def export_onnx(
     axes = {input_name: {0: "batch"}, "anomaly_map": {0: "batch"}, "score": {0: "batch"}} if dynamic_batch else None
     with torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore")  # TorchScript tracer warnings about constant shapes are intended here
+        # the TorchScript exporter (dynamo=False) writes to a file object; the stubs name paths only
         torch.onnx.export(
-            wrapped, (dummy,), buf, dynamo=False, opset_version=opset, input_names=[input_name],
+            wrapped, (dummy,), buf, dynamo=False, opset_version=opset, input_names=[input_name],  # type: ignore[arg-type]
             output_names=["anomaly_map", "score"], dynamic_axes=axes, do_constant_folding=True,
         )
     proto = onnx.load_from_string(buf.getvalue())

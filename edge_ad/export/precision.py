@@ -25,10 +25,10 @@ from typing import Any
 import onnx
 
 from edge_ad.errors import ConfigError, ExportError, GateError
+from edge_ad.evaluate import rundir
 from edge_ad.export.gate import GateBudget, evaluate_gate, format_gate_report, gate_set
 from edge_ad.fileio import atomic_write_json
 from edge_ad.runtime.package import ModelPackage, load_package, write_package
-from edge_ad.train import rundir
 
 log = logging.getLogger(__name__)
 
@@ -40,10 +40,9 @@ CPU_GRAPH = "model_cpu.onnx"
 
 def _require_bf16_cpu() -> None:
     """bf16 is gated where it runs: OpenVINO on a CPU with native bf16; ConfigError naming what is missing."""
-    try:
-        import openvino as ov
-    except ImportError as e:
-        raise ConfigError("precision bf16 is gated on OpenVINO: pip install 'edge-ad[openvino]'") from e
+    from edge_ad.optional import require
+
+    ov = require("openvino", "precision bf16 (gated on OpenVINO)")
     from edge_ad.runtime.backends.openvino import cpu_has_bf16
 
     if not cpu_has_bf16(ov.Core()):
@@ -132,12 +131,12 @@ def _convert_int8(
 
 
 def fp16_policy(model_name: str) -> Any:
-    """The fp16 policy of a model: the defaults plus its export recipe's `fp16` section (extra node-name regexes
+    """The fp16 policy of a model: the defaults plus its export profile's `fp16` section (extra node-name regexes
     kept in fp32, e.g. a memory read; the decoder pattern that delimits the head)."""
     from edge_ad.export.fp16 import Fp16Policy
-    from edge_ad.export.recipe import load_recipe
+    from edge_ad.export.profile import load_profile
 
-    section = load_recipe(model_name).get("fp16") or {}
+    section = load_profile(model_name).get("fp16") or {}
     kw: dict[str, Any] = {}
     if section.get("keep_fp32"):
         kw["keep_name_patterns"] = tuple(str(x) for x in section["keep_fp32"])

@@ -55,6 +55,6 @@ def prepare_packages(out: str | Path, models: Sequence[str] = DEFAULT_MODELS,
             log.info("self-test package %s %s (untrained, gate opened: engine tests only)", name, prec)
             pkg, _ = convert_package(fp32, prec, root / f"{name}-{prec}", data=data, max_drop=1.0, min_agreement=0.0,
                                      force=True, progress=progress,
-                                     **({"scales_out": root / f"{name}.int8-scales.json"} if prec == "int8" else {}))
+                                     scales_out=root / f"{name}.int8-scales.json" if prec == "int8" else None)
             paths.append(pkg)
     return paths

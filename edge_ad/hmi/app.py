@@ -21,7 +21,9 @@ from typing import Any
 
 from edge_ad.errors import ConfigError
 from edge_ad.hmi.auth import Sessions
-from edge_ad.hmi.live import LiveView
+from edge_ad.hmi.live import CaptureWorker, LiveView
+from edge_ad.station.view import StationView
+from edge_ad.traceability.store import TraceStore
 
 log = logging.getLogger(__name__)
 STATIC = Path(__file__).with_name("static")
@@ -29,50 +31,43 @@ COOKIE = "edgead_session"
 
 
 class Station:
-    """What the HMI talks to: the Inspector, its live view, the traceability store and the settings file."""
+    """What the HMI talks to: the station's view (`StationView`: state and engineer actions), its live view, the
+    traceability store and the settings file."""
 
-    def __init__(self, inspector: Any, live: LiveView, store: Any = None, *, name: str = "station",
-                 settings: str | Path | None = None, dataset: str | Path | None = None) -> None:
-        self.inspector, self.live, self.store, self.name = inspector, live, store, name
+    def __init__(self, view: StationView, live: LiveView, store: TraceStore | None = None, *,
+                 name: str = "station", settings: str | Path | None = None,
+                 dataset: str | Path | None = None) -> None:
+        self.view, self.live, self.store, self.name = view, live, store, name
         self.settings = Path(settings) if settings else None
         self.dataset = Path(dataset) if dataset else None
-        self.capture: Any = None  # a CaptureWorker while capture mode is on
+        self.capture: CaptureWorker | None = None  # while capture mode is on
         self._capture_lock = threading.Lock()
         if self.settings is not None and self.settings.is_file():
             from edge_ad.fileio import read_json_file
 
             saved = read_json_file(self.settings, "HMI settings")
             if isinstance(saved, dict) and saved.get("sensitivity") is not None:
-                inspector.set_sensitivity(float(saved["sensitivity"]))
+                view.set_sensitivity(saved["sensitivity"])
                 log.info("HMI settings %s: sensitivity %.3f", self.settings, saved["sensitivity"])
 
     def state(self) -> dict[str, Any]:
-        insp = self.inspector
-        det = insp.detector
-        s = insp.stats
-        link = insp.link
+        snap = self.view.snapshot()
         return {
-            "station": self.name, "time": time.time(), "recipe": insp.active_recipe,
-            "model": getattr(getattr(det, "package", None), "name", None),
-            "precision": getattr(getattr(det, "package", None), "precision", None),
-            "threshold": getattr(det, "threshold", None), "sensitivity": getattr(det, "sensitivity", None),
+            "station": self.name, "time": time.time(), "recipe": snap.recipe, "model": snap.model,
+            "precision": snap.precision, "threshold": snap.threshold, "sensitivity": snap.sensitivity,
             "stats": self.live.stats(), "last": self.live.last(),
-            "plc": {"connected": bool(getattr(link, "connected", False)),
-                    "description": getattr(getattr(link, "adapter", None), "description", "")},
-            "camera": self._camera(),
-            "faults": {"record_errors": s.record_errors, "late_discarded": s.late_discarded,
-                       "triggers_ignored": s.triggers_ignored,
-                       "source_fault": bool(getattr(insp, "source_fault", False))},
-            "running": bool(getattr(insp, "running", True)), "database": self.store is not None,
+            "plc": {"connected": snap.plc_connected, "description": snap.plc_description},
+            "camera": snap.camera,
+            "faults": {"record_errors": snap.record_errors, "late_discarded": snap.late_discarded,
+                       "triggers_ignored": snap.triggers_ignored, "source_fault": snap.source_fault},
+            "running": snap.running, "database": self.store is not None,
             "capture": self.capture.status() if self.capture is not None else {"on": False},
-            "recipes": self.recipes(),
+            "recipes": {str(k): v for k, v in sorted(snap.recipes.items())},
             "dataset": str(self.dataset) if self.dataset else None,
         }
 
     def set_capture(self, on: bool, user: str, category: str = "good_parts") -> dict[str, Any]:
         """Capture mode: keep quality-checked frames of the running station in the dataset's CATEGORY/train/good."""
-        from edge_ad.hmi.live import CaptureWorker
-
         if self.dataset is None:
             raise ConfigError("capture: the station needs --ui-dataset DIR")
         with self._capture_lock:
@@ -96,31 +91,14 @@ class Station:
             self.capture.stop()
             self.capture = None
 
-    def _camera(self) -> dict[str, Any]:
-        """The source's counters: frames, gaps (outages) and frames lost in them."""
-        source = getattr(self.inspector, "source", None) or getattr(getattr(self.inspector, "pipeline", None),
-                                                                     "source", None)
-        try:
-            return dict(source.stats()) if source is not None and hasattr(source, "stats") else {}
-        except Exception:  # a source in the middle of reconnecting
-            return {}
-
     def set_recipe(self, index: int, user: str) -> None:
-        old = self.inspector.active_recipe
-        self.inspector.request_recipe(index)
+        old = self.view.snapshot().recipe
+        self.view.request_recipe(index)
         self._audit(user, "recipe", {"from": old, "to": index})
 
-    def recipes(self) -> dict[str, str]:
-        def label(spec: Any) -> str:
-            if isinstance(spec, (str, Path)):
-                return str(spec)
-            return str(getattr(getattr(spec, "package", None), "name", None) or type(spec).__name__)
-
-        return {str(k): label(v) for k, v in sorted((getattr(self.inspector, "recipes", None) or {}).items())}
-
     def set_sensitivity(self, value: float, user: str) -> None:
-        old = getattr(self.inspector.detector, "sensitivity", None)
-        self.inspector.set_sensitivity(value)
+        old = self.view.snapshot().sensitivity
+        self.view.set_sensitivity(value)
         if self.settings is not None:
             from edge_ad.fileio import atomic_write_json
 
@@ -136,7 +114,7 @@ class Station:
             raise ConfigError(f"false reject: part row {row_id} has no stored image")
         if row["decision"] == "OK":
             raise ConfigError(f"false reject: row {row_id} was OK, not rejected")
-        category = (getattr(getattr(self.inspector.detector, "package", None), "name", None) or "station")
+        category = self.view.snapshot().model or "station"
         target = self.dataset / "false_rejects" / "train" / "good" / f"{self.name}_{row_id}.jpg"
         target.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(src, target)
@@ -230,7 +208,7 @@ def create_app(station: Station, sessions: Sessions | None) -> Any:
         return JSONResponse(_rows(decisions=["NG", "FAILED", "LATE"], limit=limit, newest_first=True))
 
     async def parts(request: Request) -> Response:
-        from edge_ad.cli.results import parse_time
+        from edge_ad.traceability.timespec import parse_time
 
         q = request.query_params
         try:
@@ -248,8 +226,9 @@ def create_app(station: Station, sessions: Sessions | None) -> Any:
             row_id = int(request.path_params["row_id"])
         except ValueError:
             return error(400, "image id: expected an integer")
-        row = station.store.row(row_id) if station.store is not None else None
-        path = station.store.image_file(row, overlay=request.query_params.get("overlay") == "1") if row else None
+        store = station.store
+        row = store.row(row_id) if store is not None else None
+        path = store.image_file(row, overlay=request.query_params.get("overlay") == "1") if store and row else None
         if path is None:
             return error(404, f"no stored image for row {row_id}")
         return FileResponse(path, media_type="image/jpeg")
@@ -294,8 +273,7 @@ def create_app(station: Station, sessions: Sessions | None) -> Any:
             station.set_sensitivity(value, u["user"])
         except (ValueError, KeyError, TypeError, ConfigError) as e:
             return error(400, f"sensitivity: {e}")
-        return JSONResponse({"sensitivity": value, "threshold": getattr(station.inspector.detector, "threshold",
-                                                                        None)})
+        return JSONResponse({"sensitivity": value, "threshold": station.view.snapshot().threshold})
 
     async def false_reject(request: Request) -> Response:
         u = engineer(request)
@@ -315,7 +293,7 @@ def create_app(station: Station, sessions: Sessions | None) -> Any:
             station.set_recipe(int((await read_json(request))["index"]), u["user"])
         except (ValueError, KeyError, TypeError, ConfigError) as e:
             return error(400, f"recipe: {e}")
-        return JSONResponse({"requested": station.inspector.active_recipe})
+        return JSONResponse({"requested": station.view.snapshot().recipe})
 
     async def capture(request: Request) -> Response:
         u = engineer(request)
@@ -364,14 +342,15 @@ def prometheus_text(station: Station) -> str:
             h.add_metric([station.name], buckets, sum_value=float(sum(lat)))
             yield h
             g = GaugeMetricFamily("edgead_plc_connected", "PLC link up", labels=["station"])
-            g.add_metric([station.name], float(bool(getattr(station.inspector.link, "connected", False))))
+            snap = station.view.snapshot()
+            g.add_metric([station.name], float(snap.plc_connected))
             yield g
             e = CounterMetricFamily("edgead_record_errors", "traceability writes that failed", labels=["station"])
-            e.add_metric([station.name], station.inspector.stats.record_errors)
+            e.add_metric([station.name], snap.record_errors)
             yield e
 
     reg = CollectorRegistry()
-    reg.register(_Collector())  # type: ignore[arg-type]
+    reg.register(_Collector())
     return generate_latest(reg).decode()
 
 

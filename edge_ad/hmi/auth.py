@@ -19,7 +19,7 @@ import yaml
 
 from edge_ad.errors import ConfigError
 from edge_ad.fileio import atomic_write_text, read_yaml_file
-from edge_ad.plc.opcua_security import hash_password, verify_password
+from edge_ad.passwords import hash_password, verify_password
 
 ROLES = ("operator", "engineer")
 SESSION_S = 8 * 3600  # one shift

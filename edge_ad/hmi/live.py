@@ -8,23 +8,26 @@ import math
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 
-from edge_ad.traceability.store import decision_of
+from edge_ad.runtime.result import Result
+from edge_ad.station.event import InspectionEvent
+from edge_ad.station.record import InspectionRecord
 
 TREND = 300  # scores kept for the trend chart
 HIST_BINS = 20  # normalised-score histogram bins over [0, 1]
 
 
 class LiveView:
-    """Latest frame/result of a station plus rolling statistics; an Inspector recorder (cheap to call)."""
+    """Latest frame/result of a station plus rolling statistics; a station `Recorder` (cheap to call)."""
 
     def __init__(self, max_fps: float = 5.0) -> None:
         self.max_fps = max_fps
         self._lock = threading.Lock()
-        self._latest: tuple[Any, Any, Any, float] | None = None  # (image, result, record, time)
+        self._latest: tuple[np.ndarray, Result | None, InspectionRecord, float] | None = None
         self._jpeg: tuple[int, bytes] | None = None
         self._seq = 0
         self._encoded_at = 0.0
@@ -34,12 +37,18 @@ class LiveView:
         self.counts = {d: 0 for d in ("OK", "NG", "FAILED", "LATE")}
         self.started = time.time()
         self.done_times: deque[float] = deque(maxlen=2000)
-        self.tap: Any = None  # capture mode: called with each frame's image (must not block)
+        self.tap: Callable[[np.ndarray], None] | None = None  # capture mode: gets each frame (must not block)
 
-    def __call__(self, rec: Any, frame: Any, result: Any, detector: Any) -> None:
-        decision = decision_of(bool(rec.ok), bool(rec.late), int(rec.defect_code))
+    def open(self) -> None:
+        """Nothing to open."""
+
+    def close(self) -> None:
+        """Nothing to release."""
+
+    def write(self, event: InspectionEvent) -> None:
+        rec, result, image = event.record, event.result, event.image
+        decision = rec.decision
         now = time.time()
-        image = getattr(frame, "image", None)
         tap = self.tap
         if tap is not None and isinstance(image, np.ndarray):
             tap(image)
@@ -83,10 +92,10 @@ class LiveView:
                 return None
             _image, result, rec, t = self._latest
         return {"time": t, "part_id": int(rec.part_id), "seq": int(rec.seq),
-                "decision": decision_of(bool(rec.ok), bool(rec.late), int(rec.defect_code)),
+                "decision": rec.decision,
                 "score": float(rec.anomaly_score), "inspection_ms": float(rec.inspection_ms), "error": rec.error,
-                "regions": [r.to_dict() for r in getattr(result, "regions", None) or []],
-                "reason": getattr(result, "reason", None)}
+                "regions": [r.to_dict() for r in result.regions] if result is not None else [],
+                "reason": result.reason if result is not None else None}
 
     def jpeg(self) -> bytes | None:
         """The latest frame with its overlay as JPEG; re-encoded only for a new result and at most max_fps."""
@@ -103,8 +112,7 @@ class LiveView:
 
         image, result, _rec, _t = latest
         try:
-            shown = render_overlay(image, result) if result is not None and getattr(result, "anomaly_map", None) \
-                is not None else image
+            shown = render_overlay(image, result) if result is not None and result.anomaly_map is not None else image
         except Exception:  # an odd result must not break the view: show the plain frame
             shown = image
         ok, buf = cv2.imencode(".jpg", shown, [cv2.IMWRITE_JPEG_QUALITY, 80])

@@ -62,7 +62,7 @@ class AnomalyModel(nn.Module, metaclass=abc.ABCMeta):
         return {k: v for k, v in self.state_dict().items() if k in names}
 
     def default_train_config(self) -> dict[str, Any]:
-        """The paper's training recipe (optimiser, lr, schedule, clip, iterations, batch)."""
+        """The paper's training configuration (optimiser, lr, schedule, clip, iterations, batch)."""
         return {}
 
     def fit_constants(self, loader: Any, device: torch.device) -> None:

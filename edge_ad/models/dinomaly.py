@@ -28,7 +28,6 @@ from timm.models.vision_transformer import VisionTransformer
 from torch import nn
 
 from edge_ad.errors import ConfigError
-from edge_ad.export.trt_ops import TOPK_MAX_K
 from edge_ad.models import weights as wcache
 from edge_ad.models.base import AnomalyModel
 from edge_ad.models.layers import (
@@ -40,6 +39,7 @@ from edge_ad.models.layers import (
 )
 from edge_ad.models.registry import register_variants
 from edge_ad.runtime.preprocess import IMAGENET_MEAN, IMAGENET_STD, Preprocess
+from edge_ad.trt_ops import TOPK_MAX_K
 
 log = logging.getLogger(__name__)
 
@@ -212,7 +212,7 @@ class Dinomaly(AnomalyModel):
         return amap, score
 
     def default_train_config(self) -> dict[str, Any]:
-        """The reference MVTec multi-class recipe."""
+        """The reference MVTec multi-class training configuration."""
         return {
             "optimizer": "stable_adamw",
             "scheduler": "warm_cosine",

@@ -501,7 +501,7 @@ class DualAD(AnomalyModel):
         return self.head(feat, self.reconstruct(feat))
 
     def default_train_config(self) -> dict[str, Any]:
-        """The official MVTec recipe: AdamW lr 1e-4, wd 1e-4, batch 16, 1200 epochs, StepLR x0.1 at epoch 1000,
+        """The official MVTec configuration: AdamW lr 1e-4, wd 1e-4, batch 16, 1200 epochs, StepLR x0.1 at epoch 1000,
         grad-norm clip 0.1, seed 133. Epochs -> iterations: the 3629 MVTec AD train images in batches of 16
         (no drop_last) are 227 iterations per epoch, so 1200 epochs = 272,400 iterations and the decay comes after
         1000/1200 of them."""

@@ -180,7 +180,8 @@ def map_head_matrix(grid: int, input_size: int, eval_size: int, kernel_size: int
 
 
 def fp32_region(device_type: str) -> contextlib.AbstractContextManager[Any]:
-    """Autocast off on `device_type`: for numerics that must stay FP32 inside a mixed-precision region."""
-    if torch.is_autocast_enabled(device_type):
+    """Autocast off on `device_type`: for numerics that must stay FP32 inside a mixed-precision region (devices
+    without autocast, such as "meta" for shape checks, have nothing to switch off)."""
+    if device_type in ("cpu", "cuda", "xpu", "mps", "hpu") and torch.is_autocast_enabled(device_type):
         return torch.autocast(device_type, enabled=False)
     return contextlib.nullcontext()

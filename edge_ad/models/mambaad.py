@@ -209,9 +209,10 @@ class SelectiveScan(nn.Module):
     projections around it run in FP16; for the same reason autocast is off inside it. The state dict is
     unchanged."""
 
-    def forward(self, *args: torch.Tensor) -> torch.Tensor:
-        with fp32_region(args[0].device.type):  # under --amp bf16 the recurrence still runs in FP32
-            return selective_scan(*args)
+    def forward(self, u: torch.Tensor, delta: torch.Tensor, A: torch.Tensor, B: torch.Tensor, C: torch.Tensor,
+                D: torch.Tensor, delta_bias: torch.Tensor) -> torch.Tensor:
+        with fp32_region(u.device.type):  # under --amp bf16 the recurrence still runs in FP32
+            return selective_scan(u, delta, A, B, C, D, delta_bias)
 
 
 class SS2D(nn.Module):
@@ -262,7 +263,7 @@ class SS2D(nn.Module):
         if self.training and torch.is_grad_enabled():
             # recompute the scan in backward: its (B, K, d, N, L/2) intermediates (~1.2 GB per image per stage-4
             # block) would otherwise be kept for all 16 blocks at once, an estimated ~9 GB per image at 256x256
-            # (~140 GB at the recipe's batch 16); checkpointed, only the (B, K*d, L) inputs are kept
+            # (~140 GB at the paper's batch 16); checkpointed, only the (B, K*d, L) inputs are kept
             y = torch.utils.checkpoint.checkpoint(self.scan, *args, use_reentrant=False)
         else:
             y = self.scan(*args)
@@ -487,7 +488,7 @@ class MambaAD(AnomalyModel):
         return amap, amap.flatten(1).amax(dim=1)
 
     def default_train_config(self) -> dict[str, Any]:
-        """The released MVTec recipe (configs/mambaad/mambaad_mvtec.py + ADer cfg_common): AdamW lr 0.005
+        """The released MVTec configuration (configs/mambaad/mambaad_mvtec.py + ADer cfg_common): AdamW lr 0.005
         (0.005 * batch/16), betas (0.9, 0.999), eps 1e-8, wd 1e-4, no AMSGrad; StepLR x0.1 at 80% of training,
         no warm-up; gradient-norm clip 5; batch 16, seed 42. 1000 epochs of MVTec AD's 3629 good training
         images at batch 16 with drop_last = 226 iterations per epoch -> 226,000 iterations (the paper text says

@@ -400,7 +400,7 @@ class ULSAD(AnomalyModel):
         return loss_pl + loss_pg + loss_lg
 
     def default_train_config(self) -> dict[str, Any]:
-        """The official recipe: Adam lr 2e-4, L2 weight decay 2e-5, batch 8, no clipping, seed 40, MultiStepLR
+        """The official configuration: Adam lr 2e-4, L2 weight decay 2e-5, batch 8, no clipping, seed 40, MultiStepLR
         at epoch 200 of 200 (never fires, so constant). 200 epochs of a mean MVTec AD category (242 train
         images, 31 batches of 8) are ~6000 iterations; with one model for several categories, scale `iters` by
         the number of categories to keep the epochs."""

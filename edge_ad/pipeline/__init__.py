@@ -1,4 +1,4 @@
-"""Streaming inference on the line: a source's frames through a model package to results and sinks.
+"""Streaming inference on the line: a source's frames through a model package to results and recorders.
 
 Iterator form:
 
@@ -21,19 +21,18 @@ from typing import Any
 
 import numpy as np
 
-from edge_ad.pipeline.sinks import CallbackSink, JsonlSink, NGImageSink, Sink
 from edge_ad.pipeline.stats import PipelineStats, status_line
 from edge_ad.pipeline.stream import Pipeline, Policy
 from edge_ad.runtime.detector import Detector
 from edge_ad.runtime.result import Result
 from edge_ad.sources.base import Source
+from edge_ad.station.recorders import CallbackRecorder, Recorder
 
-__all__ = ["CallbackSink", "JsonlSink", "NGImageSink", "Pipeline", "PipelineStats", "Sink", "run", "status_line",
-           "stream"]
+__all__ = ["Pipeline", "PipelineStats", "run", "status_line", "stream"]
 
 
 def stream(model: Detector | str | Path, source: Source | str | int, *, policy: Policy | None = None,
-           sinks: Sequence[Sink] = (), max_frames: int | None = None, backend: str = "auto",
+           recorders: Sequence[Recorder] = (), max_frames: int | None = None, backend: str = "auto",
            queue_size: int = 2, **options: Any) -> Pipeline:
     """A Pipeline to iterate: `for result in stream(package, source): ...` (stops when the loop is left).
 
@@ -42,17 +41,18 @@ def stream(model: Detector | str | Path, source: Source | str | int, *, policy: 
 
     `options` go to the Pipeline (max_batch, expect_size) or, for URI sources, to the source (pixel_format, fps...).
     """
-    return Pipeline(model, source, policy=policy, sinks=sinks, max_frames=max_frames, backend=backend,
+    return Pipeline(model, source, policy=policy, recorders=recorders, max_frames=max_frames, backend=backend,
                     queue_size=queue_size, **options)
 
 
 def run(model: Detector | str | Path, source: Source | str | int,
         on_result: Callable[[Result, np.ndarray | None], object] | None = None, *, policy: Policy | None = None,
-        sinks: Sequence[Sink] = (), max_frames: int | None = None, backend: str = "auto", queue_size: int = 2,
+        recorders: Sequence[Recorder] = (), max_frames: int | None = None, backend: str = "auto",
+        queue_size: int = 2,
         handle_signals: bool = True, **options: Any) -> dict[str, Any]:
     """Callback form: run to the end (source exhausted, max_frames, SIGINT/SIGTERM) and return the final counters."""
-    all_sinks = [*sinks, *([CallbackSink(on_result)] if on_result is not None else [])]
-    pipe = stream(model, source, policy=policy, sinks=all_sinks, max_frames=max_frames, backend=backend,
+    everything = [*recorders, *([CallbackRecorder(on_result)] if on_result is not None else [])]
+    pipe = stream(model, source, policy=policy, recorders=everything, max_frames=max_frames, backend=backend,
                   queue_size=queue_size, output=False, **options)
     main = threading.current_thread() is threading.main_thread()
     restore = pipe.install_signal_handlers() if handle_signals and main else None

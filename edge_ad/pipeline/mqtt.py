@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import ssl
 import threading
 import time
@@ -29,6 +28,9 @@ from urllib.parse import parse_qs, unquote, urlsplit
 from edge_ad.backoff import ExponentialBackoff
 from edge_ad.errors import ConfigError
 from edge_ad.fileio import atomic_write_bytes
+from edge_ad.optional import require
+from edge_ad.station.event import InspectionEvent
+from edge_ad.station.recorders import event_dict
 
 log = logging.getLogger(__name__)
 
@@ -53,33 +55,12 @@ def parse_mqtt_url(url: str) -> dict[str, Any]:
             "password": unquote(u.password) if u.password else None}
 
 
-def result_message(rec: Any, result: Any, detector: Any, station: str) -> dict[str, Any]:
-    """The JSON of one inspection: what the PLC got plus the model's identity and the detector's numbers."""
-    from edge_ad.traceability.store import decision_of
-
-    pkg = getattr(detector, "package", None)
-    score = getattr(result, "score", None)
-    return {
-        "time": time.time(), "station": station, "seq": int(rec.seq), "part_id": int(rec.part_id),
-        "decision": decision_of(bool(rec.ok), bool(rec.late), int(rec.defect_code)),
-        "ok": bool(rec.ok), "defect_code": int(rec.defect_code), "anomaly_score": float(rec.anomaly_score),
-        "score": float(score) if isinstance(score, (int, float)) and math.isfinite(score) else None,
-        "late": bool(rec.late), "error": rec.error, "inspection_ms": float(rec.inspection_ms),
-        "regions": [r.to_dict() for r in getattr(result, "regions", None) or []],
-        "model": getattr(pkg, "name", None), "precision": getattr(pkg, "precision", None),
-        "package_digest": getattr(pkg, "digest", None), "recipe": int(rec.model_id),
-    }
-
-
 class MqttPublisher:
     """Disk-spooled QoS-1 publisher of a station's results and state (see the module docstring)."""
 
     def __init__(self, url: str, topic: str, spool: str | Path, *, station: str = "station",
                  max_spool: int = DEFAULT_MAX_SPOOL, keepalive: int = 30) -> None:
-        try:
-            import paho.mqtt.client as mqtt
-        except ImportError:
-            raise ConfigError('MQTT needs paho-mqtt: pip install "edge-ad[mqtt]"') from None
+        mqtt = require("paho.mqtt.client", "MQTT")
         topic = topic.strip("/")
         if not topic or any(c in topic for c in "#+\0"):
             raise ConfigError(f"MQTT topic {topic!r}: expected a topic path like site/area/line/station, without "
@@ -98,6 +79,7 @@ class MqttPublisher:
         self.dropped = 0
         self.connected = False
         self._lock = threading.Lock()
+        self._closed = False
         self._wake = threading.Event()
         self._stop = threading.Event()
         s = self.settings
@@ -128,9 +110,12 @@ class MqttPublisher:
             self._trim()
         self._wake.set()
 
-    def __call__(self, rec: Any, frame: Any, result: Any, detector: Any) -> None:
-        """The Inspector's recorder interface: publish this inspection."""
-        self.enqueue("result", result_message(rec, result, detector, self.station))
+    def open(self) -> None:
+        """Connected at construction (the publisher thread reconnects by itself)."""
+
+    def write(self, event: InspectionEvent) -> None:
+        """Publish one verdict (`event_dict`, with the station's name) on `<topic>/result`."""
+        self.enqueue("result", event_dict(event, self.station))
 
     def publish_state(self, state: dict[str, Any]) -> None:
         """The station's state (counters, link states), retained so a new dashboard sees it at once."""
@@ -213,7 +198,11 @@ class MqttPublisher:
 
     def close(self, timeout: float = 5.0) -> None:
         """Spool `online: false`, drain what can be drained within `timeout` (waiting for a connection that is
-        still being made), disconnect. What is left stays in the spool for the next start."""
+        still being made), disconnect. What is left stays in the spool for the next start. Idempotent: the
+        scheduler closes its recorders at the end of the stream and the station's services close what they own."""
+        if self._closed:
+            return
+        self._closed = True
         end = time.monotonic() + timeout
         while not self.connected and time.monotonic() < end and self._thread.is_alive():
             time.sleep(0.02)  # a station that stops right after it started still hands over what it has

@@ -15,7 +15,7 @@ import numpy as np
 
 
 class PipelineStats:
-    """Counters (in, out, dropped, failed, NG, OK, sink errors), latency window and output rate."""
+    """Counters (in, out, dropped, failed, NG, OK, recorder errors), latency window and output rate."""
 
     def __init__(self, window: int = 2048, rate_window_s: float = 5.0) -> None:
         self._lock = threading.Lock()
@@ -26,7 +26,7 @@ class PipelineStats:
         self.failed = 0
         self.ng = 0
         self.ok = 0
-        self.sink_errors = 0
+        self.record_errors = 0
         self.gaps: list[dict[str, Any]] = []
         self.started = time.monotonic()
         self._latency_ms: deque[float] = deque(maxlen=window)
@@ -52,9 +52,9 @@ class PipelineStats:
         with self._lock:
             self.gaps.append(gap)
 
-    def add_sink_error(self) -> None:
+    def add_record_error(self) -> None:
         with self._lock:
-            self.sink_errors += 1
+            self.record_errors += 1
 
     def add_result(self, status: str, latency_ms: float) -> None:
         """Count one result ('OK', 'NG' or 'ERROR') and its capture-to-result latency."""
@@ -88,7 +88,7 @@ class PipelineStats:
                 "failed": self.failed,
                 "ng": self.ng,
                 "ok": self.ok,
-                "sink_errors": self.sink_errors,
+                "record_errors": self.record_errors,
                 "fps": round(len(recent) / span, 2) if span > 0 else 0.0,
                 "fps_overall": round(self.results_out / elapsed, 2) if elapsed > 0 else 0.0,
                 "latency_p50_ms": round(float(np.percentile(lat, 50)), 2) if lat.size else None,

@@ -1,4 +1,4 @@
-"""The streaming pipeline: capture -> preprocess -> infer -> postprocess -> sinks, one thread per stage.
+"""The streaming pipeline: capture -> preprocess -> infer -> postprocess -> recorders, one thread per stage.
 
 Stages are joined by bounded queues. The queues in front of preprocessing and inference apply the policy:
 - `latest`: when full, the oldest waiting frame is dropped and counted, so results stay fresh (about one
@@ -18,6 +18,7 @@ Each stage runs the Detector's own code (its Preprocess, backend and post-proces
 from __future__ import annotations
 
 import logging
+import math
 import queue
 import signal
 import threading
@@ -26,23 +27,25 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 
 from edge_ad.errors import ConfigError, DataError
 from edge_ad.imageio import check_array
-from edge_ad.pipeline.sinks import Sink
 from edge_ad.pipeline.stats import PipelineStats
 from edge_ad.runtime.detector import Detector
 from edge_ad.runtime.result import Fault, Result
 from edge_ad.sources.base import Source
 from edge_ad.sources.factory import open_source
 from edge_ad.sources.frame import Frame
+from edge_ad.station.config import Policy
+from edge_ad.station.event import PackageIdentity, RecordBuilder, part_id_of
+from edge_ad.station.recorders import Recorder
+from edge_ad.station.view import StationSnapshot, check_sensitivity
 
 log = logging.getLogger(__name__)
 
-Policy = Literal["latest", "all"]
 
 
 def default_policy(source: Source) -> Policy:
@@ -85,7 +88,7 @@ class Pipeline:
         source: a Source or a URI for `edge_ad.sources.open_source` (`source_options` are passed along).
         policy: "latest" (drop the oldest waiting frame) or "all" (backpressure); None: `default_policy(source)`.
         queue_size: capacity of the capture queue (frames waiting for preprocessing).
-        sinks: receive every result in order (see edge_ad.pipeline.sinks).
+        recorders: receive every verdict in order as an `InspectionEvent` (see edge_ad.station.recorders).
         max_frames: stop after this many frames from the source (None: until the source ends or stop()).
         max_batch: run up to this many already-waiting frames in one backend call (dynamic-batch packages).
         expect_size: (height, width) every frame must have; other frames become error results.
@@ -93,7 +96,7 @@ class Pipeline:
     """
 
     def __init__(self, detector: Detector | str | Path, source: Source | str | int, *, policy: Policy | None = None,
-                 queue_size: int = 2, sinks: Sequence[Sink] = (), max_frames: int | None = None,
+                 queue_size: int = 2, recorders: Sequence[Recorder] = (), max_frames: int | None = None,
                  backend: str = "auto", max_batch: int = 1, expect_size: tuple[int, int] | None = None,
                  output: bool = True, **source_options: Any) -> None:
         if policy not in ("latest", "all", None):
@@ -112,7 +115,8 @@ class Pipeline:
         self.max_frames, self.max_batch = max_frames, max_batch
         self._drop_logged = False
         self.expect_size = expect_size
-        self.sinks = list(sinks)
+        self.recorders = list(recorders)
+        self._builder = RecordBuilder(self.source.source_id)
         self.stats = PipelineStats()
         self._output = output
         self._q_in: queue.Queue[Any] = queue.Queue(queue_size)
@@ -132,10 +136,12 @@ class Pipeline:
         if self._started:
             return self
         self.source.open()
+        for recorder in self.recorders:
+            recorder.open()
         self._started = True
         self.stats.started = time.monotonic()
         for name, fn in (("capture", self._capture), ("preprocess", self._preprocess), ("infer", self._infer),
-                         ("postprocess", self._postprocess), ("sinks", self._sink)):
+                         ("postprocess", self._postprocess), ("record", self._record)):
             t = threading.Thread(target=self._guard, args=(fn,), name=f"edge-ad-{name}", daemon=True)
             t.start()
             self._threads.append(t)
@@ -170,7 +176,7 @@ class Pipeline:
     def __iter__(self) -> Iterator[Result]:
         """Results in frame order until the stream ends; a fatal source error is raised after the drain."""
         if not self._output:
-            raise ConfigError("this pipeline was created with output=False; its results go to the sinks only")
+            raise ConfigError("this pipeline was created with output=False; its results go to the recorders only")
         self.start()
         try:
             while True:
@@ -185,7 +191,7 @@ class Pipeline:
             raise self._error
 
     def run(self) -> dict[str, Any]:
-        """Run to the end without yielding (results go to the sinks); returns the final stats snapshot."""
+        """Run to the end without yielding (results go to the recorders); returns the final stats snapshot."""
         if self._output:
             for _ in self:
                 pass
@@ -408,7 +414,8 @@ class Pipeline:
             if not self._put(self._q_sink, (result, item.frame.image)):
                 return
 
-    def _sink(self) -> None:
+    def _record(self) -> None:
+        identity = PackageIdentity.of(self.detector)
         try:
             while True:
                 item = self._get(self._q_sink)
@@ -420,22 +427,58 @@ class Pipeline:
                 dropped = self.stats.take_pending_drops()
                 if dropped and result.frame is not None:
                     result.frame["dropped_before"] = dropped
-                for sink in self.sinks:
-                    try:
-                        sink.write(result, image)
-                    except Exception:  # a full disk or a failing callback must not stop inspection
-                        self.stats.add_sink_error()
-                        log.exception(
-                            "sink %s failed on frame %s", type(sink).__name__, (result.frame or {}).get("seq")
-                        )
+                if self.recorders:
+                    meta = result.frame or {}
+                    rec = self._builder.verdict(result, part_id=part_id_of(meta),
+                                                inspection_ms=float(result.timings.get("latency", math.nan)),
+                                                recipe=identity.recipe)
+                    event = self._builder.event(rec, result, image, meta, identity)
+                    for recorder in self.recorders:
+                        try:
+                            recorder.write(event)
+                        except Exception:  # a full disk or a failing callback must not stop inspection
+                            self.stats.add_record_error()
+                            log.exception("recorder %s failed on frame %s", type(recorder).__name__,
+                                          meta.get("seq"))
                 if self._output and not self._put(self._q_out, result):
                     return
         finally:
-            for sink in self.sinks:
+            for recorder in self.recorders:
                 try:
-                    sink.close()
+                    recorder.close()
                 except Exception:
-                    log.exception("closing sink %s failed", type(sink).__name__)
+                    log.exception("closing recorder %s failed", type(recorder).__name__)
             if self._output:
                 self._put(self._q_out, _END)
             self._done.set()
+
+
+class PipelineView:
+    """The pipeline as a `StationView`, so `edge-ad run --ui` shows the same HMI as `edge-ad serve`: one recipe (the
+    package), no PLC, the pipeline's counters; sensitivity changes apply from the next frame."""
+
+    def __init__(self, pipeline: Pipeline, package: str | None = None) -> None:
+        self.pipeline = pipeline
+        self.package = package
+        self._lock = threading.Lock()
+
+    def snapshot(self) -> StationSnapshot:
+        det, stats = self.pipeline.detector, self.pipeline.stats
+        try:
+            camera = dict(self.pipeline.source.stats())
+        except Exception:  # a source in the middle of reconnecting
+            camera = {}
+        return StationSnapshot(
+            command="run", running=self.pipeline.running, recipe=1,
+            recipes={1: self.package or det.package.name}, model=det.package.name,
+            precision=det.package.precision, threshold=det.threshold, sensitivity=det.sensitivity,
+            plc_connected=False, plc_description="no PLC (edge-ad run)", record_errors=stats.record_errors,
+            camera=camera)
+
+    def set_sensitivity(self, value: float) -> None:
+        v = check_sensitivity(value)
+        with self._lock:
+            self.pipeline.detector.sensitivity = v
+
+    def request_recipe(self, index: int) -> None:
+        raise ConfigError("recipe: `edge-ad run` runs one package; recipes need `edge-ad serve --recipe N=PACKAGE`")

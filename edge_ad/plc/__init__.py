@@ -28,9 +28,7 @@ if TYPE_CHECKING:
     )
     from edge_ad.plc.signals import (
         SIGNALS,
-        DefectCode,
         FaultCode,
-        InspectionRecord,
         VisionState,
     )
 
@@ -43,13 +41,11 @@ _EXPORTS = {
     "PlcLink": "edge_ad.plc.link",
     "open_adapter": "edge_ad.plc.link",
     "SIGNALS": "edge_ad.plc.signals",
-    "DefectCode": "edge_ad.plc.signals",
     "FaultCode": "edge_ad.plc.signals",
-    "InspectionRecord": "edge_ad.plc.signals",
     "VisionState": "edge_ad.plc.signals",
 }
 
-__all__ = ["SIGNALS", "DefectCode", "FaultCode", "InspectionRecord", "Inspector", "InspectorStats", "PlcAdapter",
+__all__ = ["SIGNALS", "FaultCode", "Inspector", "InspectorStats", "PlcAdapter",
            "PlcConnectionError", "PlcError", "PlcLink", "VisionState", "open_adapter"]
 
 

@@ -12,7 +12,7 @@ Trigger modes:
   one frame in reserve); the budget counts from when the inspection starts and no new inspection starts while the
   result queue is full, so a PLC that is down or slow never overflows it.
 
-Every inspection has a time budget (`budget_s`, from the trigger edge or the capture time): when it runs out a
+Every inspection has a time budget (`budget_ms`, from the trigger edge or the capture time): when it runs out a
 fail-safe NG with `Late` = 1 and DefectCode LATE is published at once and the late result is discarded (logged);
 `max_consecutive_late` late results in a row latch the LATE_REPEATED fault. A `Trigger` edge that comes while an
 inspection or a recipe switch is running is not queued: it is counted in `TriggersIgnored` and latches the
@@ -32,24 +32,23 @@ from collections.abc import Callable, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, Protocol
+from typing import Any, Literal
 
 import numpy as np
 
 from edge_ad.errors import ConfigError, EdgeADError
 from edge_ad.plc.link import PlcAdapter, PlcError, PlcLink, open_adapter
-from edge_ad.plc.signals import DefectCode, FaultCode, InspectionRecord, VisionState
-from edge_ad.runtime.postprocess import normalize_score
+from edge_ad.plc.signals import FaultCode, VisionState
+from edge_ad.runtime.result import Result
+from edge_ad.sources.base import Source
+from edge_ad.sources.frame import Frame
+from edge_ad.station.config import TRIGGERS, TriggerMode
+from edge_ad.station.event import DetectorLike, PackageIdentity, RecordBuilder, part_id_of
+from edge_ad.station.record import DefectCode, InspectionRecord
+from edge_ad.station.recorders import Recorder
+from edge_ad.station.view import StationSnapshot, check_sensitivity
 
 log = logging.getLogger(__name__)
-TriggerMode = Literal["plc", "camera", "free"]
-TRIGGER_MODES: tuple[str, ...] = ("plc", "camera", "free")
-
-
-class DetectorLike(Protocol):
-    """What the inspector needs from `edge_ad.runtime.Detector`."""
-
-    def predict(self, image: Any, frame: dict[str, Any] | None = None) -> Any: ...
 
 
 RecipeSpec = DetectorLike | str | Path
@@ -85,6 +84,7 @@ class _Job:
     part_id: int = 0
     recipe: int = 0
     published: bool = False
+    detector: DetectorLike | None = None  #: the one judging this part (a recipe switch never changes it)
 
 
 class Inspector:
@@ -96,17 +96,17 @@ class Inspector:
     a package path (default `Detector.load(path, backend=backend)`).
     """
 
-    def __init__(self, recipes: RecipeSpec | Mapping[int, RecipeSpec], source: Any, plc: str | PlcAdapter | PlcLink,
-                 *, trigger: TriggerMode = "plc", budget_s: float = 0.2, max_consecutive_late: int = 3,
-                 poll_s: float = 0.005, initial_recipe: int | None = None, backend: str = "auto",
-                 load_detector: Callable[[str | Path], DetectorLike] | None = None,
+    def __init__(self, recipes: RecipeSpec | Mapping[int, RecipeSpec], source: Source,
+                 plc: str | PlcAdapter | PlcLink, *, trigger: TriggerMode = "plc", budget_ms: float = 200.0,
+                 max_consecutive_late: int = 3, poll_s: float = 0.005, initial_recipe: int | None = None,
+                 backend: str = "auto", load_detector: Callable[[str | Path], DetectorLike] | None = None,
                  link_options: Mapping[str, Any] | None = None, stop_when_source_ends: bool = False,
-                 recorder: Callable[[InspectionRecord, Any, Any, Any], object] | None = None) -> None:
-        if trigger not in TRIGGER_MODES:
-            raise ConfigError(f"trigger: expected one of {', '.join(TRIGGER_MODES)}, got {trigger!r}")
-        if not budget_s > 0 or not poll_s > 0 or max_consecutive_late < 1:
-            raise ConfigError(f"Inspector: expected budget_s > 0, poll_s > 0, max_consecutive_late >= 1, got "
-                              f"{budget_s}, {poll_s}, {max_consecutive_late}")
+                 recorder: Recorder | None = None) -> None:
+        if trigger not in TRIGGERS:
+            raise ConfigError(f"trigger: expected one of {', '.join(TRIGGERS)}, got {trigger!r}")
+        if not budget_ms > 0 or not poll_s > 0 or max_consecutive_late < 1:
+            raise ConfigError(f"Inspector: expected budget_ms > 0, poll_s > 0, max_consecutive_late >= 1, got "
+                              f"{budget_ms}, {poll_s}, {max_consecutive_late}")
         table = dict(recipes) if isinstance(recipes, Mapping) else {1: recipes}
         if not table:
             raise ConfigError("recipes: the recipe table is empty")
@@ -115,7 +115,7 @@ class Inspector:
                 raise ConfigError(f"recipes: recipe index must be an integer 1..65535 (0 means 'keep'), got {k!r}")
         self.recipes: dict[int, RecipeSpec] = table
         self.trigger = trigger
-        self.budget_s = budget_s
+        self.budget_s = budget_ms / 1e3
         self.max_consecutive_late = max_consecutive_late
         self.poll_s = poll_s
         self.stop_when_source_ends = stop_when_source_ends
@@ -127,6 +127,7 @@ class Inspector:
         if self.active_recipe not in table:
             raise ConfigError(f"initial_recipe: {self.active_recipe} is not in the recipe table {sorted(table)}")
         self._detectors: dict[int, DetectorLike] = {}
+        self._owned: list[DetectorLike] = []  # loaded here from package paths: closed by close()
         self.detector = self._detector_for(self.active_recipe)
         self.source = source
         if isinstance(plc, PlcLink):
@@ -137,7 +138,7 @@ class Inspector:
         self.stats = InspectorStats()
         self._job: _Job | None = None
         self._executor: ThreadPoolExecutor | None = None
-        self._frames: queue.Queue[Any] = queue.Queue(maxsize=8 if trigger == "camera" else 1)
+        self._frames: queue.Queue[Frame] = queue.Queue(maxsize=8 if trigger == "camera" else 1)
         self._reader: threading.Thread | None = None
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -149,7 +150,7 @@ class Inspector:
         self._source_ended = False
         self._bad_request = 0
         self._consecutive_late = 0
-        self._seq = 0
+        self._builder = RecordBuilder(getattr(source, "source_id", None))
         self._opened = False
         self.crashed: Exception | None = None
 
@@ -162,6 +163,8 @@ class Inspector:
         self.source.open()
         self._opened = True
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="edge-ad-inspect")
+        if self.recorder is not None:
+            self.recorder.open()
         if self.trigger != "plc":
             self._reader = threading.Thread(target=self._read_frames, name="edge-ad-frames", daemon=True)
             self._reader.start()
@@ -189,7 +192,13 @@ class Inspector:
             self.link.service()
             self.link.close()
             self.source.close()
+            if self.recorder is not None:
+                self.recorder.close()
             self._opened = False
+        for det in self._owned:
+            det.close()
+        self._owned.clear()
+        self._detectors = {k: v for k, v in self._detectors.items() if not isinstance(self.recipes[k], (str, Path))}
 
     def run(self, stop: threading.Event | None = None, duration_s: float | None = None) -> InspectorStats:
         """Run the control loop until `stop` is set, `duration_s` passes or a finite source ends
@@ -322,8 +331,10 @@ class Inspector:
         if index not in self._detectors:
             spec = self.recipes[index]
             det = self._load_detector(spec) if isinstance(spec, (str, Path)) else spec
+            if isinstance(spec, (str, Path)):
+                self._owned.append(det)
             if self.sensitivity is not None:
-                det.sensitivity = self.sensitivity  # type: ignore[attr-defined]
+                det.sensitivity = self.sensitivity
             self._detectors[index] = det
         return self._detectors[index]
 
@@ -344,11 +355,26 @@ class Inspector:
     def set_sensitivity(self, value: float) -> None:
         """Effective threshold = threshold / sensitivity, for every recipe, from the next inspection on (an HMI
         engineer action; no restart). ConfigError for a value outside (0, 100]."""
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value <= 100:
-            raise ConfigError(f"sensitivity: expected a number in (0, 100], got {value!r}")
-        self.sensitivity = float(value)
+        self.sensitivity = check_sensitivity(value)
         for det in self._detectors.values():
-            det.sensitivity = self.sensitivity  # type: ignore[attr-defined]
+            det.sensitivity = self.sensitivity
+
+    def snapshot(self) -> StationSnapshot:
+        """The station's state for the HMI (a `StationView`)."""
+        det, s, link = self.detector, self.stats, self.link
+        pkg = det.package
+        try:
+            camera = dict(self.source.stats())
+        except Exception:  # a source in the middle of reconnecting
+            camera = {}
+        return StationSnapshot(
+            command="serve", running=self.running or self._opened, recipe=self.active_recipe,
+            recipes={k: _label(v) for k, v in self.recipes.items()},
+            model=pkg.name if pkg is not None else None, precision=pkg.precision if pkg is not None else None,
+            threshold=det.threshold, sensitivity=float(det.sensitivity),
+            plc_connected=bool(link.connected), plc_description=link.adapter.description,
+            record_errors=s.record_errors, late_discarded=s.late_discarded, triggers_ignored=s.triggers_ignored,
+            source_fault=self._source_fault, camera=camera)
 
     def _check_recipe_request(self, req: int) -> None:
         if req == 0 or req == self.active_recipe or req == self._bad_request or self._job is not None:
@@ -364,9 +390,9 @@ class Inspector:
         self._job = _Job("recipe", fut, time.monotonic(), recipe=req)
 
     # ---- inspections -----------------------------------------------------------------------------------------
-    def _start_inspection(self, now: float, part_id: int, frame: Any) -> None:
+    def _start_inspection(self, now: float, part_id: int, frame: Frame | None) -> None:
         """Accept a trigger (frame None: grab one) or a camera frame: Busy, TriggerAck, then inspect off-loop."""
-        capture = float(getattr(frame, "capture_monotonic", now)) if self.trigger == "camera" else now
+        capture = frame.capture_monotonic if self.trigger == "camera" and frame is not None else now
         start = min(now, capture)
         if self.trigger == "plc":
             self._trigger_ack = True
@@ -376,7 +402,8 @@ class Inspector:
         deadline = start + self.budget_s
         assert self._executor is not None
         fut = self._executor.submit(self._inspect, self.detector, frame, deadline)
-        self._job = _Job("inspect", fut, start, deadline=deadline, part_id=part_id)
+        self._job = _Job("inspect", fut, start, deadline=deadline, part_id=part_id, recipe=self.active_recipe,
+                         detector=self.detector)
 
     def _start_continuous(self, now: float, plc_part_id: int) -> None:
         if self.trigger == "free" and self.link.queue_depth >= self.link.queue_size:
@@ -385,32 +412,26 @@ class Inspector:
             frame = self._frames.get_nowait()
         except queue.Empty:
             return
-        self._start_inspection(now, self._part_id(plc_part_id, frame), frame)
+        self._start_inspection(now, part_id_of(frame.meta(), plc_part_id), frame)
 
-    @staticmethod
-    def _part_id(plc_part_id: int, frame: Any) -> int:
-        return plc_part_id if plc_part_id else int(getattr(frame, "frame_id", 0) or 0)
-
-    def _inspect(self, det: DetectorLike, frame: Any, deadline: float) -> tuple[Any, Any, float]:
+    def _inspect(self, det: DetectorLike, frame: Frame | None, deadline: float) -> tuple[Frame | None,
+                                                                                          Result | None, float]:
         """Worker thread: grab (if needed) and predict -> (frame, Result or None if no frame came, finish time)."""
         if frame is None:
             try:
                 if getattr(self.source, "trigger_mode", None) == "software":
-                    self.source.trigger()
+                    self.source.trigger()  # type: ignore[attr-defined]  # software-triggered cameras have it
                 frame = self.source.read(timeout=max(0.001, deadline - time.monotonic()))
             except EdgeADError as e:
                 log.error("source: %s", e)
                 frame = None
             if frame is None:
                 return None, None, time.monotonic()
-        image = getattr(frame, "image", frame)
-        meta = frame.meta() if hasattr(frame, "meta") else None
-        if image is None:
-            from edge_ad.runtime.result import Result
-
-            result = Result.failed(getattr(frame, "error", None) or "frame without image", frame=meta)
+        meta = frame.meta()
+        if frame.image is None:
+            result = Result.failed(frame.error or "frame without image", frame=meta)
         else:
-            result = det.predict(image, frame=meta)
+            result = det.predict(frame.image, frame=meta)
         return frame, result, time.monotonic()
 
     def _check_job(self, now: float) -> None:
@@ -425,8 +446,7 @@ class Inspector:
             self._finish_inspection(job, now)
         elif not job.published and now > job.deadline:
             job.published = True
-            rec = self._record(job, DefectCode.LATE, now, late=True, error="time budget exceeded")
-            self._publish(rec)
+            self._publish(job, self._failsafe(job, DefectCode.LATE, now, late=True, error="time budget exceeded"))
             log.warning("part %d: no result within %.0f ms: fail-safe NG (late)", job.part_id, self.budget_s * 1e3)
 
     def _finish_recipe(self, job: _Job) -> None:
@@ -446,70 +466,54 @@ class Inspector:
         log.info("recipe %d active (%s)", job.recipe, self.recipes[job.recipe])
 
     def _finish_inspection(self, job: _Job, now: float) -> None:
+        frame: Frame | None
+        result: Result | None
         try:
             frame, result, done_at = job.future.result()
         except Exception as e:
             log.exception("part %d: inspection failed", job.part_id)
             self._latch(FaultCode.INSPECTION, f"{type(e).__name__}: {e}")
-            frame, result, done_at = None, e, now
+            frame, done_at = None, now
+            result = Result.failed(f"{type(e).__name__}: {e}")
         if frame is None and result is None:
             self._source_fault = True
         elif frame is not None:
             self._source_fault = False
         if not job.published and done_at > job.deadline:  # finished late, between two control steps
             job.published = True
-            self._publish(self._record(job, DefectCode.LATE, done_at, late=True, error="time budget exceeded"))
+            self._publish(job, self._failsafe(job, DefectCode.LATE, done_at, late=True, error="time budget exceeded"))
         if job.published:  # the fail-safe NG already went out
             self.stats.late_discarded += 1
-            status = getattr(result, "status", "ERROR")
             log.warning("part %d: late result %s after %.0f ms discarded (fail-safe NG was sent)", job.part_id,
-                        status, (now - job.started) * 1e3)
+                        result.status if result is not None else "NO_IMAGE", (now - job.started) * 1e3)
             return
         self._consecutive_late = 0
         if result is None:
-            rec = self._record(job, DefectCode.NO_IMAGE, done_at, error="no frame from the source")
-        elif isinstance(result, Exception) or getattr(result, "error", None) is not None:
-            rec = self._record(job, DefectCode.INSPECTION_ERROR, done_at, error=str(getattr(result, "error", result)))
-        elif not _finite_result(result):
-            rec = self._record(job, DefectCode.INSPECTION_ERROR, done_at, error="non-finite score: fail-safe NG")
+            rec = self._failsafe(job, DefectCode.NO_IMAGE, done_at, error="no frame from the source")
         else:
-            rec = self._from_result(job, result, done_at)
-        self._publish(rec, frame, None if isinstance(result, Exception) else result)
+            rec = self._builder.verdict(result, part_id=job.part_id, inspection_ms=(done_at - job.started) * 1e3,
+                                        recipe=job.recipe, seq=self._next_seq())
+        self._publish(job, rec, frame, result)
 
-    def _from_result(self, job: _Job, result: Any, now: float) -> InspectionRecord:
-        ok = bool(result.passed)
-        area = int(sum(r.area for r in result.regions))
-        return self._new_record(job, now, ok=ok, code=DefectCode.OK if ok else DefectCode.ANOMALY,
-                                score=float(result.normalized_score), max_pixel=self._max_pixel(result), area=area)
+    def _next_seq(self) -> int:
+        return self._builder.next_seq(self.link.last_seq())
 
-    def _max_pixel(self, result: Any) -> float:
-        """Anomaly-map maximum normalised like the image score: 0.5 = the detector's pixel threshold."""
-        amap, rng = result.anomaly_map, result.map_range
-        thr = getattr(self.detector, "pixel_threshold", None)
-        if amap is None or amap.size == 0 or rng is None or thr is None:
-            return 0.0
-        return normalize_score(float(np.max(amap)), float(thr), float(rng[0]), float(rng[1]))
-
-    def _record(self, job: _Job, code: DefectCode, now: float, late: bool = False,
-                error: str | None = None) -> InspectionRecord:
+    def _failsafe(self, job: _Job, code: DefectCode, now: float, late: bool = False,
+                  error: str | None = None) -> InspectionRecord:
         """A fail-safe NG: scores at 1.0 so a PLC that only looks at the score rejects too."""
-        return self._new_record(job, now, ok=False, code=code, score=1.0, max_pixel=1.0, area=0, late=late,
-                                error=error)
+        return self._builder.failsafe(code, part_id=job.part_id, inspection_ms=(now - job.started) * 1e3,
+                                      recipe=job.recipe, late=late, error=error, seq=self._next_seq())
 
-    def _new_record(self, job: _Job, now: float, *, ok: bool, code: DefectCode, score: float, max_pixel: float,
-                    area: int, late: bool = False, error: str | None = None) -> InspectionRecord:
-        self._seq = max(self._seq, self.link.last_seq()) + 1
-        return InspectionRecord(seq=self._seq, part_id=job.part_id, ok=ok, defect_code=code,
-                                anomaly_score=score if math.isfinite(score) else 1.0, max_pixel_score=max_pixel,
-                                defect_area=area, inspection_ms=(now - job.started) * 1e3,
-                                model_id=self.active_recipe, late=late, error=error)
-
-    def _publish(self, rec: InspectionRecord, frame: Any = None, result: Any = None) -> None:
+    def _publish(self, job: _Job, rec: InspectionRecord, frame: Frame | None = None,
+                 result: Result | None = None) -> None:
         """Record it (traceability, committed first), queue the result, post it right away if the link allows,
         then drop Busy (toggle before Busy = 0). A failing recorder is logged and counted, never blocks the line."""
         if self.recorder is not None:
             try:
-                self.recorder(rec, frame, result, self.detector)
+                event = self._builder.event(rec, result, frame.image if frame is not None else None,
+                                            frame.meta() if frame is not None else None,
+                                            PackageIdentity.of(job.detector, job.recipe))
+                self.recorder.write(event)
             except Exception:
                 self.stats.record_errors += 1
                 log.exception("part %d: traceability record failed (result still goes to the PLC)", rec.part_id)
@@ -564,12 +568,11 @@ class Inspector:
                 f"overflows={link.overflows} faults={faults}")
 
 
-def _finite_result(result: Any) -> bool:
-    """A result the PLC may see as OK/NG: finite raw and normalised scores (anything else is a fail-safe NG)."""
-    try:
-        return math.isfinite(float(result.score)) and math.isfinite(float(result.normalized_score))
-    except (AttributeError, TypeError, ValueError):
-        return False
+def _label(spec: RecipeSpec) -> str:
+    """A recipe as shown on the HMI: the package path, or the loaded package's name."""
+    if isinstance(spec, (str, Path)):
+        return str(spec)
+    return spec.package.name if spec.package is not None else type(spec).__name__
 
 
 def _default_loader(path: str | Path, backend: str) -> DetectorLike:
@@ -578,4 +581,4 @@ def _default_loader(path: str | Path, backend: str) -> DetectorLike:
     return Detector.load(path, backend=backend)
 
 
-__all__ = ["TRIGGER_MODES", "Inspector", "InspectorStats", "PlcError"]
+__all__ = ["TRIGGERS", "Inspector", "InspectorStats", "PlcError"]

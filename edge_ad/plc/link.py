@@ -23,21 +23,22 @@ import logging
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from typing import Protocol
 
 from edge_ad.backoff import ExponentialBackoff
 from edge_ad.errors import PlcConnectionError, PlcError
-from edge_ad.plc import modbus, opcua, s7
 from edge_ad.plc.signals import (
     BY_NAME,
     FaultCode,
-    InspectionRecord,
     coerce,
     default_inputs,
     default_outputs,
+    result_signals,
 )
 from edge_ad.plc.transport import LoopThread, Value, parse_url, require
+from edge_ad.plugins import Plugin, Registry
+from edge_ad.station.record import InspectionRecord
 
 log = logging.getLogger(__name__)
 
@@ -64,20 +65,24 @@ class PlcAdapter(Protocol):
 
 
 #: URL scheme -> the protocol module's `adapter_from_url` (protocol libraries are imported only on connect)
-SCHEMES: dict[str, Callable[[str], PlcAdapter]] = {
-    "opcua": opcua.adapter_from_url, "opcua-client": opcua.adapter_from_url,
-    "modbus": modbus.adapter_from_url, "modbus-client": modbus.adapter_from_url,
-    "s7": s7.adapter_from_url,
-}
+#: PLC URL scheme -> adapter; each factory is the protocol module's `adapter_from_url(url)`
+PLC_ADAPTERS: Registry[PlcAdapter] = Registry("PLC adapter")
+for _scheme, _module, _needs, _what in (
+        ("opcua", "opcua", "asyncua", "OPC UA server (the PLC reads/writes the EdgeAD node tree)"),
+        ("opcua-client", "opcua", "asyncua", "OPC UA client writing into the PLC's server"),
+        ("modbus", "modbus", "pymodbus", "Modbus TCP server (the PLC is the client)"),
+        ("modbus-client", "modbus", "pymodbus", "Modbus TCP client writing the PLC's holding registers"),
+        ("s7", "s7", "snap7", "Siemens S7 data block (python-snap7)")):
+    PLC_ADAPTERS.register(Plugin(_scheme, f"edge_ad.plc.{_module}:adapter_from_url", _what, needs=(_needs,)))
 
 
 def open_adapter(url: str) -> PlcAdapter:
     """Adapter for a PLC URL (not yet connected). Schemes: opcua, opcua-client, modbus, modbus-client, s7."""
     scheme = url.split("://", 1)[0].lower() if "://" in url else ""
-    if scheme not in SCHEMES:
+    if scheme not in PLC_ADAPTERS:
         raise PlcError(f"--plc {url!r}: unknown scheme {scheme!r}; expected "
-                       f"{', '.join(s + '://' for s in SCHEMES)}")
-    return SCHEMES[scheme](url)
+                       f"{', '.join(s + '://' for s in PLC_ADAPTERS.names())}")
+    return PLC_ADAPTERS.get(scheme).load()(url)
 
 
 class PlcLink:
@@ -216,7 +221,7 @@ class PlcLink:
             if not self.ack and now - self._posted_at < self.hold_s:
                 return
             rec = self._queue.popleft()
-            fields = rec.to_signals()
+            fields = result_signals(rec)
             fields["QueueDepth"] = len(self._queue)
             self._outputs.update(fields)
             self._outputs["ResultValid"] = not self._outputs["ResultValid"]

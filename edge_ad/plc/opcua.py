@@ -31,7 +31,7 @@ import asyncio
 import logging
 import os
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, cast
 
 from edge_ad.errors import ConfigError
 from edge_ad.plc.opcua_security import (
@@ -125,7 +125,7 @@ class OpcUaServerAdapter:
 
         sec = self.security
         users = PasswordUsers(load_users(sec.users_file)) if sec.enabled and sec.users_file else None
-        server = Server(user_manager=users)
+        server = Server(user_manager=cast(Any, users))  # asyncua duck-types it: get_user(iserver, ...)
         await server.init()
         server.set_endpoint(self.endpoint)
         server.set_server_name("edge-ad vision system")

@@ -17,13 +17,9 @@ URL options (both `opcua://` and `opcua-client://`):
 
 from __future__ import annotations
 
-import base64
-import hashlib
-import hmac
 import logging
 import os
 import re
-import secrets
 import socket
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -34,6 +30,7 @@ import yaml
 
 from edge_ad.errors import ConfigError
 from edge_ad.fileio import atomic_write_bytes, atomic_write_text
+from edge_ad.passwords import hash_password, verify_password
 from edge_ad.plc.transport import PlcError
 
 log = logging.getLogger(__name__)
@@ -42,7 +39,6 @@ PASSWORD_ENV = "EDGE_AD_OPCUA_PASSWORD"
 SERVER_URI = "urn:edge-ad:vision:server"
 CLIENT_URI = "urn:edge-ad:vision:client"
 CERT_DAYS = 3650
-_SCRYPT = {"n": 2**14, "r": 8, "p": 1}
 _USER_NAME = re.compile(r"^[A-Za-z0-9_.@-]{1,64}$")
 _MAX_USERS_BYTES = 1 << 20
 
@@ -101,31 +97,6 @@ def parse_security(q: Mapping[str, str], url: str, role: str) -> Security:
                        f"${q.get('password_env', PASSWORD_ENV)})")
     return Security(modes, cert_dir, user=user, password_env=q.get("password_env", PASSWORD_ENV),
                     server_cert=Path(q["server_cert"]).expanduser() if q.get("server_cert") else None)
-
-
-# ---- passwords -----------------------------------------------------------------------------------------------
-def hash_password(password: str) -> str:
-    """`scrypt$n$r$p$salt$hash` (base64) of a password; never store the password itself."""
-    if not password:
-        raise ConfigError("password: must not be empty")
-    salt = secrets.token_bytes(16)
-    digest = hashlib.scrypt(password.encode("utf-8"), salt=salt, dklen=32, **_SCRYPT)
-    b64 = base64.b64encode
-    return f"scrypt${_SCRYPT['n']}${_SCRYPT['r']}${_SCRYPT['p']}${b64(salt).decode()}${b64(digest).decode()}"
-
-
-def verify_password(password: str, stored: str) -> bool:
-    """True if `password` matches a `hash_password` string (constant-time compare; False for a malformed one)."""
-    try:
-        kind, n, r, p, salt, digest = stored.split("$")
-        if kind != "scrypt" or not (2 <= int(n) <= 2**20 and 1 <= int(r) <= 32 and 1 <= int(p) <= 16):
-            return False
-        want = base64.b64decode(digest, validate=True)
-        got = hashlib.scrypt(password.encode("utf-8"), salt=base64.b64decode(salt, validate=True), dklen=len(want),
-                             n=int(n), r=int(r), p=int(p))
-    except (ValueError, TypeError):
-        return False
-    return hmac.compare_digest(got, want)
 
 
 def load_users(path: Path) -> dict[str, str]:

@@ -26,6 +26,8 @@ from dataclasses import dataclass
 from enum import IntEnum
 from typing import Any, Literal
 
+from edge_ad.station.record import DefectCode, InspectionRecord
+
 SignalType = Literal["BOOL", "UINT16", "UINT32", "REAL"]
 Direction = Literal["in", "out"]
 
@@ -35,16 +37,6 @@ TYPE_BYTES: dict[str, int] = {"BOOL": 1, "UINT16": 2, "UINT32": 4, "REAL": 4}
 #: Address prefixes in Siemens notation per type (bit address for BOOL).
 _S7_PREFIX: dict[str, str] = {"BOOL": "DBX", "UINT16": "DBW", "UINT32": "DBD", "REAL": "DBD"}
 _S7_TYPE: dict[str, str] = {"BOOL": "Bool", "UINT16": "UInt / Word", "UINT32": "UDInt", "REAL": "Real"}
-
-
-class DefectCode(IntEnum):
-    """Why a part is NG (0 = OK). The model is unsupervised, so there is one 'anomaly' class."""
-
-    OK = 0
-    ANOMALY = 1  #: score above the threshold
-    LATE = 2  #: no result within the time budget (fail-safe NG)
-    INSPECTION_ERROR = 3  #: the image could not be inspected (fail-safe NG)
-    NO_IMAGE = 4  #: the source delivered no frame (fail-safe NG)
 
 
 class FaultCode(IntEnum):
@@ -194,42 +186,21 @@ def default_inputs() -> dict[str, bool | int | float]:
     return {s.name: default_value(s) for s in INPUTS}
 
 
-@dataclass
-class InspectionRecord:
-    """One result as the PLC sees it; `to_signals()` gives the values of RESULT_FIELDS."""
+def result_signals(rec: InspectionRecord) -> dict[str, bool | int | float]:
+    """Wire values of the result fields (RESULT_FIELDS) of one record, clamped to their types.
 
-    seq: int
-    part_id: int
-    ok: bool
-    defect_code: DefectCode
-    anomaly_score: float
-    max_pixel_score: float
-    defect_area: int
-    inspection_ms: float
-    model_id: int
-    late: bool = False
-    error: str | None = None
-
-    @property
-    def ng(self) -> bool:
-        """Every result that is not OK is NG (fail-safe)."""
-        return not self.ok
-
-    def to_signals(self) -> dict[str, bool | int | float]:
-        """Wire values of the result fields, clamped to their types.
-
-        Fail-safe: a record whose scores are not finite never goes out as OK (it becomes NG, DefectCode
-        INSPECTION_ERROR), and non-finite scores are sent as 1.0, so a PLC that only looks at the score rejects too
-        (a plain REAL coercion would send 0.0: a perfect part)."""
-        finite = math.isfinite(self.anomaly_score) and math.isfinite(self.max_pixel_score)
-        ok = self.ok and finite
-        code = self.defect_code if finite or not self.ok else DefectCode.INSPECTION_ERROR
-        raw = {"OK": ok, "NG": not ok, "Late": self.late, "DefectCode": int(code),
-               "AnomalyScore": self.anomaly_score if math.isfinite(self.anomaly_score) else 1.0,
-               "MaxPixelScore": self.max_pixel_score if math.isfinite(self.max_pixel_score) else 1.0,
-               "DefectArea": self.defect_area, "PartIdEcho": self.part_id, "ResultSeq": self.seq,
-               "InspectionTime": self.inspection_ms, "ModelId": self.model_id}
-        return {k: coerce(BY_NAME[k], v) for k, v in raw.items()}
+    Fail-safe: a record whose scores are not finite never goes out as OK (it becomes NG, DefectCode
+    INSPECTION_ERROR), and non-finite scores are sent as 1.0, so a PLC that only looks at the score rejects too
+    (a plain REAL coercion would send 0.0: a perfect part)."""
+    finite = rec.finite
+    ok = rec.ok and finite
+    code = rec.defect_code if finite or not rec.ok else DefectCode.INSPECTION_ERROR
+    raw = {"OK": ok, "NG": not ok, "Late": rec.late, "DefectCode": int(code),
+           "AnomalyScore": rec.anomaly_score if math.isfinite(rec.anomaly_score) else 1.0,
+           "MaxPixelScore": rec.max_pixel_score if math.isfinite(rec.max_pixel_score) else 1.0,
+           "DefectArea": rec.defect_area, "PartIdEcho": rec.part_id, "ResultSeq": rec.seq,
+           "InspectionTime": rec.inspection_ms, "ModelId": rec.model_id}
+    return {k: coerce(BY_NAME[k], v) for k, v in raw.items()}
 
 
 def layout_markdown() -> str:

@@ -4,7 +4,6 @@ async libraries (asyncua, pymodbus), and PLC URL parsing. Adapters import this m
 from __future__ import annotations
 
 import asyncio
-import importlib
 import logging
 import threading
 from collections.abc import Coroutine
@@ -13,6 +12,7 @@ from types import ModuleType
 from typing import Any, TypeVar
 from urllib.parse import parse_qs, urlsplit
 
+from edge_ad import optional
 from edge_ad.errors import PlcConnectionError, PlcError
 
 log = logging.getLogger(__name__)
@@ -21,11 +21,8 @@ Value = bool | int | float
 
 
 def require(module: str, what: str) -> ModuleType:
-    """Import a PLC protocol library lazily, with an error that says how to install it."""
-    try:
-        return importlib.import_module(module)
-    except ImportError as e:
-        raise PlcError(f"{what} needs the Python package providing '{module}': pip install \"edge-ad[plc]\"") from e
+    """Import a PLC protocol library lazily (PlcError with the install hint when it is missing)."""
+    return optional.require(module, what, PlcError)
 
 
 class LoopThread:

@@ -67,25 +67,25 @@ def run_bench(package: str | Path | ModelPackage, backend: str = "auto", batch: 
     _positive("batch", batch)
     _positive("iters", iters)
     _positive("warmup", warmup, allow_zero=True)
-    det = Detector.load(package, backend=backend, threads=threads, trusted_keys=trusted_keys)
-    if image is not None:
-        img = read_image(image)
-        source = str(image)
-    else:
-        h, w = size_hw or det.preprocess.resize
-        img = np.random.default_rng(0).integers(0, 256, size=(h, w, 3), dtype=np.uint8)
-        source = f"synthetic noise {w}x{h}"
-    images = [img] * batch
-    for _ in range(warmup):
-        det.predict_batch(images)
-    stages: dict[str, list[float]] = {"preprocess": [], "infer": [], "postprocess": [], "end_to_end": []}
-    for _ in range(iters):
-        t0 = time.perf_counter()
-        results = det.predict_batch(images)
-        stages["end_to_end"].append((time.perf_counter() - t0) * 1e3)
-        stages["preprocess"].append(sum(r.timings["preprocess"] for r in results))
-        stages["infer"].append(sum(r.timings["infer"] for r in results))  # amortised per image -> batch total
-        stages["postprocess"].append(sum(r.timings["postprocess"] for r in results))
+    with Detector.load(package, backend=backend, threads=threads, trusted_keys=trusted_keys) as det:
+        if image is not None:
+            img = read_image(image)
+            source = str(image)
+        else:
+            h, w = size_hw or det.preprocess.resize
+            img = np.random.default_rng(0).integers(0, 256, size=(h, w, 3), dtype=np.uint8)
+            source = f"synthetic noise {w}x{h}"
+        images = [img] * batch
+        for _ in range(warmup):
+            det.predict_batch(images)
+        stages: dict[str, list[float]] = {"preprocess": [], "infer": [], "postprocess": [], "end_to_end": []}
+        for _ in range(iters):
+            t0 = time.perf_counter()
+            results = det.predict_batch(images)
+            stages["end_to_end"].append((time.perf_counter() - t0) * 1e3)
+            stages["preprocess"].append(sum(r.timings["preprocess"] for r in results))
+            stages["infer"].append(sum(r.timings["infer"] for r in results))  # amortised per image -> batch total
+            stages["postprocess"].append(sum(r.timings["postprocess"] for r in results))
     total_s = sum(stages["end_to_end"]) / 1e3
     return {
         "package": str(det.package.root),

@@ -63,10 +63,11 @@ class Detector:
         self._threshold = self._manifest_threshold
         self._pixel_threshold = _manifest_number(where, "thresholds.pixel.value", th["pixel"]["value"])
         norm = th["normalization"]
-        self._score_range = tuple(_manifest_number(where, f"thresholds.normalization.{k}", norm[k])
-                                  for k in ("score_min", "score_max"))
-        self._map_range = tuple(_manifest_number(where, f"thresholds.normalization.{k}", norm[k])
-                                for k in ("pixel_min", "pixel_max"))
+        def bound(k: str) -> float:
+            return _manifest_number(where, f"thresholds.normalization.{k}", norm[k])
+
+        self._score_range = (bound("score_min"), bound("score_max"))
+        self._map_range = (bound("pixel_min"), bound("pixel_max"))
         post = package.postprocess
         self._min_area = int(post["min_region_area_px"])
         self._blur_sigma = _manifest_number(where, "postprocess.mask_blur_sigma", post.get("mask_blur_sigma", 0.0))
@@ -95,6 +96,16 @@ class Detector:
         pkg = package if isinstance(package, ModelPackage) else load_package(package, trusted_keys=trusted_keys)
         be = create_backend(pkg, backend, device=device, providers=providers, threads=threads)
         return cls(pkg, be, threshold=threshold, sensitivity=sensitivity, max_pixels=max_pixels)
+
+    def close(self) -> None:
+        """Release the backend (engine, sessions, pinned and device buffers); idempotent."""
+        self.backend.close()
+
+    def __enter__(self) -> Detector:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
     # ---- run-time settings -------------------------------------------------------------------------------------
     @property

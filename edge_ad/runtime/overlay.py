@@ -8,12 +8,16 @@ the same anomaly level on every image (per-image min-max would paint a perfect p
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import cv2
 import numpy as np
 
 from edge_ad.errors import DataError
 from edge_ad.imageio import to_bgr
-from edge_ad.runtime.result import Result
+
+if TYPE_CHECKING:
+    from edge_ad.runtime.result import Result
 
 _GREEN = (0, 200, 0)
 _RED = (0, 0, 255)

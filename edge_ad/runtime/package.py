@@ -31,6 +31,7 @@ from edge_ad.runtime.schema import validate_manifest
 from edge_ad.runtime.signing import (
     SIGNATURE_NAME,
     resolve_trusted_keys,
+    sign_digest,
     verify_signature,
 )
 
@@ -390,3 +391,10 @@ def package_summary(pkg: ModelPackage) -> dict[str, Any]:
         "edge_ad_version": m["edge_ad_version"],
         "files": {k: v["bytes"] for k, v in m["files"].items()},
     }
+
+
+def sign_package(package_dir: str | Path, private_key: str | Path) -> Path:
+    """Sign a package's digest with the private key (after verifying its files and digest); returns
+    signature.json."""
+    pkg = load_package(package_dir, check_signature=False)
+    return sign_digest(pkg.root, str(pkg.manifest["digest"]), private_key)

@@ -17,6 +17,8 @@ from typing import Any
 
 import numpy as np
 
+from edge_ad.runtime.overlay import render_overlay
+
 
 @dataclass
 class Region:
@@ -102,8 +104,6 @@ class Result:
     def plot(self, image: np.ndarray) -> np.ndarray:
         """The overlay (heatmap, regions, verdict, colour bar) on `image`, the picture this result was computed on,
         as a BGR uint8 array (`cv2.imshow`, `cv2.imwrite`, or `plt.imshow(overlay[..., ::-1])`)."""
-        from edge_ad.runtime.overlay import render_overlay
-
         return render_overlay(image, self)
 
     def save(self, path: str | Path, image: np.ndarray | None = None) -> list[Path]:
@@ -139,7 +139,7 @@ class Result:
             "threshold": _num(self.threshold) if self.threshold is not None else None,
             "regions": [r.to_dict() for r in self.regions],
             "timings": {k: _num(v) for k, v in self.timings.items()},
-            "frame": _json_safe(self.frame) if self.frame is not None else None,
+            "frame": json_safe(self.frame) if self.frame is not None else None,
             "error": self.error,
             "fault": self.fault,
             "reason": self.reason,
@@ -157,12 +157,12 @@ def _num(v: Any) -> float | None:
     return f if math.isfinite(f) else None
 
 
-def _json_safe(v: Any) -> Any:
+def json_safe(v: Any) -> Any:
     """Frame metadata may hold numpy scalars, paths or arrays; keep scalars, stringify the rest."""
     if isinstance(v, dict):
-        return {str(k): _json_safe(x) for k, x in v.items()}
+        return {str(k): json_safe(x) for k, x in v.items()}
     if isinstance(v, (list, tuple)):
-        return [_json_safe(x) for x in v]
+        return [json_safe(x) for x in v]
     if isinstance(v, (bool, str)) or v is None:
         return v
     if isinstance(v, (int, np.integer)):

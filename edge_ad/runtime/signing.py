@@ -21,6 +21,7 @@ from typing import Any
 
 from edge_ad.errors import ConfigError, PackageError
 from edge_ad.fileio import atomic_write_bytes, atomic_write_json
+from edge_ad.optional import require
 
 SIGNATURE_NAME = "signature.json"
 SIGNATURE_FORMAT = "edge-ad/signature"
@@ -28,11 +29,8 @@ TRUSTED_KEYS_ENV = "EDGE_AD_TRUSTED_KEYS"
 
 
 def _crypto() -> Any:
-    try:
-        from cryptography.hazmat.primitives import serialization
-        from cryptography.hazmat.primitives.asymmetric import ed25519
-    except ImportError as e:
-        raise ConfigError("package signing needs the `cryptography` package: pip install 'edge-ad[security]'") from e
+    serialization = require("cryptography.hazmat.primitives.serialization", "package signing")
+    ed25519 = require("cryptography.hazmat.primitives.asymmetric.ed25519", "package signing")
     return serialization, ed25519
 
 
@@ -94,12 +92,10 @@ def keygen(private_path: str | Path, public_path: str | Path | None = None, forc
     return priv, pub
 
 
-def sign_package(package_dir: str | Path, private_key: str | Path) -> Path:
-    """Sign a package's digest with the private key (after verifying the package); returns signature.json."""
+def sign_digest(root: Path, digest: str, private_key: str | Path) -> Path:
+    """Sign a verified package's digest with the private key; writes and returns root/signature.json (an old
+    signature is replaced). `edge_ad.runtime.package.sign_package` verifies the package first."""
     serialization, ed25519 = _crypto()
-    from edge_ad.runtime.package import load_package
-
-    pkg = load_package(package_dir, check_signature=False)  # verified files and digest; the old signature is replaced
     kp = Path(private_key)
     try:
         key = serialization.load_pem_private_key(kp.read_bytes(), password=None)
@@ -109,13 +105,12 @@ def sign_package(package_dir: str | Path, private_key: str | Path) -> Path:
         raise ConfigError(f"{kp}: not an unencrypted PEM private key ({e})") from None
     if not isinstance(key, ed25519.Ed25519PrivateKey):
         raise ConfigError(f"{kp}: expected an Ed25519 private key, got {type(key).__name__}")
-    digest = str(pkg.manifest["digest"])
     raw_pub = key.public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
     doc = {"format": SIGNATURE_FORMAT, "version": 1, "algorithm": "ed25519", "digest": digest,
            "public_key": base64.b64encode(raw_pub).decode(), "key_id": PublicKey(raw_pub, str(kp)).key_id,
            "signature": base64.b64encode(key.sign(digest.encode())).decode(),
            "signed": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")}
-    out = pkg.root / SIGNATURE_NAME
+    out = root / SIGNATURE_NAME
     atomic_write_json(out, doc)
     return out
 

@@ -3,7 +3,7 @@
 Tensor tolerance alone says little for anomaly detection, so besides the largest anomaly-map difference this checks
 what the line acts on: the image scores' rank order (Spearman) and the OK/NG decision at the deployed threshold.
 Differences are relative to the manifest's normalisation ranges (score_max - score_min, pixel_max - pixel_min).
-`verify_openvino` is here; the TensorRT engine check is `edge_ad.runtime.trt.verify.verify_engine`.
+`verify_openvino` is here; the TensorRT engine check is `edge_ad.runtime.trt.engine_check.verify_engine`.
 """
 
 from __future__ import annotations
@@ -126,6 +126,10 @@ def verify_openvino(package: ModelPackage, *, images: Path | None = None, n: int
     batch = np.stack([package.preprocess.apply(img) for _, img in loaded])
     ov = OpenVinoBackend(package, threads=threads, cache=False)
     ref_be = OnnxRuntimeBackend(package, providers="cpu", threads=threads)
-    return report(package, "openvino", f"OpenVINO {ov.device} {ov.config.get('INFERENCE_PRECISION_HINT')} on "
-                  f"{ov.onnx_path.name}", f"ONNX Runtime CPU on {ref_be.onnx_path.name}", loaded, ref_be.run(batch),
-                  ov.run(batch), tolerance)
+    try:
+        return report(package, "openvino", f"OpenVINO {ov.device} {ov.config.get('INFERENCE_PRECISION_HINT')} on "
+                      f"{ov.onnx_path.name}", f"ONNX Runtime CPU on {ref_be.onnx_path.name}", loaded,
+                      ref_be.run(batch), ov.run(batch), tolerance)
+    finally:
+        ov.close()
+        ref_be.close()

@@ -20,14 +20,14 @@ import threading
 from typing import Any
 
 from edge_ad.errors import DataError
+from edge_ad.optional import install_hint
 from edge_ad.sources.base import Backoff, ConnectionLost, LiveSource, SourceError
 from edge_ad.sources.frame import Frame
 from edge_ad.sources.pixel_formats import PFNC_CODES, canonical, to_bgr
 
 log = logging.getLogger(__name__)
 
-INSTALL_HINT = ("Aravis for Python is not installed: apt-get install gir1.2-aravis-0.8 libgirepository1.0-dev "
-                "libcairo2-dev pkg-config && pip install 'PyGObject<3.51'")
+INSTALL_HINT = "Aravis for Python is not installed: " + install_hint("gi")
 TRIGGER_MODES = ("free-run", "software")  # or the name of a hardware line, e.g. "Line0"
 
 

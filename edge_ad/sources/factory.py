@@ -19,7 +19,9 @@ from typing import Any
 from urllib.parse import parse_qsl
 
 from edge_ad.errors import ConfigError
+from edge_ad.plugins import Plugin, Registry
 from edge_ad.sources.base import Backoff, Source
+from edge_ad.sources.opencv import NETWORK_SCHEMES
 
 VIDEO_EXTS = {".mp4", ".avi", ".mkv", ".mov", ".m4v", ".webm", ".mpg", ".mpeg", ".ts", ".wmv", ".flv"}
 
@@ -89,6 +91,24 @@ def _kwargs(kind: str, uri: str, options: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+#: source kinds; each factory is the Source class, taking the target and the options of `_OPTS[kind]`
+SOURCES: Registry[Source] = Registry("source")
+for _kind, _factory, _needs, _what in (
+        ("gige", "edge_ad.sources.aravis:GigESource", ("gi",), "GigE Vision camera through Aravis: gige://SERIAL"),
+        ("gentl", "edge_ad.sources.gentl:GenTLSource", ("harvesters",),
+         "GenTL producer through harvesters: gentl:///path/producer.cti?serial=S"),
+        ("stream", "edge_ad.sources.opencv:VideoStreamSource", (),
+         "USB camera or network stream through OpenCV: usb://0, rtsp://..."),
+        ("video", "edge_ad.sources.opencv:VideoFileSource", (), "video file"),
+        ("folder", "edge_ad.sources.folder:FolderSource", (), "folder, glob or image file replay")):
+    SOURCES.register(Plugin(_kind, _factory, _what, needs=_needs, options=tuple(_OPTS[_kind])))
+
+
+def _make(kind: str, target: Any, uri: str, options: dict[str, Any]) -> Source:
+    """The source of `kind` for `target` (options checked against the kind's; the device opens on `open()`)."""
+    return SOURCES.get(kind).load()(target, **_kwargs(kind, uri, options))
+
+
 def open_source(source: str | int | Path | Source, **options: Any) -> Source:
     """Create (not yet open) the Source a URI/path names; ConfigError for unknown forms or options."""
     if isinstance(source, Source):
@@ -96,9 +116,7 @@ def open_source(source: str | int | Path | Source, **options: Any) -> Source:
             raise ConfigError(f"{source!r}: options {sorted(options)} apply only when the source is given as a URI")
         return source
     if isinstance(source, int):
-        from edge_ad.sources.opencv import VideoStreamSource
-
-        return VideoStreamSource(source, **_kwargs("stream", f"usb://{source}", options))
+        return _make("stream", source, f"usb://{source}", options)
     uri = str(source)
     if "://" in uri:
         scheme, rest = uri.split("://", 1)
@@ -106,34 +124,22 @@ def open_source(source: str | int | Path | Source, **options: Any) -> Source:
         target, _, query = rest.partition("?")
         opts = {**dict(parse_qsl(query, keep_blank_values=True)), **options}
         if scheme == "gige":
-            from edge_ad.sources.aravis import GigESource
-
-            return GigESource(target or None, **_kwargs("gige", uri, opts))
+            return _make("gige", target or None, uri, opts)
         if scheme == "gentl":
-            from edge_ad.sources.gentl import GenTLSource
-
             if not target:
                 raise ConfigError(f"{uri}: expected gentl://PATH/TO/PRODUCER.cti[?serial=S|index=N]")
-            return GenTLSource(target, **_kwargs("gentl", uri, opts))
+            return _make("gentl", target, uri, opts)
         if scheme == "usb":
-            from edge_ad.sources.opencv import VideoStreamSource
-
             try:
                 index = int(target)
             except ValueError as e:
                 raise ConfigError(f"{uri}: expected usb://INDEX, e.g. usb://0") from e
-            return VideoStreamSource(index, **_kwargs("stream", uri, opts))
-        if uri.lower().startswith(("rtsp://", "rtsps://", "http://", "https://", "rtmp://", "udp://", "tcp://")):
-            from edge_ad.sources.opencv import VideoStreamSource
-
-            return VideoStreamSource(uri, **_kwargs("stream", uri, options))  # the query belongs to the URL
+            return _make("stream", index, uri, opts)
+        if uri.lower().startswith(NETWORK_SCHEMES):
+            return _make("stream", uri, uri, options)  # the query belongs to the URL
         raise ConfigError(f"{uri}: unknown source scheme {scheme!r}; expected gige://, gentl://, usb://, rtsp://, "
                           "http(s)://, a video file, a directory or a glob")
     path = Path(uri)
     if path.suffix.lower() in VIDEO_EXTS:
-        from edge_ad.sources.opencv import VideoFileSource
-
-        return VideoFileSource(path, **_kwargs("video", uri, options))
-    from edge_ad.sources.folder import FolderSource
-
-    return FolderSource(uri, **_kwargs("folder", uri, options))
+        return _make("video", path, uri, options)
+    return _make("folder", uri, uri, options)

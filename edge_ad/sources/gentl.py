@@ -12,13 +12,14 @@ from pathlib import Path
 from typing import Any
 
 from edge_ad.errors import DataError
+from edge_ad.optional import install_hint
 from edge_ad.sources.base import Backoff, ConnectionLost, LiveSource, SourceError
 from edge_ad.sources.frame import Frame
 from edge_ad.sources.pixel_formats import to_bgr
 
 log = logging.getLogger(__name__)
 
-INSTALL_HINT = "harvesters is not installed: pip install harvesters"
+INSTALL_HINT = "harvesters is not installed: " + install_hint("harvesters")
 
 
 def import_harvester() -> Any:

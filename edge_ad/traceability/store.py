@@ -33,11 +33,12 @@ from urllib.parse import urlsplit
 import numpy as np
 
 from edge_ad.errors import ConfigError
+from edge_ad.station.event import InspectionEvent
+from edge_ad.station.record import DECISIONS
 
 log = logging.getLogger(__name__)
 
 SCHEMA_VERSION = 2
-DECISIONS = ("OK", "NG", "FAILED", "LATE")
 RETENTION_EVERY = 200
 COLUMNS = ("id", "time", "station", "seq", "part_id", "frame_id", "source", "model", "precision", "package_digest",
            "recipe", "decision", "defect_code", "score", "normalized_score", "threshold", "late", "fault", "error",
@@ -100,17 +101,6 @@ class Retention:
             v = getattr(self, name)
             if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float)) or not v > 0):
                 raise ConfigError(f"retention.{name}: expected a number > 0 or null, got {v!r}")
-
-
-def decision_of(ok: bool, late: bool, defect_code: int) -> str:
-    """OK, or why not: LATE (time budget), FAILED (no usable image / inspection error), NG (anomaly)."""
-    from edge_ad.plc.signals import DefectCode
-
-    if ok:
-        return "OK"
-    if late:
-        return "LATE"
-    return "FAILED" if defect_code in (DefectCode.INSPECTION_ERROR, DefectCode.NO_IMAGE) else "NG"
 
 
 def _finite(x: Any) -> float | None:
@@ -184,32 +174,30 @@ class TraceStore:
         return db
 
     # ---- writing -----------------------------------------------------------------------------------------------
-    def record(self, rec: Any, result: Any = None, image: np.ndarray | None = None, *,
-               frame: dict[str, Any] | None = None, model: dict[str, Any] | None = None,
-               source: str | None = None, when: float | None = None) -> int:
-        """Commit one inspection (`rec`: the PLC's InspectionRecord; `result`: the detector's Result or None for a
-        fail-safe record) and queue its image; returns the row id. Returns only after the commit is durable."""
+    def record(self, event: InspectionEvent) -> int:
+        """Commit one inspection and queue its image; returns the row id. Returns only after the commit is
+        durable."""
         if not self.writable:
             raise ConfigError(f"{self.path}: opened for reading only")
-        decision = decision_of(bool(rec.ok), bool(rec.late), int(rec.defect_code))
-        model = model or {}
-        frame = frame or (getattr(result, "frame", None) or {})
-        now = time.time() if when is None else float(when)
+        rec, result, image, frame, model = event.record, event.result, event.image, event.frame, event.package
+        decision = rec.decision
+        now = event.time
         keep_image = image is not None and self.images_dir is not None and (
             decision != "OK" or (self.keep_ok_every and self._ok_count % self.keep_ok_every == 0))
         if decision == "OK":
             self._ok_count += 1
-        regions = [r.to_dict() for r in getattr(result, "regions", None) or []]
-        timings = {k: _finite(v) for k, v in (getattr(result, "timings", None) or {}).items()}
+        regions = [r.to_dict() for r in result.regions] if result is not None else []
+        timings = {k: _finite(v) for k, v in (result.timings if result is not None else {}).items()}
         row = {
             "time": now, "station": self.station, "seq": int(rec.seq), "part_id": int(rec.part_id),
-            "frame_id": frame.get("frame_id"), "source": source or frame.get("source_id"),
-            "model": model.get("name"), "precision": model.get("precision"), "package_digest": model.get("digest"),
+            "frame_id": frame.get("frame_id"), "source": event.source,
+            "model": model.name, "precision": model.precision, "package_digest": model.digest,
             "recipe": int(rec.model_id), "decision": decision, "defect_code": int(rec.defect_code),
-            "score": _finite(getattr(result, "score", None)),
-            "normalized_score": _finite(getattr(result, "normalized_score", None)),
-            "threshold": _finite(getattr(result, "threshold", None)), "late": int(bool(rec.late)),
-            "fault": getattr(result, "fault", None), "error": rec.error or getattr(result, "error", None),
+            "score": _finite(result.score) if result is not None else None,
+            "normalized_score": _finite(result.normalized_score) if result is not None else None,
+            "threshold": _finite(result.threshold) if result is not None else None, "late": int(bool(rec.late)),
+            "fault": result.fault if result is not None else None,
+            "error": rec.error or (result.error if result is not None else None),
             "regions": json.dumps(regions), "timings": json.dumps(timings),
             "inspection_ms": _finite(rec.inspection_ms), "image_path": None,
         }
@@ -385,7 +373,8 @@ class TraceStore:
 def build_query(*, since: float | None, until: float | None, part: int | None, decisions: Sequence[str],
                 station: str | None, limit: int | None, newest_first: bool) -> tuple[str, list[Any]]:
     """The SELECT for `TraceStore.query` (parameterised: user values never enter the SQL text)."""
-    where, args = [], []
+    where: list[str] = []
+    args: list[Any] = []
     if since is not None:
         where.append("time >= ?")
         args.append(float(since))
@@ -449,6 +438,22 @@ class _Database(abc.ABC):
     con: Any
 
     @abc.abstractmethod
+    def executemany(self, sql: str, rows: list[tuple[Any, ...]]) -> None:
+        """Run one statement for every row."""
+
+    @abc.abstractmethod
+    def transaction(self) -> contextlib.AbstractContextManager[None]:
+        """A write transaction (committed on leaving, rolled back on an exception)."""
+
+    @abc.abstractmethod
+    def lock_schema(self) -> None:
+        """Inside a transaction: make concurrent schema set-ups wait for this one."""
+
+    @abc.abstractmethod
+    def ddl(self, stmt: str) -> str:
+        """A CREATE statement in this database's dialect."""
+
+    @abc.abstractmethod
     def execute(self, sql: str, args: Sequence[Any] = ()) -> Any:
         """Run one statement with `?` placeholders; returns a cursor."""
 
@@ -502,10 +507,9 @@ class _Postgres(_Database):
     rewritten to `%s`. Commits are durable with the server's default synchronous_commit."""
 
     def __init__(self, url: str) -> None:
-        try:
-            import psycopg
-        except ImportError:
-            raise ConfigError('a postgresql:// database needs psycopg: pip install "edge-ad[postgres]"') from None
+        from edge_ad.optional import require
+
+        psycopg = require("psycopg", "a postgresql:// database")
         u = urlsplit(url)
         self.name = f"postgresql://{u.hostname or ''}{':' + str(u.port) if u.port else ''}{u.path}"  # no password
         try:
@@ -514,11 +518,11 @@ class _Postgres(_Database):
             raise ConfigError(f"{self.name}: cannot use this PostgreSQL database ({str(e).strip()})") from None
 
     def execute(self, sql: str, args: Sequence[Any] = ()) -> Any:
-        return self.con.execute(sql.replace("?", "%s"), tuple(args))  # type: ignore[arg-type]
+        return self.con.execute(sql.replace("?", "%s"), tuple(args))
 
     def executemany(self, sql: str, rows: list[tuple[Any, ...]]) -> None:
         with self.con.cursor() as cur:
-            cur.executemany(sql.replace("?", "%s"), rows)  # type: ignore[arg-type]
+            cur.executemany(sql.replace("?", "%s"), rows)
 
     @contextlib.contextmanager
     def transaction(self) -> Iterator[None]:
@@ -536,17 +540,18 @@ class _Postgres(_Database):
                 .replace(" INTEGER", " BIGINT").replace(" REAL", " DOUBLE PRECISION"))
 
 
-class StationRecorder:
-    """The Inspector's `recorder`: one row per published result, with the active package's identity."""
+class TraceRecorder:
+    """The store as a station `Recorder`: one row per published verdict. The store belongs to the station's
+    services (they close it), so `close()` here does nothing."""
 
-    def __init__(self, store: TraceStore, source: str | None = None) -> None:
-        self.store, self.source = store, source
+    def __init__(self, store: TraceStore) -> None:
+        self.store = store
 
-    def __call__(self, rec: Any, frame: Any, result: Any, detector: Any) -> int:
-        pkg = getattr(detector, "package", None)
-        model = {"name": getattr(pkg, "name", None), "precision": getattr(pkg, "precision", None),
-                 "digest": getattr(pkg, "digest", None)} if pkg is not None else {}
-        image = getattr(frame, "image", None)
-        meta = frame.meta() if hasattr(frame, "meta") else None
-        return self.store.record(rec, result, image if isinstance(image, np.ndarray) else None, frame=meta,
-                                 model=model, source=self.source)
+    def open(self) -> None:
+        """The store is opened by whoever made it."""
+
+    def write(self, event: InspectionEvent) -> None:
+        self.store.record(event)
+
+    def close(self) -> None:
+        """The store is closed by whoever made it."""

@@ -114,7 +114,7 @@ def build_optimizer(
 
 def build_scheduler(name: str, opt: Optimizer, cfg: dict[str, Any]) -> LRScheduler | None:
     """LR schedule by name, stepped per iteration: 'warm_cosine', 'step' (x gamma once `step_at` of the iterations
-    are done: epoch-based StepLR recipes expressed as a fraction of training) or 'constant' (None)."""
+    are done: epoch-based StepLR schedules expressed as a fraction of training) or 'constant' (None)."""
     if name == "warm_cosine":
         return WarmCosineScheduler(
             opt, cfg["lr"], cfg.get("final_lr", cfg["lr"] * 0.1), cfg["iters"], cfg.get("warmup_iters", 0)

@@ -21,32 +21,19 @@ from edge_ad import __version__
 from edge_ad.data.mvtec import fingerprint, load_samples, split_holdout
 from edge_ad.data.torch_dataset import ImageDataset
 from edge_ad.errors import ConfigError
+from edge_ad.evaluate import rundir
 from edge_ad.evaluate.inference import predict_samples
 from edge_ad.evaluate.protocols import get_protocol
 from edge_ad.evaluate.thresholds import derive_thresholds
 from edge_ad.fileio import atomic_write_text
+from edge_ad.models.device import resolve_device
 from edge_ad.models.registry import create_model
-from edge_ad.train import rundir
+from edge_ad.train.amp import PrecisionStep, resolve_precision
 from edge_ad.train.optim import build_optimizer, build_scheduler
-from edge_ad.train.precision import PrecisionStep, resolve_precision
+from edge_ad.train.options import paper_config
 from edge_ad.train.resume_state import load_state, save_state
 
 log = logging.getLogger(__name__)
-
-
-def resolve_device(name: str) -> torch.device:
-    """'auto' -> this process's CUDA device if present (LOCAL_RANK under torchrun), else CPU."""
-    if name == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
-        return torch.device("cpu")
-    try:
-        dev = torch.device(name)
-    except RuntimeError as e:
-        raise ConfigError(f"train config: device {name!r} is not a valid torch device") from e
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(f"train config: device {name!r} requested but CUDA is not available")
-    return dev
 
 
 def seed_everything(seed: int) -> None:
@@ -154,7 +141,7 @@ def train(cfg: dict[str, Any], *, resume: bool = False, progress: bool = True) -
     rundir.apply_protocol_preprocess(model, cfg)
     precision = resolve_precision(cfg["amp"], cfg["channels_last"], model, device)
     if precision.channels_last:
-        model = model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
+        model = model.to(memory_format=torch.channels_last)
     mixed = PrecisionStep(precision, device)
     log.info("training precision: %s%s (%s)", precision.amp if precision.amp != "off" else "fp32",
              ", channels-last" if precision.channels_last else "", precision.reason)
@@ -297,14 +284,12 @@ def _resume(path: Path, opt: torch.optim.Optimizer, sched: Any) -> int:
 
 def _official_length(cfg: dict[str, Any], proto: Any, n_train: int) -> dict[str, Any]:
     """The official protocol's epochs as iterations over this dataset, unless iters/batch were changed from the
-    recipe (then kept, and logged as a deviation)."""
+    paper's configuration (then kept, and logged as a deviation)."""
     if proto.epochs is None:
         return cfg
-    from edge_ad.train import recipe_of
-
-    recipe = recipe_of(cfg["model"])
-    if cfg["iters"] != recipe.get("iters") or cfg["batch"] != recipe.get("batch", proto.batch):
-        log.warning("protocol official: iters %d / batch %d differ from the recipe: not the official %d epochs at "
+    paper = paper_config(cfg["model"])
+    if cfg["iters"] != paper.get("iters") or cfg["batch"] != paper.get("batch", proto.batch):
+        log.warning("protocol official: iters %d / batch %d differ from the paper: not the official %d epochs at "
                     "batch %d", cfg["iters"], cfg["batch"], proto.epochs, proto.batch)
         return cfg
     iters = proto.train_iters(n_train, cfg["iters"])

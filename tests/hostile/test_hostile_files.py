@@ -15,7 +15,7 @@ from typing import Any
 import cv2
 import pytest
 from hostile_tally import Tally
-from runtime_fixtures import blob_image, build_package
+from runtime_fixtures import blob_image
 
 MARKER = Path("/tmp/edge-ad-hostile-pickle-ran")
 
@@ -39,11 +39,6 @@ def _no_marker() -> Any:
     assert not MARKER.exists(), "a pickle was unpickled"
 
 
-@pytest.fixture(scope="module")
-def package(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return build_package(tmp_path_factory.mktemp("hostile_files") / "pkg")
-
-
 def _copy(package: Path, dst: Path) -> Path:
     shutil.copytree(package, dst)
     return dst
@@ -51,17 +46,17 @@ def _copy(package: Path, dst: Path) -> Path:
 
 def test_every_reader_refuses_a_pickle(package: Path, tmp_path: Path, tally: Tally,
                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    from edge_ad.evaluate import rundir
     from edge_ad.export.calibration import load_calibration_config
     from edge_ad.export.int8 import load_scales
-    from edge_ad.export.recipe import load_recipe
+    from edge_ad.export.profile import load_profile
     from edge_ad.imageio import read_image
     from edge_ad.models import weights
     from edge_ad.plc.opcua_security import load_users
     from edge_ad.runtime import Detector
-    from edge_ad.runtime.package import load_package
-    from edge_ad.runtime.signing import keygen, load_public_key, sign_package
-    from edge_ad.train import rundir
-    from edge_ad.train.config import resolve_config
+    from edge_ad.runtime.package import load_package, sign_package
+    from edge_ad.runtime.signing import keygen, load_public_key
+    from edge_ad.train.options import resolve_config
     from edge_ad.train.resume_state import load_state
 
     def evil_file(name: str) -> Path:
@@ -91,7 +86,7 @@ def test_every_reader_refuses_a_pickle(package: Path, tmp_path: Path, tally: Tal
         "signature.json": lambda: load_package(signed, trusted_keys=[pub]),
         "image": lambda: read_image(evil_file("part.png")),
         "int8 scales": lambda: load_scales(evil_file("x.scales.json")),
-        "export recipe": lambda: load_recipe("dinomaly-s", evil_file("recipe.yaml")),
+        "export profile": lambda: load_profile("dinomaly-s", evil_file("profile.yaml")),
         "calibration manifest": lambda: load_calibration_config("dinomaly-s", evil_file("calib.yaml")),
         "training config": lambda: resolve_config({}, evil_file("train.yaml"), {}),
         "run config.yaml": lambda: rundir.read_config(run),
@@ -111,7 +106,7 @@ def test_every_reader_refuses_a_pickle(package: Path, tmp_path: Path, tally: Tal
         tally.attempt("pickle-attack", name, fn)
     # YAML alias bombs in the YAML readers
     for name, fn in {"training config": lambda: resolve_config({}, _yaml_bomb(tmp_path / "b1.yaml"), {}),
-                     "export recipe": lambda: load_recipe("dinomaly-s", _yaml_bomb(tmp_path / "b2.yaml")),
+                     "export profile": lambda: load_profile("dinomaly-s", _yaml_bomb(tmp_path / "b2.yaml")),
                      "OPC UA users": lambda: load_users(_yaml_bomb(tmp_path / "b3.yaml"))}.items():
         tally.attempt("yaml-bomb", name, fn)
     tally.check("pickle-attack", "yaml-bomb")

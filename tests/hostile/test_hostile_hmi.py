@@ -31,10 +31,10 @@ def test_hmi_refuses_every_attack_and_keeps_inspecting(detector, tmp_path: Path,
     from edge_ad.hmi.app import HmiServer, Station, create_app
     from edge_ad.hmi.auth import Sessions, load_users, set_user
     from edge_ad.hmi.live import LiveView
-    from edge_ad.pipeline.recording import Fanout
     from edge_ad.plc.inspector import Inspector
     from edge_ad.plc.link import PlcLink
-    from edge_ad.traceability import Retention, StationRecorder, TraceStore
+    from edge_ad.station.recorders import Fanout
+    from edge_ad.traceability import Retention, TraceRecorder, TraceStore
 
     users = tmp_path / "users.yaml"
     set_user(users, "op", "operator-pass", "operator")
@@ -42,7 +42,7 @@ def test_hmi_refuses_every_attack_and_keeps_inspecting(detector, tmp_path: Path,
     live, mem, src = LiveView(), MemoryAdapter(), QueueSource()
     plc = mem.program()
     insp = Inspector(detector, src, PlcLink(mem, **FAST_LINK), poll_s=0.002, backend="onnxruntime",
-                     recorder=Fanout(StationRecorder(store), live))
+                     recorder=Fanout([TraceRecorder(store), live]))
     before = detector.sensitivity
     station = Station(insp, live, store, name="h", dataset=tmp_path / "ds")
     port = free_port()

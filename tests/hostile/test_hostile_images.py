@@ -15,7 +15,7 @@ import cv2
 import numpy as np
 import pytest
 from hostile_tally import Tally
-from runtime_fixtures import blob_image, build_package, huge_png
+from runtime_fixtures import blob_image, huge_png
 
 from edge_ad import imageio
 from edge_ad.runtime import Detector
@@ -212,11 +212,6 @@ def _corpus(folder: Path) -> dict[str, bool]:
     cv2.imwrite(str(folder / "good-3.jpg"), blob_image())
     names["good-3.jpg"] = True
     return names
-
-
-@pytest.fixture(scope="module")
-def package(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return build_package(tmp_path_factory.mktemp("hostile_pkg") / "pkg")
 
 
 def test_detector_batch_keeps_every_good_result(package: Path, tmp_path: Path, tally: Tally) -> None:

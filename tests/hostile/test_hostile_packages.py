@@ -15,20 +15,14 @@ from pathlib import Path
 from typing import Any
 
 import onnx
-import pytest
 from hostile_tally import Tally
 from onnx import TensorProto, helper
-from runtime_fixtures import build_package, make_onnx
+from runtime_fixtures import make_onnx
 
 from edge_ad.runtime import Detector
 from edge_ad.runtime.package import manifest_digest
 
 Edit = Callable[[Path], None]
-
-
-@pytest.fixture(scope="module")
-def base(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return build_package(tmp_path_factory.mktemp("hostile_base") / "pkg")
 
 
 def _load(p: Path) -> dict[str, Any]:
@@ -240,13 +234,13 @@ def _opset99() -> bytes:
 CASES = list(broken())
 
 
-def test_about_a_hundred_broken_packages_are_all_refused(base: Path, tmp_path: Path, tally: Tally) -> None:
+def test_about_a_hundred_broken_packages_are_all_refused(package: Path, tmp_path: Path, tally: Tally) -> None:
     assert len(CASES) >= 100, len(CASES)
     for i, (name, edit) in enumerate(CASES):
         p = tmp_path / f"p{i:03d}"
-        shutil.copytree(base, p)
+        shutil.copytree(package, p)
         edit(p)
         tally.attempt("package", name, lambda p=p: Detector.load(p, backend="onnxruntime"))
     tally.check("package")
     assert not Path("/tmp/edge-ad-hostile-pwned-pkg").exists()
-    Detector.load(base, backend="onnxruntime")  # the untouched package still loads
+    Detector.load(package, backend="onnxruntime")  # the untouched package still loads

@@ -13,31 +13,38 @@ from types import ModuleType
 from typing import Any
 
 from edge_ad.errors import ConfigError
+from edge_ad.plugins import Plugin, Registry
 from edge_ad.runtime.backends.base import Backend
 from edge_ad.runtime.package import ModelPackage
 
 log = logging.getLogger(__name__)
 
-BACKENDS = ("auto", "onnxruntime", "tensorrt", "openvino")
+#: the inference engines; each module implements `open_backend(package, *, device, **options)` and
+#: `available(package)` (see base.py)
+BACKEND_PLUGINS: Registry[Backend] = Registry("backend")
+BACKEND_PLUGINS.register(Plugin("onnxruntime", "edge_ad.runtime.backends.onnxruntime:open_backend",
+                                "ONNX Runtime (CPU; CUDA and TensorRT execution providers where installed)",
+                                needs=("onnxruntime",), options=("providers", "threads", "precision", "graph")))
+BACKEND_PLUGINS.register(Plugin("tensorrt", "edge_ad.runtime.backends.tensorrt:open_backend",
+                                "TensorRT engine built on this device (NVIDIA GPU, Jetson)", needs=("tensorrt",),
+                                options=("precision", "zero_copy", "build_if_missing", "workspace_mb",
+                                         "timing_cache", "batch", "dla_core", "fp16_fallback")))
+BACKEND_PLUGINS.register(Plugin("openvino", "edge_ad.runtime.backends.openvino:open_backend",
+                                "OpenVINO (x86 CPUs: bf16/int8 fast paths)", needs=("openvino",),
+                                options=("threads", "hint", "cache")))
+BACKENDS = ("auto", *BACKEND_PLUGINS.names())
 
-__all__ = ["BACKENDS", "Backend", "create_backend"]
+__all__ = ["BACKENDS", "BACKEND_PLUGINS", "Backend", "create_backend"]
 
 
 def _tensorrt_module() -> ModuleType:
-    from edge_ad.runtime.trt import tensorrt_available
+    from edge_ad.runtime.trt import TENSORRT_INSTALL_HINT, tensorrt_available
 
     if not tensorrt_available():  # also false for a stubs-only `tensorrt` (tensorrt-stubs)
-        raise ConfigError("backend 'tensorrt': the tensorrt Python package is not installed on this machine; "
-                          "install it (JetPack 6: apt install python3-libnvinfer and pip install 'edge-ad[jetson]' "
-                          "in a --system-site-packages venv; x86 servers: pip install 'edge-ad[cuda]') or use "
-                          "backend='onnxruntime'")
-    try:
-        return importlib.import_module("edge_ad.runtime.backends.tensorrt")
-    except ModuleNotFoundError as e:
-        if e.name == "edge_ad.runtime.backends.tensorrt":
-            raise ConfigError("backend 'tensorrt': this edge-ad build has no TensorRT backend; "
-                              "use backend='onnxruntime'") from e
-        raise ConfigError(f"backend 'tensorrt': import failed: {e}") from e
+        raise ConfigError(f"backend 'tensorrt': the tensorrt Python package is not installed on this machine: "
+                          f"{TENSORRT_INSTALL_HINT} (or use backend='onnxruntime')")
+    module: ModuleType = importlib.import_module(BACKEND_PLUGINS.get("tensorrt").factory.partition(":")[0])
+    return module
 
 
 def create_backend(package: ModelPackage, backend: str = "auto", *, device: int | None = None,
@@ -61,9 +68,7 @@ def create_backend(package: ModelPackage, backend: str = "auto", *, device: int 
     if backend == "openvino":
         if providers is not None:
             raise ConfigError(f"backend 'openvino': providers apply to onnxruntime only, got {providers!r}")
-        from edge_ad.runtime.backends import openvino
-
-        return openvino.open_backend(package, device=device, threads=threads, **trt_options)
+        return BACKEND_PLUGINS.create("openvino", package, device=device, threads=threads, **trt_options)
     if backend == "auto" and providers is None:
         trt = _probe_tensorrt(package)
         if trt is not None:
@@ -79,23 +84,19 @@ def create_backend(package: ModelPackage, backend: str = "auto", *, device: int 
                 log.warning("backend auto: OpenVINO failed to open (%s); falling back to onnxruntime", e)
     if backend == "onnxruntime" and trt_options:
         raise ConfigError(f"backend 'onnxruntime': options {sorted(trt_options)} apply to tensorrt only")
-    from edge_ad.runtime.backends import onnxruntime as ort_backend
-
-    if not ort_backend.available(package):
-        raise ConfigError(f"backend {backend!r}: no inference engine is installed (ONNX Runtime is an extra, so that "
-                          "onnxruntime and onnxruntime-gpu never clash): pip install 'edge-ad[cpu]' on a CPU, "
-                          "'edge-ad[cuda]' on an x86 machine with an NVIDIA GPU, 'edge-ad[jetson]' on JetPack 6 "
-                          "(`edge-ad doctor` says which fits this machine)")
-
-    options: dict[str, Any] = {"providers": providers, "threads": threads}
-    return ort_backend.open_backend(package, device=device, **options)
+    ort = BACKEND_PLUGINS.get("onnxruntime")
+    if not ort.available():
+        raise ConfigError(f"backend {backend!r}: no inference engine is installed: {ort.install_hint()}")
+    return BACKEND_PLUGINS.create("onnxruntime", package, device=device, providers=providers, threads=threads)
 
 
 def _probe_openvino(package: ModelPackage) -> ModuleType | None:
     """The OpenVINO backend module when openvino is installed with a CPU device for this package, else None."""
-    from edge_ad.runtime.backends import openvino
-
-    return openvino if openvino.available(package) else None
+    plugin = BACKEND_PLUGINS.get("openvino")
+    if not plugin.available():
+        return None
+    module: ModuleType = importlib.import_module(plugin.factory.partition(":")[0])
+    return module if module.available(package) else None
 
 
 def _probe_tensorrt(package: ModelPackage) -> ModuleType | None:

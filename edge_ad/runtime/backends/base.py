@@ -34,6 +34,17 @@ class Backend(Protocol):
         """uint8 [B,H,W,3] -> (anomaly maps float32 [B,1,h,w], scores float32 [B])."""
         ...
 
+    def close(self) -> None:
+        """Release the engine, sessions and buffers (idempotent); `run` after `close` raises ConfigError."""
+        ...
+
+
+def closed_error(name: str) -> Exception:
+    """What `run` raises on a closed backend."""
+    from edge_ad.errors import ConfigError
+
+    return ConfigError(f"backend {name}: closed (open a new Detector)")
+
 
 def physical_cores() -> int:
     """Physical CPU cores usable by this process (hyper-threads not counted; CPU affinity respected)."""

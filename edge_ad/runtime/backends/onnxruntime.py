@@ -10,7 +10,8 @@ from typing import Any
 import numpy as np
 
 from edge_ad.errors import ConfigError, PackageError
-from edge_ad.runtime.backends.base import physical_cores, run_in_chunks
+from edge_ad.optional import installed
+from edge_ad.runtime.backends.base import closed_error, physical_cores, run_in_chunks
 from edge_ad.runtime.package import ModelPackage
 
 log = logging.getLogger(__name__)
@@ -25,11 +26,7 @@ _FLOAT_TYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16}
 
 def available(package: ModelPackage) -> bool:
     """Available whenever the `onnxruntime` module (from onnxruntime or onnxruntime-gpu) imports."""
-    try:
-        import onnxruntime  # noqa: F401
-    except ImportError:
-        return False
-    return True
+    return installed("onnxruntime")
 
 
 def choose_providers(requested: str | list[str] | None) -> list[str]:
@@ -95,7 +92,7 @@ class OnnxRuntimeBackend:
             else:
                 provider_args.append(p)
         try:
-            self.session = ort.InferenceSession(str(self.onnx_path), sess_options=opts, providers=provider_args)
+            self.session: Any = ort.InferenceSession(str(self.onnx_path), sess_options=opts, providers=provider_args)
         except Exception as e:  # onnxruntime raises its own exception types for invalid/unsupported graphs
             raise PackageError(f"{self.onnx_path}: ONNX Runtime cannot load the graph: {e}") from e
         self.providers: list[str] = list(self.session.get_providers())
@@ -138,11 +135,19 @@ class OnnxRuntimeBackend:
     def run(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """uint8 [B,H,W,3] -> (float32 [B,1,h,w], float32 [B]); batches larger than a fixed graph batch are split."""
 
+        session = self.session
+        if session is None:
+            raise closed_error(self.name)
+
         def infer(chunk: np.ndarray, _k: int) -> tuple[np.ndarray, np.ndarray]:
-            m, sc = self.session.run(self.output_names, {self.input_name: chunk})
+            m, sc = session.run(self.output_names, {self.input_name: chunk})
             return m, sc
 
         return run_in_chunks(batch, self.max_batch or batch.shape[0], infer, self.map_hw, self.onnx_path)
+
+    def close(self) -> None:
+        """Drop the session (ONNX Runtime frees its arenas with it)."""
+        self.session = None
 
 
 def open_backend(package: ModelPackage, *, device: int | None = None, **options: Any) -> OnnxRuntimeBackend:

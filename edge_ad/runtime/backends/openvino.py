@@ -24,7 +24,8 @@ from typing import Any
 import numpy as np
 
 from edge_ad.errors import ConfigError, PackageError
-from edge_ad.runtime.backends.base import physical_cores, run_in_chunks
+from edge_ad.optional import installed, require
+from edge_ad.runtime.backends.base import closed_error, physical_cores, run_in_chunks
 from edge_ad.runtime.package import ModelPackage
 
 log = logging.getLogger(__name__)
@@ -33,19 +34,12 @@ PRECISIONS = ("fp32", "bf16", "fp16", "int8")
 
 
 def _core() -> Any:
-    try:
-        import openvino as ov
-    except ImportError as e:
-        raise ConfigError("backend 'openvino': the openvino package is not installed: pip install "
-                          "'edge-ad[openvino]' (x86-64 line PCs; torch-free)") from e
-    return ov.Core()
+    return require("openvino", "backend 'openvino'").Core()
 
 
 def available(package: ModelPackage) -> bool:
     """True when openvino imports, has a CPU device and the package's precision is one it runs."""
-    try:
-        import openvino  # noqa: F401
-    except ImportError:
+    if not installed("openvino"):
         return False
     try:
         return package.precision in PRECISIONS and "CPU" in _core().available_devices
@@ -107,6 +101,7 @@ class OpenVinoBackend:
         self._check_io()
         self.max_batch: int | None = None
         self._compiled: dict[int, Any] = {}
+        self._closed = False
         self.providers = [f"OpenVINO {device} {self.config.get('INFERENCE_PRECISION_HINT', 'default')}"]
         self._request(1)  # compile now: a graph OpenVINO cannot compile fails at load, not at the first part
         log.info("openvino on %s (%s, %s, threads=%d, hint=%s)", device, self.onnx_path.name,
@@ -145,6 +140,8 @@ class OpenVinoBackend:
 
     def run(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """uint8 [B,H,W,3] -> (float32 [B,1,h,w], float32 [B]); a graph with a fixed batch gets padded chunks."""
+        if self._closed:
+            raise closed_error(self.name)
         step = self._fixed_batch or batch.shape[0]
 
         def infer(chunk: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
@@ -155,6 +152,11 @@ class OpenVinoBackend:
                     np.array(req.get_tensor("score").data, dtype=np.float32).reshape(-1)[:k])
 
         return run_in_chunks(batch, step, infer, self.map_hw, self.onnx_path)
+
+    def close(self) -> None:
+        """Drop the compiled models and their infer requests."""
+        self._closed = True
+        self._compiled.clear()
 
 
 def open_backend(package: ModelPackage, *, device: int | str | None = None, **options: Any) -> OpenVinoBackend:

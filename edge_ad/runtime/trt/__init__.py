@@ -11,13 +11,9 @@ import importlib
 from types import ModuleType
 
 from edge_ad.errors import EngineBuildError, TensorRTMissingError
+from edge_ad.optional import install_hint
 
-TENSORRT_INSTALL_HINT = (
-    "on JetPack 6 it ships with the OS: `sudo apt install python3-libnvinfer` (or the whole `nvidia-jetpack`), "
-    "and a virtualenv must be created with `--system-site-packages` to see it (then pip install 'edge-ad[jetson]'); "
-    "on an x86-64 server: pip install 'edge-ad[cuda]' (needs an NVIDIA driver). "
-    "Run `edge-ad doctor` to see what this machine has."
-)
+TENSORRT_INSTALL_HINT = install_hint("tensorrt") + ". Run `edge-ad doctor` to see what this machine has."
 
 
 def load_tensorrt() -> ModuleType:

@@ -66,7 +66,7 @@ def _build(pkg: ModelPackage, device: int) -> dict[str, Any]:
 
 
 def _verify(pkg: ModelPackage, device: int, n: int) -> dict[str, Any]:
-    from edge_ad.runtime.trt.verify import verify_engine
+    from edge_ad.runtime.trt.engine_check import verify_engine
 
     r = verify_engine(pkg, device=device, n=n)
     return {k: r[k] for k in ("passed", "failures", "max_score_delta", "score_tol", "max_map_diff", "map_tol",

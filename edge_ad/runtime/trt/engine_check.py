@@ -34,6 +34,10 @@ def verify_engine(package: ModelPackage, precision: str | None = None, *, images
         onnx_path = trt_be.record.onnx_path
         key = trt_be.record.key
     ref_precision = "fp32" if fp16_fallback else prec
-    ref = OnnxRuntimeBackend(package, providers="cpu", precision=ref_precision).run(batch)
+    ref_be = OnnxRuntimeBackend(package, providers="cpu", precision=ref_precision)
+    try:
+        ref = ref_be.run(batch)
+    finally:
+        ref_be.close()
     return report(package, "tensorrt", key.describe(), f"ONNX Runtime CPU on {onnx_path.name}", loaded, ref, got,
                   tolerance)

@@ -1,4 +1,5 @@
-"""Export recipes: `export/<model>.yaml` holds the input size, opset, outputs and parity tolerances of a model."""
+"""Export profiles: `export_profiles/<model>.yaml` (shipped in the wheel as `edge_ad.export_profiles`) holds the
+input size, opset, outputs and parity tolerances of a model; `edge-ad export --profile FILE` uses another file."""
 
 from __future__ import annotations
 
@@ -24,7 +25,7 @@ KEYS = set(DEFAULTS) | {"model", "resize", "crop", "model_kwargs", "description"
 
 
 def bundled_dir(package: str) -> Path | None:
-    """The folder of a data package shipped with edge-ad (`edge_ad.recipes` = the repository's export/,
+    """The folder of a data package shipped with edge-ad (`edge_ad.export_profiles` = the repository's export_profiles/,
     `edge_ad.calibration_manifests` = calibration/), through importlib.resources; None if it is missing."""
     try:
         root = importlib.resources.files(package)
@@ -34,36 +35,38 @@ def bundled_dir(package: str) -> Path | None:
     return path if path.is_dir() else None
 
 
-def recipe_dirs() -> list[Path]:
-    """Where recipes are looked up: ./export (the user's project), then the recipes shipped with edge-ad."""
-    bundled = bundled_dir("edge_ad.recipes")
-    return [Path.cwd() / "export", *([bundled] if bundled else [])]
+def profile_dirs() -> list[Path]:
+    """Where profiles are looked up: the ones shipped with edge-ad (never the current directory: another file is
+    given explicitly with `--profile FILE`)."""
+    bundled = bundled_dir("edge_ad.export_profiles")
+    return [bundled] if bundled else []
 
 
-def load_recipe(model: str, path: str | Path | None = None) -> dict[str, Any]:
-    """The recipe of `model` merged over DEFAULTS; a model without a recipe file uses the defaults."""
-    candidates = [Path(path)] if path else [d / f"{model}.yaml" for d in recipe_dirs()]
-    recipe: dict[str, Any] = {}
+def load_profile(model: str, path: str | Path | None = None) -> dict[str, Any]:
+    """The profile of `model` merged over DEFAULTS; a model without a profile file uses the defaults."""
+    candidates = [Path(path)] if path else [d / f"{model}.yaml" for d in profile_dirs()]
+    profile: dict[str, Any] = {}
     source = "defaults"
     for p in candidates:
         if p.is_file():
-            recipe = read_yaml_file(p, "export recipe") or {}
-            if not isinstance(recipe, dict):
-                raise ConfigError(f"{p}: expected a mapping, got {type(recipe).__name__}")
-            unknown = sorted(set(recipe) - KEYS)
+            profile = read_yaml_file(p, "export profile") or {}
+            if not isinstance(profile, dict):
+                raise ConfigError(f"{p}: expected a mapping, got {type(profile).__name__}")
+            unknown = sorted(set(profile) - KEYS)
             if unknown:
                 raise ConfigError(f"{p}: unknown key(s) {unknown}; valid: {sorted(KEYS)}")
-            if recipe.get("model", model) != model:
-                raise ConfigError(f"{p}: recipe is for model {recipe['model']!r}, not {model!r}")
+            if profile.get("model", model) != model:
+                raise ConfigError(f"{p}: profile is for model {profile['model']!r}, not {model!r}")
             source = str(p)
             break
     else:
         if path:
-            raise ConfigError(f"{path}: export recipe not found")
-        raise ConfigError(f"{model}: no export recipe {model}.yaml in {' or '.join(str(d) for d in recipe_dirs())}; "
-                          "every registered model ships one (a broken install?), or pass --recipe FILE")
-    merged = {k: (dict(v) if isinstance(v, dict) else v) for k, v in DEFAULTS.items()}
-    for k, v in recipe.items():
+            raise ConfigError(f"{path}: export profile not found")
+        where = " or ".join(str(d) for d in profile_dirs()) or "edge_ad.export_profiles (missing: a broken install?)"
+        raise ConfigError(f"{model}: no export profile {model}.yaml in {where}; every registered model ships one, "
+                          "or pass --profile FILE")
+    merged: dict[str, Any] = {k: (dict(v) if isinstance(v, dict) else v) for k, v in DEFAULTS.items()}
+    for k, v in profile.items():
         if isinstance(v, dict) and isinstance(merged.get(k), dict):
             merged[k].update(v)
         else:

@@ -1,9 +1,9 @@
 """Training options: one frozen dataclass (`TrainOptions`) from which everything else is derived: the `edge-ad
 train` flags, the YAML validation, `--print-config` and the resolved config the trainer reads.
 
-Precedence: the dataclass defaults < the model's paper recipe (`default_train_config()`) < a YAML file < CLI flags
-or keyword arguments (None = not given). Unknown keys, wrong types and out-of-range values are ConfigErrors that
-name the key, what it means, what was expected and what was found.
+Precedence: the dataclass defaults < the paper's training configuration (`default_train_config()`) < a YAML file <
+CLI flags or keyword arguments (None = not given). Unknown keys, wrong types and out-of-range values are ConfigErrors
+that name the key, what it means, what was expected and what was found.
 """
 
 from __future__ import annotations
@@ -142,7 +142,8 @@ def check_value(key: str, value: Any, where: str = "train config") -> Any:
 def resolve_config(
     model_defaults: dict[str, Any], yaml_path: str | Path | None, overrides: dict[str, Any]
 ) -> dict[str, Any]:
-    """Defaults < model recipe < YAML file < overrides (None = not given), validated; a plain dict of every option."""
+    """Defaults < the model's paper configuration < YAML file < overrides (None = not given), validated; a plain
+    dict of every option."""
     cfg: dict[str, Any] = dataclasses.asdict(TrainOptions())
     cfg.update({k: v for k, v in model_defaults.items() if k in FIELDS})
     if yaml_path is not None:
@@ -184,7 +185,8 @@ def _floats(text: str) -> list[float]:
         raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}") from None
 
 
-def _names(text: str) -> list[str]:
+def comma_list(text: str) -> list[str]:
+    """A comma-separated value (`--categories a,b`) as a list of names; every command's list flags use it."""
     return [c.strip() for c in text.split(",") if c.strip()]
 
 
@@ -203,7 +205,7 @@ def add_cli_flags(parser: argparse.ArgumentParser) -> None:
         elif bool in accepted:
             parser.add_argument(flag, dest=name, action=argparse.BooleanOptionalAction, default=None, help=text)
         elif list in accepted:
-            parser.add_argument(flag, dest=name, type=_names if name == "categories" else _floats, help=text)
+            parser.add_argument(flag, dest=name, type=comma_list if name == "categories" else _floats, help=text)
         else:
             kind = next(t for t in accepted if t is not type(None))
             parser.add_argument(flag, dest=name, type=kind, choices=f.metadata["choices"], help=text)
@@ -212,6 +214,20 @@ def add_cli_flags(parser: argparse.ArgumentParser) -> None:
 def overrides_from_cli(args: argparse.Namespace) -> dict[str, Any]:
     """The options given on the command line (None = not given)."""
     out = {name: getattr(args, name, None) for name in FIELDS}
-    if out.get("model_kwargs") is not None:
-        out["model_kwargs"] = dict(out["model_kwargs"])
+    kwargs = out.get("model_kwargs")
+    if kwargs is not None:
+        out["model_kwargs"] = dict(kwargs)
     return out
+
+
+def paper_config(model: str) -> dict[str, Any]:
+    """The paper's training configuration of `model` (its `default_train_config()`, read from a meta-device build)
+    with the default run directory runs/<model>."""
+    import torch
+
+    from edge_ad.models.registry import create_model
+
+    with torch.device("meta"):  # only the configuration is read; a meta build allocates and warns about nothing
+        paper = create_model(model, pretrained=False).default_train_config()
+    paper["out"] = f"runs/{model}"  # a YAML `out:` or the `out` argument overrides it
+    return paper

@@ -13,15 +13,15 @@ from torch.utils.data import DataLoader
 from edge_ad.data.mvtec import Sample, load_samples, read_mask_values
 from edge_ad.data.torch_dataset import ImageDataset
 from edge_ad.errors import ConfigError, DataError
+from edge_ad.evaluate import rundir
 from edge_ad.evaluate.inference import DatasetPredictions, predict_samples
 from edge_ad.evaluate.metrics import CategoryPredictions, evaluate_categories
 from edge_ad.evaluate.protocols import Protocol, get_protocol, protocol_mask, use_resize
 from edge_ad.evaluate.report import save_overlay_grid, write_report
+from edge_ad.evaluate.rundir import load_run
 from edge_ad.fileio import read_json_file
 from edge_ad.imageio import inspect_header_only, read_bytes, read_image
-from edge_ad.train import rundir
-from edge_ad.train.rundir import load_run
-from edge_ad.train.trainer import resolve_device
+from edge_ad.models.device import resolve_device
 
 log = logging.getLogger(__name__)
 
@@ -136,7 +136,8 @@ def evaluate_run(
         notes += part_notes
     preds = parts[0] if len(parts) == 1 else DatasetPredictions(
         samples=[s for p in parts for s in p.samples], scores=np.concatenate([p.scores for p in parts]),
-        maps=np.concatenate([p.maps for p in parts]), masks=np.concatenate([p.masks for p in parts]))  # type: ignore
+        maps=np.concatenate([p.maps for p in parts]),
+        masks=np.concatenate([p.masks for p in parts if p.masks is not None]))
     samples = preds.samples
     report = evaluate_categories(to_category_predictions(preds), proto.variants)
     enc = str(getattr(model, "encoder_weights", "unknown"))

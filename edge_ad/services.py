@@ -1,0 +1,124 @@
+"""The services a station runs next to inspection, for `edge-ad serve` and `edge-ad run` alike: the traceability
+database, the JSONL log, the NG folder, MQTT results and the web HMI, built from one `StationConfig`; every one
+of them is a `Recorder` of the same `InspectionEvent`s, whichever scheduler produces them."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from edge_ad.plugins import Plugin, Registry
+from edge_ad.station.config import StationConfig
+from edge_ad.station.recorders import Fanout, JsonlRecorder, NGFolderRecorder, Recorder
+from edge_ad.station.view import StationView
+from edge_ad.traceability.store import TraceRecorder, TraceStore, is_postgres_url
+
+if TYPE_CHECKING:
+    from edge_ad.hmi.app import HmiServer
+    from edge_ad.hmi.live import LiveView
+    from edge_ad.pipeline.mqtt import MqttPublisher
+
+
+def local_dir(config: StationConfig) -> Path:
+    """Where station files go by default: beside a SQLite database, else the working directory."""
+    return Path(config.db).parent if config.db and not is_postgres_url(config.db) else Path(".")
+
+
+class StationServices:
+    """Store, MQTT publisher, live view and HMI of one station; `recorder()` is what the scheduler writes every
+    event to, `start_hmi(view, command)` serves the HMI, `close()` stops all of it (idempotent)."""
+
+    def __init__(self, config: StationConfig) -> None:
+        self.config = config
+        self.store: TraceStore | None = None
+        self.publisher: MqttPublisher | None = None
+        self.live: LiveView | None = None
+        self.hmi: HmiServer | None = None
+        c = config
+        try:
+            if c.db:
+                from edge_ad.traceability import Retention
+
+                self.store = TraceStore(c.db, c.station, keep_ok_every=c.keep_ok_every, images_dir=c.db_images,
+                                        retention=Retention(c.retention_days, c.retention_rows, c.image_budget_mb))
+            if c.mqtt:
+                from edge_ad.pipeline.mqtt import MqttPublisher
+
+                spool = c.mqtt_spool or local_dir(c) / f"mqtt_spool_{c.station}"
+                self.publisher = MqttPublisher(c.mqtt, c.mqtt_topic or f"edge-ad/{c.station}", spool,
+                                               station=c.station)
+            if c.ui:
+                from edge_ad.hmi.app import parse_ui
+                from edge_ad.hmi.live import LiveView
+
+                parse_ui(c.ui)  # a bad listen address fails before anything starts
+                self.live = LiveView(max_fps=c.ui_fps)
+        except BaseException:
+            self.close()
+            raise
+
+    def recorder(self) -> Recorder | None:
+        """Every enabled output in the registry's order (traceability first, then files, the network, the
+        screens); None when none is enabled."""
+        out = [r for plugin in RECORDERS if (r := plugin.load()(self)) is not None]
+        return Fanout(out) if out else None
+
+    def start_hmi(self, view: StationView) -> str | None:
+        """Serve the HMI over `view` when `ui` is set; returns what to tell the user (None: no HMI)."""
+        ui = self.config.ui
+        if self.live is None or ui is None:
+            return None
+        from edge_ad.hmi.app import HmiServer, Station, create_app, parse_ui
+        from edge_ad.hmi.auth import Sessions, load_users
+
+        c = self.config
+        host, port = parse_ui(ui)
+        station = Station(view, self.live, self.store, name=c.station,
+                          settings=c.ui_settings or local_dir(c) / f"hmi_settings_{c.station}.json",
+                          dataset=c.ui_dataset)
+        sessions = Sessions(load_users(c.ui_users)) if c.ui_users else None
+        self.hmi = HmiServer(create_app(station, sessions), host, port, on_stop=station.close)
+        self.hmi.start()
+        return f"HMI on http://{host}:{port}/" + ("" if sessions else " (no --ui-users: read-only)")
+
+    def close(self) -> None:
+        if self.hmi is not None:
+            self.hmi.stop()
+        for service in (self.store, self.publisher):
+            if service is not None:
+                service.close()
+        self.hmi = self.store = self.publisher = None
+
+
+def _trace(services: StationServices) -> Recorder | None:
+    return TraceRecorder(services.store) if services.store is not None else None
+
+
+def _jsonl(services: StationServices) -> Recorder | None:
+    c = services.config
+    return JsonlRecorder(c.results_log) if c.results_log else None
+
+
+def _ng_folder(services: StationServices) -> Recorder | None:
+    c = services.config
+    return NGFolderRecorder(c.save_ng, keep=c.ng_keep) if c.save_ng else None
+
+
+def _mqtt(services: StationServices) -> Recorder | None:
+    return services.publisher
+
+
+def _live(services: StationServices) -> Recorder | None:
+    return services.live
+
+
+#: the station's outputs, in the order every event reaches them (traceability is committed before anything else)
+RECORDERS: Registry[Recorder | None] = Registry("recorder")
+for _name, _what, _needs in (
+        ("traceability", "one durable row per inspection (--db: SQLite or PostgreSQL)", ()),
+        ("jsonl", "one JSON line per result, rotated (--results-log)", ()),
+        ("ng_folder", "NG images, overlays and JSON, newest N kept (--save-ng)", ()),
+        ("mqtt", "results and state over MQTT, spooled on disk (--mqtt)", ("paho",)),
+        ("live", "the HMI's live view and counters (--ui)", ("starlette", "uvicorn"))):
+    RECORDERS.register(Plugin(_name, f"edge_ad.services:_{'trace' if _name == 'traceability' else _name}", _what,
+                              needs=_needs))
