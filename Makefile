@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 # torch first and pinned: 2.14.1 is the newest this project supports (and what the build machines carry).
 TORCH_PINS := torch==2.14.1 torchvision==0.29.1
 
-.PHONY: setup demo test typecheck lint clean
+.PHONY: setup demo test test-fast typecheck lint clean
 
 setup: $(VENV)/.installed
 
@@ -28,6 +28,10 @@ demo: setup
 
 test: setup
 	$(BIN)/python -m pytest -q
+
+# the fast tier (~1 min on 2 cores): no training, export or real peers (tests marked `slow`)
+test-fast: setup
+	$(BIN)/python -m pytest -q -m "not slow"
 
 typecheck: setup
 	.ci/typecheck $(BIN)/python

@@ -5,7 +5,7 @@ Source: onnx-tensorrt `docs/operators.md` (the parser's own support matrix) and 
 10.15 GA release (the parser TensorRT 11 continues; opsets 9-24), and the importer sources of 10.1-GA for the
 inputs that must be build-time constants (`is_weights()` assertions). Two profiles:
 
-* "10.3": JetPack 6.x (Jetson Orin), the target that cannot move (field-notes 4.1);
+* "10.3": JetPack 6.x (Jetson Orin), the target that cannot move;
 * "11":   TensorRT 11.x on desktops/servers and JetPack 7.
 
 Types are the parser's names: FP32 FP16 BF16 INT32 INT64 INT8 UINT8 BOOL FP8 FP4 INT4. An op absent from a

@@ -7,10 +7,12 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+import pytest
 
 import edge_ad
 from edge_ad.api import EvalReport, ExportResult, Run
 
+pytestmark = pytest.mark.slow  # trains/exports models or starts real peers: not in `make test-fast`
 
 def test_fit_evaluate_export_detect_save(tiny_fp32, tmp_path: Path) -> None:
     data, _run, _pkg = tiny_fp32

@@ -82,7 +82,7 @@ def test_bench_json(package: Path, tmp_path: Path, capsys: pytest.CaptureFixture
         assert set(rep[key]) >= {"p50", "p90", "p99"} and rep[key]["p50"] > 0
         assert rep[key]["p50"] <= rep[key]["p90"] <= rep[key]["p99"]
     assert rep["end_to_end_ms"]["p50"] >= rep["infer_ms"]["p50"]
-    assert rep["throughput_fps"] > 0 and rep["batch"] == 2 and rep["iters"] == 5
+    assert rep["throughput_fps"] > 0 and rep["batch"] == 2 and rep["runs"] == 5
     assert rep["backend"] == "onnxruntime" and rep["providers"] == ["CPUExecutionProvider"]
     assert rep["precision"] == "fp32" and rep["package"] == str(package.resolve())
     assert rep["source_hw"] == [240, 320] and rep["machine"]["physical_cores"] >= 1 and rep["machine"]["cpu"]
@@ -100,5 +100,5 @@ def test_bench_given_image_and_bad_options(package: Path, tmp_path: Path, capsys
     assert main(["bench", str(package), "--size", "big"]) == 2
     assert main(["bench", str(package), "--image", str(tmp_path / "none.png")]) == 2
     err = capsys.readouterr().err
-    assert "--iters: expected an integer >= 1, got 0" in err and "--size: expected WxH" in err
+    assert "--runs: expected an integer >= 1, got 0" in err and "--size: expected WxH" in err
     assert "none.png: file not found" in err

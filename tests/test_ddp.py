@@ -14,6 +14,8 @@ from edge_ad.data.synth import generate
 from edge_ad.models import create_model
 from edge_ad.models.catalog import CARDS
 
+pytestmark = pytest.mark.slow  # trains/exports models or starts real peers: not in `make test-fast`
+
 ARGS = ["--model", "dinomaly-tiny", "--iters", "3", "--no-pretrained", "--workers", "0", "--no-progress",
         "--device", "cpu", "--val-fraction", "0.25", "--scheduler", "constant", "--model-kwarg", "dropout=0",
         "--save-every", "1000"]

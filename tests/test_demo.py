@@ -13,6 +13,7 @@ from edge_ad.cli.demo import MARKER, pick_showcase
 from edge_ad.cli.main import main
 from edge_ad.runtime.result import Region, Result
 
+pytestmark = pytest.mark.slow  # trains/exports models or starts real peers: not in `make test-fast`
 
 def _r(status: str, score: float, regions: int = 0) -> Result:
     rs = [Region(0, 0, 4, 4, 16, 1.0) for _ in range(regions)]

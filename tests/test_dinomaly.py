@@ -233,6 +233,7 @@ def test_training_loss_trains_only_bottleneck_and_decoder():
     assert set(m.trainable_state_dict()) == {n for n, p in m.named_parameters() if p.requires_grad}
 
 
+@pytest.mark.slow
 def test_onnx_export_is_clean_and_matches(tiny):
     import onnx
     import onnxruntime as ort

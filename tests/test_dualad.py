@@ -419,6 +419,7 @@ def test_official_checkpoint_layout_loads(name, he_tiny, ho_tiny, tmp_path: Path
 
 # -- lab to line --------------------------------------------------------------------------------------------
 
+@pytest.mark.slow
 def test_synth_train_eval_export_detector(tmp_path: Path):
     import cv2
 

@@ -8,6 +8,7 @@ from edge_ad.errors import ConfigError, GateError
 from edge_ad.export.gate import GateBudget, _failures, format_gate_report
 from edge_ad.export.precision import convert_package
 
+pytestmark = pytest.mark.slow  # trains/exports models or starts real peers: not in `make test-fast`
 
 @pytest.fixture(scope="module")
 def fp32(tiny_fp32, tmp_path_factory):

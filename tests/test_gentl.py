@@ -17,7 +17,8 @@ from edge_ad.sources.gentl import GenTLSource
 genicam = pytest.importorskip("genicam", reason="pip install harvesters genicam==1.6.0")
 pytest.importorskip("harvesters.core", reason="pip install harvesters")
 CTI = Path(genicam.__file__).parent / "viky.cti"
-pytestmark = pytest.mark.skipif(not CTI.is_file(), reason=f"{CTI} missing (genicam 1.6.0 ships it)")
+pytestmark = [pytest.mark.slow,
+              pytest.mark.skipif(not CTI.is_file(), reason=f"{CTI} missing (genicam 1.6.0 ships it)")]
 
 
 def test_lists_devices_and_streams_rgba8_as_bgr() -> None:

@@ -22,7 +22,8 @@ from edge_ad.pipeline import stream
 from edge_ad.sources import Backoff, SourceError
 from edge_ad.sources.aravis import GigESource
 
-pytestmark = pytest.mark.skipif(not (FAKE and HAVE_ARAVIS), reason="needs aravis-tools, gir1.2-aravis-0.8, PyGObject")
+pytestmark = [pytest.mark.slow,
+              pytest.mark.skipif(not (FAKE and HAVE_ARAVIS), reason="needs aravis-tools, gir1.2-aravis-0.8, PyGObject")]
 
 
 @pytest.fixture

@@ -297,6 +297,7 @@ def test_anomaly_map_and_score_equal_the_reference_evaluation(tiny):
     torch.testing.assert_close(score, amap.flatten(1).max(1).values)  # plain max, no pooling
 
 
+@pytest.mark.slow
 def test_tiny_export_is_tensorrt_clean_and_matches(tiny):
     from edge_ad.export.graph_check import check_graph, op_histogram
     from edge_ad.export.onnx_export import check_parity, export_onnx
@@ -311,6 +312,7 @@ def test_tiny_export_is_tensorrt_clean_and_matches(tiny):
     assert parity.max_abs_map_diff <= 1e-4 and parity.max_abs_score_diff <= 1e-4
 
 
+@pytest.mark.slow
 def test_full_size_mambaad_export_parity():
     """The paper-size model (random init) at 256x256: TensorRT-clean graph and ONNX Runtime parity."""
     from edge_ad.export.graph_check import check_graph
@@ -357,6 +359,7 @@ def test_pretrained_uses_the_offline_cache(tmp_path: Path, monkeypatch):
 
 # -- lab to line ----------------------------------------------------------------------------------------------
 
+@pytest.mark.slow
 def test_cli_train_eval_export_and_detector(tmp_path: Path):
     import cv2
 

@@ -20,7 +20,8 @@ from edge_ad.station.record import DefectCode, InspectionRecord
 
 mqtt = pytest.importorskip("paho.mqtt.client", reason="needs paho-mqtt (edge-ad[mqtt])")
 MOSQUITTO = shutil.which("mosquitto") or ("/usr/sbin/mosquitto" if Path("/usr/sbin/mosquitto").exists() else None)
-pytestmark = pytest.mark.skipif(MOSQUITTO is None, reason="needs the mosquitto broker (apt install mosquitto)")
+pytestmark = [pytest.mark.slow,
+              pytest.mark.skipif(MOSQUITTO is None, reason="needs the mosquitto broker (apt install mosquitto)")]
 
 
 class Broker:

@@ -14,6 +14,8 @@ from edge_ad.export import exporter
 from edge_ad.export.exporter import ExportError, export_package
 from edge_ad.runtime import Detector
 
+pytestmark = pytest.mark.slow  # trains/exports models or starts real peers: not in `make test-fast`
+
 SEVEN = {"image_auroc", "image_ap", "image_f1max", "pixel_auroc", "pixel_ap", "pixel_f1max", "aupro"}
 
 

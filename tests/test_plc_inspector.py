@@ -242,5 +242,5 @@ def test_missing_protocol_library_names_the_extra(monkeypatch: pytest.MonkeyPatc
     from edge_ad.plc.modbus import ModbusServerAdapter
 
     monkeypatch.setitem(sys.modules, "pymodbus", None)  # as if not installed
-    with pytest.raises(PlcError, match=r'pip install "edge-ad\[plc\]"'):
+    with pytest.raises(PlcError, match=r"pip install 'edge-ad\[plc\]'"):
         ModbusServerAdapter("127.0.0.1", 1).connect()

@@ -28,6 +28,8 @@ from edge_ad.runtime import Detector
 pytest.importorskip("asyncua")
 from asyncua import Client, ua
 
+pytestmark = pytest.mark.slow  # trains/exports models or starts real peers: not in `make test-fast`
+
 ROOT = Path(__file__).resolve().parents[1]
 
 

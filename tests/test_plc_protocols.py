@@ -30,6 +30,7 @@ from edge_ad.plc.link import PlcLink, open_adapter
 from edge_ad.runtime import Detector
 from edge_ad.station.record import DefectCode, InspectionRecord
 
+pytestmark = pytest.mark.slow  # trains/exports models or starts real peers: not in `make test-fast`
 
 @contextmanager
 def station(kind: str, insp: Inspector, peer: Any) -> Iterator[None]:

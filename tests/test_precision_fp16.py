@@ -19,6 +19,7 @@ from edge_ad.export.precision import convert_package
 from edge_ad.runtime import Detector
 from edge_ad.runtime.package import load_package
 
+pytestmark = pytest.mark.slow  # trains/exports models or starts real peers: not in `make test-fast`
 
 @pytest.fixture(scope="module")
 def fp32(tiny_fp32, tmp_path_factory):

@@ -30,6 +30,8 @@ from edge_ad.export.int8 import (
 from edge_ad.export.precision import convert_package, fp16_policy
 from edge_ad.runtime.package import load_package
 
+pytestmark = pytest.mark.slow  # trains/exports models or starts real peers: not in `make test-fast`
+
 ALLOWED = r"^/model/(blocks|decoder)\.\d+/(attn/(qkv|proj)|mlp/(fc1|fc2))/MatMul$"
 
 

@@ -24,6 +24,8 @@ from edge_ad.evaluate.protocols import EDGE_AD, family_of, get_protocol, protoco
 from edge_ad.runtime.preprocess import Preprocess
 from edge_ad.runtime.resample import pil_bilinear
 
+pytestmark = pytest.mark.slow  # trains/exports models or starts real peers: not in `make test-fast`
+
 NAN = float("nan")
 OFFICIAL = {  # computed by the official codes (benchmarks/sbs_eval_official.py), pinned here
     'dinomaly': {

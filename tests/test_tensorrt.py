@@ -580,7 +580,7 @@ def test_synthetic_images_are_seeded() -> None:
 def test_selftest_builds_verifies_and_benches_every_package(fake_backend, package, tmp_path: Path) -> None:
     from edge_ad.runtime.trt import selftest
 
-    report = selftest.run_selftest([package], tmp_path / "report", iters=3, warmup=1, n_verify=4, run_tests=False,
+    report = selftest.run_selftest([package], tmp_path / "report", runs=3, warmup=1, n_verify=4, run_tests=False,
                                    log=lambda _msg: None)
     row = report["packages"][0]
     assert report["passed"], json.dumps(report, indent=1, default=str)
@@ -592,20 +592,20 @@ def test_selftest_builds_verifies_and_benches_every_package(fake_backend, packag
     assert saved["passed"] and saved["packages"][0]["build"]["key"]["sm_count"] == 8
     md = (tmp_path / "report" / "selftest.md").read_text()
     assert md.startswith("# edge-ad selftest: PASSED") and "| tiny | fp32 |" in md
-    again = selftest.run_selftest([package], tmp_path / "again", iters=2, warmup=0, run_tests=False,
+    again = selftest.run_selftest([package], tmp_path / "again", runs=2, warmup=0, run_tests=False,
                                   log=lambda _msg: None)
     assert again["packages"][0]["build"]["cached"]  # the engine was cached in the package
 
 
 def test_selftest_reports_a_failing_step_and_goes_on(fake_backend, package, tmp_path: Path,
                                                      monkeypatch: pytest.MonkeyPatch) -> None:
-    from edge_ad.runtime.trt import selftest, verify
+    from edge_ad.runtime.trt import engine_check, selftest
 
     def wrong(*args: Any, **kw: Any) -> Any:
         raise PackageError("engine and ONNX Runtime disagree")
 
-    monkeypatch.setattr(verify, "verify_engine", wrong)
-    report = selftest.run_selftest([package, package], tmp_path, iters=2, warmup=0, run_tests=False,
+    monkeypatch.setattr(engine_check, "verify_engine", wrong)
+    report = selftest.run_selftest([package, package], tmp_path, runs=2, warmup=0, run_tests=False,
                                    log=lambda _msg: None)
     assert not report["passed"] and len(report["packages"]) == 2
     for row in report["packages"]:

@@ -22,8 +22,8 @@ from edge_ad.traceability.store import SCHEMA_VERSION
 psycopg = pytest.importorskip("psycopg", reason="needs psycopg (edge-ad[postgres])")
 BIN = next((d for d in sorted(Path("/usr/lib/postgresql").glob("*/bin"), reverse=True)), None) \
     if Path("/usr/lib/postgresql").is_dir() else None
-pytestmark = pytest.mark.skipif(BIN is None or not (BIN / "initdb").exists(),
-                                reason="needs the PostgreSQL server binaries (apt install postgresql)")
+pytestmark = [pytest.mark.slow, pytest.mark.skipif(BIN is None or not (BIN / "initdb").exists(),
+                                reason="needs the PostgreSQL server binaries (apt install postgresql)")]
 
 
 def _as_postgres(cmd: list[str]) -> list[str]:

@@ -22,6 +22,8 @@ from edge_ad.export.precision import fp16_policy
 from edge_ad.export.profile import load_profile
 from edge_ad.models.registry import create_model, list_models
 
+pytestmark = pytest.mark.slow  # trains/exports models or starts real peers: not in `make test-fast`
+
 TINY = [m for m in list_models() if m.endswith("-tiny")]
 
 

@@ -268,6 +268,7 @@ def pipeline(tmp_path_factory):
     return root, data, run, pkg, summary
 
 
+@pytest.mark.slow
 def test_eval_reports_logical_and_structural_defects(pipeline):
     root = pipeline[0]
     rep = json.loads((root / "eval.json").read_text())
@@ -279,6 +280,7 @@ def test_eval_reports_logical_and_structural_defects(pipeline):
     assert any("RANDOM-INIT" in n for n in rep["notes"])
 
 
+@pytest.mark.slow
 def test_package_carries_every_constant_in_graph_and_manifest(pipeline):
     from edge_ad.evaluate import rundir
 
@@ -305,6 +307,7 @@ def test_package_carries_every_constant_in_graph_and_manifest(pipeline):
     assert not {"Softmax", "Pad", "Einsum"} & {n.op_type for n in g.graph.node}  # attention is training-only
 
 
+@pytest.mark.slow
 def test_detector_predicts_the_pytorch_score(pipeline):
     import cv2
 
@@ -321,6 +324,7 @@ def test_detector_predicts_the_pytorch_score(pipeline):
     assert abs(res.score - float(ref[0])) <= 1e-4 and res.anomaly_map.shape == img.shape[:2]
 
 
+@pytest.mark.slow
 def test_rederive_reproduces_then_updates_quantiles_on_a_converted_graph(pipeline):
     from edge_ad.data.mvtec import load_samples
     from edge_ad.export.constants import rederive_constants, rederive_package_constants

@@ -25,7 +25,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--image", default=None,
                    help="image to use; recommended: a real good part (default: uniform noise at --size, a worst case "
                         "for postprocessing when the map crosses the pixel threshold everywhere)")
-    p.add_argument("--size", type=image_size, default=None, metavar="WxH",
+    p.add_argument("--size", default=None, metavar="WxH",
                    help="synthetic image size, e.g. 1920x1200 (default: the package's resize size)")
     p.add_argument("--threads", type=int, default=None, help="ONNX Runtime intra-op threads (default: physical cores)")
     add_json(p, "the latency percentiles and throughput")
@@ -35,12 +35,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from edge_ad.runtime.bench import run_bench
 
-    report = run_bench(args.package, backend=args.backend, batch=args.batch, iters=args.runs, warmup=args.warmup,
-                       image=args.image, size_hw=args.size, threads=args.threads,
+    report = run_bench(args.package, backend=args.backend, batch=args.batch, runs=args.runs, warmup=args.warmup,
+                       image=args.image, size_hw=image_size(args.size) if args.size else None, threads=args.threads,
                        trusted_keys=args.trusted_keys)
     out = human_out(args)
     print(f"{report['model']} ({report['precision']}) on {report['backend']} {report['providers']}, "
-          f"batch {report['batch']}, {report['iters']} iters, {report['source']}", file=out)
+          f"batch {report['batch']}, {report['runs']} runs, {report['source']}", file=out)
     print(f"{'stage':12s} {'p50 ms':>9s} {'p90 ms':>9s} {'p99 ms':>9s}", file=out)
     for key in ("preprocess_ms", "infer_ms", "postprocess_ms", "end_to_end_ms"):
         s = report[key]

@@ -20,7 +20,8 @@ __all__ = ["StatusPrinter", "add_gpu", "add_json", "add_password_stdin", "add_tr
 
 
 def image_size(text: str) -> tuple[int, int]:
-    """An image size flag, `WxH` (1920x1200) or `N` (a square), as (height, width)."""
+    """An image size flag, `WxH` (1920x1200) or `N` (a square), as (height, width); ConfigError naming the flag
+    (parsed in the command's `run`, so a bad value exits 2 like every other bad input)."""
     from edge_ad.errors import ConfigError
 
     try:

@@ -123,7 +123,7 @@ def run(args: argparse.Namespace) -> int:
     times["predict"] = time.perf_counter() - t
 
     t = step("6/6 benchmark the runtime (per-stage latency)")
-    bench = run_bench(pkg, backend="onnxruntime", iters=30, warmup=5)
+    bench = run_bench(pkg, backend="onnxruntime", runs=30, warmup=5)
     (out / "bench.json").write_text(json.dumps(bench, indent=2) + "\n")
     print(f"infer p50 {bench['infer_ms']['p50']:.1f} ms, end-to-end p50 {bench['end_to_end_ms']['p50']:.1f} ms, "
           f"{bench['throughput_fps']:.1f} fps ({bench['backend']})")

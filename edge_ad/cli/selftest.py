@@ -65,7 +65,7 @@ def run(args: argparse.Namespace) -> int:
 
     load_tensorrt()  # fail fast, with the install hint, before exporting or hashing anything
     paths = list(args.packages) or _prepare(args.out / "packages", args.models)
-    report = run_selftest(find_packages(paths), args.out, device=args.gpu, iters=args.runs,
+    report = run_selftest(find_packages(paths), args.out, device=args.gpu, runs=args.runs,
                           run_tests=not args.no_tests)
     print((args.out / REPORT_MD).read_text(encoding="utf-8"))
     print(f"report: {args.out / REPORT_JSON}")

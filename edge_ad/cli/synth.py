@@ -18,7 +18,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="comma-separated categories (default: fabric,wood,mesh,screw_plate,pcb,cap; also: carpet)",
     )
     parser.add_argument("--per-category", type=int, default=40, help="train images per category (default 40)")
-    parser.add_argument("--size", type=image_size, default=(256, 256), metavar="N",
+    parser.add_argument("--size", default="256", metavar="N",
                         help="image side in pixels (square; default 256)")
     parser.add_argument("--seed", type=int, default=0, help="random seed; the same seed gives identical files")
     parser.add_argument("--force", action="store_true", help="replace an existing synth dataset in OUT")
@@ -28,12 +28,13 @@ def run(args: argparse.Namespace) -> int:
     from edge_ad.data.synth import generate
 
     cats = args.categories
-    if args.size[0] != args.size[1]:
+    h, w = image_size(args.size)
+    if h != w:
         from edge_ad.errors import ConfigError
 
-        raise ConfigError(f"--size: synthetic images are square, got {args.size[1]}x{args.size[0]}")
+        raise ConfigError(f"--size: synthetic images are square, got {w}x{h}")
     meta = generate(
-        args.out, categories=cats, per_category=args.per_category, size=args.size[0], seed=args.seed, force=args.force
+        args.out, categories=cats, per_category=args.per_category, size=h, seed=args.seed, force=args.force
     )
     rows = [("category", "train", "test good", "test anomalous", "defect types")]
     for name, c in meta["categories"].items():

@@ -1,7 +1,7 @@
 """FP32 ONNX -> strongly-typed FP16 ONNX with explicit Cast nodes and FP32 islands where FP16 is unsafe.
 
 TensorRT 10.3 (JetPack 6) builds this graph with `STRONGLY_TYPED`, TensorRT 11 always: the precision of every layer
-is the dtype of its tensors, so what runs in FP32 must be FP32 *in the graph* (field-notes 4.1, 4.4). Kept in FP32:
+is the dtype of its tensors, so what runs in FP32 must be FP32 *in the graph*. Kept in FP32:
 
 * the graph prologue outside the model (uint8 -> float cast and mean/std normalisation) and the graph I/O
   (uint8 in, float32 out, unchanged for the runtime);

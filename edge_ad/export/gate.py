@@ -1,6 +1,6 @@
 """Accuracy gate of a converted (fp16/int8) package against its fp32 package, both run by ONNX Runtime.
 
-Tensor tolerances say little for anomaly detection (field-notes 4.5): what matters is the ranking of images
+Tensor tolerances say little for anomaly detection: what matters is the ranking of images
 (AUROC), the localisation (pixel AUROC, AUPRO) and the OK/NG decision at the deployed threshold. The gate runs
 both packages over the same held-out images: the run's held-out good images (thresholds are re-derived on them for
 each model with the same procedure) and the dataset's test split (per-category metric deltas, when it has

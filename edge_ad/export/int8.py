@@ -1,15 +1,15 @@
 """Explicit INT8: an FP32 ONNX graph + calibrated activation ranges -> Q/DQ graphs, with a reviewable scales file.
 
-TensorRT 10.1 deprecated and 11.x removed implicit INT8 calibration; explicit Q/DQ is the path that works on both
-(field-notes 4.1, 4.3). TensorRT's rules are followed: symmetric INT8 (zero point 0), per-tensor activation scales,
-per-output-channel weight scales, a Q/DQ pair in front of both inputs of each quantised GEMM and nowhere else.
+TensorRT 10.1 deprecated and 11.x removed implicit INT8 calibration; explicit Q/DQ is the path that works on both.
+TensorRT's rules are followed: symmetric INT8 (zero point 0), per-tensor activation scales, per-output-channel weight
+scales, a Q/DQ pair in front of both inputs of each quantised GEMM and nowhere else.
 
 GEMMs/convolutions with a constant weight are the candidates; `exclude` (regexes on node names or op types) removes
 sensitive ones, so for Dinomaly only the qkv/proj/fc1/fc2 GEMMs of the encoder and decoder blocks are quantised
 (dinomaly.md 11.3). MatMuls between two activations (attention's q k^T) are quantised only when named by
 `activation_gemms` (regexes; a per-tensor scale on each input), since their ranges vary more. A strongly typed
-engine keeps every ONNX type, so Q/DQ on the FP32 graph would leave softmax, LayerNorm, GELU and attention in FP32
-(field-notes 4.8). `tensorrt_graph` therefore quantises on top of the FP16 graph: opset 19, FP16 scales, the FP16
+engine keeps every ONNX type, so Q/DQ on the FP32 graph would leave softmax, LayerNorm, GELU and attention in
+FP32. `tensorrt_graph` therefore quantises on top of the FP16 graph: opset 19, FP16 scales, the FP16
 policy's islands kept FP32, everything else FP16 between the INT8 GEMMs. `cpu_graph` is the same quantisation on the
 FP32 graph, which CPU runtimes fuse into integer GEMMs. Scales are rounded to FP16 once, so both graphs quantise
 identically; the scales JSON stores them and passing it back reproduces both graphs byte for byte.

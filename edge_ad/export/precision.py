@@ -1,6 +1,6 @@
 """fp32 package -> fp16, bf16 or int8 package, released only through the accuracy gate.
 
-One package per precision (field-notes 4.1): a strongly-typed FP16 graph (`fp16.py`), an explicit Q/DQ INT8
+One package per precision: a strongly-typed FP16 graph (`fp16.py`), an explicit Q/DQ INT8
 graph (`int8.py`, calibrated per `calibration/<model>.yaml`), or bf16: the fp32 graph unchanged, declared to run in
 bf16 where the engine and the CPU have it (OpenVINO on AVX512-BF16/AMX x86 CPUs; elsewhere it runs as fp32, which
 `onnx.variants.fp32` says) and gated in bf16 on OpenVINO. The converted graph is staged in a temporary package,

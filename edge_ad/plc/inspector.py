@@ -40,7 +40,7 @@ from edge_ad.errors import ConfigError, EdgeADError
 from edge_ad.plc.link import PlcAdapter, PlcError, PlcLink, open_adapter
 from edge_ad.plc.signals import FaultCode, VisionState
 from edge_ad.runtime.result import Result
-from edge_ad.sources.base import Source
+from edge_ad.sources.base import SoftwareTriggered, Source
 from edge_ad.sources.frame import Frame
 from edge_ad.station.config import TRIGGERS, TriggerMode
 from edge_ad.station.event import DetectorLike, PackageIdentity, RecordBuilder, part_id_of
@@ -419,8 +419,8 @@ class Inspector:
         """Worker thread: grab (if needed) and predict -> (frame, Result or None if no frame came, finish time)."""
         if frame is None:
             try:
-                if getattr(self.source, "trigger_mode", None) == "software":
-                    self.source.trigger()  # type: ignore[attr-defined]  # software-triggered cameras have it
+                if isinstance(self.source, SoftwareTriggered) and self.source.trigger_mode == "software":
+                    self.source.trigger()
                 frame = self.source.read(timeout=max(0.001, deadline - time.monotonic()))
             except EdgeADError as e:
                 log.error("source: %s", e)

@@ -54,7 +54,7 @@ def _positive(name: str, v: int, allow_zero: bool = False) -> None:
         raise ConfigError(f"--{name}: expected an integer >= {0 if allow_zero else 1}, got {v}")
 
 
-def run_bench(package: str | Path | ModelPackage, backend: str = "auto", batch: int = 1, iters: int = 100,
+def run_bench(package: str | Path | ModelPackage, backend: str = "auto", batch: int = 1, runs: int = 100,
               warmup: int = 10, image: str | Path | None = None, size_hw: tuple[int, int] | None = None,
               threads: int | None = None, trusted_keys: list[Any] | None = None) -> dict[str, Any]:
     """Benchmark a package through the full Detector path; returns the JSON report (keys documented in the CLI)."""
@@ -65,7 +65,7 @@ def run_bench(package: str | Path | ModelPackage, backend: str = "auto", batch: 
     from edge_ad.runtime.detector import Detector
 
     _positive("batch", batch)
-    _positive("iters", iters)
+    _positive("runs", runs)
     _positive("warmup", warmup, allow_zero=True)
     with Detector.load(package, backend=backend, threads=threads, trusted_keys=trusted_keys) as det:
         if image is not None:
@@ -79,7 +79,7 @@ def run_bench(package: str | Path | ModelPackage, backend: str = "auto", batch: 
         for _ in range(warmup):
             det.predict_batch(images)
         stages: dict[str, list[float]] = {"preprocess": [], "infer": [], "postprocess": [], "end_to_end": []}
-        for _ in range(iters):
+        for _ in range(runs):
             t0 = time.perf_counter()
             results = det.predict_batch(images)
             stages["end_to_end"].append((time.perf_counter() - t0) * 1e3)
@@ -94,7 +94,7 @@ def run_bench(package: str | Path | ModelPackage, backend: str = "auto", batch: 
         "backend": det.backend.name,
         "providers": list(det.backend.providers),
         "batch": batch,
-        "iters": iters,
+        "runs": runs,
         "warmup": warmup,
         "source": source,
         "source_hw": [int(img.shape[0]), int(img.shape[1])],
@@ -102,7 +102,7 @@ def run_bench(package: str | Path | ModelPackage, backend: str = "auto", batch: 
         "infer_ms": percentiles(stages["infer"]),
         "postprocess_ms": percentiles(stages["postprocess"]),
         "end_to_end_ms": percentiles(stages["end_to_end"]),
-        "throughput_fps": batch * iters / total_s if total_s > 0 else float("inf"),
+        "throughput_fps": batch * runs / total_s if total_s > 0 else float("inf"),
         "machine": machine_info(),
         "edge_ad_version": __version__,
     }

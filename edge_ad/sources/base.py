@@ -12,7 +12,7 @@ import threading
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
@@ -22,6 +22,15 @@ from edge_ad.sources.frame import Frame, Gap
 
 log = logging.getLogger(__name__)
 __all__ = ["Backoff", "ConnectionLost", "LiveSource", "Pacer", "Source", "SourceError"]
+
+
+@runtime_checkable
+class SoftwareTriggered(Protocol):
+    """A camera that can be fired from software (`trigger_mode == "software"`, e.g. GigE Vision)."""
+
+    trigger_mode: str
+
+    def trigger(self) -> None: ...
 
 
 class Source(ABC):

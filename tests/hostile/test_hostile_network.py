@@ -18,6 +18,7 @@ from plc_peers import free_port, wait_for
 from edge_ad.plc.link import open_adapter
 from edge_ad.plc.signals import OUTPUT_REGISTER, REGISTER_COUNT
 
+pytestmark = pytest.mark.slow  # trains/exports models or starts real peers: not in `make test-fast`
 
 def _poke(port: int, data: bytes, wait_s: float) -> None:
     """Send raw bytes to a loopback server and read whatever it answers within wait_s."""

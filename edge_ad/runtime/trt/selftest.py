@@ -73,10 +73,10 @@ def _verify(pkg: ModelPackage, device: int, n: int) -> dict[str, Any]:
                               "spearman")}
 
 
-def _bench(pkg: ModelPackage, iters: int, warmup: int) -> dict[str, Any]:
+def _bench(pkg: ModelPackage, runs: int, warmup: int) -> dict[str, Any]:
     from edge_ad.runtime.bench import run_bench
 
-    r = run_bench(pkg, backend="tensorrt", iters=iters, warmup=warmup)
+    r = run_bench(pkg, backend="tensorrt", runs=runs, warmup=warmup)
     return {"infer_ms": r["infer_ms"], "end_to_end_ms": r["end_to_end_ms"], "throughput_fps": r["throughput_fps"]}
 
 
@@ -112,7 +112,7 @@ def machine() -> dict[str, Any]:
     return {**machine_info(), **{k: facts.get(k) for k in keep}}
 
 
-def run_selftest(packages: Sequence[ModelPackage], out_dir: str | Path, *, device: int = 0, iters: int = 50,
+def run_selftest(packages: Sequence[ModelPackage], out_dir: str | Path, *, device: int = 0, runs: int = 50,
                  warmup: int = 5, n_verify: int = 8, run_tests: bool = True, tests_timeout_s: int = 600,
                  log: Callable[[str], None] = print) -> dict[str, Any]:
     """Build, verify and bench every package on GPU `device`, run the `tensorrt` tests, write the reports to
@@ -127,8 +127,8 @@ def run_selftest(packages: Sequence[ModelPackage], out_dir: str | Path, *, devic
         if row["build"]["passed"]:
             log(f"== {label}: compare with ONNX Runtime CPU")
             row["verify"] = _step(functools.partial(_verify, pkg, device, n_verify))
-            log(f"== {label}: bench ({iters} iterations)")
-            row["bench"] = _step(functools.partial(_bench, pkg, iters, warmup))
+            log(f"== {label}: bench ({runs} runs)")
+            row["bench"] = _step(functools.partial(_bench, pkg, runs, warmup))
         rows.append(row)
     tests: dict[str, Any] = {"passed": True, "skipped": "--no-tests"}
     if run_tests:
