@@ -56,3 +56,8 @@ class CudaMissingError(ConfigError):
 
 class CudaError(EdgeADError):
     """A CUDA call failed (no driver, no device, out of memory, ...)."""
+
+
+class AlignmentError(EdgeADError):
+    """A frame could not be registered to the package's reference (score under its bound, transform out of range):
+    the part is not where the model expects it, so it is never inspected (fail-safe NG, fault ALIGNMENT)."""

@@ -42,9 +42,13 @@ def run(args: argparse.Namespace) -> int:
     print(f"{report['model']} ({report['precision']}) on {report['backend']} {report['providers']}, "
           f"batch {report['batch']}, {report['runs']} runs, {report['source']}", file=out)
     print(f"{'stage':12s} {'p50 ms':>9s} {'p90 ms':>9s} {'p99 ms':>9s}", file=out)
-    for key in ("preprocess_ms", "infer_ms", "postprocess_ms", "end_to_end_ms"):
+    for key in ("align_ms", "preprocess_ms", "infer_ms", "stitch_ms", "postprocess_ms", "end_to_end_ms"):
         s = report[key]
-        print(f"{key[:-3]:12s} {s['p50']:9.3f} {s['p90']:9.3f} {s['p99']:9.3f}", file=out)
-    print(f"throughput   {report['throughput_fps']:.1f} images/s", file=out)
+        if s is not None:
+            print(f"{key[:-3]:12s} {s['p50']:9.3f} {s['p90']:9.3f} {s['p99']:9.3f}", file=out)
+    tiles = report["tiles_per_frame"]
+    e2e = report["end_to_end_ms"]["p50"] / report["batch"]
+    print(f"throughput   {report['throughput_fps']:.1f} frames/s; {tiles} tile(s) per frame, "
+          f"{e2e / tiles:.2f} ms per tile (p50)", file=out)
     write_json_output(args.json, report)
     return 0

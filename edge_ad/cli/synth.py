@@ -1,4 +1,5 @@
-"""`edge-ad synth OUT`: write a deterministic synthetic multi-category dataset in the MVTec AD layout."""
+"""`edge-ad synth OUT`: write a deterministic synthetic multi-category dataset in the MVTec AD layout; with `--line`,
+line-camera frames (a part on a conveyor with pose jitter, a changing label, small defects, reference and ROI)."""
 
 from __future__ import annotations
 
@@ -15,11 +16,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--categories",
         type=comma_list,
         default=None,
-        help="comma-separated categories (default: fabric,wood,mesh,screw_plate,pcb,cap; also: carpet)",
+        help="comma-separated categories (default: fabric,wood,mesh,screw_plate,pcb,cap; also: carpet; with --line: "
+             "plate_a,plate_b)",
     )
+    parser.add_argument("--line", action="store_true",
+                        help="line-camera frames (default 1600x1200) instead of close-ups: each category gets "
+                             "reference.png and roi.png for `train --align/--roi`")
     parser.add_argument("--per-category", type=int, default=40, help="train images per category (default 40)")
-    parser.add_argument("--size", default="256", metavar="N",
-                        help="image side in pixels (square; default 256)")
+    parser.add_argument("--size", default=None, metavar="N",
+                        help="image side in pixels (square; default 256); with --line WxH (default 1600x1200)")
     parser.add_argument("--seed", type=int, default=0, help="random seed; the same seed gives identical files")
     parser.add_argument("--force", action="store_true", help="replace an existing synth dataset in OUT")
 
@@ -28,7 +33,19 @@ def run(args: argparse.Namespace) -> int:
     from edge_ad.data.synth import generate
 
     cats = args.categories
-    h, w = image_size(args.size)
+    if args.line:
+        from edge_ad.data.synth_line import generate_line
+
+        size = image_size(args.size or "1600x1200")
+        meta = generate_line(args.out, categories=cats, per_category=args.per_category, size=size, seed=args.seed,
+                             force=args.force)
+        for name, c in meta["categories"].items():
+            print(f"{name}: {c['train']} train, {c['test_good']} good test, {sum(c['test_defects'].values())} "
+                  f"defective test frames ({', '.join(c['test_defects'])})")
+        print(f"wrote {args.out} ({size[1]}x{size[0]} frames, seed {meta['seed']}); train with --align "
+              f"{args.out} --roi {args.out}")
+        return 0
+    h, w = image_size(args.size or "256")
     if h != w:
         from edge_ad.errors import ConfigError
 

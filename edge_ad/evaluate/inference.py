@@ -6,6 +6,7 @@ precision gate, so every consumer sees identical numbers.
 
 from __future__ import annotations
 
+import logging
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -19,6 +20,8 @@ from tqdm import tqdm
 from edge_ad.data.mvtec import Sample
 from edge_ad.data.torch_dataset import ImageDataset
 from edge_ad.models.base import AnomalyModel
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -59,7 +62,10 @@ def predict_samples(
     desc: str = "inference",
     progress: bool = True,
 ) -> DatasetPredictions:
-    """Score every sample with `model.forward` in eval mode (batched, no grad)."""
+    """Score every sample with `model.forward` in eval mode (batched, no grad). A model with an inspection geometry
+    is scored the way the runtime scores frames (`predict_geometry`)."""
+    if model.geometry is not None:
+        return predict_geometry(model, samples, device=device, with_masks=with_masks, desc=desc, progress=progress)
     model.eval()
     ds = ImageDataset(list(samples), model.preprocess, with_masks=with_masks)
     loader = DataLoader(ds, batch_size=batch_size, shuffle=False, num_workers=workers)
@@ -77,3 +83,56 @@ def predict_samples(
         maps=np.concatenate(maps) if n else np.zeros((0, 1, 1), np.float32),
         masks=np.concatenate(masks) if with_masks and n else None,
     )
+
+
+#: evaluation maps of geometry runs: the ROI box map resized to this size (height, width)
+GEOMETRY_EVAL_HW = (256, 256)
+
+
+@torch.no_grad()
+def predict_geometry(model: AnomalyModel, samples: Sequence[Sample], *, device: torch.device | str = "cpu",
+                     with_masks: bool = False, desc: str = "inference", progress: bool = True) -> DatasetPredictions:
+    """Frames through the model's geometry as the runtime does (align, views, stitch, score from the stitched map);
+    maps and masks in the ROI box, resized to GEOMETRY_EVAL_HW. A frame that cannot be aligned is inspected at
+    the reference pose here (the runtime refuses it) and counted in `extras["alignment_failures"]`."""
+    import cv2
+
+    from edge_ad.data.mvtec import read_mask
+    from edge_ad.errors import AlignmentError
+    from edge_ad.imageio import read_image
+    from edge_ad.runtime.geometry import Placement
+    from edge_ad.runtime.postprocess import map_to_source
+
+    geo, pre = model.geometry, model.preprocess
+    assert geo is not None
+    model.eval()
+    scores, maps, masks, failed = [], [], [], []
+    eh, ew = GEOMETRY_EVAL_HW
+    for s in tqdm(list(samples), desc=desc, disable=not progress, leave=False):
+        img = read_image(s.path)
+        try:
+            placement = geo.locate(img, s.category)
+        except AlignmentError as e:
+            failed.append(f"{s.path}: {e}")
+            placement = Placement(s.category, np.eye(2, 3), 0.0, (int(img.shape[0]), int(img.shape[1])))
+        views = geo.views(img, placement)
+        x = torch.from_numpy(np.stack([pre.normalize(pre.apply(v)) for v in views])).to(device)
+        amap, _ = model(x)
+        tiles = [map_to_source(m, pre, (int(v.shape[0]), int(v.shape[1])))
+                 for m, v in zip(amap[:, 0].float().cpu().numpy(), views)]
+        box = geo.stitch(tiles, placement)
+        scores.append(geo.score(box, placement))
+        maps.append(cv2.resize(box, (ew, eh), interpolation=cv2.INTER_LINEAR))
+        if with_masks:
+            if s.mask_path is None:
+                masks.append(np.zeros((eh, ew), np.uint8))
+            else:
+                m = geo.mask_to_box((read_mask(s.mask_path) > 0).astype(np.uint8), placement)
+                masks.append((cv2.resize(m, (ew, eh), interpolation=cv2.INTER_NEAREST) > 0).astype(np.uint8))
+    if failed:
+        log.warning("%d frame(s) could not be aligned (the runtime would refuse them): %s", len(failed), failed[:3])
+    n = len(scores)
+    return DatasetPredictions(
+        samples=list(samples), scores=np.asarray(scores, np.float32),
+        maps=np.stack(maps).astype(np.float32) if n else np.zeros((0, eh, ew), np.float32),
+        masks=np.stack(masks) if with_masks and n else None, extras={"alignment_failures": len(failed)})

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from pathlib import Path
 from typing import Any
@@ -16,6 +17,7 @@ from edge_ad.fileio import (
     read_yaml_file,
 )
 from edge_ad.models.base import AnomalyModel
+from edge_ad.runtime.geometry import Geometry
 
 log = logging.getLogger(__name__)
 
@@ -28,6 +30,7 @@ VAL_SPLIT = "val_split.json"
 TRAIN_LOG = "train_log.jsonl"
 RUN_INFO = "run.json"
 PER_CATEGORY = "per_category.json"  #: official one-model-per-category protocol: {"runs": {category: subdir}}
+GEOMETRY = "geometry.json"  #: --align/--roi/--tile: references, ROIs (geometry/*.png), alignment, tiling
 
 
 def write_json(path: Path, obj: Any) -> None:
@@ -95,6 +98,20 @@ def apply_protocol_preprocess(model: AnomalyModel, cfg: dict[str, Any]) -> None:
     use_resize(model, get_protocol(str(cfg.get("protocol") or "edge-ad"), cfg["model"]))
 
 
+def save_geometry(run_dir: Path, geometry: Geometry) -> None:
+    """The run's inspection geometry: geometry.json and its images under geometry/."""
+    for rel, data in geometry.files().items():
+        atomic_write_bytes(run_dir / rel, data)
+    write_json(run_dir / GEOMETRY, geometry.to_dict())
+
+
+def use_geometry(model: AnomalyModel, geometry: Geometry | None) -> None:
+    """Attach the geometry to the model: the views are resized to the model input whole (no centre crop)."""
+    model.geometry = geometry
+    if geometry is not None:
+        model.preprocess = dataclasses.replace(model.preprocess, resize=model.preprocess.crop)
+
+
 def load_run(
     run_dir: str | Path, device: str | torch.device = "cpu"
 ) -> tuple[AnomalyModel, dict[str, Any], dict[str, Any] | None]:
@@ -113,6 +130,8 @@ def load_run(
     model = create_model(cfg["model"], pretrained=False, state_dict_follows=True, **model_kwargs(cfg))
     apply_protocol_preprocess(model, cfg)
     load_weights(model, weights)
+    if (run / GEOMETRY).is_file():
+        use_geometry(model, Geometry.from_dict(read_json_file(run / GEOMETRY, "geometry"), run))
     info = read_json_file(run / RUN_INFO, "run info") if (run / RUN_INFO).is_file() else {}
     model.encoder_weights = str(info.get("encoder_weights", "unknown"))
     thr_path = run / THRESHOLDS

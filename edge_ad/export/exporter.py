@@ -182,7 +182,11 @@ def export_package(
             "profile": profile["source"],
         },
     }
-    pkg = write_package(out_dir, {"model.onnx": onnx_bytes}, manifest, overwrite=force)
+    files: dict[str, Any] = {"model.onnx": onnx_bytes}
+    if model.geometry is not None:
+        manifest["geometry"] = model.geometry.to_dict()
+        files.update(model.geometry.files())
+    pkg = write_package(out_dir, files, manifest, overwrite=force)
     summary = {
         "package": str(pkg), "model": name, "precision": "fp32", "untrained": untrained,
         "onnx_mb": len(onnx_bytes) / 2**20, "opset": int(profile["opset"]), "nodes": hist["nodes"],

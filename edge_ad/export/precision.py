@@ -220,6 +220,9 @@ def convert_package(
     files["model.onnx"] = onnx_bytes
 
     manifest = copy.deepcopy(pkg.manifest)
+    for rel in manifest.get("files", {}):  # the geometry's references and ROIs go along unchanged
+        if rel.startswith("geometry/"):
+            files[rel] = pkg.root / rel
     manifest["precision"] = precision
     manifest["constants"] = new_constants
     manifest["created"] = _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")

@@ -14,6 +14,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from edge_ad.runtime.geometry import Geometry
 from edge_ad.runtime.preprocess import Preprocess
 
 
@@ -28,6 +29,9 @@ class AnomalyModel(nn.Module, metaclass=abc.ABCMeta):
     #: where the frozen encoder's weights came from: "random-init", "file:<sha256>", "checkpoint", ... (shown on
     #: every output, so random-init results are never mistaken for real ones)
     encoder_weights: str = "unknown"
+    #: the inspection geometry of a run trained with --align/--roi/--tile (frames -> aligned tiles); None: whole
+    #: images. Set by the trainer and by `evaluate.rundir.load_run`.
+    geometry: Geometry | None = None
     #: bf16 autocast is safe for training (`--amp auto` uses it on GPUs), with the reason in `amp_note`
     amp_safe: bool = False
     amp_note: str = "the official code trains in FP32; bf16 not verified for this family"

@@ -31,10 +31,9 @@ from typing import Any
 
 import numpy as np
 
-from edge_ad.errors import ConfigError, DataError
-from edge_ad.imageio import check_array
+from edge_ad.errors import AlignmentError, ConfigError, DataError
 from edge_ad.pipeline.stats import PipelineStats
-from edge_ad.runtime.detector import Detector
+from edge_ad.runtime.detector import Detector, Prepared
 from edge_ad.runtime.result import Fault, Result
 from edge_ad.sources.base import Source
 from edge_ad.sources.factory import open_source
@@ -61,9 +60,9 @@ class _Item:
 
     frame: Frame
     meta: dict[str, Any]
-    crop: np.ndarray | None = None
-    amap: np.ndarray | None = None
-    score: float = float("nan")
+    prepared: Prepared | None = None
+    amap: np.ndarray | None = None  #: the backend's maps of the prepared crops [T,h,w]
+    scores: np.ndarray | None = None  #: and their scores [T]
     timing: dict[str, float] = field(default_factory=dict)
     result: Result | None = None
 
@@ -320,7 +319,6 @@ class Pipeline:
             self._put(self._q_in, _END)
 
     def _preprocess(self) -> None:
-        pre = self.detector.preprocess
         while True:
             item = self._get(self._q_in)
             if item is None:
@@ -339,7 +337,10 @@ class Pipeline:
             else:
                 t0 = time.perf_counter()
                 try:
-                    item.crop = pre.apply(check_array(frame.image, "frame", self.detector.max_pixels))
+                    item.prepared = self.detector.prepare(frame.image)
+                except AlignmentError as e:
+                    item.result = Result.failed(f"{frame.source_id}: frame {frame.frame_id}: not aligned: {e}",
+                                                frame=item.meta, fault=Fault.ALIGNMENT)
                 except DataError as e:
                     item.result = Result.failed(f"{frame.source_id}: frame {frame.frame_id}: {e}", frame=item.meta,
                                                 fault=Fault.FRAME)
@@ -373,16 +374,19 @@ class Pipeline:
             if todo:
                 t0 = time.perf_counter()
                 try:
-                    maps, scores = backend.run(np.stack([it.crop for it in todo]))
+                    maps, scores = backend.run(np.stack([c for it in todo for c in it.prepared.crops]))
                 except Exception as e:  # a backend failure fails these frames, not the stream
                     log.error("inference failed: %s", e)
                     for it in todo:
                         it.result = Result.failed(f"inference failed: {e}", frame=it.meta, fault=Fault.INFERENCE)
                 else:
                     ms = (time.perf_counter() - t0) * 1e3 / len(todo)
-                    for k, it in enumerate(todo):
-                        it.amap, it.score = maps[k, 0], float(scores[k])
+                    k = 0
+                    for it in todo:
+                        t = len(it.prepared.crops)
+                        it.amap, it.scores = maps[k:k + t, 0], scores[k:k + t]
                         it.timing["infer"] = ms
+                        k += t
             for it in batch:
                 if it is not _END and not self._put(self._q_post, it):
                     return
@@ -401,11 +405,11 @@ class Pipeline:
                 return
             result = item.result
             if result is None:
-                img = item.frame.image
+                assert item.prepared is not None and item.amap is not None and item.scores is not None
                 try:
                     # the Detector's own post-processing, so streamed results equal Detector.predict
-                    result = det.finish(item.amap, item.score, (int(img.shape[0]), int(img.shape[1])),
-                                         item.timing, item.meta)
+                    item.prepared.timing.update(item.timing)
+                    result = det.finish_prepared(item.prepared, item.amap, item.scores, item.meta)
                 except Exception as e:
                     result = Result.failed(f"postprocess failed: {e}", frame=item.meta, fault=Fault.POSTPROCESS)
             latency_ms = (time.monotonic() - item.frame.capture_monotonic) * 1e3

@@ -522,7 +522,7 @@ class Inspector:
         s.ok += rec.ok
         s.ng += not rec.ok
         s.late += rec.late
-        s.errors += rec.defect_code in (DefectCode.INSPECTION_ERROR, DefectCode.NO_IMAGE)
+        s.errors += rec.defect_code in (DefectCode.INSPECTION_ERROR, DefectCode.NO_IMAGE, DefectCode.ALIGNMENT)
         s.last = rec
         s.last_ms = (s.last_ms + [rec.inspection_ms])[-100:]
         if rec.late:

@@ -68,9 +68,13 @@ def run_bench(package: str | Path | ModelPackage, backend: str = "auto", batch: 
     _positive("runs", runs)
     _positive("warmup", warmup, allow_zero=True)
     with Detector.load(package, backend=backend, threads=threads, trusted_keys=trusted_keys) as det:
+        geo = det.geometry
         if image is not None:
             img = read_image(image)
             source = str(image)
+        elif geo is not None and size_hw is None:  # noise cannot be aligned: the package's own reference frame
+            ref = next(iter(geo.references.values()))
+            img, source = ref.image, f"the package's reference frame ({ref.category})"
         else:
             h, w = size_hw or det.preprocess.resize
             img = np.random.default_rng(0).integers(0, 256, size=(h, w, 3), dtype=np.uint8)
@@ -78,11 +82,19 @@ def run_bench(package: str | Path | ModelPackage, backend: str = "auto", batch: 
         images = [img] * batch
         for _ in range(warmup):
             det.predict_batch(images)
-        stages: dict[str, list[float]] = {"preprocess": [], "infer": [], "postprocess": [], "end_to_end": []}
+        stages: dict[str, list[float]] = {"align": [], "preprocess": [], "infer": [], "stitch": [], "postprocess": [],
+                                          "end_to_end": []}
         for _ in range(runs):
             t0 = time.perf_counter()
             results = det.predict_batch(images)
             stages["end_to_end"].append((time.perf_counter() - t0) * 1e3)
+            failed = [r for r in results if r.error is not None]
+            if failed:
+                from edge_ad.errors import DataError
+
+                raise DataError(f"bench: the image could not be inspected ({failed[0].fault}: {failed[0].error})")
+            for extra in ("align", "stitch"):
+                stages[extra].append(sum(r.timings.get(extra, 0.0) for r in results))
             stages["preprocess"].append(sum(r.timings["preprocess"] for r in results))
             stages["infer"].append(sum(r.timings["infer"] for r in results))  # amortised per image -> batch total
             stages["postprocess"].append(sum(r.timings["postprocess"] for r in results))
@@ -101,6 +113,9 @@ def run_bench(package: str | Path | ModelPackage, backend: str = "auto", batch: 
         "preprocess_ms": percentiles(stages["preprocess"]),
         "infer_ms": percentiles(stages["infer"]),
         "postprocess_ms": percentiles(stages["postprocess"]),
+        "align_ms": percentiles(stages["align"]) if geo is not None and geo.align is not None else None,
+        "stitch_ms": percentiles(stages["stitch"]) if geo is not None else None,
+        "tiles_per_frame": len(geo.tile_boxes(geo.locate(img))) if geo is not None else 1,
         "end_to_end_ms": percentiles(stages["end_to_end"]),
         "throughput_fps": batch * runs / total_s if total_s > 0 else float("inf"),
         "machine": machine_info(),

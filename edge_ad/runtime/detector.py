@@ -17,14 +17,16 @@ import logging
 import math
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from edge_ad.errors import ConfigError, DataError, PackageError
+from edge_ad.errors import AlignmentError, ConfigError, DataError, PackageError
 from edge_ad.imageio import check_array, read_image
 from edge_ad.runtime.backends import Backend, create_backend
+from edge_ad.runtime.geometry import Placement
 from edge_ad.runtime.package import ModelPackage, load_package
 from edge_ad.runtime.postprocess import (
     find_regions,
@@ -36,6 +38,18 @@ from edge_ad.runtime.result import Fault, Result
 
 log = logging.getLogger(__name__)
 ImageInput = np.ndarray | str | Path
+
+
+@dataclass
+class Prepared:
+    """One input ready for the backend: the model inputs (one crop, or the tiles of an aligned frame), the
+    source size, timings so far, each view's size in frame pixels and, for geometry packages, the placement."""
+
+    crops: list[np.ndarray]
+    src_hw: tuple[int, int]
+    timing: dict[str, float]
+    view_hw: list[tuple[int, int]]
+    placement: Placement | None = None
 
 
 def _finite(name: str, value: float, positive: bool = False) -> float:
@@ -79,6 +93,10 @@ class Detector:
         if tuple(backend.input_hw) != package.input_hw:
             raise ConfigError(f"backend {backend.name}: input size {backend.input_hw} differs from the package's "
                               f"{package.input_hw}")
+        self.geometry = package.geometry()
+        #: the product (category) frames are aligned to; None: the best-matching reference (and its category is on
+        #: every result). A station's product recipe sets it.
+        self.category: str | None = None
         self.note = package_note(package.manifest)
         if self.note:
             log.warning("%s: %s", package.root, self.note)
@@ -144,11 +162,13 @@ class Detector:
 
     def predict_batch(self, images: Sequence[ImageInput], frames: Sequence[dict[str, Any] | None] | None = None,
                       errors: str = "raise") -> list[Result]:
-        """Several images in one backend call; results equal those of `predict` image by image.
+        """Several images in one backend call (every tile of every image); results equal those of `predict` image
+        by image.
 
         errors="raise" raises DataError for the first bad input; errors="result" returns `Result.failed` for bad
-        inputs and still inspects the others. A backend failure fails the images of the call (errors="result") or
-        raises (errors="raise"). Timings of a batch are per image, with inference amortised.
+        inputs and still inspects the others. A frame that cannot be aligned to the package's reference is a
+        fail-safe NG (fault ALIGNMENT) either way. A backend failure fails the images of the call (errors="result")
+        or raises (errors="raise"). Timings of a batch are per image, with inference amortised.
         """
         if errors not in ("raise", "result"):
             raise ConfigError(f"errors: expected 'raise' or 'result', got {errors!r}")
@@ -157,40 +177,42 @@ class Detector:
         if len(frames_l) != n:
             raise ConfigError(f"frames: expected {n} entries (one per image), got {len(frames_l)}")
         results: list[Result | None] = [None] * n
-        crops: list[np.ndarray] = []
-        ok: list[tuple[int, tuple[int, int], dict[str, float]]] = []
+        ok: list[tuple[int, Prepared]] = []
         for i, img in enumerate(images):
             try:
-                crop, src_hw, timing = self._prepare(img)
+                ok.append((i, self.prepare(img)))
+            except AlignmentError as e:
+                results[i] = Result.failed(f"not aligned: {e}", frame=frames_l[i], fault=Fault.ALIGNMENT)
             except DataError as e:
                 if errors == "raise":
                     raise
                 results[i] = Result.failed(e, frame=frames_l[i], fault=Fault.IMAGE)
-                continue
-            crops.append(crop)
-            ok.append((i, src_hw, timing))
-        if crops:
+        if ok:
             t2 = time.perf_counter()
             try:
-                maps, scores = self.backend.run(np.stack(crops))
+                maps, scores = self.backend.run(np.stack([c for _, prep in ok for c in prep.crops]))
             except Exception as e:
                 if errors == "raise":
                     raise
-                for i, _, timing in ok:
+                for i, prep in ok:
                     results[i] = Result.failed(f"inference failed: {type(e).__name__}: {e}", frame=frames_l[i],
-                                               fault=Fault.INFERENCE, timings=timing)
+                                               fault=Fault.INFERENCE, timings=prep.timing)
             else:
-                infer_ms = (time.perf_counter() - t2) * 1e3 / len(crops)
-                for k, (i, src_hw, timing) in enumerate(ok):
-                    timing["infer"] = infer_ms
-                    results[i] = self.finish(maps[k, 0], float(scores[k]), src_hw, timing, frames_l[i])
+                infer_ms = (time.perf_counter() - t2) * 1e3 / len(ok)
+                k = 0
+                for i, prep in ok:
+                    t = len(prep.crops)
+                    prep.timing["infer"] = infer_ms
+                    results[i] = self.finish_prepared(prep, maps[k:k + t, 0], scores[k:k + t], frames_l[i])
+                    k += t
         out = [r for r in results if r is not None]
         for r in out:
             r.note = self.note
         return out
 
-    def _prepare(self, img: ImageInput) -> tuple[np.ndarray, tuple[int, int], dict[str, float]]:
-        """Read (paths) and preprocess one input -> (crop, source (h, w), timings); DataError for bad input."""
+    def prepare(self, img: ImageInput) -> Prepared:
+        """Read (paths), check, align (geometry packages) and cut one input into the model's inputs; DataError for
+        bad input, AlignmentError for a frame that cannot be registered to the reference."""
         timing: dict[str, float] = {}
         t0 = time.perf_counter()
         if isinstance(img, (str, Path)):
@@ -198,31 +220,79 @@ class Detector:
             timing["read"] = (time.perf_counter() - t0) * 1e3
         else:
             img = check_array(img, "image", self.max_pixels)
+        src_hw = (int(img.shape[0]), int(img.shape[1]))
+        geo = self.geometry
+        if geo is None:
+            t1 = time.perf_counter()
+            crop = self.preprocess.apply(img)
+            timing["preprocess"] = (time.perf_counter() - t1) * 1e3
+            return Prepared([crop], src_hw, timing, [src_hw])
         t1 = time.perf_counter()
-        crop = self.preprocess.apply(img)
-        timing["preprocess"] = (time.perf_counter() - t1) * 1e3
-        return crop, (int(img.shape[0]), int(img.shape[1])), timing
+        placement = geo.locate(img, self.category)
+        t2 = time.perf_counter()
+        timing["align"] = (t2 - t1) * 1e3
+        views = geo.views(img, placement)
+        crops = [self.preprocess.apply(v) for v in views]
+        timing["preprocess"] = (time.perf_counter() - t2) * 1e3
+        return Prepared(crops, src_hw, timing, [(int(v.shape[0]), int(v.shape[1])) for v in views], placement)
+
+    def finish_prepared(self, prep: Prepared, maps: np.ndarray, scores: np.ndarray,
+                        frame: dict[str, Any] | None) -> Result:
+        """The Result of one prepared input from the backend's outputs for its crops (maps [T,h,w], scores [T])."""
+        if prep.placement is None or self.geometry is None:
+            return self.finish(maps[0], float(scores[0]), prep.src_hw, prep.timing, frame)
+        t0 = time.perf_counter()
+        timing, geo, placement = prep.timing, self.geometry, prep.placement
+        if not bool(np.isfinite(maps).all()):
+            return Result.failed("the model's anomaly map is not finite (NaN/inf): fail-safe NG", frame=frame,
+                                 fault=Fault.NON_FINITE, timings=timing)
+        try:
+            tiles = [map_to_source(smooth_map(m, self._blur_sigma), self.preprocess, hw)
+                     for m, hw in zip(maps, prep.view_hw)]
+            box_map = geo.stitch(tiles, placement)
+            score = geo.score(box_map, placement)
+            amap = geo.to_frame(box_map, placement)
+        except Exception as e:
+            return Result.failed(f"postprocess failed: {type(e).__name__}: {e}", frame=frame,
+                                 fault=Fault.POSTPROCESS, timings=timing)
+        timing["stitch"] = (time.perf_counter() - t0) * 1e3
+        result = self._result(amap, score, timing, frame)
+        result.alignment = placement.to_dict()
+        return result
 
     def finish(self, model_map: np.ndarray, score: float, src_hw: tuple[int, int], timing: dict[str, float],
                frame: dict[str, Any] | None) -> Result:
         """Post-process one raw backend output (map at model resolution, score) into a Result for an image of
-        size `src_hw`; public so pipelines that run the backend on their own threads give identical results.
+        size `src_hw` (whole-image packages).
         A NaN/inf score or map, or any post-processing failure, gives a failed (fail-safe NG) Result."""
-        t0 = time.perf_counter()
-        thr = self.effective_threshold
-        if not (math.isfinite(score) and math.isfinite(thr) and bool(np.isfinite(model_map).all())):
-            what = "score" if not math.isfinite(score) else "threshold" if not math.isfinite(thr) else "anomaly map"
+        if not (math.isfinite(score) and bool(np.isfinite(model_map).all())):
+            what = "score" if not math.isfinite(score) else "anomaly map"
             return Result.failed(f"the model's {what} is not finite (NaN/inf): fail-safe NG", frame=frame,
                                  fault=Fault.NON_FINITE, timings=timing)
         try:
             amap = map_to_source(smooth_map(model_map, self._blur_sigma), self.preprocess, src_hw)
+        except Exception as e:
+            return Result.failed(f"postprocess failed: {type(e).__name__}: {e}", frame=frame,
+                                 fault=Fault.POSTPROCESS, timings=timing)
+        return self._result(amap, score, timing, frame)
+
+    def _result(self, amap: np.ndarray, score: float, timing: dict[str, float], frame: dict[str, Any] | None
+                ) -> Result:
+        """Thresholds, regions and the verdict on a map at the frame's resolution."""
+        t0 = time.perf_counter()
+        thr = self.effective_threshold
+        if not (math.isfinite(score) and math.isfinite(thr)):
+            what = "score" if not math.isfinite(score) else "threshold"
+            return Result.failed(f"the model's {what} is not finite (NaN/inf): fail-safe NG", frame=frame,
+                                 fault=Fault.NON_FINITE, timings=timing)
+        try:
             mask, regions = find_regions(amap, self.pixel_threshold, self._min_area, self._open_px)
             normalized = normalize_score(score, thr, *self._score_range)
         except Exception as e:
             return Result.failed(f"postprocess failed: {type(e).__name__}: {e}", frame=frame,
                                  fault=Fault.POSTPROCESS, timings=timing)
-        timing["postprocess"] = (time.perf_counter() - t0) * 1e3
-        timing["total"] = sum(timing.values())
+        timing["postprocess"] = timing.get("postprocess", 0.0) + (time.perf_counter() - t0) * 1e3
+        timing["total"] = sum(v for k, v in timing.items() if k != "total")
         hotspot = hotspot_box(amap)
         return Result(
             score=score,

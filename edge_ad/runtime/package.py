@@ -26,6 +26,7 @@ from typing import Any
 from edge_ad import __version__
 from edge_ad.errors import PackageError
 from edge_ad.fileio import default_mode, sha256_file
+from edge_ad.runtime.geometry import Geometry
 from edge_ad.runtime.preprocess import Preprocess
 from edge_ad.runtime.schema import validate_manifest
 from edge_ad.runtime.signing import (
@@ -76,6 +77,17 @@ class ModelPackage:
         """
         cpu = self.manifest["onnx"].get("cpu")
         return self.root / cpu["file"] if cpu else None
+
+    def geometry(self) -> Geometry | None:
+        """The package's inspection geometry (references, ROIs, alignment, tiling), or None for whole-image
+        packages. Its files were verified with the package."""
+        section = self.manifest.get("geometry")
+        if section is None:
+            return None
+        try:
+            return Geometry.from_dict(section, self.root)
+        except (KeyError, TypeError, ValueError) as e:
+            raise PackageError(f"{self.root / MANIFEST_NAME}: geometry: {type(e).__name__}: {e}") from None
 
     @property
     def digest(self) -> str:

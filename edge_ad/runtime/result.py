@@ -46,6 +46,7 @@ class Fault:
     INFERENCE = "INFERENCE"  #: the backend failed
     NON_FINITE = "NON_FINITE"  #: the model produced a NaN/inf score or map
     POSTPROCESS = "POSTPROCESS"  #: post-processing failed
+    ALIGNMENT = "ALIGNMENT"  #: the frame could not be registered to the package's reference (the part is not there)
     INTERNAL = "INTERNAL"  #: any other unexpected error
 
 
@@ -79,6 +80,7 @@ class Result:
     reason: str | None = None
     hotspot: tuple[int, int, int, int] | None = None
     note: str | None = None
+    alignment: dict[str, Any] | None = None  #: geometry packages: the placement (category, transform, score)
 
     @classmethod
     def failed(cls, error: str | BaseException, frame: dict[str, Any] | None = None, fault: str = Fault.INTERNAL,
@@ -147,6 +149,8 @@ class Result:
         }
         if self.note is not None:
             out["note"] = self.note
+        if self.alignment is not None:
+            out["alignment"] = self.alignment
         if self.anomaly_map is not None:
             out["map_shape"] = [int(s) for s in self.anomaly_map.shape]
         return out

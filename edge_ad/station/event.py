@@ -12,7 +12,7 @@ import numpy as np
 
 from edge_ad.runtime.package import ModelPackage
 from edge_ad.runtime.postprocess import normalize_score
-from edge_ad.runtime.result import Result
+from edge_ad.runtime.result import Fault, Result
 from edge_ad.station.record import DefectCode, InspectionRecord
 
 
@@ -108,6 +108,9 @@ class RecordBuilder:
                 seq: int | None = None) -> InspectionRecord:
         """The record of an inspected frame."""
         seq = self.next_seq() if seq is None else seq
+        if result.fault == Fault.ALIGNMENT:
+            return self.failsafe(DefectCode.ALIGNMENT, part_id=part_id, inspection_ms=inspection_ms, recipe=recipe,
+                                 error=result.error, seq=seq)
         if result.error is not None:
             return self.failsafe(DefectCode.INSPECTION_ERROR, part_id=part_id, inspection_ms=inspection_ms,
                                  recipe=recipe, error=result.error, seq=seq)

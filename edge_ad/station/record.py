@@ -16,6 +16,7 @@ class DefectCode(IntEnum):
     LATE = 2  #: no result within the time budget (fail-safe NG)
     INSPECTION_ERROR = 3  #: the image could not be inspected (fail-safe NG)
     NO_IMAGE = 4  #: the source delivered no frame (fail-safe NG)
+    ALIGNMENT = 5  #: the part could not be located against the package's reference (fail-safe NG, not inspected)
 
 
 #: the four decisions a record is stored and shown with
@@ -28,7 +29,8 @@ def decision_of(ok: bool, late: bool, defect_code: int) -> str:
         return "OK"
     if late:
         return "LATE"
-    return "FAILED" if defect_code in (DefectCode.INSPECTION_ERROR, DefectCode.NO_IMAGE) else "NG"
+    failed = (DefectCode.INSPECTION_ERROR, DefectCode.NO_IMAGE, DefectCode.ALIGNMENT)
+    return "FAILED" if defect_code in failed else "NG"
 
 
 @dataclass(frozen=True)

@@ -38,12 +38,12 @@ from edge_ad.station.record import DECISIONS
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 RETENTION_EVERY = 200
 COLUMNS = ("id", "time", "station", "seq", "part_id", "frame_id", "source", "model", "precision", "package_digest",
            "recipe", "decision", "defect_code", "score", "normalized_score", "threshold", "late", "fault", "error",
-           "regions", "timings", "inspection_ms", "image_path")
-JSON_COLUMNS = ("regions", "timings")
+           "regions", "timings", "inspection_ms", "image_path", "alignment")
+JSON_COLUMNS = ("regions", "timings", "alignment")
 
 MIGRATIONS: tuple[tuple[str, ...], ...] = (
     (  # 0 -> 1
@@ -83,6 +83,9 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
             username TEXT NOT NULL,
             action TEXT NOT NULL,
             detail TEXT)""",
+    ),
+    (  # 2 -> 3: where the part was (geometry packages): category, transform, match score as JSON
+        "ALTER TABLE inspections ADD COLUMN alignment TEXT",
     ),
 )
 
@@ -200,6 +203,7 @@ class TraceStore:
             "error": rec.error or (result.error if result is not None else None),
             "regions": json.dumps(regions), "timings": json.dumps(timings),
             "inspection_ms": _finite(rec.inspection_ms), "image_path": None,
+            "alignment": json.dumps(result.alignment) if result is not None and result.alignment else None,
         }
         cols = [c for c in COLUMNS if c != "id"]
         with self._lock:

@@ -80,6 +80,15 @@ class TrainOptions:
     save_every: int = _opt(1000, "iterations between checkpoints", lo=1)
     model_kwargs: dict[str, Any] = _opt({}, "extra keyword arguments of the model builder (KEY=VALUE on the "
                                             "command line, repeatable)")
+    align: str = _opt("none", "register every frame to a reference before anything else: REF.png (every category), "
+                              "a folder with <category>.png or <category>/reference.png, auto (per category the good "
+                              "training image closest to the others) or none")
+    roi: str | None = _opt(None, "region of interest in the reference frame: MASK.png (255 inspect, 0 ignore, grey = "
+                                 "a weight) or a folder with <category>.png or <category>/roi.png (default: all)")
+    tile: int | None = _opt(None, "tile size in frame pixels: the ROI is cut into tiles at full resolution, each "
+                                  "resized to the model input (default: the whole ROI is one view)", lo=16)
+    tile_stride: int | None = _opt(None, "tile stride in frame pixels (default: 3/4 of the tile: overlapping tiles "
+                                         "are blended)", lo=1)
 
 
 FIELDS: dict[str, dataclasses.Field[Any]] = {f.name: f for f in dataclasses.fields(TrainOptions)}

@@ -18,6 +18,7 @@ from torch.utils.data import DataLoader, DistributedSampler
 from tqdm import tqdm
 
 from edge_ad import __version__
+from edge_ad.data.geometry import GeometryDataset, build_geometry, wants_geometry
 from edge_ad.data.mvtec import fingerprint, load_samples, split_holdout
 from edge_ad.data.torch_dataset import ImageDataset
 from edge_ad.errors import ConfigError
@@ -139,6 +140,8 @@ def train(cfg: dict[str, Any], *, resume: bool = False, progress: bool = True) -
         **rundir.model_kwargs(cfg),
     ).to(device)
     rundir.apply_protocol_preprocess(model, cfg)
+    if wants_geometry(cfg):
+        rundir.use_geometry(model, build_geometry(cfg, samples))
     precision = resolve_precision(cfg["amp"], cfg["channels_last"], model, device)
     if precision.channels_last:
         model = model.to(memory_format=torch.channels_last)
@@ -150,12 +153,13 @@ def train(cfg: dict[str, Any], *, resume: bool = False, progress: bool = True) -
     opt = build_optimizer(cfg["optimizer"], model.param_groups(cfg["weight_decay"]), cfg)
     sched = build_scheduler(cfg["scheduler"], opt, cfg)
 
+    ds: ImageDataset | GeometryDataset = (GeometryDataset(train_set, model.preprocess, model.geometry)
+                                          if model.geometry is not None else ImageDataset(train_set, model.preprocess))
     batch = cfg["batch"]
-    if len(train_set) < batch * dist.world:
-        log.warning("only %d training images for batch %d x %d processes: using batch %d",
-                    len(train_set), batch, dist.world, max(1, len(train_set) // dist.world))
-        batch = max(1, len(train_set) // dist.world)
-    ds = ImageDataset(train_set, model.preprocess)
+    if len(ds) < batch * dist.world:
+        log.warning("only %d training views for batch %d x %d processes: using batch %d",
+                    len(ds), batch, dist.world, max(1, len(ds) // dist.world))
+        batch = max(1, len(ds) // dist.world)
     # one sampler for 1 and N processes: with N, process r takes every N-th image of the same seeded order, so a
     # step sees the same images as one process with batch x N (the gradients DDP averages are the same)
     sampler: DistributedSampler[Any] = DistributedSampler(ds, num_replicas=dist.world, rank=dist.rank,
@@ -184,6 +188,8 @@ def train(cfg: dict[str, Any], *, resume: bool = False, progress: bool = True) -
         out.mkdir(parents=True, exist_ok=True)
         atomic_write_text(out / rundir.CONFIG, yaml.safe_dump(cfg, sort_keys=True))
         rundir.write_json(out / rundir.VAL_SPLIT, {"holdout": [str(s.path) for s in holdout]})
+        if model.geometry is not None:
+            rundir.save_geometry(out, model.geometry)
         rundir.write_json(out / rundir.RUN_INFO, {
             "edge_ad_version": __version__, "model": cfg["model"], "categories": categories,
             "encoder_weights": encoder_weights, "data_fingerprint": fp, "n_train": len(train_set),
