@@ -7,7 +7,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from edge_ad.errors import ConfigError
 from edge_ad.plugins import Plugin, Registry
+from edge_ad.runtime.detector import Detector
 from edge_ad.station.config import StationConfig
 from edge_ad.station.recorders import Fanout, JsonlRecorder, NGFolderRecorder, Recorder
 from edge_ad.station.view import StationView
@@ -17,6 +19,22 @@ if TYPE_CHECKING:
     from edge_ad.hmi.app import HmiServer
     from edge_ad.hmi.live import LiveView
     from edge_ad.pipeline.mqtt import MqttPublisher
+
+
+def load_detector(spec: str | Path, config: StationConfig) -> Detector:
+    """The Detector of a recipe: `PACKAGE` or `PACKAGE#CATEGORY` (a multi-product package with geometry aligns every
+    frame to that category's reference; without one, to the best-matching reference)."""
+    path, _, category = str(spec).partition("#")
+    det = Detector.load(path, backend=config.backend, threshold=config.threshold, sensitivity=config.sensitivity,
+                        trusted_keys=config.trusted_keys or None)
+    if category:
+        refs = det.geometry.references if det.geometry is not None else {}
+        if category not in refs:
+            det.close()
+            raise ConfigError(f"recipe {spec}: the package has no reference for category {category!r} (it has "
+                              f"{sorted(refs) or 'no geometry'})")
+        det.category = category
+    return det
 
 
 def local_dir(config: StationConfig) -> Path:

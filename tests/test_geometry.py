@@ -186,3 +186,87 @@ def test_train_eval_export_with_align_roi_tile(tmp_path: Path) -> None:
     with Detector.load(pkg, backend="onnxruntime") as det:
         r = det.predict(frame)
     assert r.error is None and r.anomaly_map is not None and r.anomaly_map.shape == HW and r.alignment
+    # the precision gate runs the tiled path; the converted package keeps the geometry
+    rc = main(["export", "--run", str(run), "--precision", "fp16", "--out", str(tmp_path / "pkg16"), "--data",
+               str(data)])
+    assert rc in (0, 3)
+    if rc == 0:
+        assert load_package(tmp_path / "pkg16").geometry() is not None
+
+
+def test_an_roi_change_in_the_hmi_applies_to_the_next_part_and_is_audited(reference: Reference,
+                                                                          tmp_path: Path) -> None:
+    """The engineer uploads a new ROI over HTTP; the next part is judged with it (a defect outside the new ROI no
+    longer counts) and the audit table names who changed what."""
+    import base64
+    import json
+    import urllib.request
+
+    from plc_peers import free_port
+
+    from edge_ad.hmi.app import HmiServer, Station, create_app
+    from edge_ad.hmi.auth import Sessions, load_users, set_user
+    from edge_ad.hmi.live import LiveView
+    from edge_ad.plc.inspector import Inspector
+    from edge_ad.plc.link import PlcLink
+    from edge_ad.runtime import Detector
+    from edge_ad.station.recorders import Fanout
+    from edge_ad.traceability import Retention, TraceRecorder, TraceStore
+
+    pkg = _geometry_package(tmp_path / "pkg", reference, None, threshold=0.93)  # the glow (1.0) is over it
+    users = tmp_path / "users.yaml"
+    set_user(users, "eng", "engineer-pass", "engineer")
+    store = TraceStore(tmp_path / "t.db", "roi", retention=Retention(None, None, None))
+    live, mem, src = LiveView(), MemoryAdapter(), QueueSource()
+    det = Detector.load(pkg, backend="onnxruntime")
+    insp = Inspector(det, src, PlcLink(mem, ack=False, hold_s=0.0, **FAST_LINK), trigger="camera", poll_s=0.002,
+                     recorder=Fanout([TraceRecorder(store), live]))
+    station = Station(insp, live, store, name="roi")
+    port = free_port()
+    server = HmiServer(create_app(station, Sessions(load_users(users))), "127.0.0.1", port)
+    x, y, w, h = reference.box
+    bright = reference.image.copy()
+    bright[y:y + h // 2, x:x + w] = 255  # the top half of the part glows: anomalous for this brightness model
+    insp.start()
+    server.start()
+    try:
+        src.push(bright)
+        wait_for(lambda: mem.get("ResultSeq") == 1, what="first result")
+        assert mem.get("NG")
+        roi = reference.roi.copy()
+        roi[: y + h // 2] = 0  # the engineer leaves the glowing half out
+        png = base64.b64encode(cv2.imencode(".png", roi)[1].tobytes()).decode()
+        opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor())
+        url = f"http://127.0.0.1:{port}"
+
+        def post(path: str, body: dict[str, object]) -> dict[str, object]:
+            req = urllib.request.Request(url + path, json.dumps(body).encode(), {"content-type": "application/json"})
+            return json.loads(opener.open(req, timeout=10).read())
+
+        post("/api/login", {"user": "eng", "password": "engineer-pass"})
+        assert post("/api/roi", {"category": None, "png": png})["category"] == "plate_a"
+        src.push(bright)
+        wait_for(lambda: mem.get("ResultSeq") == 2, what="second result")
+        assert mem.get("OK")  # judged with the new ROI, no restart
+        audit = [a for a in store.audit_log(10) if a["action"] == "roi"]
+        assert audit and audit[0]["user"] == "eng" and audit[0]["detail"]["category"] == "plate_a"
+    finally:
+        server.stop()
+        insp.stop()
+        det.close()
+        store.close()
+
+
+def test_a_recipe_names_the_product_to_align_to(reference: Reference, tmp_path: Path) -> None:
+    from edge_ad.errors import ConfigError
+    from edge_ad.services import load_detector
+    from edge_ad.station.config import StationConfig
+
+    pkg = _geometry_package(tmp_path / "pkg", reference, None)
+    cfg = StationConfig(backend="onnxruntime")
+    with load_detector(f"{pkg}#plate_a", cfg) as det:
+        assert det.category == "plate_a" and det.predict(reference.image).alignment["category"] == "plate_a"
+    with load_detector(str(pkg), cfg) as det:
+        assert det.category is None  # the best-matching reference names the product on every result
+    with pytest.raises(ConfigError, match="no reference for category 'plate_z'"):
+        load_detector(f"{pkg}#plate_z", cfg)

@@ -41,11 +41,9 @@ def run(args: argparse.Namespace) -> int:
     from edge_ad.pipeline import Pipeline
     from edge_ad.pipeline.stats import status_line
     from edge_ad.pipeline.stream import PipelineView
-    from edge_ad.runtime.detector import Detector
-    from edge_ad.services import StationServices
+    from edge_ad.services import StationServices, load_detector
 
-    det = Detector.load(cfg.package, backend=cfg.backend, threshold=cfg.threshold, sensitivity=cfg.sensitivity,
-                        trusted_keys=cfg.trusted_keys or None)
+    det = load_detector(cfg.package, cfg)
     services = StationServices(cfg)
     source_options: dict[str, Any] = dict(cfg.source_options)
     try:

@@ -59,15 +59,14 @@ def run(args: argparse.Namespace) -> int:
     assert cfg.source is not None and cfg.plc is not None
     from edge_ad.plc.inspector import Inspector
     from edge_ad.runtime.detector import Detector
-    from edge_ad.services import StationServices
+    from edge_ad.services import StationServices, load_detector
     from edge_ad.sources import open_source
 
     link_options = {"queue_size": cfg.result_queue, "ack": cfg.ack, "hold_s": cfg.hold_ms / 1e3,
                     "heartbeat_s": cfg.heartbeat_ms / 1e3, "plc_watchdog_s": cfg.plc_watchdog_ms / 1e3}
 
-    def load(path: str | Path) -> Detector:
-        return Detector.load(path, backend=cfg.backend, threshold=cfg.threshold, sensitivity=cfg.sensitivity,
-                             trusted_keys=cfg.trusted_keys or None)
+    def load(spec: str | Path) -> Detector:
+        return load_detector(spec, cfg)
 
     source = open_source(cfg.source, **cfg.source_options)
     services = StationServices(cfg)

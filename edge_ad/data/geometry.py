@@ -76,7 +76,7 @@ def build_geometry(cfg: dict[str, Any], samples: Sequence[Sample]) -> Geometry:
     return geo
 
 
-class GeometryDataset(Dataset):  # type: ignore[type-arg]
+class GeometryDataset(Dataset[dict[str, Any]]):
     """Every view (tile) of every aligned training image, as `ImageDataset` items (normalised CHW tensors)."""
 
     def __init__(self, samples: Sequence[Sample], preprocess: Preprocess, geometry: Geometry) -> None:

@@ -70,8 +70,8 @@ def _part(category: str, hw: tuple[int, int], rng: Rng | None = None
 
 def _conveyor(rng: Rng, hw: tuple[int, int]) -> np.ndarray:
     h, w = hw
-    belt = rng.normal(0, 1, (h, w)).astype(np.float32)
-    belt = cv2.GaussianBlur(belt, (0, 0), sigmaX=max(1.0, w / 80), sigmaY=0.8)
+    belt = np.asarray(cv2.GaussianBlur(rng.normal(0, 1, (h, w)).astype(np.float32), (0, 0), sigmaX=max(1.0, w / 80),
+                                       sigmaY=0.8), np.float32)
     out = np.empty((h, w, 3), np.float32)
     out[:] = (0.16, 0.17, 0.16)
     out += (0.04 * belt / (belt.std() + 1e-6))[..., None]
@@ -124,17 +124,18 @@ def make_frame(category: str, defect: str, hw: tuple[int, int], rng: Rng, *, shi
                 (12, 12, 12), max(1, int(2 * scale)), cv2.LINE_AA)
     part[ly:ly + lh, lx:lx + lw] = patch.astype(np.float32) / 255.0
     dmask = np.zeros(hw, np.uint8) if defect == "good" else _defect(rng, defect, alpha, label, scale, part)
+    m: np.ndarray
     if nominal:
         m = np.eye(2, 3, dtype=np.float64)
     else:
         a = float(rng.uniform(-rotate, rotate))
-        m = cv2.getRotationMatrix2D((w / 2, h / 2), a, 1.0)
+        m = np.asarray(cv2.getRotationMatrix2D((w / 2, h / 2), a, 1.0), np.float64)
         m[:, 2] += rng.uniform(-shift, shift, 2) * scale
     warp = cv2.warpAffine(part, m, (w, h), flags=cv2.INTER_LINEAR)
     wa = cv2.warpAffine(alpha, m, (w, h), flags=cv2.INTER_LINEAR)[..., None]
-    frame = _conveyor(rng, hw) * (1 - wa) + warp * wa
-    frame *= float(rng.uniform(0.93, 1.07))  # lighting
-    frame += rng.normal(0, 0.01, frame.shape).astype(np.float32)
+    frame = np.asarray(_conveyor(rng, hw) * (1 - wa) + warp * wa, np.float32)
+    frame = frame * float(rng.uniform(0.93, 1.07))  # lighting
+    frame = frame + rng.normal(0, 0.01, frame.shape).astype(np.float32)
     out = np.clip(frame * 255 + 0.5, 0, 255).astype(np.uint8)
     mask = cv2.warpAffine(dmask, m, (w, h), flags=cv2.INTER_NEAREST)
     return out, mask
@@ -144,7 +145,7 @@ def roi_mask(category: str, hw: tuple[int, int]) -> np.ndarray:
     """The ROI of the nominal frame: the plate (eroded a little, the outline wobbles with the pose) minus its label."""
     _, alpha, (lx, ly, lw, lh) = _part(category, hw)
     roi = ((alpha > 0) * 255).astype(np.uint8)
-    roi = cv2.erode(roi, np.ones((5, 5), np.uint8))
+    roi = np.asarray(cv2.erode(roi, np.ones((5, 5), np.uint8)), np.uint8)
     pad = max(2, hw[1] // 200)
     roi[max(0, ly - pad):ly + lh + pad, max(0, lx - pad):lx + lw + pad] = 0
     return roi

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -20,6 +20,8 @@ from tqdm import tqdm
 from edge_ad.data.mvtec import Sample
 from edge_ad.data.torch_dataset import ImageDataset
 from edge_ad.models.base import AnomalyModel
+from edge_ad.runtime.geometry import Geometry
+from edge_ad.runtime.preprocess import Preprocess
 
 log = logging.getLogger(__name__)
 
@@ -92,9 +94,27 @@ GEOMETRY_EVAL_HW = (256, 256)
 @torch.no_grad()
 def predict_geometry(model: AnomalyModel, samples: Sequence[Sample], *, device: torch.device | str = "cpu",
                      with_masks: bool = False, desc: str = "inference", progress: bool = True) -> DatasetPredictions:
-    """Frames through the model's geometry as the runtime does (align, views, stitch, score from the stitched map);
-    maps and masks in the ROI box, resized to GEOMETRY_EVAL_HW. A frame that cannot be aligned is inspected at
-    the reference pose here (the runtime refuses it) and counted in `extras["alignment_failures"]`."""
+    """`frame_predictions` with the PyTorch model as the engine."""
+    geo, pre = model.geometry, model.preprocess
+    assert geo is not None
+    model.eval()
+
+    def infer(crops: np.ndarray) -> np.ndarray:
+        x = torch.from_numpy(np.stack([pre.normalize(c) for c in crops])).to(device)
+        amap, _ = model(x)
+        return np.asarray(amap[:, 0].float().cpu().numpy())
+
+    return frame_predictions(geo, pre, samples, infer, with_masks=with_masks, desc=desc, progress=progress)
+
+
+def frame_predictions(geo: Geometry, pre: Preprocess, samples: Sequence[Sample],
+                      infer: Callable[[np.ndarray], np.ndarray], *, with_masks: bool = False,
+                      desc: str = "inference", progress: bool = True) -> DatasetPredictions:
+    """Frames through a geometry as the runtime does (align, views, `infer` on every tile of a frame at once,
+    stitch, score from the stitched map); maps and masks in the ROI box, resized to GEOMETRY_EVAL_HW. One
+    implementation for thresholds, `edge-ad eval` (PyTorch) and the precision gate (ONNX Runtime). A frame that
+    cannot be aligned is inspected at the reference pose here (the runtime refuses it) and counted in
+    `extras["alignment_failures"]`."""
     import cv2
 
     from edge_ad.data.mvtec import read_mask
@@ -103,23 +123,19 @@ def predict_geometry(model: AnomalyModel, samples: Sequence[Sample], *, device: 
     from edge_ad.runtime.geometry import Placement
     from edge_ad.runtime.postprocess import map_to_source
 
-    geo, pre = model.geometry, model.preprocess
-    assert geo is not None
-    model.eval()
     scores, maps, masks, failed = [], [], [], []
     eh, ew = GEOMETRY_EVAL_HW
     for s in tqdm(list(samples), desc=desc, disable=not progress, leave=False):
         img = read_image(s.path)
         try:
-            placement = geo.locate(img, s.category)
+            placement = geo.locate(img, s.category if s.category in geo.references else None)
         except AlignmentError as e:
             failed.append(f"{s.path}: {e}")
-            placement = Placement(s.category, np.eye(2, 3), 0.0, (int(img.shape[0]), int(img.shape[1])))
+            cat = s.category if s.category in geo.references else next(iter(geo.references))
+            placement = Placement(cat, np.eye(2, 3), 0.0, (int(img.shape[0]), int(img.shape[1])))
         views = geo.views(img, placement)
-        x = torch.from_numpy(np.stack([pre.normalize(pre.apply(v)) for v in views])).to(device)
-        amap, _ = model(x)
-        tiles = [map_to_source(m, pre, (int(v.shape[0]), int(v.shape[1])))
-                 for m, v in zip(amap[:, 0].float().cpu().numpy(), views)]
+        tile_maps = infer(np.stack([pre.apply(v) for v in views]))
+        tiles = [map_to_source(m, pre, (int(v.shape[0]), int(v.shape[1]))) for m, v in zip(tile_maps, views)]
         box = geo.stitch(tiles, placement)
         scores.append(geo.score(box, placement))
         maps.append(cv2.resize(box, (ew, eh), interpolation=cv2.INTER_LINEAR))

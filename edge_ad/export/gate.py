@@ -113,6 +113,16 @@ def run_package(pkg: ModelPackage, samples: Sequence[Any], batch: int = 4, desc:
         from edge_ad.runtime.backends.onnxruntime import OnnxRuntimeBackend
 
         be = OnnxRuntimeBackend(pkg, providers=["CPUExecutionProvider"], graph=graph)
+    geo = pkg.geometry()
+    if geo is not None:  # the tiled path, as the runtime runs it
+        from edge_ad.evaluate.inference import frame_predictions
+
+        try:
+            preds = frame_predictions(geo, pkg.preprocess, samples, lambda crops: be.run(crops)[0][:, 0],
+                                      desc=desc, progress=progress)
+        finally:
+            be.close()
+        return preds.maps, preds.scores
     maps, scores = [], []
     for i in tqdm(range(0, len(samples), batch), desc=desc, disable=not progress, leave=False):
         crops = np.stack([pkg.preprocess.apply(read_image(s.path)) for s in samples[i : i + batch]])
@@ -127,6 +137,13 @@ def run_package(pkg: ModelPackage, samples: Sequence[Any], batch: int = 4, desc:
 def _masks(pkg: ModelPackage, samples: Sequence[Any]) -> np.ndarray:
     from edge_ad.data.mvtec import read_mask
 
+    geo = pkg.geometry()
+    if geo is not None:
+        from edge_ad.evaluate.inference import frame_predictions
+
+        return np.asarray(frame_predictions(geo, pkg.preprocess, samples,
+                                            lambda crops: np.zeros((len(crops), *pkg.map_hw), np.float32),
+                                            with_masks=True, progress=False).masks)
     h, w = pkg.input_hw
     out = []
     for s in samples:

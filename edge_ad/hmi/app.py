@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from edge_ad.errors import ConfigError
+from edge_ad.errors import ConfigError, EdgeADError
 from edge_ad.hmi.auth import Sessions
 from edge_ad.hmi.live import CaptureWorker, LiveView
 from edge_ad.station.view import StationView
@@ -63,6 +63,7 @@ class Station:
             "running": snap.running, "database": self.store is not None,
             "capture": self.capture.status() if self.capture is not None else {"on": False},
             "recipes": {str(k): v for k, v in sorted(snap.recipes.items())},
+            "roi_categories": snap.roi_categories,
             "dataset": str(self.dataset) if self.dataset else None,
         }
 
@@ -105,6 +106,16 @@ class Station:
             atomic_write_json(self.settings, {"sensitivity": float(value), "by": user, "time": time.time()})
         self._audit(user, "sensitivity", {"from": old, "to": float(value)})
 
+    def set_roi(self, category: str | None, mask_png: bytes, user: str) -> str:
+        """An engineer's new ROI for the active recipe (applied to the next part, audited)."""
+        snap = self.view.snapshot()
+        cat = self.view.set_roi(category, mask_png)
+        import hashlib
+
+        self._audit(user, "roi", {"recipe": snap.recipe, "model": snap.model, "category": cat,
+                                  "mask_sha256": hashlib.sha256(mask_png).hexdigest(), "bytes": len(mask_png)})
+        return cat
+
     def false_reject(self, row_id: int, user: str) -> Path:
         if self.store is None or self.dataset is None:
             raise ConfigError("false reject: the station needs --db and --ui-dataset DIR")
@@ -129,18 +140,19 @@ class Station:
 
 
 MAX_BODY = 16 * 1024  # every HMI request body is a small JSON object
+MAX_ROI_BODY = 8 * 1024 * 1024  # but an ROI mask (a PNG, base64) of a 12 MP frame
 
 
-async def read_json(request: Any) -> Any:
-    """The request's JSON body, read in chunks up to MAX_BODY (a larger or endless body is refused before it is
+async def read_json(request: Any, max_bytes: int = MAX_BODY) -> Any:
+    """The request's JSON body, read in chunks up to `max_bytes` (a larger or endless body is refused before it is
     buffered: ValueError, answered 400)."""
     import json
 
     data = b""
     async for chunk in request.stream():
         data += chunk
-        if len(data) > MAX_BODY:
-            raise ValueError(f"request body over {MAX_BODY} bytes")
+        if len(data) > max_bytes:
+            raise ValueError(f"request body over {max_bytes} bytes")
     return json.loads(data or b"null")
 
 
@@ -295,6 +307,23 @@ def create_app(station: Station, sessions: Sessions | None) -> Any:
             return error(400, f"recipe: {e}")
         return JSONResponse({"requested": station.view.snapshot().recipe})
 
+    async def roi(request: Request) -> Response:
+        """POST {"category": str or null, "png": base64 of the mask PNG in the reference frame}."""
+        import base64
+        import binascii
+
+        u = engineer(request)
+        if isinstance(u, JSONResponse):
+            return u
+        try:
+            body = await read_json(request, max_bytes=MAX_ROI_BODY)
+            png = base64.b64decode(str(body["png"]), validate=True)
+            category = body.get("category")
+            cat = station.set_roi(None if category in (None, "") else str(category), png, u["user"])
+        except (ValueError, KeyError, TypeError, binascii.Error, EdgeADError) as e:
+            return error(400, f"roi: {e}")
+        return JSONResponse({"category": cat, "applied": "from the next part"})
+
     async def capture(request: Request) -> Response:
         u = engineer(request)
         if isinstance(u, JSONResponse):
@@ -316,7 +345,7 @@ def create_app(station: Station, sessions: Sessions | None) -> Any:
         Route("/api/login", login, methods=["POST"]), Route("/api/logout", logout, methods=["POST"]),
         Route("/api/sensitivity", sensitivity, methods=["POST"]),
         Route("/api/false-reject", false_reject, methods=["POST"]), Route("/api/capture", capture, methods=["POST"]),
-        Route("/api/recipe", recipe, methods=["POST"]),
+        Route("/api/recipe", recipe, methods=["POST"]), Route("/api/roi", roi, methods=["POST"]),
         Route("/metrics", metrics),
         Mount("/static", StaticFiles(directory=STATIC)),
     ]

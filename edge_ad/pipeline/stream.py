@@ -41,7 +41,7 @@ from edge_ad.sources.frame import Frame
 from edge_ad.station.config import Policy
 from edge_ad.station.event import PackageIdentity, RecordBuilder, part_id_of
 from edge_ad.station.recorders import Recorder
-from edge_ad.station.view import StationSnapshot, check_sensitivity
+from edge_ad.station.view import StationSnapshot, apply_roi, check_sensitivity
 
 log = logging.getLogger(__name__)
 
@@ -477,12 +477,16 @@ class PipelineView:
             recipes={1: self.package or det.package.name}, model=det.package.name,
             precision=det.package.precision, threshold=det.threshold, sensitivity=det.sensitivity,
             plc_connected=False, plc_description="no PLC (edge-ad run)", record_errors=stats.record_errors,
-            camera=camera)
+            camera=camera, roi_categories=sorted(det.geometry.references) if det.geometry is not None else [])
 
     def set_sensitivity(self, value: float) -> None:
         v = check_sensitivity(value)
         with self._lock:
             self.pipeline.detector.sensitivity = v
+
+    def set_roi(self, category: str | None, mask_png: bytes) -> str:
+        with self._lock:
+            return apply_roi(self.pipeline.detector, category, mask_png)
 
     def request_recipe(self, index: int) -> None:
         raise ConfigError("recipe: `edge-ad run` runs one package; recipes need `edge-ad serve --recipe N=PACKAGE`")

@@ -46,7 +46,7 @@ from edge_ad.station.config import TRIGGERS, TriggerMode
 from edge_ad.station.event import DetectorLike, PackageIdentity, RecordBuilder, part_id_of
 from edge_ad.station.record import DefectCode, InspectionRecord
 from edge_ad.station.recorders import Recorder
-from edge_ad.station.view import StationSnapshot, check_sensitivity
+from edge_ad.station.view import StationSnapshot, apply_roi, check_sensitivity
 
 log = logging.getLogger(__name__)
 
@@ -359,6 +359,10 @@ class Inspector:
         for det in self._detectors.values():
             det.sensitivity = self.sensitivity
 
+    def set_roi(self, category: str | None, mask_png: bytes) -> str:
+        """The active recipe's ROI for `category` (an engineer action): from the next part on, no restart."""
+        return apply_roi(self.detector, category, mask_png)
+
     def snapshot(self) -> StationSnapshot:
         """The station's state for the HMI (a `StationView`)."""
         det, s, link = self.detector, self.stats, self.link
@@ -374,7 +378,8 @@ class Inspector:
             threshold=det.threshold, sensitivity=float(det.sensitivity),
             plc_connected=bool(link.connected), plc_description=link.adapter.description,
             record_errors=s.record_errors, late_discarded=s.late_discarded, triggers_ignored=s.triggers_ignored,
-            source_fault=self._source_fault, camera=camera)
+            source_fault=self._source_fault, camera=camera,
+            roi_categories=sorted(getattr(getattr(det, "geometry", None), "references", {}) or {}))
 
     def _check_recipe_request(self, req: int) -> None:
         if req == 0 or req == self.active_recipe or req == self._bad_request or self._job is not None:

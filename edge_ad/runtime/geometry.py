@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -111,12 +111,14 @@ class Reference:
 
 @dataclass(frozen=True)
 class Placement:
-    """Where a frame's part is: `transform` maps frame coordinates to reference coordinates (2x3)."""
+    """Where a frame's part is: `transform` maps frame coordinates to reference coordinates (2x3); `reference` is
+    the one it was located against (an ROI changed meanwhile applies from the next frame on)."""
 
     category: str
     transform: np.ndarray
     score: float
     frame_hw: tuple[int, int]
+    reference: Reference | None = field(default=None, compare=False, repr=False)
 
     @property
     def shift_px(self) -> tuple[float, float]:
@@ -149,7 +151,8 @@ class Geometry:
             raise ConfigError(f"geometry: every reference must have the same size, got {sorted(sizes)}")
         self.references = dict(references)
         self.align, self.tiles = align, tiles
-        self.frame_hw: tuple[int, int] = next(iter(sizes))  # type: ignore[assignment]
+        h, w = next(iter(sizes))
+        self.frame_hw = (int(h), int(w))
 
     # ---- 1. locate ---------------------------------------------------------------------------------------------
     def locate(self, frame: np.ndarray, category: str | None = None) -> Placement:
@@ -163,7 +166,7 @@ class Geometry:
                                  f"{self.frame_hw[1]}x{self.frame_hw[0]}")
         if self.align is None:
             cat = category or next(iter(self.references))
-            return Placement(cat, np.eye(2, 3, dtype=np.float64), 1.0, hw)
+            return Placement(cat, np.eye(2, 3, dtype=np.float64), 1.0, hw, self.references[cat])
         cands = [category] if category is not None else list(self.references)
         grey = cv2.cvtColor(to_bgr(frame), cv2.COLOR_BGR2GRAY)
         best: Placement | None = None
@@ -190,17 +193,17 @@ class Geometry:
         warp = np.array([[1, 0, dx], [0, 1, dy]], np.float32)  # small frame -> small reference
         criteria = (cv2.TERM_CRITERIA_EPS | cv2.TERM_CRITERIA_COUNT, spec.iterations, 1e-4)
         try:
-            cc, warp = cv2.findTransformECC(small, ref_small, warp, cv2.MOTION_EUCLIDEAN, criteria, mask, 5)
+            cc, found = cv2.findTransformECC(small, ref_small, warp, cv2.MOTION_EUCLIDEAN, criteria, mask, 5)
         except cv2.error:
             try:  # the phase-correlation start can mislead on repetitive texture: retry from identity
-                cc, warp = cv2.findTransformECC(small, ref_small, np.eye(2, 3, dtype=np.float32),
-                                                cv2.MOTION_EUCLIDEAN, criteria, mask, 5)
+                cc, found = cv2.findTransformECC(small, ref_small, np.eye(2, 3, dtype=np.float32),
+                                                 cv2.MOTION_EUCLIDEAN, criteria, mask, 5)
             except cv2.error as e:
                 raise AlignmentError(f"category {ref.category!r}: registration did not converge "
                                      f"({str(e).strip().splitlines()[-1][:80]})") from None
-        m = warp.astype(np.float64)
+        m = np.asarray(found, np.float64)
         m[:, 2] /= s  # back to full resolution: same rotation, translation scaled
-        p = Placement(ref.category, m, float(cc), (int(grey.shape[0]), int(grey.shape[1])))
+        p = Placement(ref.category, m, float(cc), (int(grey.shape[0]), int(grey.shape[1])), ref)
         if not p.score >= spec.min_score:
             raise AlignmentError(f"category {ref.category!r}: match score {p.score:.3f} < {spec.min_score}")
         # the transform maps the frame onto the reference: where does the reference's ROI centre come from?
@@ -216,8 +219,21 @@ class Geometry:
         return p
 
     # ---- 2. views ----------------------------------------------------------------------------------------------
+    def reference_of(self, placement: Placement) -> Reference:
+        return placement.reference if placement.reference is not None else self.references[placement.category]
+
     def box_of(self, placement: Placement) -> tuple[int, int, int, int]:
-        return self.references[placement.category].box
+        return self.reference_of(placement).box
+
+    def set_roi(self, category: str, roi: np.ndarray) -> None:
+        """Replace a category's ROI (uint8 weights at the reference's size): frames located from now on use it."""
+        ref = self.references.get(category)
+        if ref is None:
+            raise ConfigError(f"roi: no reference for category {category!r}; known: {sorted(self.references)}")
+        if roi.shape != ref.roi.shape or roi.dtype != np.uint8:
+            raise ConfigError(f"roi for {category!r}: expected a uint8 {ref.roi.shape[1]}x{ref.roi.shape[0]} mask "
+                              f"(the reference frame), got {roi.dtype} {roi.shape[1::-1]}")
+        self.references[category] = Reference(category, ref.image, np.ascontiguousarray(roi))
 
     def crop(self, frame: np.ndarray, placement: Placement) -> np.ndarray:
         """The ROI's bounding box of the frame in reference coordinates (one warp, full resolution)."""
@@ -252,11 +268,11 @@ class Geometry:
             acc[y:y + th, x:x + tw] += m * win
             wsum[y:y + th, x:x + tw] += win
         out = acc / np.maximum(wsum, 1e-12)
-        return out * self.references[placement.category].weights
+        return out * self.reference_of(placement).weights
 
     def score(self, box_map: np.ndarray, placement: Placement) -> float:
         """Mean of the top 1 % of the map inside the ROI: the image score."""
-        vals = box_map[self.references[placement.category].weights > 0]
+        vals = box_map[self.reference_of(placement).weights > 0]
         k = max(1, round(vals.size * TOP_FRACTION))
         return float(np.mean(np.partition(vals, vals.size - k)[-k:]))
 

@@ -73,7 +73,8 @@ def _sensitivity(v: Any) -> str | None:
     return None
 
 
-_RECIPE_HELP = "extra recipe the PLC (or the HMI) selects with RecipeRequest = N (repeatable; N = 2..65535)"
+_RECIPE_HELP = ("extra recipe the PLC (or the HMI) selects with RecipeRequest = N (repeatable; N = 2..65535); "
+                "PACKAGE#CATEGORY aligns to that product's reference")
 
 
 @dataclass(frozen=True)
@@ -81,7 +82,8 @@ class StationConfig:
     """Everything a station runs with; see samples/station.yaml. Fields marked serve-only are ignored by `run`."""
 
     # ---- model and camera -------------------------------------------------------------------------------------
-    package: str | None = _opt(None, "model package directory (recipe 1)", group="model")
+    package: str | None = _opt(None, "model package directory (recipe 1; PACKAGE#CATEGORY: that product)",
+                               group="model")
     recipes: dict[int, str] = _opt({}, _RECIPE_HELP, kind=dict, commands=frozenset({SERVE}), metavar="N=PACKAGE",
                                    group="model", flag="--recipe")
     backend: str = _opt("auto", "inference engine (auto: TensorRT on an NVIDIA GPU, else OpenVINO if installed, else "

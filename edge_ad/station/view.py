@@ -41,6 +41,7 @@ class StationSnapshot:
     triggers_ignored: int = 0
     source_fault: bool = False
     camera: dict[str, Any] = field(default_factory=dict)  #: the source's counters (frames, gaps, lost frames)
+    roi_categories: list[str] = field(default_factory=list)  #: categories whose ROI can be changed (geometry)
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -56,3 +57,25 @@ class StationView(Protocol):
     def set_sensitivity(self, value: float) -> None: ...
 
     def request_recipe(self, index: int) -> None: ...
+
+    def set_roi(self, category: str | None, mask_png: bytes) -> str: ...
+
+
+def apply_roi(detector: object, category: str | None, mask_png: bytes) -> str:
+    """A new ROI (a PNG in the reference frame: 255 inspect, 0 ignore, grey = weight) for the detector's geometry,
+    used from the next part on; returns the category it applied to. ConfigError for a package without geometry, an
+    unknown category or a mask of another size."""
+    import cv2
+
+    from edge_ad.imageio import decode_image
+
+    geometry = getattr(detector, "geometry", None)
+    if geometry is None:
+        raise ConfigError("roi: the active package inspects whole images (no --roi/--align/--tile geometry)")
+    cats = sorted(geometry.references)
+    cat = category or (cats[0] if len(cats) == 1 else None)
+    if cat is None:
+        raise ConfigError(f"roi: the package has several categories {cats}: name one")
+    img, _ = decode_image(mask_png, "ROI mask", max_pixels=64_000_000)
+    geometry.set_roi(cat, cv2.cvtColor(img, cv2.COLOR_BGR2GRAY))
+    return str(cat)

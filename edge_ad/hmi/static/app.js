@@ -77,6 +77,12 @@ function render(s) {
       o.selected = Number(k) === s.recipe; sel.appendChild(o);
     });
   }
+  const rc = $("roi-cat");
+  if (document.activeElement !== rc) {
+    rc.replaceChildren(...(s.roi_categories || []).map((c) => { const o = document.createElement("option");
+                                                               o.value = c; o.textContent = c; return o; }));
+  }
+  $("roi-form").hidden = !(s.roi_categories || []).length;
   const cap = s.capture || { on: false };
   $("capture-toggle").textContent = cap.on ? "Stop capture" : "Start capture";
   $("capture-msg").textContent = cap.on ? `capturing: kept ${cap.kept} of ${cap.considered}` : (s.dataset ? "" : "needs --ui-dataset");
@@ -155,6 +161,17 @@ $("sens-form").addEventListener("submit", async (ev) => {
                                                   headers: { "content-type": "application/json" } });
         $("sens-msg").textContent = `applied: sensitivity ${r.sensitivity}`; loadAudit(); }
   catch (e) { $("sens-msg").textContent = e.message; }
+});
+$("roi-form").addEventListener("submit", async (ev) => {
+  ev.preventDefault();
+  const file = $("roi-file").files[0];
+  if (!file) { $("roi-msg").textContent = "choose a PNG first"; return; }
+  const bytes = new Uint8Array(await file.arrayBuffer());
+  let bin = ""; for (let i = 0; i < bytes.length; i += 0x8000) bin += String.fromCharCode(...bytes.subarray(i, i + 0x8000));
+  try { const r = await api("/api/roi", { method: "POST", body: JSON.stringify({ category: $("roi-cat").value || null, png: btoa(bin) }),
+                                          headers: { "content-type": "application/json" } });
+        $("roi-msg").textContent = `applied to ${r.category} ${r.applied}`; loadAudit(); }
+  catch (e) { $("roi-msg").textContent = e.message; }
 });
 $("recipe-form").addEventListener("submit", async (ev) => {
   ev.preventDefault();
