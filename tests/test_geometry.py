@@ -270,3 +270,16 @@ def test_a_recipe_names_the_product_to_align_to(reference: Reference, tmp_path: 
         assert det.category is None  # the best-matching reference names the product on every result
     with pytest.raises(ConfigError, match="no reference for category 'plate_z'"):
         load_detector(f"{pkg}#plate_z", cfg)
+
+
+def test_a_tiled_package_builds_its_engine_for_a_whole_frame(reference: Reference, tmp_path: Path) -> None:
+    """TensorRT's profile batch of a tiled package is its tiles per frame (checked without TensorRT)."""
+    from edge_ad.runtime.package import load_package
+    from edge_ad.runtime.trt.build import engine_input_shape
+
+    pkg = load_package(_geometry_package(tmp_path / "pkg", reference, TileSpec(160, 120)))
+    geo = pkg.geometry()
+    assert geo is not None
+    n = len(geo.tile_boxes(geo.locate(reference.image)))
+    assert n > 1 and engine_input_shape(pkg, None)[0] == geo.max_views() == n
+    assert engine_input_shape(pkg, 2)[0] == 2

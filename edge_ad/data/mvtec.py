@@ -1,4 +1,15 @@
-"""MVTec-AD-layout datasets: discovery, loading, image/mask reading (edge_ad.imageio), fingerprints, hold-out splits.
+"""Datasets: discovery, loading, image/mask reading (edge_ad.imageio), fingerprints, hold-out splits.
+
+Layouts (`layout_of` tells them apart; every one loads into the same `Sample`s):
+- MVTec AD (and LOCO, and `edge-ad synth`): below.
+- MVTec AD 2: `<cat>/train/good`, `<cat>/validation/good`, `<cat>/test_public/good|bad`, masks in
+  `<cat>/test_public/ground_truth/bad/<stem>_mask.png`; split "test" is test_public.
+- VisA: `split_csv/1cls.csv` (object,split,label,image,mask; paths relative to the root), split train/test.
+- Real-IAD: `realiad_jsons/<cat>.json` ({"train": [...], "test": [...]} entries with category, anomaly_class
+  ("OK" = good), image_path, mask_path; paths relative to the root or `meta.prefix`).
+- A folder dataset without masks: `<cat>/good/*` and optional `<cat>/bad/*`; every 4th good image and every bad one
+  form the test split (image metrics only).
+
 
 Layout: `<root>/<category>/train/good/*`, `<root>/<category>/test/<defect>/*` ("good" = normal) and
 `<root>/<category>/ground_truth/<defect>/<stem>_mask.png`. MVTec LOCO's per-image mask folders
@@ -13,6 +24,7 @@ import zlib
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -54,9 +66,58 @@ def _check_root(root: str | os.PathLike[str]) -> Path:
     return r
 
 
-def discover_categories(root: str | os.PathLike[str]) -> list[str]:
-    """Sorted names of the sub-folders of `root` that hold a `train/` or `test/` folder."""
+def layout_of(root: str | os.PathLike[str]) -> str:
+    """"mvtec", "mvtec_ad2", "visa", "realiad" or "folder" (see the module docstring)."""
     r = _check_root(root)
+    if (r / "split_csv" / "1cls.csv").is_file():
+        return "visa"
+    if (r / "realiad_jsons").is_dir():
+        return "realiad"
+    subs = [d for d in r.iterdir() if d.is_dir() and not d.name.startswith(".")]
+    if any((d / "test_public").is_dir() for d in subs):
+        return "mvtec_ad2"
+    if subs and not any((d / "train").is_dir() or (d / "test").is_dir() for d in subs) and any(
+            (d / "good").is_dir() for d in subs):
+        return "folder"
+    return "mvtec"
+
+
+def _visa_rows(r: Path) -> list[dict[str, str]]:
+    import csv
+
+    with open(r / "split_csv" / "1cls.csv", newline="", encoding="utf-8") as f:
+        rows = list(csv.DictReader(f))
+    need = {"object", "split", "label", "image"}
+    if not rows or not need <= set(rows[0]):
+        raise DataError(f"{r / 'split_csv' / '1cls.csv'}: expected the columns {sorted(need)} (+ mask)")
+    return rows
+
+
+def _realiad_entries(r: Path, category: str, split: str) -> list[dict[str, Any]]:
+    import json
+
+    path = r / "realiad_jsons" / f"{category}.json"
+    try:
+        doc = json.loads(path.read_text(encoding="utf-8"))
+        prefix = str((doc.get("meta") or {}).get("prefix") or "")
+        entries = list(doc["train" if split == "train" else "test"])
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise DataError(f"{path}: not a Real-IAD split file ({e})") from None
+    return [{**e, "_prefix": prefix} for e in entries]
+
+
+def discover_categories(root: str | os.PathLike[str]) -> list[str]:
+    """Sorted category names of a dataset in any layout (`layout_of`)."""
+    r = _check_root(root)
+    layout = layout_of(r)
+    if layout == "visa":
+        return sorted({row["object"] for row in _visa_rows(r)})
+    if layout == "realiad":
+        return sorted(p.stem for p in (r / "realiad_jsons").glob("*.json"))
+    if layout == "folder":
+        return sorted(d.name for d in r.iterdir() if d.is_dir() and (d / "good").is_dir())
+    if layout == "mvtec_ad2":
+        return sorted(d.name for d in r.iterdir() if d.is_dir() and (d / "train").is_dir())
     cats = sorted(
         d.name
         for d in r.iterdir()
@@ -112,6 +173,12 @@ def load_samples(
         raise DataError(
             f"dataset root {r}: unknown categor{'y' if len(unknown) == 1 else 'ies'} {unknown}; known: {known}"
         )
+    layout = layout_of(r)
+    if layout != "mvtec":
+        others = _load_other(r, layout, wanted, split)
+        if split == "train" and not others:
+            raise DataError(f"dataset root {r} ({layout}): no training images for {wanted}")
+        return others
     samples: list[Sample] = []
     for cat in wanted:
         cat_dir = r / cat
@@ -140,6 +207,62 @@ def load_samples(
         if len(samples) == n_before and split == "test":
             raise DataError(f"category {cat!r}: no test images in {test}/<defect>/ (expected e.g. {test}/good/000.png)")
     return samples
+
+
+def _file(r: Path, rel: str, what: str) -> Path:
+    p = (r / rel).resolve()
+    if r.resolve() not in p.parents or not p.is_file():
+        raise DataError(f"dataset {r}: {what} {rel!r} is missing or outside the dataset")
+    return p
+
+
+def _load_other(r: Path, layout: str, cats: Sequence[str], split: str) -> list[Sample]:
+    """Samples of the MVTec AD 2, VisA, Real-IAD and folder layouts (module docstring)."""
+    out: list[Sample] = []
+    if layout == "visa":
+        for row in _visa_rows(r):
+            if row["object"] not in cats or row["split"] != ("train" if split == "train" else "test"):
+                continue
+            bad = row["label"].strip().lower() not in ("normal", "good", "0")
+            mask = _file(r, row["mask"], "mask") if bad and row.get("mask") else None
+            out.append(Sample(_file(r, row["image"], "image"), row["object"], split, int(bad),
+                              "anomaly" if bad else "good", mask))
+        return sorted(out, key=lambda s: (s.category, str(s.path)))
+    if layout == "realiad":
+        for cat in cats:
+            for e in _realiad_entries(r, cat, split):
+                base = r / e["_prefix"]
+                bad = str(e.get("anomaly_class", "OK")) != "OK"
+                mask = _file(base, str(e["mask_path"]), "mask") if bad and e.get("mask_path") else None
+                out.append(Sample(_file(base, str(e["image_path"]), "image"), cat, split, int(bad),
+                                  str(e.get("anomaly_class", "OK")) if bad else "good", mask))
+        return out
+    if layout == "mvtec_ad2":
+        for cat in cats:
+            c = r / cat
+            if split in ("train", "validation"):
+                folder = c / split / "good"
+                out += [Sample(p, cat, split, 0, "good", None) for p in (_images_in(folder) if folder.is_dir()
+                                                                          else [])]
+                continue
+            test = c / "test_public"
+            for p in _images_in(test / "good") if (test / "good").is_dir() else []:
+                out.append(Sample(p, cat, "test", 0, "good", None))
+            for p in _images_in(test / "bad") if (test / "bad").is_dir() else []:
+                m = test / "ground_truth" / "bad" / f"{p.stem}_mask.png"
+                if not m.is_file():
+                    raise DataError(f"anomalous test image {p}: ground-truth mask missing, expected {m}")
+                out.append(Sample(p, cat, "test", 1, "bad", m))
+        return out
+    for cat in cats:  # folder: every 4th good image is held for the test split, with every bad one
+        good = _images_in(r / cat / "good")
+        if split == "train":
+            out += [Sample(p, cat, "train", 0, "good", None) for i, p in enumerate(good) if i % 4 != 3]
+        elif split == "test":
+            out += [Sample(p, cat, "test", 0, "good", None) for i, p in enumerate(good) if i % 4 == 3]
+            bad = r / cat / "bad"
+            out += [Sample(p, cat, "test", 1, "bad", None) for p in (_images_in(bad) if bad.is_dir() else [])]
+    return out
 
 
 def read_mask_values(path: str | os.PathLike[str]) -> np.ndarray:

@@ -256,6 +256,9 @@ def _image(labels: Any, scores: Any, why: list[str], v: MetricVariants = DEFAULT
 
 
 def _pixel(masks: Any, maps: Any, why: list[str], v: MetricVariants = DEFAULT_VARIANTS) -> dict[str, float]:
+    if masks is None:
+        why.append("pixel metrics undefined: the dataset has no ground-truth masks (image metrics only)")
+        return dict.fromkeys(PIXEL_KEYS, _NAN)
     gt, am = _check_maps(masks, maps)
     out = _curve_metrics(gt.reshape(-1), am.reshape(-1), "eps" if v.pixel_f1 == "ader-21" else v.pixel_f1)
     if out is None:
@@ -304,7 +307,7 @@ class CategoryPredictions:
 
     labels: np.ndarray
     scores: np.ndarray
-    masks: np.ndarray
+    masks: np.ndarray | None  #: None: a dataset without ground-truth masks (image metrics only)
     maps: np.ndarray
     defect_types: Sequence[str]
 
@@ -315,8 +318,9 @@ def _check_category(name: str, p: CategoryPredictions) -> tuple[np.ndarray, np.n
     n = labels.shape[0] if labels.ndim == 1 else -1
     if n < 1:
         raise DataError(f"category {name!r}: labels: expected a non-empty 1-D array, got shape {labels.shape}")
-    shapes = {"scores": scores.shape, "masks": np.shape(p.masks)[:1], "maps": np.shape(p.maps)[:1],
-              "defect_types": (len(p.defect_types),)}
+    shapes = {"scores": scores.shape, "maps": np.shape(p.maps)[:1], "defect_types": (len(p.defect_types),)}
+    if p.masks is not None:
+        shapes["masks"] = np.shape(p.masks)[:1]
     bad = {k: v for k, v in shapes.items() if v != (n,)}
     if bad or scores.ndim != 1:
         raise DataError(f"category {name!r}: expected {n} entries (one per label) in scores/masks/maps/defect_types, "
@@ -372,7 +376,8 @@ def evaluate_categories(per_category: Mapping[str, CategoryPredictions],
             sel = good | in_kind
             sub_why: list[str] = []
             km = {**_image(labels[sel], scores[sel], sub_why, v),
-                  **_pixel(np.asarray(p.masks)[sel], np.asarray(p.maps)[sel], sub_why, v)}
+                  **_pixel(None if p.masks is None else np.asarray(p.masks)[sel], np.asarray(p.maps)[sel], sub_why,
+                           v)}
             why += [f"{kind} defects: {w}" for w in sub_why]
             kind_rows[kind].append({k: float(km[k]) for k in KIND_KEYS})
         _warn(why, f"category {cat!r}: ")

@@ -32,14 +32,13 @@ RANDOM_INIT_NOTE = (
 
 
 def to_category_predictions(preds: DatasetPredictions) -> dict[str, CategoryPredictions]:
-    """Split flat predictions into the per-category arrays the metrics take."""
-    assert preds.masks is not None
+    """Split flat predictions into the per-category arrays the metrics take (masks None: image metrics only)."""
     out = {}
     for cat, idx in preds.by_category().items():
         out[cat] = CategoryPredictions(
             labels=np.array([preds.samples[i].label for i in idx]),
             scores=preds.scores[idx],
-            masks=preds.masks[idx],
+            masks=None if preds.masks is None else preds.masks[idx],
             maps=preds.maps[idx],
             defect_types=[preds.samples[i].defect_type for i in idx],
         )
@@ -81,7 +80,8 @@ def predict_for_protocol(model: Any, samples: list[Sample], proto: Protocol, *, 
                             torch.device(device))
     with torch.no_grad():
         if proto.name == "edge-ad":
-            return predict_samples(model, samples, batch_size=batch_size, device=device, with_masks=True,
+            masks = all(s.mask_path is not None for s in samples if s.label)  # mask-less datasets: image metrics
+            return predict_samples(model, samples, batch_size=batch_size, device=device, with_masks=masks,
                                    desc="eval", progress=progress), notes
         preds = predict_samples(model, samples, batch_size=batch_size, device=device, desc="eval", progress=progress)
     hw = tuple(preds.maps.shape[1:]) if len(samples) else (1, 1)
@@ -137,7 +137,8 @@ def evaluate_run(
     preds = parts[0] if len(parts) == 1 else DatasetPredictions(
         samples=[s for p in parts for s in p.samples], scores=np.concatenate([p.scores for p in parts]),
         maps=np.concatenate([p.maps for p in parts]),
-        masks=np.concatenate([p.masks for p in parts if p.masks is not None]))
+        masks=None if any(p.masks is None for p in parts) else np.concatenate([p.masks for p in parts
+                                                                               if p.masks is not None]))
     samples = preds.samples
     report = evaluate_categories(to_category_predictions(preds), proto.variants)
     enc = str(getattr(model, "encoder_weights", "unknown"))

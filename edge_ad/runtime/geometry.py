@@ -246,6 +246,13 @@ class Geometry:
         _, _, w, h = self.box_of(placement)
         return self.tiles.grid(h, w) if self.tiles is not None else [(0, 0, h, w)]
 
+    def max_views(self) -> int:
+        """The most model inputs one frame needs (tiles of the largest ROI box): the engine batch that runs a frame
+        in one call."""
+        if self.tiles is None:
+            return 1
+        return max(len(self.tiles.grid(r.box[3], r.box[2])) for r in self.references.values())
+
     def views(self, frame: np.ndarray, placement: Placement) -> list[np.ndarray]:
         """The images the model sees for this frame: the tiles of the ROI box (or the whole box)."""
         box = self.crop(frame, placement)

@@ -298,7 +298,8 @@ def default_timing_cache(package: ModelPackage, info: DeviceInfo, trt_version: s
 
 
 def engine_input_shape(package: ModelPackage, batch: int | None) -> tuple[int, int, int, int]:
-    """(B, H, W, 3) for the engine: the manifest's fixed batch, else `batch` (default 1)."""
+    """(B, H, W, 3) for the engine: the manifest's fixed batch, else `batch` (default: 1, or for a tiled package
+    the tiles of one frame, so a frame is one engine call)."""
     fixed = package.manifest["input"].get("batch", "dynamic")
     if isinstance(fixed, int):
         if batch is not None and batch != fixed:
@@ -306,7 +307,8 @@ def engine_input_shape(package: ModelPackage, batch: int | None) -> tuple[int, i
                               f"got {batch}")
         b = fixed
     else:
-        b = 1 if batch is None else batch
+        geometry = package.geometry() if batch is None else None
+        b = batch if batch is not None else geometry.max_views() if geometry is not None else 1
     if b < 1:
         raise ConfigError(f"batch: expected an integer >= 1, got {b}")
     h, w = package.input_hw
