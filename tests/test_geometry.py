@@ -283,3 +283,19 @@ def test_a_tiled_package_builds_its_engine_for_a_whole_frame(reference: Referenc
     n = len(geo.tile_boxes(geo.locate(reference.image)))
     assert n > 1 and engine_input_shape(pkg, None)[0] == geo.max_views() == n
     assert engine_input_shape(pkg, 2)[0] == 2
+
+
+def test_roi_polygons_in_yaml(tmp_path: Path) -> None:
+    from edge_ad.data.geometry import roi_from_polygons
+    from edge_ad.errors import ConfigError
+
+    path = tmp_path / "roi.yaml"
+    path.write_text("all:\n  - points: [[10, 10], [90, 10], [90, 60], [10, 60]]\n"
+                    "  - {points: [[40, 20], [60, 20], [60, 30], [40, 30]], weight: 0}\n"
+                    "plate_b:\n  - [[0, 0], [20, 0], [20, 20]]\n")
+    roi = roi_from_polygons(path, "plate_a", (80, 100))
+    assert roi[40, 20] == 255 and roi[25, 50] == 0 and roi[5, 5] == 0 and roi[70, 50] == 0
+    assert roi_from_polygons(path, "plate_b", (80, 100))[2, 10] == 255
+    path.write_text("all:\n  - [[0, 0], [1, 1]]\n")
+    with pytest.raises(ConfigError, match=r"all\[0\]: expected >= 3"):
+        roi_from_polygons(path, "plate_a", (80, 100))

@@ -41,6 +41,33 @@ def _per_category(option: str, value: str, category: str, kind: str) -> Path:
     raise ConfigError(f"--{option} {value}: no such file or folder")
 
 
+def roi_from_polygons(path: Path, category: str, hw: tuple[int, ...]) -> np.ndarray:
+    """An ROI drawn as polygons in YAML: `{category or "all": [{"points": [[x, y], ...], "weight": 0..255}, ...]}`
+    (a bare list of points is a polygon of weight 255; later polygons paint over earlier ones, weight 0 cuts a hole,
+    e.g. a label)."""
+    from edge_ad.fileio import read_yaml_file
+
+    doc = read_yaml_file(path, "ROI polygons")
+    if not isinstance(doc, dict):
+        raise ConfigError(f"{path}: expected a mapping {{category or all: [polygons]}}")
+    key = category if category in doc else "all"
+    polys = doc.get(key)
+    if not isinstance(polys, list) or not polys:
+        raise ConfigError(f"{path}: no polygons for category {category!r} (nor for 'all')")
+    roi = np.zeros(hw[:2], np.uint8)
+    for i, poly in enumerate(polys):
+        spec = poly if isinstance(poly, dict) else {"points": poly}
+        try:
+            pts = np.asarray(spec["points"], np.float64)
+            weight = int(spec.get("weight", 255))
+        except (KeyError, TypeError, ValueError):
+            raise ConfigError(f"{path}: {key}[{i}]: expected points [[x, y], ...] and an optional weight") from None
+        if pts.ndim != 2 or pts.shape[1] != 2 or len(pts) < 3 or not np.isfinite(pts).all() or not 0 <= weight <= 255:
+            raise ConfigError(f"{path}: {key}[{i}]: expected >= 3 finite [x, y] points and a weight 0..255")
+        cv2.fillPoly(roi, [np.round(pts).astype(np.int32)], int(weight))
+    return roi
+
+
 def build_geometry(cfg: dict[str, Any], samples: Sequence[Sample]) -> Geometry:
     """References and ROIs per category of the training samples, with the run's alignment and tiling."""
     by_cat: dict[str, list[Sample]] = defaultdict(list)
@@ -56,7 +83,9 @@ def build_geometry(cfg: dict[str, Any], samples: Sequence[Sample]) -> Geometry:
             ref_img = read_image(_per_category("align", align, cat, "reference"))
         else:
             ref_img = read_image(items[0].path)  # the frame itself is the reference frame
-        if cfg.get("roi"):
+        if cfg.get("roi") and str(cfg["roi"]).lower().endswith((".yaml", ".yml")):
+            roi = roi_from_polygons(Path(str(cfg["roi"])), cat, ref_img.shape[:2])
+        elif cfg.get("roi"):
             roi = read_image(_per_category("roi", str(cfg["roi"]), cat, "roi"))
             roi = cv2.cvtColor(roi, cv2.COLOR_BGR2GRAY) if roi.ndim == 3 else roi
             if roi.shape != ref_img.shape[:2]:

@@ -114,6 +114,13 @@ def _defect(rng: Rng, kind: str, alpha: np.ndarray, label: tuple[int, int, int, 
 def make_frame(category: str, defect: str, hw: tuple[int, int], rng: Rng, *, shift: float = 40.0,
                rotate: float = 3.0, nominal: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """One frame (BGR uint8) and its defect mask (uint8 0/1, frame coordinates). `nominal`: no pose jitter."""
+    img, mask, _ = make_posed_frame(category, defect, hw, rng, shift=shift, rotate=rotate, nominal=nominal)
+    return img, mask
+
+
+def make_posed_frame(category: str, defect: str, hw: tuple[int, int], rng: Rng, *, shift: float = 40.0,
+                     rotate: float = 3.0, nominal: bool = False) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """`make_frame` plus the pose: the 2x3 transform from the nominal frame to this one."""
     h, w = hw
     scale = w / 1600.0
     part, alpha, label = _part(category, hw, rng)
@@ -138,7 +145,7 @@ def make_frame(category: str, defect: str, hw: tuple[int, int], rng: Rng, *, shi
     frame = frame + rng.normal(0, 0.01, frame.shape).astype(np.float32)
     out = np.clip(frame * 255 + 0.5, 0, 255).astype(np.uint8)
     mask = cv2.warpAffine(dmask, m, (w, h), flags=cv2.INTER_NEAREST)
-    return out, mask
+    return out, mask, m
 
 
 def roi_mask(category: str, hw: tuple[int, int]) -> np.ndarray:

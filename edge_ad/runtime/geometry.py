@@ -38,7 +38,7 @@ TOP_FRACTION = 0.01
 class AlignSpec:
     """How frames are registered to the reference and when a registration is refused."""
 
-    long_side: int = 384  #: the registration runs on grey copies this long (speed; the result is scaled back)
+    long_side: int = 320  #: the registration runs on grey copies this long (speed; the result is scaled back)
     max_shift_px: float = 160.0  #: in frame pixels
     max_rotation_deg: float = 10.0
     min_score: float = 0.6  #: ECC correlation coefficient (1 = identical after warping)
