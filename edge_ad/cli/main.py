@@ -123,8 +123,10 @@ def main(argv: list[str] | None = None) -> int:
     except ModuleNotFoundError as e:
         if (e.name or "").split(".")[0] not in LAB_MODULES:
             raise
+        from edge_ad.optional import install_hint
+
         print(f"edge-ad {args.command}: needs the lab side (training stack; module {e.name!r} is not installed): "
-              "pip install 'edge-ad[train]'", file=sys.stderr)
+              f"{install_hint('torch')}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"edge-ad {args.command}: interrupted", file=sys.stderr)

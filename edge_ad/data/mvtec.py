@@ -260,8 +260,9 @@ def _load_other(r: Path, layout: str, cats: Sequence[str], split: str) -> list[S
             out += [Sample(p, cat, "train", 0, "good", None) for i, p in enumerate(good) if i % 4 != 3]
         elif split == "test":
             out += [Sample(p, cat, "test", 0, "good", None) for i, p in enumerate(good) if i % 4 == 3]
-            bad = r / cat / "bad"
-            out += [Sample(p, cat, "test", 1, "bad", None) for p in (_images_in(bad) if bad.is_dir() else [])]
+            bad_dir = r / cat / "bad"
+            out += [Sample(p, cat, "test", 1, "bad", None) for p in (_images_in(bad_dir) if bad_dir.is_dir()
+                                                                     else [])]
     return out
 
 

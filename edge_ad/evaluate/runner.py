@@ -11,7 +11,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from edge_ad.data.mvtec import Sample, load_samples, read_mask_values
-from edge_ad.data.torch_dataset import ImageDataset
+from edge_ad.data.views import views_dataset
 from edge_ad.errors import ConfigError, DataError
 from edge_ad.evaluate import rundir
 from edge_ad.evaluate.inference import DatasetPredictions, predict_samples
@@ -76,7 +76,8 @@ def predict_for_protocol(model: Any, samples: list[Sample], proto: Protocol, *, 
         if not good:
             raise ConfigError("protocol official: the test split has no good images to fit the map quantiles on")
         with torch.no_grad():
-            model.calibrate(DataLoader(ImageDataset(good, model.preprocess), batch_size=batch_size, shuffle=False),
+            model.calibrate(DataLoader(views_dataset(good, model.preprocess, model.geometry), batch_size=batch_size,
+                                       shuffle=False),
                             torch.device(device))
     with torch.no_grad():
         if proto.name == "edge-ad":

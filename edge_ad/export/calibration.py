@@ -25,6 +25,7 @@ from tqdm import tqdm
 
 from edge_ad.errors import ConfigError
 from edge_ad.fileio import read_yaml_file
+from edge_ad.runtime.geometry import Geometry
 from edge_ad.runtime.preprocess import Preprocess
 
 log = logging.getLogger(__name__)
@@ -190,14 +191,16 @@ def select_images(cfg: CalibrationConfig, data_root: str | Path, exclude_paths: 
 
 
 def image_batches(paths: Sequence[Path], preprocess: Preprocess, batch: int = 1, progress: bool = True,
-                  desc: str = "calibration") -> Iterator[np.ndarray]:
-    """uint8 NHWC crops of `paths` (package preprocessing), `batch` images at a time, with a progress bar."""
+                  desc: str = "calibration", geometry: Geometry | None = None) -> Iterator[np.ndarray]:
+    """uint8 NHWC model inputs of `paths` (package preprocessing; the tiles of each aligned frame for a package
+    with geometry), `batch` images at a time, with a progress bar."""
     from edge_ad.imageio import read_image
+    from edge_ad.runtime.geometry import model_inputs
 
     with tqdm(total=len(paths), desc=desc, unit="img", disable=not progress, leave=False) as bar:
         for i in range(0, len(paths), batch):
             chunk = paths[i : i + batch]
-            yield np.stack([preprocess.apply(read_image(p)) for p in chunk])
+            yield np.stack([x for p in chunk for x in model_inputs(read_image(p), preprocess, geometry)])
             bar.update(len(chunk))
 
 

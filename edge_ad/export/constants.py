@@ -139,10 +139,14 @@ def rederive_package_constants(
     """`rederive_constants` for a converted graph of the fp32 package `pkg` (an `edge_ad.runtime.package.
     ModelPackage`) on `samples` (held-out good `Sample`s), read and preprocessed exactly as the runtime does."""
     from edge_ad.imageio import read_image
+    from edge_ad.runtime.geometry import model_inputs
+
+    geometry = pkg.geometry()
 
     def batches() -> Iterable[np.ndarray]:
         for i in range(0, len(samples), batch):
-            yield np.stack([pkg.preprocess.apply(read_image(s.path)) for s in samples[i : i + batch]])
+            yield np.stack([x for s in samples[i : i + batch]
+                            for x in model_inputs(read_image(s.path), pkg.preprocess, geometry)])
 
     return rederive_constants(model, dict(pkg.manifest.get("constants") or {}), batches(),
                               input_name=pkg.input_name)

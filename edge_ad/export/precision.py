@@ -115,7 +115,7 @@ def _convert_int8(
     else:
         root = data or cfg.data_root or fallback_root  # --data > manifest data_root > the package's dataset
         paths = select_images(cfg, root, exclude_paths=_holdout(pkg))
-        doc = calibrate_scales(model, image_batches(paths, pkg.preprocess, progress=progress),
+        doc = calibrate_scales(model, image_batches(paths, pkg.preprocess, progress=progress, geometry=pkg.geometry()),
                                input_name=pkg.input_name, method=cfg.method, percentile=cfg.percentile,
                                exclude=cfg.exclude, activation_gemms=cfg.activation_gemms)
         doc["calibration"] = {"manifest": cfg.to_dict(), "data_root": str(root), "n_images": len(paths),

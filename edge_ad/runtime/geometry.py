@@ -334,6 +334,20 @@ class Geometry:
         return cls(refs, align, tiles)
 
 
+def model_inputs(image: np.ndarray, preprocess: Any, geometry: Geometry | None) -> list[np.ndarray]:
+    """What the model sees of one good image: its tiles (aligned; at the reference pose if it cannot be aligned)
+    or the whole image, each through `preprocess.apply`. For calibration and constants, where no verdict is due."""
+    if geometry is None:
+        return [preprocess.apply(image)]
+    try:
+        placement = geometry.locate(image)
+    except AlignmentError:
+        cat = next(iter(geometry.references))
+        placement = Placement(cat, np.eye(2, 3), 0.0, (int(image.shape[0]), int(image.shape[1])),
+                              geometry.references[cat])
+    return [preprocess.apply(v) for v in geometry.views(image, placement)]
+
+
 def _ramp(n: int, overlap: int) -> np.ndarray:
     """1 in the middle, falling linearly to a small value over `overlap` pixels at both ends (blending weights)."""
     r = np.ones(n, np.float32)

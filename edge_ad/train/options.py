@@ -85,7 +85,8 @@ class TrainOptions:
                               "training image closest to the others) or none")
     roi: str | None = _opt(None, "region of interest in the reference frame: MASK.png (255 inspect, 0 ignore, grey = "
                                  "a weight), a folder with <category>.png or <category>/roi.png, or polygons in "
-                                 "YAML {category or all: [{points: [[x, y], ...], weight: 0..255}]} (default: all)")
+                                 "YAML {category or all: [{points: [[x, y], ...], weight: 0..255}]} (default: all; "
+                                 "with --align auto draw it on the reference the run saves in geometry/)")
     tile: int | None = _opt(None, "tile size in frame pixels: the ROI is cut into tiles at full resolution, each "
                                   "resized to the model input (default: the whole ROI is one view)", lo=16)
     tile_stride: int | None = _opt(None, "tile stride in frame pixels (default: 3/4 of the tile: overlapping tiles "

@@ -18,9 +18,8 @@ from torch.utils.data import DataLoader, DistributedSampler
 from tqdm import tqdm
 
 from edge_ad import __version__
-from edge_ad.data.geometry import GeometryDataset, build_geometry, wants_geometry
 from edge_ad.data.mvtec import fingerprint, load_samples, split_holdout
-from edge_ad.data.torch_dataset import ImageDataset
+from edge_ad.data.views import build_geometry, views_dataset, wants_geometry
 from edge_ad.errors import ConfigError
 from edge_ad.evaluate import rundir
 from edge_ad.evaluate.inference import predict_samples
@@ -153,8 +152,7 @@ def train(cfg: dict[str, Any], *, resume: bool = False, progress: bool = True) -
     opt = build_optimizer(cfg["optimizer"], model.param_groups(cfg["weight_decay"]), cfg)
     sched = build_scheduler(cfg["scheduler"], opt, cfg)
 
-    ds: ImageDataset | GeometryDataset = (GeometryDataset(train_set, model.preprocess, model.geometry)
-                                          if model.geometry is not None else ImageDataset(train_set, model.preprocess))
+    ds = views_dataset(train_set, model.preprocess, model.geometry)
     batch = cfg["batch"]
     if len(ds) < batch * dist.world:
         log.warning("only %d training views for batch %d x %d processes: using batch %d",
@@ -253,7 +251,8 @@ def train(cfg: dict[str, Any], *, resume: bool = False, progress: bool = True) -
             model.eval()
             with torch.no_grad():
                 model.calibrate(
-                    DataLoader(ImageDataset(reference, model.preprocess), batch_size=batch, shuffle=False), device
+                    DataLoader(views_dataset(reference, model.preprocess, model.geometry), batch_size=batch,
+                               shuffle=False), device
                 )
         _checkpoint(model, opt, sched, cfg["iters"], out, cfg)
         thresholds = derive_run_thresholds(model, reference, cfg, device, in_sample=not proto.holdout)

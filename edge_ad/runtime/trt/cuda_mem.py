@@ -30,14 +30,12 @@ from typing import Any
 import numpy as np
 
 from edge_ad.errors import ConfigError, CudaError, CudaMissingError
+from edge_ad.optional import install_hint
 
 log = logging.getLogger(__name__)
 
-CUDA_INSTALL_HINT = (
-    "install cuda-python matching the CUDA of this machine: on JetPack 6 (CUDA 12.6) "
-    "`pip install 'edge-ad[jetson]'` (cuda-python>=12.6.1,<13), on an x86 server `pip install 'edge-ad[cuda]'` "
-    "(pycuda is used instead when only it is installed)"
-)
+CUDA_INSTALL_HINT = ("install cuda-python matching the CUDA of this machine: " + install_hint("cuda")
+                     + " (pycuda is used instead when only it is installed)")
 
 
 @dataclass(frozen=True)

@@ -1,6 +1,5 @@
-"""The inspection geometry of a training run (`--align`, `--roi`, `--tile`): the references and ROIs chosen from
-the options and the good training images, and the dataset of the views (aligned ROI crops or their tiles) the model
-trains on. The per-frame work is `edge_ad.runtime.geometry`, the same code the runtime runs."""
+"""What a model of a geometry run (`--align`, `--roi`, `--tile`) trains on: the references and ROIs chosen from the
+options and the good training images, and the dataset of its views (aligned ROI crops or their tiles). The per-frame work is `edge_ad.runtime.geometry`, the same code the runtime runs."""
 
 from __future__ import annotations
 
@@ -16,6 +15,7 @@ import torch
 from torch.utils.data import Dataset
 
 from edge_ad.data.mvtec import Sample
+from edge_ad.data.torch_dataset import ImageDataset
 from edge_ad.errors import AlignmentError, ConfigError, DataError
 from edge_ad.imageio import read_image
 from edge_ad.runtime.geometry import AlignSpec, Geometry, Reference, TileSpec, choose_reference
@@ -103,6 +103,13 @@ def build_geometry(cfg: dict[str, Any], samples: Sequence[Sample]) -> Geometry:
              {c: r.box for c, r in refs.items()}, "on" if geo.align else "off",
              f"{tiles.size}/{tiles.stride}" if tiles else "none")
     return geo
+
+
+def views_dataset(samples: Sequence[Sample], preprocess: Preprocess,
+                  geometry: Geometry | None) -> GeometryDataset | ImageDataset:
+    """What a model of this run sees of `samples`: every view of every aligned image, or the whole images."""
+    return GeometryDataset(samples, preprocess, geometry) if geometry is not None else ImageDataset(samples,
+                                                                                                      preprocess)
 
 
 class GeometryDataset(Dataset[dict[str, Any]]):
