@@ -87,14 +87,14 @@ class StationServices:
         if self.live is None or ui is None:
             return None
         from edge_ad.hmi.app import HmiServer, Station, create_app, parse_ui
-        from edge_ad.hmi.auth import Sessions, load_users
+        from edge_ad.hmi.auth import Sessions
 
         c = self.config
         host, port = parse_ui(ui)
         station = Station(view, self.live, self.store, name=c.station,
                           settings=c.ui_settings or local_dir(c) / f"hmi_settings_{c.station}.json",
                           dataset=c.ui_dataset)
-        sessions = Sessions(load_users(c.ui_users)) if c.ui_users else None
+        sessions = Sessions.from_file(c.ui_users) if c.ui_users else None
         self.hmi = HmiServer(create_app(station, sessions), host, port, on_stop=station.close)
         self.hmi.start()
         return f"HMI on http://{host}:{port}/" + ("" if sessions else " (no --ui-users: read-only)")

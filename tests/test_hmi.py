@@ -83,13 +83,17 @@ def _client() -> tuple[urllib.request.OpenerDirector, CookieJar]:
 
 
 def _call(opener: Any, url: str, body: dict[str, Any] | None = None) -> tuple[int, Any]:
+    """GET (no body) or POST JSON as the HMI page does: with the session's CSRF token from the login answer."""
+    headers = {"content-type": "application/json", "x-csrf-token": getattr(opener, "csrf", "")}
     req = urllib.request.Request(url, data=json.dumps(body).encode() if body is not None else None,
-                                 headers={"content-type": "application/json"}, method="POST" if body is not None
-                                 else "GET")
+                                 headers=headers, method="POST" if body is not None else "GET")
     try:
         with opener.open(req, timeout=10) as r:
             raw = r.read()
-            return r.status, json.loads(raw) if r.headers.get_content_type() == "application/json" else raw
+            out = json.loads(raw) if r.headers.get_content_type() == "application/json" else raw
+            if isinstance(out, dict) and isinstance(out.get("csrf"), str):
+                opener.csrf = out["csrf"]
+            return r.status, out
     except urllib.error.HTTPError as e:
         return e.code, json.loads(e.read() or b"{}")
 
@@ -137,7 +141,8 @@ def test_api_roles_audit_false_reject_and_metrics(detector, plc_packages, tmp_pa
         assert code == 200 and st.inspector.detector.sensitivity == 1.5
         assert json.loads((tmp_path / "hmi.json").read_text())["sensitivity"] == 1.5  # persisted
         code, body = _call(eng, st.url + "/api/false-reject", {"id": 1})
-        assert code == 200 and Path(body["copied_to"]).is_file() and "train/good" in body["copied_to"]
+        assert code == 200 and (tmp_path / "dataset" / body["copied_to"]).is_file() and "train/good" in body["copied_to"]
+        assert not Path(body["copied_to"]).is_absolute()  # paths in answers are relative to the dataset
         assert _call(eng, st.url + "/api/false-reject", {"id": 2})[0] == 400  # an OK part is not a false reject
         assert _call(op, st.url + "/api/capture", {"on": True})[0] == 403
         code, cap = _call(eng, st.url + "/api/capture", {"on": True, "category": "bracket"})
@@ -160,7 +165,8 @@ def test_api_roles_audit_false_reject_and_metrics(detector, plc_packages, tmp_pa
         assert st.part(505, DARK_IMG)["NG"] is True  # recipe b: threshold 0.05, the dark part is NG
         st.plc.write("RecipeRequest", 1)
         wait_for(lambda: st.inspector.active_recipe == 1, timeout=30, what="the PLC's request wins")
-        audit = _call(anon, st.url + "/api/audit")[1]
+        assert _call(anon, st.url + "/api/audit")[0] == 401  # who changed what is for logged-in users only
+        audit = _call(eng, st.url + "/api/audit")[1]
         assert [(a["user"], a["action"]) for a in audit] == [
             ("eng", "recipe"), ("eng", "sensitivity"), ("eng", "capture"), ("eng", "capture"), ("eng", "false_reject"),
             ("eng", "sensitivity")]
@@ -218,7 +224,7 @@ def test_in_a_real_browser(detector, tmp_path):
             wait_for(lambda: "602" in text("lookup-table") and "OK" in text("lookup-table"), timeout=BROWSER_WAIT,
                      what="lookup result")
             driver.save_screenshot(str(shots / "lookup.png"))
-            _engineer_sets_sensitivity(driver, "100")  # threshold / 100: the dark (good) part is NG from now on
+            _engineer_sets_sensitivity(driver, "9")  # threshold / 9 (the most this package allows): the dark (good) part is NG from now on
             wait_for(lambda: "sensitivity" in text("audit"), timeout=BROWSER_WAIT, what="audit entry")
             driver.save_screenshot(str(shots / "engineer.png"))
             res = st.part(603, DARK_IMG)
@@ -295,7 +301,7 @@ def test_browser_with_a_station_fed_by_the_fake_gige_camera(detector, tmp_path):
                     seen.append(src)
                 assert len(set(seen)) == 3  # a new live frame per part
                 assert st.store.count() == 3 and {r["source"] for r in st.store.query()} == {"gige://EDGEADT1@127.0.0.1"}
-                _engineer_sets_sensitivity(driver, "100")  # threshold / 100: whatever the camera shows is NG now
+                _engineer_sets_sensitivity(driver, "9")  # threshold / 9: whatever the camera shows is NG now
                 assert st.part(704)["NG"] is True  # the next verdict used it
                 driver.find_element(By.CSS_SELECTOR, "nav a[data-page=gallery]").click()
                 # one read of the gallery's text: its items are rebuilt on reload, so held elements can go stale

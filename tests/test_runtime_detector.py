@@ -77,10 +77,16 @@ def test_threshold_and_sensitivity_at_run_time(package: Path) -> None:
     assert d.effective_threshold == pytest.approx(0.35) and d.pixel_threshold == pytest.approx(0.25)
     res = d.predict(img)
     assert res.is_anomalous and res.threshold == pytest.approx(0.35)
-    d.sensitivity = 0.5
-    d.threshold = None  # back to the manifest's 0.5 -> effective 1.0
+    d.threshold = None  # back to the manifest's 0.5
+    d.sensitivity = 0.55  # -> effective 0.909: inside the package's score range 0.05..0.95
     res = d.predict(img)
     assert not res.is_anomalous and res.regions == []
+    assert d.sensitivity_range == pytest.approx((0.5 / 0.95, 0.5 / 0.05))
+    with pytest.raises(ConfigError, match="inside the package's score range"):
+        d.sensitivity = 0.5  # effective 1.0: beyond score_max, every part would pass
+    for bad in (1e-300, 5e-324):
+        with pytest.raises(ConfigError, match="sensitivity"):
+            d.sensitivity = bad
     with pytest.raises(ConfigError, match="sensitivity: expected a finite number > 0, got 0"):
         d.sensitivity = 0
     with pytest.raises(ConfigError, match="threshold: expected a number"):

@@ -1,5 +1,6 @@
 """What a model of a geometry run (`--align`, `--roi`, `--tile`) trains on: the references and ROIs chosen from the
-options and the good training images, and the dataset of its views (aligned ROI crops or their tiles). The per-frame work is `edge_ad.runtime.geometry`, the same code the runtime runs."""
+options and the good training images, and the dataset of its views (aligned ROI crops or their tiles). The per-frame
+work is `edge_ad.runtime.geometry`, the same code the runtime runs."""
 
 from __future__ import annotations
 

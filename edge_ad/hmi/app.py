@@ -12,10 +12,15 @@ dataset) and `/api/recipe` (switch recipe while the PLC's RecipeRequest is 0).
 
 from __future__ import annotations
 
+import contextlib
+import hmac
 import logging
+import math
+import re
 import shutil
 import threading
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -64,7 +69,7 @@ class Station:
             "capture": self.capture.status() if self.capture is not None else {"on": False},
             "recipes": {str(k): v for k, v in sorted(snap.recipes.items())},
             "roi_categories": snap.roi_categories,
-            "dataset": str(self.dataset) if self.dataset else None,
+            "dataset": self.dataset.name if self.dataset else None,
         }
 
     def set_capture(self, on: bool, user: str, category: str = "good_parts") -> dict[str, Any]:
@@ -72,6 +77,10 @@ class Station:
         if self.dataset is None:
             raise ConfigError("capture: the station needs --ui-dataset DIR")
         with self._capture_lock:
+            if self.capture is not None and self.capture.stopped_because is not None:  # it switched itself off
+                self.live.tap = None
+                self.capture.stop()
+                self.capture = None
             if on and self.capture is None:
                 self.capture = CaptureWorker(self.dataset, category)
                 self.live.tap = self.capture.offer
@@ -129,9 +138,10 @@ class Station:
         target = self.dataset / "false_rejects" / "train" / "good" / f"{self.name}_{row_id}.jpg"
         target.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(src, target)
-        self._audit(user, "false_reject", {"row": row_id, "part_id": row["part_id"], "copied_to": str(target),
+        rel = target.relative_to(self.dataset)
+        self._audit(user, "false_reject", {"row": row_id, "part_id": row["part_id"], "copied_to": str(rel),
                                            "model": category})
-        return target
+        return rel
 
     def _audit(self, user: str, action: str, detail: dict[str, Any]) -> None:
         log.warning("HMI: %s by %s: %s", action, user, detail)
@@ -140,6 +150,7 @@ class Station:
 
 
 MAX_BODY = 16 * 1024  # every HMI request body is a small JSON object
+MAX_CONNECTIONS = 200  # concurrent HMI connections/requests; beyond it 503
 MAX_ROI_BODY = 8 * 1024 * 1024  # but an ROI mask (a PNG, base64) of a 12 MP frame
 
 
@@ -153,11 +164,48 @@ async def read_json(request: Any, max_bytes: int = MAX_BODY) -> Any:
         data += chunk
         if len(data) > max_bytes:
             raise ValueError(f"request body over {max_bytes} bytes")
-    return json.loads(data or b"null")
+    try:
+        body = json.loads(data or b"null")
+    except RecursionError:
+        raise ValueError("JSON nested too deeply") from None
+    if not isinstance(body, dict):
+        raise ValueError("expected a JSON object")
+    return body
 
 
-def create_app(station: Station, sessions: Sessions | None) -> Any:
-    """The Starlette application of `station` (`sessions` None: no login, actions disabled)."""
+MAX_ID = 2**63 - 1  #: row ids and part ids are SQL BIGINTs
+_CATEGORY = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
+
+
+def bounded_int(value: Any, what: str, lo: int = 0, hi: int = MAX_ID) -> int:
+    """An integer in [lo, hi] from a query string or a JSON number (no bool, no float, no overflow); ValueError
+    naming `what` else."""
+    if isinstance(value, (bool, float)):
+        raise ValueError(f"{what}: expected an integer, got {value!r}")
+    try:
+        v = int(str(value).strip()) if isinstance(value, str) else int(value)
+    except (TypeError, ValueError, OverflowError):
+        raise ValueError(f"{what}: expected an integer, got {str(value)[:40]!r}") from None
+    if not lo <= v <= hi:
+        raise ValueError(f"{what}: expected {lo}..{hi}, got {str(v)[:40]}")
+    return v
+
+
+def finite_number(value: Any, what: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ValueError(f"{what}: expected a number, got {str(value)[:40]!r}")
+    v = float(value)
+    if not math.isfinite(v):
+        raise ValueError(f"{what}: expected a finite number, got {value!r}")
+    return v
+
+
+def create_app(station: Station, sessions: Sessions | None, hosts: set[str] | None = None) -> Any:
+    """The Starlette application of `station` (`sessions` None: no login, actions disabled) behind `Guard`
+    (`hosts`: the Host names it answers to; None = any)."""
+    import asyncio
+
+    hashing = asyncio.Semaphore(2)
     from starlette.applications import Starlette
     from starlette.requests import Request
     from starlette.responses import FileResponse, JSONResponse, PlainTextResponse, Response
@@ -214,9 +262,9 @@ def create_app(station: Station, sessions: Sessions | None) -> Any:
 
     async def ng(request: Request) -> Response:
         try:
-            limit = max(1, min(200, int(request.query_params.get("limit", "24"))))
-        except ValueError:
-            return error(400, "limit: expected an integer")
+            limit = bounded_int(request.query_params.get("limit", "24"), "limit", 1, 200)
+        except ValueError as e:
+            return error(400, str(e))
         return JSONResponse(_rows(decisions=["NG", "FAILED", "LATE"], limit=limit, newest_first=True))
 
     async def parts(request: Request) -> Response:
@@ -224,7 +272,7 @@ def create_app(station: Station, sessions: Sessions | None) -> Any:
 
         q = request.query_params
         try:
-            part = int(q["part"]) if q.get("part") else None
+            part = bounded_int(q["part"], "part") if q.get("part") else None
             since = parse_time(q["since"], "since") if q.get("since") else None
             until = parse_time(q["until"], "until") if q.get("until") else None
             decisions = [d.strip().upper() for d in q.get("decision", "").split(",") if d.strip()]
@@ -235,9 +283,9 @@ def create_app(station: Station, sessions: Sessions | None) -> Any:
 
     async def image(request: Request) -> Response:
         try:
-            row_id = int(request.path_params["row_id"])
-        except ValueError:
-            return error(400, "image id: expected an integer")
+            row_id = bounded_int(request.path_params["row_id"], "image id", 1)
+        except ValueError as e:
+            return error(400, str(e))
         store = station.store
         row = store.row(row_id) if store is not None else None
         path = store.image_file(row, overlay=request.query_params.get("overlay") == "1") if store and row else None
@@ -245,7 +293,9 @@ def create_app(station: Station, sessions: Sessions | None) -> Any:
             return error(404, f"no stored image for row {row_id}")
         return FileResponse(path, media_type="image/jpeg")
 
-    async def audit(_request: Request) -> Response:
+    async def audit(request: Request) -> Response:
+        if who(request) is None:
+            return error(401, "log in first")
         return JSONResponse(station.store.audit_log(50) if station.store is not None else [])
 
     async def login(request: Request) -> Response:
@@ -253,17 +303,28 @@ def create_app(station: Station, sessions: Sessions | None) -> Any:
             return error(403, "no users configured (edge-ad serve --ui-users FILE)")
         try:
             body = await read_json(request)
-            name, password = str(body["user"]), str(body["password"])
+            name, password = body["user"], body["password"]
+            if not isinstance(name, str) or not isinstance(password, str) or not 0 < len(name) <= 64 \
+                    or len(password) > 1024:
+                raise ValueError
         except (ValueError, KeyError, TypeError):
-            return error(400, "expected JSON {user, password}")
-        token, why = sessions.login(name, password, request.client.host if request.client else "?")
+            return error(400, "expected JSON {user, password} (strings; a name of 1..64 characters)")
+        if hashing.locked():  # the password hash is slow on purpose: a flood waits here, not the event loop
+            return error(429, "busy: try again in a moment")
+        async with hashing:
+            from starlette.concurrency import run_in_threadpool
+
+            token, why = await run_in_threadpool(sessions.login, name, password,
+                                                 request.client.host if request.client else "?")
         if token is None:
             return error(401, why)
         resp = JSONResponse(sessions.check(token))
         resp.set_cookie(COOKIE, token, httponly=True, samesite="strict", max_age=8 * 3600)
         return resp
 
-    async def logout(_request: Request) -> Response:
+    async def logout(request: Request) -> Response:
+        if sessions is not None:
+            sessions.logout(request.cookies.get(COOKIE))
         resp = JSONResponse({"ok": True})
         resp.delete_cookie(COOKIE)
         return resp
@@ -281,7 +342,7 @@ def create_app(station: Station, sessions: Sessions | None) -> Any:
         if isinstance(u, JSONResponse):
             return u
         try:
-            value = float((await read_json(request))["value"])
+            value = finite_number((await read_json(request))["value"], "value")
             station.set_sensitivity(value, u["user"])
         except (ValueError, KeyError, TypeError, ConfigError) as e:
             return error(400, f"sensitivity: {e}")
@@ -292,7 +353,7 @@ def create_app(station: Station, sessions: Sessions | None) -> Any:
         if isinstance(u, JSONResponse):
             return u
         try:
-            target = station.false_reject(int((await read_json(request))["id"]), u["user"])
+            target = station.false_reject(bounded_int((await read_json(request))["id"], "id", 1), u["user"])
         except (ValueError, KeyError, TypeError, ConfigError) as e:
             return error(400, str(e))
         return JSONResponse({"copied_to": str(target)})
@@ -302,7 +363,7 @@ def create_app(station: Station, sessions: Sessions | None) -> Any:
         if isinstance(u, JSONResponse):
             return u
         try:
-            station.set_recipe(int((await read_json(request))["index"]), u["user"])
+            station.set_recipe(bounded_int((await read_json(request))["index"], "index", 1, 0xFFFF), u["user"])
         except (ValueError, KeyError, TypeError, ConfigError) as e:
             return error(400, f"recipe: {e}")
         return JSONResponse({"requested": station.view.snapshot().recipe})
@@ -330,7 +391,10 @@ def create_app(station: Station, sessions: Sessions | None) -> Any:
             return u
         try:
             body = await read_json(request)
-            status = station.set_capture(bool(body["on"]), u["user"], str(body.get("category") or "good_parts"))
+            category = body.get("category") or "good_parts"
+            if not isinstance(body["on"], bool) or not isinstance(category, str) or not _CATEGORY.match(category):
+                raise ValueError("expected {on: true|false, category: 1..64 of A-Z a-z 0-9 _ . -}")
+            status = station.set_capture(body["on"], u["user"], category)
         except (ValueError, KeyError, TypeError, ConfigError) as e:
             return error(400, f"capture: {e}")
         return JSONResponse(status)
@@ -349,7 +413,7 @@ def create_app(station: Station, sessions: Sessions | None) -> Any:
         Route("/metrics", metrics),
         Mount("/static", StaticFiles(directory=STATIC)),
     ]
-    return Starlette(routes=routes)
+    return Guard(Starlette(routes=routes), sessions, hosts)
 
 
 def prometheus_text(station: Station) -> str:
@@ -383,6 +447,112 @@ def prometheus_text(station: Station) -> str:
     return generate_latest(reg).decode()
 
 
+SECURITY_HEADERS = [
+    (b"content-security-policy", b"default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data: "
+                                 b"blob:; connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; "
+                                 b"form-action 'self'; object-src 'none'"),
+    (b"x-content-type-options", b"nosniff"), (b"x-frame-options", b"DENY"), (b"referrer-policy", b"no-referrer"),
+]
+
+
+class Guard:
+    """ASGI middleware in front of the HMI: answers only to its own Host names (DNS rebinding), refuses
+    state-changing requests that are not JSON, come from another origin or lack the session's CSRF token, adds the
+    security headers to every answer, and turns any unexpected error into a plain 500 (logged at most once a
+    second, never a traceback per request)."""
+
+    def __init__(self, app: Any, sessions: Sessions | None, hosts: set[str] | None) -> None:
+        self.app, self.sessions = app, sessions
+        self.hosts = {h.lower() for h in hosts} if hosts is not None else None
+        self._logged = 0.0
+        self.errors = 0
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers", [])}
+        host = headers.get("host", "")
+        why = self._refuse(scope, headers, host)
+        if why is not None:
+            await _plain(send, why[0], why[1])
+            return
+        started = False
+
+        async def send_secured(message: Any) -> None:
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+                message = {**message, "headers": [*message.get("headers", []), *SECURITY_HEADERS]}
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_secured)
+        except Exception as e:
+            self.errors += 1
+            now = time.monotonic()
+            if now - self._logged > 1.0:
+                self._logged = now
+                log.error("HMI: %s %s failed: %s: %s (%d so far)", scope.get("method"), scope.get("path"),
+                          type(e).__name__, e, self.errors)
+            if not started:
+                await _plain(send, 500, "internal error")
+
+    def _refuse(self, scope: Any, headers: dict[str, str], host: str) -> tuple[int, str] | None:
+        from urllib.parse import urlsplit
+
+        name = host.rsplit(":", 1)[0] if not host.startswith("[") else host.split("]")[0] + "]"
+        if self.hosts is not None and name.lower().strip("[]") not in self.hosts:
+            return 400, "unexpected Host header"
+        if scope.get("method") not in ("POST", "PUT", "PATCH", "DELETE"):
+            return None
+        if headers.get("content-type", "").split(";")[0].strip().lower() != "application/json":
+            return 415, "expected Content-Type: application/json"
+        for key in ("origin", "referer"):
+            value = headers.get(key)
+            if value and value != "null" and urlsplit(value).netloc.lower() != host.lower():
+                return 403, "cross-site request refused"
+            if value == "null":
+                return 403, "cross-site request refused"
+        if scope.get("path") != "/api/login" and self.sessions is not None:
+            from http.cookies import CookieError, SimpleCookie
+
+            jar: SimpleCookie = SimpleCookie()
+            try:
+                jar.load(headers.get("cookie", ""))
+            except CookieError:
+                return None  # no usable session: the endpoint answers 401
+            morsel = jar.get(COOKIE)
+            sess = self.sessions.check(morsel.value if morsel is not None else None)
+            if sess is not None and not hmac.compare_digest(headers.get("x-csrf-token", ""), sess["csrf"]):
+                return 403, "missing or wrong CSRF token (X-CSRF-Token)"
+        return None
+
+
+async def _plain(send: Any, status: int, message: str) -> None:
+    import json
+
+    body = json.dumps({"error": message}).encode()
+    await send({"type": "http.response.start", "status": status,
+                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
+                            *SECURITY_HEADERS]})
+    await send({"type": "http.response.body", "body": body})
+
+
+def listen_names(host: str, extra: Sequence[str] = ()) -> set[str]:
+    """The Host names an HMI listening on `host` answers to: loopback, this machine's names and addresses (all
+    of them when it listens on every interface), and `extra` (names a reverse proxy or DNS gives it)."""
+    import socket
+
+    names = {"localhost", "127.0.0.1", "::1", host.lower(), *(e.lower() for e in extra)}
+    if host in ("0.0.0.0", "::", ""):
+        hostname = socket.gethostname()
+        names |= {hostname.lower(), socket.getfqdn().lower()}
+        with contextlib.suppress(OSError):
+            names |= {str(info[4][0]).lower() for info in socket.getaddrinfo(hostname, None)}
+    return names
+
+
 class HmiServer:
     """uvicorn on a daemon thread; `start()` returns once it listens, `stop()` shuts it down."""
 
@@ -390,8 +560,11 @@ class HmiServer:
         import uvicorn
 
         self.on_stop = on_stop
+        # no X-Forwarded-* trust (a client on the station's network could claim any address), bounded
+        # concurrency (503 beyond it) and short keep-alive, so the HMI cannot hold on to what inspection needs
         self.config = uvicorn.Config(app, host=host, port=port, log_level="warning", access_log=False,
-                                     lifespan="off")
+                                     lifespan="off", proxy_headers=False, limit_concurrency=MAX_CONNECTIONS,
+                                     timeout_keep_alive=5, h11_max_incomplete_event_size=16 * 1024)
         self.server = uvicorn.Server(self.config)
         self._thread = threading.Thread(target=self.server.run, name="edge-ad-hmi", daemon=True)
 

@@ -9,6 +9,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -124,15 +125,22 @@ class LiveView:
 
 class CaptureWorker:
     """HMI capture mode: frames passing the station are quality-checked and kept (`edge_ad.capture.Capturer`) on
-    this worker's thread; the control loop only enqueues (a full queue drops the frame, counted as `busy`)."""
+    this worker's thread; the control loop only enqueues (a full queue drops the frame, counted as `busy`). Bounded:
+    it switches itself off after `max_images` kept images, `budget_mb` written or `max_s` seconds, whichever comes
+    first (a forgotten capture mode must not fill the disk over a shift)."""
 
-    def __init__(self, out: Any, category: str) -> None:
+    def __init__(self, out: Path, category: str, *, max_images: int = 1000, budget_mb: float = 1024.0,
+                 max_s: float = 3600.0) -> None:
         import queue
 
         from edge_ad.capture import Capturer
 
         self.capturer = Capturer(out, category)
+        self.out, self.max_images, self.budget, self.max_s = Path(out), max_images, budget_mb * 2**20, max_s
         self.busy = 0
+        self.written = 0
+        self.stopped_because: str | None = None
+        self._started = time.monotonic()
         self._q: queue.Queue[np.ndarray | None] = queue.Queue(maxsize=4)
         self._thread = threading.Thread(target=self._run, name="edge-ad-capture", daemon=True)
         self._thread.start()
@@ -140,6 +148,8 @@ class CaptureWorker:
     def offer(self, image: np.ndarray) -> None:
         import queue
 
+        if self.stopped_because is not None:
+            return
         try:
             self._q.put_nowait(image)
         except queue.Full:
@@ -147,7 +157,17 @@ class CaptureWorker:
 
     def _run(self) -> None:
         while (image := self._q.get()) is not None:
+            kept = self.capturer.report.kept
             self.capturer.offer(image)
+            if self.capturer.report.kept > kept:
+                newest = max(self.capturer.folder.glob("*.png"), key=lambda p: p.stat().st_mtime_ns, default=None)
+                self.written += newest.stat().st_size if newest is not None else 0
+            why = ("image limit" if self.capturer.report.kept >= self.max_images else
+                   "disk budget" if self.written >= self.budget else
+                   "time limit" if time.monotonic() - self._started >= self.max_s else None)
+            if why is not None:
+                self.stopped_because = why
+                return
 
     def stop(self) -> dict[str, Any]:
         self._q.put(None)
@@ -156,5 +176,6 @@ class CaptureWorker:
 
     def status(self) -> dict[str, Any]:
         r = self.capturer.report
-        return {"on": self._thread.is_alive(), "folder": str(self.capturer.folder), "kept": r.kept,
-                "considered": r.considered, "skipped": dict(r.skipped), "busy": self.busy}
+        return {"on": self._thread.is_alive(), "folder": str(self.capturer.folder.relative_to(self.out)),
+                "kept": r.kept, "considered": r.considered, "skipped": dict(r.skipped), "busy": self.busy,
+                "bytes": self.written, "stopped_because": self.stopped_because}

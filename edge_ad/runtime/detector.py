@@ -143,7 +143,24 @@ class Detector:
 
     @sensitivity.setter
     def sensitivity(self, value: float) -> None:
-        self._sensitivity = _finite("sensitivity", value, positive=True)
+        v = _finite("sensitivity", value, positive=True)
+        lo, hi = self.sensitivity_range
+        if not lo <= v <= hi:
+            raise ConfigError(f"sensitivity: expected {lo:.4g}..{hi:.4g} for this package (the effective threshold "
+                              f"{self._threshold:.4g} / sensitivity must stay inside the package's score range "
+                              f"{self._score_range[0]:.4g}..{self._score_range[1]:.4g}), got {value!r}")
+        self._sensitivity = v
+
+    @property
+    def sensitivity_range(self) -> tuple[float, float]:
+        """The sensitivities that keep the effective threshold finite and inside the package's normalisation range
+        (score_min..score_max), within 0.01..100: what an engineer may set on the line."""
+        lo_s, hi_s = self._score_range
+        t = self._threshold
+        lo = t / hi_s if hi_s > 0 and t > 0 else 0.01
+        hi = t / lo_s if lo_s > 0 and t > 0 else 100.0
+        lo, hi = max(0.01, min(lo, 100.0)), min(100.0, max(hi, 0.01))
+        return (min(lo, 1.0), max(hi, 1.0))  # the package's own threshold (sensitivity 1) is always allowed
 
     @property
     def effective_threshold(self) -> float:

@@ -20,6 +20,7 @@ import contextlib
 import json
 import logging
 import math
+import os
 import queue
 import sqlite3
 import threading
@@ -350,13 +351,23 @@ class TraceStore:
             return int(self._db.execute("SELECT COUNT(*) FROM inspections").fetchone()[0])
 
     def image_file(self, row: dict[str, Any], overlay: bool = False) -> Path | None:
-        """The stored image (or, for NG rows, its heatmap overlay) of a row, if it is (still) on disk."""
+        """The stored image (or, for NG rows, its heatmap overlay) of a row, if it is (still) on disk. Only a
+        relative path inside the image directory is followed, through no symbolic link, whatever the row says (a
+        plant database is written by others too)."""
         rel = row.get("image_path")
-        if not rel or self.images_dir is None:
+        if not isinstance(rel, str) or not rel or self.images_dir is None:
             return None
-        p = self.images_dir / rel
+        rp = Path(rel)
+        if rp.is_absolute() or ".." in rp.parts or rp.name.startswith("."):
+            log.warning("traceability: row %s: image path %r refused (outside the image directory)", row.get("id"),
+                        rel)
+            return None
+        root = os.path.realpath(self.images_dir)
+        p = Path(root) / rp
         p = overlay_path(p) if overlay else p
-        return p if p.is_file() else None
+        if os.path.realpath(p) != str(p) or not p.is_file():  # a link anywhere below the root, or gone
+            return None
+        return p
 
     def close(self) -> None:
         """Finish the queued images, then close the database."""

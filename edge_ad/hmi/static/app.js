@@ -7,10 +7,17 @@ let lastSeq = -1;
 function fmt(v, digits = 1) { return v === null || v === undefined ? "-" : Number(v).toFixed(digits); }
 function when(t) { return new Date(t * 1000).toLocaleString(); }
 
+let csrf = "";  // the session's CSRF token: every state-changing request carries it (X-CSRF-Token)
 async function api(path, options) {
-  const r = await fetch(path, Object.assign({ credentials: "same-origin" }, options || {}));
+  const opts = Object.assign({ credentials: "same-origin" }, options || {});
+  if (opts.method === "POST") {
+    opts.headers = Object.assign({ "content-type": "application/json", "x-csrf-token": csrf }, opts.headers || {});
+  }
+  const r = await fetch(path, opts);
   const body = r.headers.get("content-type") && r.headers.get("content-type").includes("json") ? await r.json() : null;
   if (!r.ok) throw new Error((body && body.error) || r.statusText);
+  if (body && typeof body.csrf === "string") csrf = body.csrf;  // the login answer
+  if (body && "user" in body && "station" in body) csrf = body.user ? body.user.csrf : "";  // /api/state
   return body;
 }
 
@@ -71,7 +78,7 @@ function render(s) {
   if (document.activeElement !== $("sens")) $("sens").value = s.sensitivity;
   const sel = $("recipe");
   if (document.activeElement !== sel) {
-    sel.innerHTML = "";
+    sel.replaceChildren();
     Object.entries(s.recipes || {}).forEach(([k, v]) => {
       const o = document.createElement("option"); o.value = k; o.textContent = `${k}: ${v}`;
       o.selected = Number(k) === s.recipe; sel.appendChild(o);
@@ -102,12 +109,15 @@ function showDetail(row) {
 
 async function loadGallery() {
   const rows = await api("/api/ng?limit=24");
-  const g = $("gallery"); g.innerHTML = "";
+  const g = $("gallery"); g.replaceChildren();
   rows.forEach((r) => {
     const fig = document.createElement("figure");
     fig.className = "ng-item";
-    fig.innerHTML = `<img alt="part ${r.part_id}"><figcaption>${r.decision} · part ${r.part_id} · ${when(r.time)}</figcaption>`;
-    if (r.overlay_url || r.image_url) fig.querySelector("img").src = r.overlay_url || r.image_url;
+    const img = document.createElement("img"); img.alt = `part ${r.part_id}`;
+    const cap = document.createElement("figcaption");
+    cap.textContent = `${r.decision} · part ${r.part_id} · ${when(r.time)}`;
+    fig.append(img, cap);
+    if (r.overlay_url || r.image_url) img.src = r.overlay_url || r.image_url;
     fig.onclick = () => showDetail(r);
     g.appendChild(fig);
   });
@@ -118,21 +128,25 @@ async function lookup(ev) {
   const q = new URLSearchParams(new FormData($("lookup-form")));
   for (const [k, v] of [...q.entries()]) if (!v) q.delete(k);
   const body = $("lookup-table").querySelector("tbody");
-  body.innerHTML = "";
+  body.replaceChildren();
   try {
     (await api("/api/parts?" + q)).forEach((r) => {
       const tr = document.createElement("tr");
-      tr.innerHTML = `<td>${when(r.time)}</td><td>${r.part_id}</td><td>${r.decision}</td><td>${fmt(r.normalized_score, 3)}</td>` +
-        `<td>${r.model || "-"}</td><td>${(r.package_digest || "-").slice(0, 12)}</td><td>${fmt(r.inspection_ms)}</td>` +
-        `<td>${r.image_url ? "view" : ""}</td>`;
+      for (const text of [when(r.time), r.part_id, r.decision, fmt(r.normalized_score, 3), r.model || "-",
+                          (r.package_digest || "-").slice(0, 12), fmt(r.inspection_ms), r.image_url ? "view" : ""]) {
+        const td = document.createElement("td"); td.textContent = String(text); tr.appendChild(td);
+      }
       tr.onclick = () => showDetail(r);
       body.appendChild(tr);
     });
-  } catch (e) { body.innerHTML = `<tr><td colspan="8">${e.message}</td></tr>`; }
+  } catch (e) {
+    const tr = document.createElement("tr"); const td = document.createElement("td");
+    td.colSpan = 8; td.textContent = e.message; tr.appendChild(td); body.appendChild(tr);
+  }
 }
 
 async function loadAudit() {
-  const ul = $("audit"); ul.innerHTML = "";
+  const ul = $("audit"); ul.replaceChildren();
   (await api("/api/audit")).forEach((a) => {
     const li = document.createElement("li");
     li.textContent = `${when(a.time)} ${a.user}: ${a.action} ${JSON.stringify(a.detail)}`;
