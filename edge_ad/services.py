@@ -86,7 +86,7 @@ class StationServices:
         ui = self.config.ui
         if self.live is None or ui is None:
             return None
-        from edge_ad.hmi.app import HmiServer, Station, create_app, parse_ui
+        from edge_ad.hmi.app import HmiServer, Station, create_app, listen_names, parse_ui
         from edge_ad.hmi.auth import Sessions
 
         c = self.config
@@ -95,7 +95,8 @@ class StationServices:
                           settings=c.ui_settings or local_dir(c) / f"hmi_settings_{c.station}.json",
                           dataset=c.ui_dataset)
         sessions = Sessions.from_file(c.ui_users) if c.ui_users else None
-        self.hmi = HmiServer(create_app(station, sessions), host, port, on_stop=station.close)
+        hosts = listen_names(host, c.ui_hosts)
+        self.hmi = HmiServer(create_app(station, sessions, hosts), host, port, on_stop=station.close)
         self.hmi.start()
         return f"HMI on http://{host}:{port}/" + ("" if sessions else " (no --ui-users: read-only)")
 

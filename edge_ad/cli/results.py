@@ -26,6 +26,13 @@ from edge_ad.traceability.timespec import parse_time
 HELP = "query or export a station's traceability database (edge-ad serve --db)"
 
 
+def _cell(v: Any) -> Any:
+    """A CSV cell a spreadsheet will not run: text starting with = + - @ (or a tab/CR) gets a leading quote."""
+    if isinstance(v, str) and v[:1] in ("=", "+", "-", "@", "\t", "\r"):
+        return "'" + v
+    return v
+
+
 def add_arguments(p: argparse.ArgumentParser) -> None:
     from edge_ad.cli.common import add_json
 
@@ -58,6 +65,10 @@ def _rows(args: argparse.Namespace) -> list[dict[str, Any]]:
         raise ConfigError(f"--decision {args.decision!r}: expected any of {', '.join(DECISIONS)}, got {bad}")
     since = parse_time(args.since, "--since") if args.since else None
     until = parse_time(args.until, "--until") if args.until else None
+    if args.part is not None and not 0 <= args.part <= 2**63 - 1:
+        raise ConfigError(f"--part: expected a part id 0..{2**63 - 1}, got {args.part}")
+    if args.limit is not None and not 1 <= args.limit <= 10**9:
+        raise ConfigError(f"--limit: expected 1..1000000000 rows, got {args.limit}")
     store = open_readonly(args.db)
     try:
         return store.query(since=since, until=until, part=args.part, decisions=decisions, station=args.station,
@@ -103,7 +114,7 @@ def run(args: argparse.Namespace) -> int:
         w = csv.DictWriter(buf, fieldnames=list(rows[0]) if rows else ["id"], lineterminator="\n")
         w.writeheader()
         for r in rows:
-            w.writerow({k: json.dumps(v) if isinstance(v, (list, dict)) else v for k, v in r.items()})
+            w.writerow({k: _cell(json.dumps(v) if isinstance(v, (list, dict)) else v) for k, v in r.items()})
         atomic_write_text(args.csv, buf.getvalue())
         target = args.csv
     elif args.jsonl:

@@ -51,9 +51,16 @@ class Station:
             from edge_ad.fileio import read_json_file
 
             saved = read_json_file(self.settings, "HMI settings")
-            if isinstance(saved, dict) and saved.get("sensitivity") is not None:
-                view.set_sensitivity(saved["sensitivity"])
-                log.info("HMI settings %s: sensitivity %.3f", self.settings, saved["sensitivity"])
+            value = saved.get("sensitivity") if isinstance(saved, dict) else None
+            if not isinstance(saved, dict) or (value is not None and (isinstance(value, bool) or not isinstance(
+                    value, (int, float)))):
+                raise ConfigError(f"{self.settings}: expected {{\"sensitivity\": number, ...}}; fix or delete the file")
+            if value is not None:
+                try:
+                    view.set_sensitivity(float(value))
+                except ConfigError as e:
+                    raise ConfigError(f"{self.settings}: {e}; fix or delete the file") from None
+                log.info("HMI settings %s: sensitivity %.3f", self.settings, value)
 
     def state(self) -> dict[str, Any]:
         snap = self.view.snapshot()

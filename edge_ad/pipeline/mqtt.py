@@ -18,9 +18,11 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import ssl
 import threading
 import time
+from collections import deque
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
@@ -38,21 +40,42 @@ DEFAULT_MAX_SPOOL = 100_000
 
 
 def parse_mqtt_url(url: str) -> dict[str, Any]:
-    """mqtt[s]://[user[:password]@]host[:port][?ca=FILE&client_id=ID] -> connection settings (ConfigError else)."""
+    """mqtt[s]://[user[:password]@]host[:port][?ca=FILE&client_id=ID&password_env=VAR&password_file=FILE] ->
+    connection settings (ConfigError else). Give the password through an environment variable or a file
+    (`password_env`, `password_file`), not in the URL: a URL on a command line is in the process list."""
     u = urlsplit(url)
     if u.scheme not in ("mqtt", "mqtts") or not u.hostname:
-        raise ConfigError(f"MQTT URL {url!r}: expected mqtt://[user[:password]@]host[:port] or mqtts://...")
+        raise ConfigError(f"MQTT URL {redact(url)!r}: expected mqtt://[user[:password]@]host[:port] or mqtts://...")
     q = {k: v[-1] for k, v in parse_qs(u.query).items()}
-    unknown = sorted(set(q) - {"ca", "client_id"})
+    known = {"ca", "client_id", "password_env", "password_file"}
+    unknown = sorted(set(q) - known)
     if unknown:
-        raise ConfigError(f"MQTT URL {url!r}: unknown option(s) {unknown} (known: ca, client_id)")
+        raise ConfigError(f"MQTT URL {redact(url)!r}: unknown option(s) {unknown} (known: {sorted(known)})")
+    password = unquote(u.password) if u.password else None
+    if q.get("password_env"):
+        password = os.environ.get(q["password_env"])
+        if password is None:
+            raise ConfigError(f"MQTT URL: password_env={q['password_env']}: that environment variable is not set")
+    elif q.get("password_file"):
+        try:
+            password = Path(q["password_file"]).read_text(encoding="utf-8").strip()
+        except OSError as e:
+            raise ConfigError(f"MQTT URL: password_file={q['password_file']}: cannot read it ({e.strerror})") from None
     try:
         port = u.port or (8883 if u.scheme == "mqtts" else 1883)
     except ValueError:
         raise ConfigError(f"MQTT URL {url!r}: the port is not a number 1..65535") from None
     return {"host": u.hostname, "port": port, "tls": u.scheme == "mqtts", "ca": q.get("ca"),
             "client_id": q.get("client_id"), "username": unquote(u.username) if u.username else None,
-            "password": unquote(u.password) if u.password else None}
+            "password": password}
+
+
+def redact(url: str) -> str:
+    """The URL without its password (for messages and logs)."""
+    u = urlsplit(url)
+    if not u.password:
+        return url
+    return url.replace(f":{u.password}@", ":***@", 1)
 
 
 class MqttPublisher:
@@ -73,8 +96,10 @@ class MqttPublisher:
         self.spool.mkdir(parents=True, exist_ok=True)
         for tmp in self.spool.glob(".*"):  # half-written files of a crash: never published, never complete
             tmp.unlink(missing_ok=True)
-        existing = sorted(self.spool.glob("*.json"))
-        self._next = int(existing[-1].stem) + 1 if existing else 1
+        # the spool's index: sequence numbers in order, read once here; enqueue appends, a PUBACK pops the oldest,
+        # so queueing a message costs the same with 100,000 waiting as with none
+        self._queue: deque[int] = deque(sorted(int(p.stem) for p in self.spool.glob("*.json") if p.stem.isdigit()))
+        self._next = self._queue[-1] + 1 if self._queue else 1
         self.published = 0
         self.dropped = 0
         self.connected = False
@@ -107,6 +132,7 @@ class MqttPublisher:
         with self._lock:
             n, self._next = self._next, self._next + 1
             atomic_write_bytes(self.spool / f"{n:012d}.json", body, fsync=True)
+            self._queue.append(n)
             self._trim()
         self._wake.set()
 
@@ -121,15 +147,19 @@ class MqttPublisher:
         """The station's state (counters, link states), retained so a new dashboard sees it at once."""
         self.enqueue("state", {"station": self.station, "online": True, **state}, retain=True)
 
+    def _path(self, n: int) -> Path:
+        return self.spool / f"{n:012d}.json"
+
     def _trim(self) -> None:
-        files = sorted(self.spool.glob("*.json"))
-        for p in files[: max(0, len(files) - self.max_spool)]:
-            p.unlink(missing_ok=True)
+        """Beyond `max_spool` waiting messages the oldest go (caller holds the lock)."""
+        while len(self._queue) > self.max_spool:
+            n = self._queue.popleft()
+            self._path(n).unlink(missing_ok=True)
             self.dropped += 1
-            log.error("MQTT spool full (%d messages): dropped the oldest, %s", self.max_spool, p.name)
+            log.error("MQTT spool full (%d messages): dropped the oldest, %012d", self.max_spool, n)
 
     def pending(self) -> int:
-        return len(list(self.spool.glob("*.json")))
+        return len(self._queue)
 
     # ---- publisher thread ------------------------------------------------------------------------------------
     def _on_connect(self, _client: Any, _userdata: Any, _flags: Any, reason: Any, _props: Any = None) -> None:
@@ -168,15 +198,17 @@ class MqttPublisher:
 
     def _drain_one(self) -> bool:
         """Publish the oldest spooled message and wait for its PUBACK; True if one went out."""
-        files = sorted(self.spool.glob("*.json"))
-        if not files:
-            return False
-        path = files[0]
+        with self._lock:
+            if not self._queue:
+                return False
+            n = self._queue[0]
+        path = self._path(n)
         try:
             msg = json.loads(path.read_bytes())
         except (OSError, ValueError) as e:
             log.error("MQTT spool: unreadable %s (%s): removed", path.name, e)
             path.unlink(missing_ok=True)
+            self._pop(n)
             return True
         info = self._client.publish(msg["topic"], json.dumps(msg["payload"]), qos=1, retain=bool(msg["retain"]))
         deadline = time.monotonic() + 10.0
@@ -185,8 +217,14 @@ class MqttPublisher:
         if not info.is_published():
             return False  # kept: sent again after the reconnect
         path.unlink(missing_ok=True)
+        self._pop(n)
         self.published += 1
         return True
+
+    def _pop(self, n: int) -> None:
+        with self._lock:
+            if self._queue and self._queue[0] == n:
+                self._queue.popleft()
 
     def flush(self, timeout: float = 10.0) -> bool:
         """Wait until the spool is empty (True) or `timeout` passes (False)."""

@@ -139,7 +139,8 @@ class StationConfig:
     results_log: str | None = _opt(None, "append every result as one JSON line (rotated at 50 MB, 5 backups)",
                                    metavar="FILE.jsonl", group="outputs")
     db: str | None = _opt(None, "traceability database: a SQLite file (created if missing) or "
-                          "postgresql://user:pass@host/db", metavar="FILE.db|URL", group="traceability")
+                          "postgresql://user@host/db (password from PGPASSWORD or ~/.pgpass)", metavar="FILE.db|URL",
+                          group="traceability")
     db_images: str | None = _opt(None, "where NG/OK images are kept (default: FILE_images beside a SQLite file, "
                                  "trace_images_STATION for PostgreSQL)", metavar="DIR", group="traceability")
     keep_ok_every: int = _opt(0, "also keep every N-th OK image (NG/failed images always; 0 = none)", kind=int,
@@ -150,7 +151,8 @@ class StationConfig:
                                       check=_at_least_one, group="traceability")
     image_budget_mb: float = _opt(2048.0, "disk budget of the stored images, oldest deleted first", kind=float,
                                   check=_positive, group="traceability")
-    mqtt: str | None = _opt(None, "mqtt://[user:password@]host[:port] or mqtts://...?ca=FILE", metavar="URL",
+    mqtt: str | None = _opt(None, "mqtt[s]://[user@]host[:port][?ca=FILE&password_env=VAR|password_file=FILE]",
+                            metavar="URL",
                             group="mqtt")
     mqtt_topic: str | None = _opt(None, "topic root, Unified-Namespace style site/area/line/station (default "
                                   "edge-ad/STATION)", metavar="TOPIC", group="mqtt")
@@ -165,6 +167,9 @@ class StationConfig:
     ui_settings: str | None = _opt(None, "persisted HMI changes such as the sensitivity (default: "
                                    "hmi_settings_STATION.json beside --db, else in the working directory)",
                                    metavar="FILE.json", group="hmi")
+    ui_hosts: list[str] = _opt([], "more Host names the HMI answers to (a DNS name or a reverse proxy's); loopback and "
+                                   "this machine's names and addresses always", kind=list, metavar="NAME",
+                               group="hmi", flag="--ui-host")
     ui_fps: float = _opt(5.0, "most live-view frames encoded per second", kind=float, check=_positive,
                          group="hmi")
     # ---- process ----------------------------------------------------------------------------------------------
@@ -252,9 +257,9 @@ def _coerce(name: str, value: Any, where: str) -> Any:
         return out
     if name == "source_options" and isinstance(value, Mapping):
         return {str(k): str(v) for k, v in value.items()}
-    if name == "trusted_keys" and isinstance(value, (list, tuple)):
-        if not all(isinstance(v, str) for v in value):
-            raise ConfigError(f"{where}: trusted_keys: expected a list of file paths, got {value!r}")
+    if name in ("trusted_keys", "ui_hosts") and isinstance(value, (list, tuple)):
+        if not all(isinstance(v, str) and v for v in value):
+            raise ConfigError(f"{where}: {name}: expected a list of names/paths, got {value!r}")
         return list(value)
     _check(name, value, where)
     return value
