@@ -239,11 +239,15 @@ def test_an_roi_change_in_the_hmi_applies_to_the_next_part_and_is_audited(refere
         opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor())
         url = f"http://127.0.0.1:{port}"
 
-        def post(path: str, body: dict[str, object]) -> dict[str, object]:
-            req = urllib.request.Request(url + path, json.dumps(body).encode(), {"content-type": "application/json"})
-            return json.loads(opener.open(req, timeout=10).read())
+        csrf = {"token": ""}
 
-        post("/api/login", {"user": "eng", "password": "engineer-pass"})
+        def post(path: str, body: dict[str, object]) -> dict[str, object]:
+            req = urllib.request.Request(url + path, json.dumps(body).encode(), {
+                "content-type": "application/json", "x-csrf-token": csrf["token"]})
+            out: dict[str, object] = json.loads(opener.open(req, timeout=10).read())
+            return out
+
+        csrf["token"] = str(post("/api/login", {"user": "eng", "password": "engineer-pass"})["csrf"])
         assert post("/api/roi", {"category": None, "png": png})["category"] == "plate_a"
         src.push(bright)
         wait_for(lambda: mem.get("ResultSeq") == 2, what="second result")

@@ -12,6 +12,7 @@ dataset) and `/api/recipe` (switch recipe while the PLC's RecipeRequest is 0).
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import hmac
 import logging
@@ -158,19 +159,31 @@ class Station:
 
 MAX_BODY = 16 * 1024  # every HMI request body is a small JSON object
 MAX_CONNECTIONS = 200  # concurrent HMI connections/requests; beyond it 503
+MAX_SOCKETS = 256  #: HMI sockets at once; beyond it a new connection is closed as it is accepted
+ACCEPT_BACKLOG = 64  #: asyncio accepts up to the backlog in one go before any connection is looked at
+HEADER_TIMEOUT_S = 5.0  #: a request whose headers are not complete by then is dropped (slowloris)
+BODY_TIMEOUT_S = 5.0  #: and one whose body is not
 MAX_ROI_BODY = 8 * 1024 * 1024  # but an ROI mask (a PNG, base64) of a 12 MP frame
 
 
 async def read_json(request: Any, max_bytes: int = MAX_BODY) -> Any:
     """The request's JSON body, read in chunks up to `max_bytes` (a larger or endless body is refused before it is
     buffered: ValueError, answered 400)."""
+    import asyncio
     import json
 
-    data = b""
-    async for chunk in request.stream():
-        data += chunk
-        if len(data) > max_bytes:
-            raise ValueError(f"request body over {max_bytes} bytes")
+    async def read() -> bytes:
+        data = b""
+        async for chunk in request.stream():
+            data += chunk
+            if len(data) > max_bytes:
+                raise ValueError(f"request body over {max_bytes} bytes")
+        return data
+
+    try:
+        data = await asyncio.wait_for(read(), BODY_TIMEOUT_S)
+    except asyncio.TimeoutError:
+        raise ValueError(f"the request body did not arrive within {BODY_TIMEOUT_S:g} s") from None
     try:
         body = json.loads(data or b"null")
     except RecursionError:
@@ -546,6 +559,91 @@ async def _plain(send: Any, status: int, message: str) -> None:
     await send({"type": "http.response.body", "body": body})
 
 
+def bounded_protocol() -> type:
+    """uvicorn's h11 protocol with the bounds it lacks: at most MAX_SOCKETS connections (more are closed as they
+    are accepted, so the HMI never holds the descriptors inspection needs) and a header time-out (a connection
+    that does not complete a request within HEADER_TIMEOUT_S is closed: half-sent requests cannot pile up)."""
+    from uvicorn.protocols.http.h11_impl import H11Protocol
+
+    class BoundedH11(H11Protocol):
+        _header_timer: asyncio.TimerHandle | None = None
+
+        def connection_made(self, transport: Any) -> None:
+            super().connection_made(transport)
+            if len(self.connections) > MAX_SOCKETS:
+                transport.abort()
+                return
+            self._arm()
+
+        def _idle(self) -> bool:
+            return self.cycle is None or self.cycle.response_complete
+
+        def _arm(self) -> None:
+            if self._header_timer is None:
+                self._header_timer = self.loop.call_later(HEADER_TIMEOUT_S, self._expire)
+
+        def _disarm(self) -> None:
+            if self._header_timer is not None:
+                self._header_timer.cancel()
+                self._header_timer = None
+
+        def _expire(self) -> None:
+            self._header_timer = None
+            if self._idle() and self.transport is not None and not self.transport.is_closing():
+                self.transport.abort()
+
+        def data_received(self, data: bytes) -> None:
+            if self._idle():
+                self._arm()
+            super().data_received(data)
+            if not self._idle():
+                self._disarm()
+
+        def connection_lost(self, exc: Exception | None) -> None:
+            self._disarm()
+            super().connection_lost(exc)
+
+    return BoundedH11
+
+
+def reserve_descriptors(want: int = 8192) -> None:
+    """Raise this process's soft descriptor limit towards its hard limit (systemd's default soft limit is 1,024),
+    so the station's cameras, database and spool keep their descriptors whatever the HMI holds."""
+    try:
+        import resource
+
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        target = want if hard == resource.RLIM_INFINITY else min(want, hard)
+        if soft != resource.RLIM_INFINITY and soft < target:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+    except (ImportError, ValueError, OSError) as e:  # not on POSIX, or not allowed: the caps still hold
+        log.debug("descriptor limit unchanged: %s", e)
+
+
+class _OncePerSecond(logging.Filter):
+    """Lets through at most one record per second per message template (a flood of refused connections must not
+    flood the log)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._last: dict[str, float] = {}
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        now = time.monotonic()
+        key = str(record.msg)
+        if now - self._last.get(key, 0.0) < 1.0:
+            return False
+        self._last[key] = now
+        return True
+
+
+def _rate_limit_logs() -> None:
+    for name in ("uvicorn.error", "asyncio"):
+        lg = logging.getLogger(name)
+        if not any(isinstance(f, _OncePerSecond) for f in lg.filters):
+            lg.addFilter(_OncePerSecond())
+
+
 def listen_names(host: str, extra: Sequence[str] = ()) -> set[str]:
     """The Host names an HMI listening on `host` answers to: loopback, this machine's names and addresses (all
     of them when it listens on every interface), and `extra` (names a reverse proxy or DNS gives it)."""
@@ -569,9 +667,12 @@ class HmiServer:
         self.on_stop = on_stop
         # no X-Forwarded-* trust (a client on the station's network could claim any address), bounded
         # concurrency (503 beyond it) and short keep-alive, so the HMI cannot hold on to what inspection needs
+        reserve_descriptors()
+        _rate_limit_logs()
         self.config = uvicorn.Config(app, host=host, port=port, log_level="warning", access_log=False,
                                      lifespan="off", proxy_headers=False, limit_concurrency=MAX_CONNECTIONS,
-                                     timeout_keep_alive=5, h11_max_incomplete_event_size=16 * 1024)
+                                     timeout_keep_alive=5, h11_max_incomplete_event_size=16 * 1024,
+                                     http=bounded_protocol(), backlog=ACCEPT_BACKLOG)
         self.server = uvicorn.Server(self.config)
         self._thread = threading.Thread(target=self.server.run, name="edge-ad-hmi", daemon=True)
 

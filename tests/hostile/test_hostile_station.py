@@ -343,3 +343,119 @@ def test_the_station_keeps_inspecting(station: dict[str, Any]) -> None:
         plc.run_until(lambda n=n: len(plc.results) > n, timeout=10.0, what=f"part {part}")
         plc.run_until(lambda: station["mem"].get("Ready") and not station["mem"].get("TriggerAck"), what="Ready")
     assert [r["PartIdEcho"] for r in plc.results] == [1, 2]
+
+
+def _hold(port: int, n: int, payload: bytes, stop: threading.Event, held: list[Any]) -> None:
+    """Keep about `n` connections open (re-opening what the server closes) until `stop`; bounded in time."""
+    import socket
+
+    socks: list[socket.socket] = []
+    end = time.monotonic() + 30
+    while not stop.is_set() and time.monotonic() < end:
+        alive = []
+        for s in socks:
+            try:
+                s.setblocking(False)
+                if s.recv(1) == b"":
+                    s.close()
+                    continue
+            except BlockingIOError:
+                pass
+            except OSError:
+                s.close()
+                continue
+            alive.append(s)
+        socks = alive
+        while len(socks) < n and not stop.is_set():
+            try:
+                s = socket.create_connection(("127.0.0.1", port), timeout=1)
+                if payload:
+                    s.sendall(payload)
+                socks.append(s)
+            except OSError:
+                break
+        held.append(len(socks))
+        stop.wait(0.5)
+    for s in socks:
+        s.close()
+
+
+@pytest.mark.slow
+def test_no_number_of_connections_stops_inspection(package: Path, tmp_path: Path) -> None:
+    """`edge-ad run --ui --db --mqtt` with the systemd default of 1,024 descriptors: 2,000 idle and 200 half-sent
+    connections and a login flood while parts flow; every part is inspected, recorded and spooled, the log stays
+    small, and the HMI answers again within a second after the attack ends."""
+    import resource
+    import subprocess
+    import sys
+
+    import cv2
+
+    from edge_ad.hmi.auth import set_user
+
+    frames = tmp_path / "frames"
+    frames.mkdir()
+    for i in range(4):
+        cv2.imwrite(str(frames / f"{i}.png"), BLOB_IMG if i % 2 else DARK_IMG)
+    users = tmp_path / "users.yaml"
+    set_user(users, "eng", "engineer-pass", "engineer")
+    port, dead = free_port(), free_port()
+
+    def tight() -> None:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (1024, 1024))
+
+    cmd = [sys.executable, "-m", "edge_ad.cli.main", "run", str(package), "--source", str(frames), "--source-option",
+           "loop=true", "--source-option", "rate=25", "--backend", "onnxruntime", "--ui", f"127.0.0.1:{port}",
+           "--ui-users", str(users), "--db", str(tmp_path / "t.db"), "--results-log", str(tmp_path / "r.jsonl"),
+           "--mqtt", f"mqtt://127.0.0.1:{dead}", "--mqtt-spool", str(tmp_path / "spool"), "--status-every-s", "0",
+           "--duration-s", "16", "--json", str(tmp_path / "status.jsonl")]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, preexec_fn=tight,
+                            env={**os.environ, "PYTHONPATH": str(ROOT)})
+    try:
+        wait_for(lambda: Client(port).call("GET", "/api/state")[0] == 200 if _listening(port) else False,
+                 timeout=30, what="the HMI")
+        stop = threading.Event()
+        held_idle: list[int] = []
+        held_half: list[int] = []
+        attackers = [threading.Thread(target=_hold, args=(port, 2000, b"", stop, held_idle), daemon=True),
+                     threading.Thread(target=_hold, args=(port, 200, b"GET /api/state HTTP/1.1\r\nHost: x\r\n", stop,
+                                                          held_half), daemon=True)]
+        attackers += [threading.Thread(target=lambda: [Client(port).call("POST", "/api/login", {
+            "user": "eng", "password": "wrong"}) for _ in range(40)], daemon=True) for _ in range(4)]
+        for t in attackers:
+            t.start()
+        time.sleep(7)
+        stop.set()
+        for t in attackers:
+            t.join(20)
+        t0 = time.monotonic()
+        wait_for(lambda: Client(port).call("GET", "/api/state")[0] == 200, timeout=5, what="the HMI after it")
+        assert time.monotonic() - t0 < 1.0
+        _out, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert proc.returncode == 0, err.decode()[-2000:]
+    import sqlite3
+
+    final = json.loads((tmp_path / "status.jsonl").read_text().splitlines()[-1])
+    con = sqlite3.connect(tmp_path / "t.db")
+    rows = con.execute("SELECT decision, COUNT(*) FROM inspections GROUP BY decision").fetchall()
+    con.close()
+    n = sum(c for _, c in rows)
+    assert final["results_out"] == n > 100 and "FAILED" not in dict(rows)  # every part inspected and recorded
+    assert len((tmp_path / "r.jsonl").read_text().splitlines()) == n
+    spooled = [json.loads(p.read_text()) for p in (tmp_path / "spool").glob("*.json")]
+    assert sum(m["topic"].endswith("/result") for m in spooled) == n  # nothing lost on the way to MQTT
+    assert b"Traceback" not in err and len(err) < 50_000 and max(held_idle) > 0
+
+
+def _listening(port: int) -> bool:
+    import socket
+
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+        return True
+    except OSError:
+        return False
