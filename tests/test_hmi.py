@@ -141,7 +141,8 @@ def test_api_roles_audit_false_reject_and_metrics(detector, plc_packages, tmp_pa
         assert code == 200 and st.inspector.detector.sensitivity == 1.5
         assert json.loads((tmp_path / "hmi.json").read_text())["sensitivity"] == 1.5  # persisted
         code, body = _call(eng, st.url + "/api/false-reject", {"id": 1})
-        assert code == 200 and (tmp_path / "dataset" / body["copied_to"]).is_file() and "train/good" in body["copied_to"]
+        assert code == 200 and "train/good" in body["copied_to"]
+        assert (tmp_path / "dataset" / body["copied_to"]).is_file()
         assert not Path(body["copied_to"]).is_absolute()  # paths in answers are relative to the dataset
         assert _call(eng, st.url + "/api/false-reject", {"id": 2})[0] == 400  # an OK part is not a false reject
         assert _call(op, st.url + "/api/capture", {"on": True})[0] == 403
@@ -224,7 +225,7 @@ def test_in_a_real_browser(detector, tmp_path):
             wait_for(lambda: "602" in text("lookup-table") and "OK" in text("lookup-table"), timeout=BROWSER_WAIT,
                      what="lookup result")
             driver.save_screenshot(str(shots / "lookup.png"))
-            _engineer_sets_sensitivity(driver, "9")  # threshold / 9 (the most this package allows): the dark (good) part is NG from now on
+            _engineer_sets_sensitivity(driver, "9")  # threshold / 9: the dark part is NG from now on
             wait_for(lambda: "sensitivity" in text("audit"), timeout=BROWSER_WAIT, what="audit entry")
             driver.save_screenshot(str(shots / "engineer.png"))
             res = st.part(603, DARK_IMG)
