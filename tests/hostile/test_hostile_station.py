@@ -289,6 +289,9 @@ def test_no_request_ends_in_a_500(station: dict[str, Any], capsys: pytest.Captur
         assert 400 <= code < 500, (path, body, raw and raw[:20], code)
     assert main(["results", "query", str(station["tmp"] / "h.db"), "--part", "9223372036854775808"]) == 2
     assert "--part: expected" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as e:  # argparse's own usage error: exit 2, a message, no traceback
+        main(["results", "query", str(station["tmp"] / "h.db"), "--limit", "1e30"])
+    assert e.value.code == 2 and "invalid int value" in capsys.readouterr().err
 
 
 def test_the_mqtt_spool_costs_the_same_when_full(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -459,3 +462,24 @@ def _listening(port: int) -> bool:
         return True
     except OSError:
         return False
+
+
+def test_half_sent_requests_and_missing_bodies_are_dropped(station: dict[str, Any]) -> None:
+    import socket
+
+    port = station["port"]
+    half = socket.create_connection(("127.0.0.1", port), timeout=10)
+    half.sendall(b"GET /api/state HTTP/1.1\r\nHost: 127.0.0.1\r\n")  # the headers never end
+    body = socket.create_connection(("127.0.0.1", port), timeout=10)
+    body.sendall(b"POST /api/login HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+                 b"Content-Length: 100\r\n\r\n{")  # the body never comes
+    t0 = time.monotonic()
+    assert half.recv(100) == b""  # closed by the header time-out
+    answer = b""
+    while b'"error"' not in answer and (chunk := body.recv(4096)):
+        answer += chunk
+    assert b" 400 " in answer.split(b"\r\n")[0] and b'"error"' in answer  # the body time-out, answered
+    assert time.monotonic() - t0 < 15
+    half.close()
+    body.close()
+    assert Client(port).call("GET", "/api/state")[0] == 200
