@@ -18,13 +18,15 @@ RUN apt-get update \
 RUN python3 -m venv --system-site-packages /opt/edge-ad
 COPY pyproject.toml README.md /src/edge-ad/
 COPY edge_ad /src/edge-ad/edge_ad
-COPY export /src/edge-ad/export
+COPY export_profiles /src/edge-ad/export_profiles
 COPY calibration /src/edge-ad/calibration
 RUN /opt/edge-ad/bin/pip install --no-cache-dir "/src/edge-ad[jetson,plc]" "harvesters>=1.4" \
  && rm -rf /src/edge-ad
 ENV PATH=/opt/edge-ad/bin:$PATH
-# fails the build if the venv cannot see TensorRT or the extra does not fit (reported by doctor)
-RUN python -c "import tensorrt, edge_ad.runtime; print('tensorrt', tensorrt.__version__)"
+# No TensorRT import here: on JetPack 6 it needs libnvdla_compiler.so, which only the NVIDIA runtime mounts at
+# `docker run` (BuildKit and `buildx --platform linux/arm64` builds have no GPU runtime). Check the image on the
+# device instead:  docker run --rm --runtime nvidia edge-ad:jetson doctor
+RUN python -c "import edge_ad.runtime, edge_ad.cli.main; print('edge-ad runtime imports')"
 
 ENTRYPOINT ["edge-ad"]
 CMD ["doctor"]
