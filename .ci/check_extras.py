@@ -57,7 +57,8 @@ def main() -> None:
         pip("wheel", "--no-deps", "--no-build-isolation", "-q", "-w", tmp, str(ROOT))
         wheel = next(Path(tmp).glob("edge_ad-*.whl"))
         base = [f"{wheel}"]
-        jetson = dry_run(base + extra_requirements(wheel, "jetson"), AARCH64)
+        jetson_reqs = extra_requirements(wheel, "jetson")
+        jetson = dry_run(base + jetson_reqs, AARCH64)
         cuda_reqs = extra_requirements(wheel, "cuda")
         trt = [r for r in cuda_reqs if r.startswith("tensorrt")]
         cuda = dry_run(base + [r for r in cuda_reqs if not r.startswith("tensorrt")], X86)
@@ -68,6 +69,11 @@ def main() -> None:
             sys.exit(f"[{name}] would install both onnxruntime and onnxruntime-gpu")
         if name == "jetson" and names & {"tensorrt", "onnxruntime-gpu"}:
             sys.exit("[jetson] must not pip-install tensorrt or onnxruntime-gpu (TensorRT comes from JetPack)")
+    if not any(r.replace(" ", "").startswith("numpy") and "<2" in r.replace(" ", "") for r in jetson_reqs):
+        sys.exit(f"[jetson] must pin numpy<2 (JetPack 6's TensorRT 10.3 bindings are built against NumPy 1.x): "
+                 f"{jetson_reqs}")
+    if not trt or not all(re.search(r"<\s*\d", r) for r in trt):
+        sys.exit(f"[cuda] the TensorRT requirement needs an upper bound (a deliberate range), got {trt}")
     for req in trt:
         dist = re.match(r"([A-Za-z0-9_.-]+)", req).group(1)
         listed = pip("index", "versions", dist)
