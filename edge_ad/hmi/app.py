@@ -323,6 +323,9 @@ def create_app(station: Station, sessions: Sessions | None, hosts: set[str] | No
             return error(403, "no users configured (edge-ad serve --ui-users FILE)")
         try:
             body = await read_json(request)
+        except ValueError as e:  # too big, too slow, not JSON: say which
+            return error(400, str(e))
+        try:
             name, password = body["user"], body["password"]
             if not isinstance(name, str) or not isinstance(password, str) or not 0 < len(name) <= 64 \
                     or len(password) > 1024:
