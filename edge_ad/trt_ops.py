@@ -82,7 +82,7 @@ _CONSTANTS_COMMON: tuple[ConstantInput, ...] = (
     ConstantInput("CumSum", 1, "axis"),
     *(ConstantInput(op, 1, "axes", since=18) for op in _REDUCE),
     ConstantInput("ReduceSum", 1, "axes", since=13),
-    ConstantInput("TopK", 1, "K", since=10, why="edge-ad: K must be known to check TensorRT's K <= 3840"),
+    ConstantInput("TopK", 1, "K", since=10, why="edge-ad: K must be known to check TensorRT's K < 3840"),
     ConstantInput("Resize", 2, "scales", since=11, why="edge-ad: static output shape"),
     ConstantInput("Clip", 1, "min", since=11),
     ConstantInput("Clip", 2, "max", since=11),
@@ -96,8 +96,13 @@ _CONSTANTS_COMMON: tuple[ConstantInput, ...] = (
 )
 
 
-#: TensorRT's ITopKLayer limit on K (every version edge-ad targets); models that reduce with TopK check it at build
-TOPK_MAX_K = 3840
+#: The largest TopK K edge-ad lets through: TensorRT's operator reference gives k <= 3840, onnx-tensorrt's import
+#: rule K < 3840; the stricter holds on every version edge-ad targets (models that reduce with TopK check it too)
+TOPK_MAX_K = 3839
+#: TensorRT's Dims::MAX_DIMS: no tensor of a network may have more dimensions
+MAX_RANK = 8
+#: TensorRT's volume limit: a tensor of more elements than this fails to build (or overflows int32 indexing)
+MAX_ELEMENTS = 2**31 - 1
 
 
 @dataclass(frozen=True)

@@ -75,6 +75,14 @@ def qdq_matmul(*, zp=ZERO_INT8, scale=0.1, w_axis=1, w_scale_len=4, feed="MatMul
     return model(nodes, [x_in()], [y_out()], inits, opset=opset)
 
 
+def _retyped(m, types):
+    """`m` with the named initializers cast to the given numpy types."""
+    for t in m.graph.initializer:
+        if t.name in types:
+            t.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(t).astype(types[t.name]), t.name))
+    return m
+
+
 BREAKERS = {
     "opset": lambda: model([helper.make_node("Relu", ["x"], ["y"])], [x_in()], [y_out()], opset=25),
     "custom-domain": lambda: model([helper.make_node("Foo", ["x"], ["y"], domain="com.example")], [x_in()], [y_out()]),
@@ -104,6 +112,14 @@ BREAKERS = {
     "qdq-placement": lambda: qdq_matmul(feed="Relu"),
     "mixed-float": lambda: model([helper.make_node("Add", ["x", "h"], ["y"], name="mix")],
                                  [x_in(), vi("h", H, ["batch", 8, 8])], [y_out()]),
+    # x (fp32) quantised with an fp16 scale at opset 19: the parser inserts no Cast, a strongly typed build fails
+    "qdq-scale-type": lambda: _retyped(qdq_matmul(opset=19), {"s": np.float16}),
+    # a reshape to 9 dimensions
+    "rank": lambda: model([helper.make_node("Reshape", ["x", "shape"], ["y"])], [x_in(shape=(2, 8, 8))], [y_out()],
+                          [const("shape", np.array([2, 2, 2, 2, 2, 2, 2, 2, 1], np.int64))]),
+    # 2^31 elements: a broadcast of a [batch, 4096, 1] input against 1 x 2^19 (MambaAD's scan state at a big batch)
+    "volume": lambda: model([helper.make_node("Expand", ["x", "shape"], ["y"])], [x_in(shape=("batch", 4096, 1))],
+                            [y_out()], [const("shape", np.array([1, 4096, 2**19], np.int64))]),
     "finite-constant": lambda: model([helper.make_node("Add", ["x", "c"], ["y"])], [x_in(H)], [y_out(H)],
                                      [const("c", np.array([np.inf], np.float16))]),
 }
@@ -162,6 +178,44 @@ def test_constant_inputs_accept_initializers_and_constant_nodes():
                           helper.make_node("TopK", ["f", "k"], ["y", "i"])], [x_in()], [y_out()],
                          [const("one", np.array([1], np.int64)), const("two", np.array([2], np.int64))])
     assert "constant-input" in rules(k_from_shape)
+
+
+def _topk(k: int):
+    return model([helper.make_node("Flatten", ["x"], ["f"]), helper.make_node("TopK", ["f", "k"], ["y", "i"])],
+                 [x_in(shape=("batch", 64, 64))], [y_out()], [const("k", np.array([k], np.int64))])
+
+
+def test_topk_k_must_be_below_3840():
+    assert check_graph(_topk(3839)) == []
+    hit = [p for p in check_graph(_topk(3840)) if p.rule == "topk-k"]
+    assert hit and "K=3840" in hit[0].message
+
+
+def test_volume_is_checked_at_the_build_batch():
+    # [batch, 1024, 1024, 1024] fp32 after an Expand: fine at batch 1, 2^31 elements at batch 2
+    big = model([helper.make_node("Expand", ["x", "shape"], ["y"])], [x_in(shape=("batch", 1024, 1))], [y_out()],
+                [const("shape", np.array([1, 1024, 1024], np.int64))])
+    assert check_graph(big, batch=1) == [] and check_graph(big, batch=2047) == []
+    hit = [p for p in check_graph(big, batch=2048) if p.rule == "volume"]
+    assert hit and "batch 2048" in hit[0].message and hit[0].where == "y"
+    assert big.graph.input[0].type.tensor_type.shape.dim[0].dim_param == "batch"  # the model itself unchanged
+    with pytest.raises(ValueError, match="batch"):
+        check_graph(big, batch=0)
+
+
+def test_rank_8_passes_rank_9_does_not():
+    eight = model([helper.make_node("Reshape", ["x", "shape"], ["y"])], [x_in(shape=(2, 8, 8))], [y_out()],
+                  [const("shape", np.array([2, 2, 2, 2, 2, 2, 2, 4], np.int64))])
+    assert check_graph(eight) == []
+    hit = [p for p in check_graph(BREAKERS["rank"]()) if p.rule == "rank"]
+    assert hit and "9 dimensions" in hit[0].message
+
+
+def test_scale_type_follows_the_data():
+    # fp16 data with fp16 scales (opset 19) is clean; fp16 weights' scale against fp32 activations is not
+    assert "qdq-scale-type" not in rules(_retyped(qdq_matmul(opset=19), {}))
+    weights = rules(_retyped(qdq_matmul(opset=19), {"ws": np.float16}))
+    assert "qdq-scale-type" in weights
 
 
 def test_small_topk_is_fine_but_unsorted_is_not():

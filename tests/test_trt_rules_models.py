@@ -81,3 +81,13 @@ def test_dinomaly_s_reduced_precision_uses_the_hardware():
         share = gemm_precision(graphs[prec])
         assert share["reduced_share"]["flops"] >= 0.9, (prec, share)
     assert gemm_precision(graphs["int8"])["nodes"]["int8"] == 72  # qkv/proj/fc1/fc2 of 10 encoder + 8 decoder blocks
+
+
+def test_tensor_volumes_are_checked_at_the_engine_batch():
+    """A real graph: shape inference at a fixed batch makes its activations concrete, and a batch that pushes one
+    past 2^31-1 elements is refused where a modest batch passes."""
+    name = next(n for n in TINY if n.startswith("dualad"))
+    graph = _export(name)
+    assert check_graph(graph, batch=16) == []
+    hits = [p for p in check_graph(graph, batch=4096) if p.rule == "volume"]
+    assert hits and all("batch 4096" in p.message for p in hits)

@@ -123,7 +123,7 @@ def export_package(
 
     proto = export_onnx(model, opset=int(profile["opset"]), dynamic_batch=bool(profile["dynamic_batch"]),
                         input_name=profile["input"]["name"])
-    problems = check_graph(proto)
+    problems = check_graph(proto, batch=model.geometry.max_views() if model.geometry is not None else 1)
     if problems:
         raise ExportError("exported graph breaks TensorRT's rules; no package written:\n  " + format_problems(problems))
     onnx_bytes = proto.SerializeToString()

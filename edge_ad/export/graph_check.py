@@ -20,6 +20,8 @@ from onnx import TensorProto, numpy_helper
 
 from edge_ad.trt_ops import (
     DEFAULT_PROFILES,
+    MAX_ELEMENTS,
+    MAX_RANK,
     ONNX_TO_TRT,
     PROFILES,
     TOPK_MAX_K,
@@ -36,11 +38,14 @@ RULES: dict[str, str] = {
     "bool-io": "a BOOL graph input or output goes through a Cast",
     "double": "no DOUBLE tensor anywhere",
     "constant-input": "inputs the parser needs as weights (axes, K, pads, Resize scales, ...) are constants",
-    "topk-k": f"TopK has K <= {TOPK_MAX_K} and sorted=1",
+    "topk-k": f"TopK has K <= {TOPK_MAX_K} (TensorRT: K < 3840) and sorted=1",
+    "rank": f"no tensor has more than {MAX_RANK} dimensions (TensorRT's Dims::MAX_DIMS)",
+    "volume": "no tensor has more than 2^31-1 elements at the batch the engine is built for",
     "resize-mode": "Resize uses a mode and coordinate transformation TensorRT implements, no antialiasing",
     "dynamic-dim": "only the batch dimension of a graph input is dynamic",
     "qdq-int8": "Q/DQ are symmetric INT8: an INT8 zero point of zeros, sized like the scale",
     "qdq-scale": "Q/DQ scales are constant, finite and > 0, of a float type",
+    "qdq-scale-type": "a Q/DQ scale has the type of the data it scales (a strongly typed build inserts no Cast)",
     "qdq-axis": "per-channel scales only on constant weights, along the output-channel axis of the GEMM reading them",
     "qdq-placement": "Q feeds only DQ; DQ reads a Q or INT8 weights and feeds only GEMMs quantised on both inputs",
     "mixed-float": "no op mixes float types without an explicit Cast (a strongly typed network keeps ONNX types)",
@@ -79,12 +84,12 @@ def _dtype(code: int) -> str:
 class _Graph:
     """Lookups over one model: tensor types, constant values, producers and consumers."""
 
-    def __init__(self, model: onnx.ModelProto) -> None:
+    def __init__(self, model: onnx.ModelProto, batch: int = 1) -> None:
         self.model = model
         self.graph = model.graph
         self.opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
-        try:
-            inferred = onnx.shape_inference.infer_shapes(model).graph
+        try:  # shapes at the batch the engine is built for (the model itself is left as it is)
+            inferred = onnx.shape_inference.infer_shapes(_at_batch(model, batch), data_prop=True).graph
         except Exception:
             inferred = model.graph
         self.types: dict[str, int] = {}
@@ -121,6 +126,58 @@ class _Graph:
 
     def is_const(self, name: str) -> bool:
         return name in self.consts
+
+
+def _at_batch(model: onnx.ModelProto, batch: int) -> onnx.ModelProto:
+    """`model` with every symbolic leading input dimension set to `batch` (what the engine's profile fixes)."""
+    fixed = onnx.ModelProto()
+    fixed.CopyFrom(model)
+    consts = {i.name for i in fixed.graph.initializer}
+    for inp in fixed.graph.input:
+        dims = inp.type.tensor_type.shape.dim
+        if inp.name not in consts and len(dims) and not dims[0].HasField("dim_value"):
+            dims[0].dim_value = batch
+    return fixed
+
+
+def _size_rules(g: _Graph, batch: int) -> list[Problem]:
+    """Ranks above TensorRT's maximum, and tensors whose element count overflows TensorRT's volume limit."""
+    out: list[Problem] = []
+    for name, shape in g.shapes.items():
+        if len(shape) > MAX_RANK:
+            out.append(Problem("rank", name, f"{len(shape)} dimensions {shape}; TensorRT allows at most {MAX_RANK}"))
+        if shape and all(d is not None for d in shape):
+            n = int(np.prod(np.asarray(shape, dtype=np.float64)))
+            if n > MAX_ELEMENTS:
+                out.append(Problem("volume", name, f"{n:,} elements (shape {shape} at batch {batch}); TensorRT "
+                                                   f"tensors hold at most 2^31-1: build a smaller batch or tile"))
+    return out
+
+
+def _scale_type_rule(g: _Graph) -> list[Problem]:
+    """Q: the scale's type equals x's; DQ: the scale's type (the output type) equals the type of the data it meets
+    (the Q's input, or the other input of the GEMM reading dequantised weights)."""
+    out: list[Problem] = []
+    for n in g.graph.node:
+        if n.op_type not in _QDQ or len(n.input) < 2:
+            continue
+        scale_type = g.types.get(n.input[1], 0)
+        data_type = 0
+        if n.op_type == "QuantizeLinear":
+            data_type = g.types.get(n.input[0], 0)
+        elif (src := g.producer.get(n.input[0])) is not None and src.op_type == "QuantizeLinear":
+            data_type = g.types.get(src.input[0], 0)
+        else:
+            for c in g.consumers.get(n.output[0], []):
+                others = [t for t in c.input[:2] if t and t != n.output[0]]
+                if c.op_type in QUANTIZABLE_OPS and others:
+                    data_type = g.types.get(others[0], 0)
+                    break
+        if scale_type and data_type and scale_type != data_type:
+            out.append(Problem("qdq-scale-type", _name(n), f"scale is {_dtype(scale_type)} but the data is "
+                                                           f"{_dtype(data_type)}: from opset 19 the parser inserts no "
+                                                           "Cast, and a strongly typed network refuses the mix"))
+    return out
 
 
 def _schema(node: onnx.NodeProto, opset: int) -> Any:
@@ -412,12 +469,15 @@ def _per_channel_problems(g: _Graph, n: onnx.NodeProto, where: str, size: int) -
 
 
 def check_graph(model: onnx.ModelProto, profiles: Sequence[str] = DEFAULT_PROFILES, *,
-                spatial_dims: Sequence[int] = (1, 2, 3), allowed_quantized: Iterable[str] | None = None
-                ) -> list[Problem]:
+                spatial_dims: Sequence[int] = (1, 2, 3), allowed_quantized: Iterable[str] | None = None,
+                batch: int = 1) -> list[Problem]:
     """Every rule violation of `model` for the TensorRT versions `profiles` (keys of trt_ops.PROFILES); empty = the
     parser imports it and a strongly typed build keeps its precision. `allowed_quantized`: node names that may
-    carry Q/DQ (None: any GEMM)."""
-    g = _Graph(model)
+    carry Q/DQ (None: any GEMM); `batch`: the batch a dynamic-batch graph's engine is built for (tensor volumes
+    are checked there)."""
+    if batch < 1:
+        raise ValueError(f"batch: expected an integer >= 1, got {batch}")
+    g = _Graph(model, batch)
     problems: list[Problem] = []
     for n in g.graph.node:
         if n.domain not in ("", "ai.onnx"):
@@ -434,6 +494,8 @@ def check_graph(model: onnx.ModelProto, profiles: Sequence[str] = DEFAULT_PROFIL
     problems += _finite_rule(g)
     problems += _mixed_float_rule(g)
     problems += _qdq_rules(g, allowed_quantized)
+    problems += _scale_type_rule(g)
+    problems += _size_rules(g, batch)
     return problems
 
 

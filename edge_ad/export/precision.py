@@ -54,11 +54,13 @@ def _opset(model: onnx.ModelProto) -> int:
     return next(o.version for o in model.opset_import if o.domain in ("", "ai.onnx"))
 
 
-def _check_tensorrt_rules(model: onnx.ModelProto, what: str) -> None:
-    """ExportError listing every TensorRT parser rule `model` breaks (graph_check)."""
+def _check_tensorrt_rules(model: onnx.ModelProto, what: str, pkg: ModelPackage) -> None:
+    """ExportError listing every TensorRT parser rule `model` breaks (graph_check), at the batch `pkg`'s engine is
+    built for (one per view of its geometry)."""
     from edge_ad.export.graph_check import check_graph, format_problems
 
-    problems = check_graph(model)
+    geometry = pkg.geometry()
+    problems = check_graph(model, batch=geometry.max_views() if geometry is not None else 1)
     if problems:
         raise ExportError(f"{what} breaks TensorRT's rules; no package written:\n  " + format_problems(problems))
 
@@ -212,7 +214,7 @@ def convert_package(
         new_constants, conv_info["constants"] = copy.deepcopy(pkg.manifest.get("constants") or {}), {}
     else:
         converted, new_constants, conv_info["constants"] = rederive_package_constants(converted, pkg, images.good)
-    _check_tensorrt_rules(converted, f"{out}: the {precision} graph")
+    _check_tensorrt_rules(converted, f"{out}: the {precision} graph", pkg)
     islands = fp16_policy(pkg.manifest["model"]["name"]).keep_name_patterns  # required FP32, counted apart
     gemms = gemm_precision(converted, islands)
     log.info("%s: %s", precision, format_gemm_share(gemms))
@@ -233,7 +235,7 @@ def convert_package(
         manifest["onnx"]["variants"] = {"fp32": "model.onnx"}
     if cpu is not None:
         cpu, cpu_constants, conv_info["cpu_constants"] = rederive_package_constants(cpu, pkg, images.good)
-        _check_tensorrt_rules(cpu, f"{out}: the {precision} CPU graph")
+        _check_tensorrt_rules(cpu, f"{out}: the {precision} CPU graph", pkg)
         files[CPU_GRAPH] = cpu.SerializeToString()
         manifest["onnx"]["cpu"] = {"file": CPU_GRAPH, "opset": _opset(cpu), "nodes": len(cpu.graph.node),
                                    "gemm_precision": gemm_precision(cpu, islands), "constants": cpu_constants}
