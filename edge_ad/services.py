@@ -26,7 +26,7 @@ def load_detector(spec: str | Path, config: StationConfig) -> Detector:
     frame to that category's reference; without one, to the best-matching reference)."""
     path, _, category = str(spec).partition("#")
     det = Detector.load(path, backend=config.backend, threshold=config.threshold, sensitivity=config.sensitivity,
-                        trusted_keys=config.trusted_keys or None)
+                        trusted_keys=config.trusted_keys or None, engine=config.engine())
     if category:
         refs = det.geometry.references if det.geometry is not None else {}
         if category not in refs:

@@ -195,3 +195,142 @@ def make_tensorrt(cuda: FakeCuda, version: str = "10.3.0.30") -> types.ModuleTyp
     trt.ILogger = ILogger  # type: ignore[attr-defined]
     trt.Runtime = Runtime  # type: ignore[attr-defined]
     return trt
+
+
+def add_builder(trt: types.ModuleType, *, tf32_default: bool = True, dla_cores: int = 0,
+                inputs: tuple[tuple[str, list[int]], ...] = (("image", [-1, 64, 64, 3]),),
+                map_hw: tuple[int, int] = (8, 8)) -> list[dict[str, Any]]:
+    """Give a fake `tensorrt` module the build half of the real bindings (Builder, OnnxParser, IBuilderConfig with
+    set_flag/clear_flag/get_flag, optimisation profiles, timing caches, BuilderFlag, MemoryPoolType, DeviceType,
+    NetworkDefinitionCreationFlag, Dims). TF32 starts set, as in TensorRT 10.3 and 11.x. Returns a list that gets one
+    dict per build_serialized_network call: the flags set at that moment, the network flags, pool limits, DLA."""
+    builds: list[dict[str, Any]] = []
+
+    class BuilderFlag(IntEnum):
+        FP16 = 0
+        INT8 = 1
+        DEBUG = 2
+        GPU_FALLBACK = 3
+        REFIT = 5
+        TF32 = 7
+
+    class NetworkDefinitionCreationFlag(IntEnum):
+        EXPLICIT_BATCH = 0
+        STRONGLY_TYPED = 1
+
+    class MemoryPoolType(IntEnum):
+        WORKSPACE = 0
+
+    class DeviceType(IntEnum):
+        GPU = 0
+        DLA = 1
+
+    class Dims(list):  # type: ignore[type-arg]
+        pass
+
+    class Tensor:
+        def __init__(self, name: str, shape: list[int]) -> None:
+            self.name, self.shape = name, Dims(shape)
+
+    class Network:
+        def __init__(self, flags: int) -> None:
+            self.flags = flags
+            self.inputs: list[Tensor] = []
+
+        @property
+        def num_inputs(self) -> int:
+            return len(self.inputs)
+
+        def get_input(self, i: int) -> Tensor:
+            return self.inputs[i]
+
+    class OnnxParser:
+        def __init__(self, network: Network, logger: Any) -> None:
+            self.network = network
+            self.num_errors = 0
+
+        def parse(self, model: bytes) -> bool:
+            if not isinstance(model, bytes) or not model:
+                self.num_errors = 1
+                return False
+            self.network.inputs = [Tensor(n, list(s)) for n, s in inputs]
+            return True
+
+        def get_error(self, i: int) -> str:
+            return "empty model"
+
+    class TimingCache:
+        def __init__(self, data: bytes) -> None:
+            self.data = data
+
+        def combine(self, other: TimingCache, ignore_mismatch: bool) -> bool:
+            return True
+
+        def serialize(self) -> bytes:
+            return b"timing" + self.data
+
+    class Profile:
+        def __init__(self) -> None:
+            self.shapes: dict[str, tuple[list[int], list[int], list[int]]] = {}
+
+        def set_shape(self, name: str, lo: Dims, opt: Dims, hi: Dims) -> None:
+            self.shapes[name] = (list(lo), list(opt), list(hi))
+
+    class BuilderConfig:
+        def __init__(self) -> None:
+            self._flags = {BuilderFlag.TF32} if tf32_default else set()
+            self.pools: dict[MemoryPoolType, int] = {}
+            self.profiles: list[Profile] = []
+            self.default_device_type = DeviceType.GPU
+            self.DLA_core = -1
+            self.timing_cache: TimingCache | None = None
+
+        def set_flag(self, flag: BuilderFlag) -> None:
+            self._flags.add(BuilderFlag(flag))
+
+        def clear_flag(self, flag: BuilderFlag) -> None:
+            self._flags.discard(BuilderFlag(flag))
+
+        def get_flag(self, flag: BuilderFlag) -> bool:
+            return BuilderFlag(flag) in self._flags
+
+        def set_memory_pool_limit(self, pool: MemoryPoolType, size: int) -> None:
+            self.pools[pool] = size
+
+        def add_optimization_profile(self, profile: Profile) -> int:
+            self.profiles.append(profile)
+            return len(self.profiles) - 1
+
+        def create_timing_cache(self, data: bytes) -> TimingCache:
+            return TimingCache(bytes(data))
+
+        def set_timing_cache(self, cache: TimingCache, ignore_mismatch: bool) -> bool:
+            self.timing_cache = cache
+            return True
+
+    class Builder:
+        def __init__(self, logger: Any) -> None:
+            self.num_DLA_cores = dla_cores
+
+        def create_network(self, flags: int = 0) -> Network:
+            return Network(flags)
+
+        def create_builder_config(self) -> BuilderConfig:
+            return BuilderConfig()
+
+        def create_optimization_profile(self) -> Profile:
+            return Profile()
+
+        def build_serialized_network(self, network: Network, config: BuilderConfig) -> bytes:
+            builds.append({"flags": sorted(f.name for f in config._flags), "network_flags": network.flags,
+                           "pools": dict(config.pools), "device_type": config.default_device_type.name,
+                           "dla_core": config.DLA_core,
+                           "profiles": [p.shapes for p in config.profiles]})
+            shape = next(iter(config.profiles[0].shapes.values()))[0] if config.profiles else network.inputs[0].shape
+            return fake_plan(tuple(shape), map_hw)
+
+    for name, value in dict(BuilderFlag=BuilderFlag, NetworkDefinitionCreationFlag=NetworkDefinitionCreationFlag,
+                            MemoryPoolType=MemoryPoolType, DeviceType=DeviceType, Dims=Dims, OnnxParser=OnnxParser,
+                            Builder=Builder).items():
+        setattr(trt, name, value)
+    return builds

@@ -19,7 +19,8 @@ from edge_ad.station.config import RUN, SERVE, StationConfig
 ROOT = Path(__file__).resolve().parents[1]
 FIELDS = {f.name: f for f in dataclasses.fields(StationConfig)}
 #: valid values for the fields whose values are constrained (choices, URLs)
-CHOICES = {"backend": ("auto", "onnxruntime"), "trigger": ("plc", "camera"), "policy": ("latest", "all"),
+CHOICES = {"backend": ("auto", "onnxruntime"), "precision": ("fp16", "int8"),
+           "trigger": ("plc", "camera"), "policy": ("latest", "all"),
            "ui": ("127.0.0.1:8080", "127.0.0.1:8081")}
 
 

@@ -780,3 +780,110 @@ def test_cli_build_and_verify(device_packages: dict[tuple[str, str], Any], capsy
     assert main(["verify", str(pkg.root), "--limit", "4"]) == 0
     out = capsys.readouterr().out
     assert "PASS" in out and "Spearman" in out
+
+
+# ---------------------------------------------------------------- build_engine itself, on the fake builder bindings
+
+@pytest.fixture
+def fake_builder(package, monkeypatch: pytest.MonkeyPatch):
+    """(builds, cuda, set_version): the real build_engine/ensure_engine over a fake tensorrt with the build API."""
+    from fake_trt import add_builder
+
+    cuda = FakeCuda(ORIN_NX)
+    mod = make_tensorrt(cuda)
+    builds = add_builder(mod, inputs=(("image", [-1, H, W, 3]),), dla_cores=2, map_hw=(H, W))
+    monkeypatch.setitem(sys.modules, "tensorrt", mod)
+    monkeypatch.setattr(trt_build, "get_cuda", lambda: cuda)
+    from edge_ad.runtime.backends import tensorrt as trt_backend
+
+    monkeypatch.setattr(trt_backend, "get_cuda", lambda: cuda)
+
+    def set_version(v: str) -> None:
+        mod.__version__ = v  # type: ignore[attr-defined]
+
+    return builds, cuda, set_version
+
+
+def test_tf32_is_cleared_unless_allowed_for_fp32(fake_builder, package, tmp_path: Path) -> None:
+    """TensorRT turns TF32 on by default; edge-ad clears it, so FP32 layers and islands keep their mantissa."""
+    builds, _, set_version = fake_builder
+    onnx_file = package.onnx_path()
+    for precision in ("fp32", "fp16", "int8"):
+        trt_build.build_engine(onnx_file, precision, input_shape=(1, H, W, 3))
+        assert "TF32" not in builds[-1]["flags"], precision
+    assert builds[1]["network_flags"] == 1 << 1 and builds[0]["network_flags"] == 0  # fp16 strongly typed, fp32 weak
+    trt_build.build_engine(onnx_file, "fp32", input_shape=(1, H, W, 3), tf32=True)
+    assert "TF32" in builds[-1]["flags"]
+    with pytest.raises(ConfigError, match="tf32: applies to fp32 engines only"):
+        trt_build.build_engine(onnx_file, "fp16", input_shape=(1, H, W, 3), tf32=True)
+    set_version("11.4.0.0")  # strongly typed always, TF32 still on by default there: still cleared
+    trt_build.build_engine(onnx_file, "fp32", input_shape=(2, H, W, 3), workspace_mb=64)
+    last = builds[-1]
+    assert "TF32" not in last["flags"] and last["network_flags"] == 0 and last["pools"] == {0: 64 << 20}
+    assert last["profiles"] == [{"image": ([2, H, W, 3], [2, H, W, 3], [2, H, W, 3])}]
+
+
+def test_tf32_is_part_of_the_engine_key(fake_builder, package) -> None:
+    builds, cuda, _ = fake_builder
+    plain = ensure_engine(package, cuda=cuda)
+    tf32 = ensure_engine(package, cuda=cuda, tf32=True)
+    assert plain.built and tf32.built and plain.path != tf32.path and len(builds) == 2
+    assert "TF32" in tf32.key.builder_flags and "TF32" not in plain.key.builder_flags
+    assert not ensure_engine(package, cuda=cuda).built and not ensure_engine(package, cuda=cuda, tf32=True).built
+    assert len(builds) == 2
+
+
+def test_dla_build_sets_the_core_and_gpu_fallback(fake_builder, package, tmp_path: Path) -> None:
+    builds, _, _ = fake_builder
+    trt_build.build_engine(package.onnx_path(), "fp16", input_shape=(1, H, W, 3), dla_core=1)
+    assert builds[-1]["device_type"] == "DLA" and builds[-1]["dla_core"] == 1 and "GPU_FALLBACK" in builds[-1]["flags"]
+    with pytest.raises(ConfigError, match="dla_core: 2 is not available on this device, which has cores 0..1"):
+        trt_build.build_engine(package.onnx_path(), "fp16", input_shape=(1, H, W, 3), dla_core=2)
+
+
+def test_build_records_the_device_default_and_run_time_reuses_it(fake_builder, tmp_path: Path) -> None:
+    """`edge-ad build --dla 0` builds once; Detector.load, the station's loader and verify then use that engine
+    with no options given, instead of rebuilding with defaults; explicit options still choose their own."""
+    from edge_ad.cli.main import main
+    from edge_ad.runtime.detector import Detector
+    from edge_ad.runtime.trt.engine_options import EngineOptions
+    from edge_ad.services import load_detector
+    from edge_ad.station.config import StationConfig
+
+    builds, _, _ = fake_builder
+    man = manifest()
+    man["precision"] = "fp16"
+    pkg_dir = write_package(tmp_path / "p16", {"model.onnx": tiny_onnx(tmp_path / "m.onnx")}, man)
+    assert main(["build", str(pkg_dir), "--dla", "0", "--workspace", "64", "-q"]) == 0
+    assert len(builds) == 1 and builds[0]["dla_core"] == 0 and builds[0]["device_type"] == "DLA"
+    with Detector.load(pkg_dir, backend="tensorrt") as det:
+        rec = det.backend.record  # type: ignore[attr-defined]
+        assert not rec.built and rec.key.dla_core == 0 and rec.key.workspace_mib == 64
+        assert det.backend._runtime.dla_when_deserialised == 0  # type: ignore[attr-defined]
+    with load_detector(str(pkg_dir), StationConfig(package=str(pkg_dir), backend="tensorrt")) as det:
+        assert not det.backend.record.built  # type: ignore[attr-defined]
+    assert len(builds) == 1
+    # explicit options choose their own engine (the GPU one here), from the flag, the config or the API
+    with load_detector(str(pkg_dir), StationConfig(package=str(pkg_dir), backend="tensorrt", dla=1)) as det:
+        assert det.backend.record.built and det.backend.record.key.dla_core == 1  # type: ignore[attr-defined]
+    with Detector.load(pkg_dir, backend="tensorrt", engine=EngineOptions(precision="fp16")) as det:
+        assert det.backend.record.built and det.backend.record.key.dla_core is None  # type: ignore[attr-defined]
+    assert len(builds) == 3
+    # a new build records the new default
+    assert main(["build", str(pkg_dir), "-q"]) == 0 and len(builds) == 3  # the GPU engine exists: reused
+    with Detector.load(pkg_dir, backend="tensorrt") as det:
+        assert det.backend.record.key.dla_core is None and not det.backend.record.built  # type: ignore[attr-defined]
+    with pytest.raises(ConfigError, match="apply to tensorrt only"):
+        Detector.load(pkg_dir, backend="onnxruntime", engine=EngineOptions(dla_core=0))
+
+
+def test_engine_options_are_validated_where_they_are_read(tmp_path: Path) -> None:
+    from edge_ad.runtime.trt.engine_options import EngineOptions
+
+    with pytest.raises(ConfigError, match="dla_core: expected an integer >= 0, got -1"):
+        EngineOptions(dla_core=-1)
+    with pytest.raises(ConfigError, match="station.yaml: unknown engine option"):
+        EngineOptions.from_dict({"dla": 0}, "station.yaml")
+    with pytest.raises(ConfigError, match="x: precision: expected one of"):
+        EngineOptions.from_dict({"precision": "fp64"}, "x")
+    assert EngineOptions().is_unset() and EngineOptions(tf32=True).kwargs() == {"tf32": True}

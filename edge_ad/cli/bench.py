@@ -8,8 +8,17 @@ from __future__ import annotations
 
 import argparse
 
-from edge_ad.cli.common import add_json, add_trusted_key, human_out, image_size, write_json_output
+from edge_ad.cli.common import (
+    add_engine_options,
+    add_json,
+    add_trusted_key,
+    engine_options,
+    human_out,
+    image_size,
+    write_json_output,
+)
 from edge_ad.runtime.backends import BACKENDS
+from edge_ad.runtime.trt.engine_options import EngineOptions
 
 HELP = "measure per-stage latency percentiles and throughput of a model package"
 
@@ -28,8 +37,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--size", default=None, metavar="WxH",
                    help="synthetic image size, e.g. 1920x1200 (default: the package's resize size)")
     p.add_argument("--threads", type=int, default=None, help="ONNX Runtime intra-op threads (default: physical cores)")
+    add_engine_options(p)
     add_json(p, "the latency percentiles and throughput")
     add_trusted_key(p)
+
+
+def _engine(args: argparse.Namespace) -> EngineOptions | None:
+    opts = engine_options(args)
+    return None if opts.is_unset() else opts
 
 
 def run(args: argparse.Namespace) -> int:
@@ -37,7 +52,7 @@ def run(args: argparse.Namespace) -> int:
 
     report = run_bench(args.package, backend=args.backend, batch=args.batch, runs=args.runs, warmup=args.warmup,
                        image=args.image, size_hw=image_size(args.size) if args.size else None, threads=args.threads,
-                       trusted_keys=args.trusted_keys)
+                       trusted_keys=args.trusted_keys, engine=_engine(args))
     out = human_out(args)
     print(f"{report['model']} ({report['precision']}) on {report['backend']} {report['providers']}, "
           f"batch {report['batch']}, {report['runs']} runs, {report['source']}", file=out)

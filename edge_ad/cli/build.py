@@ -5,20 +5,29 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from edge_ad.cli.common import add_gpu, add_json, add_trusted_key, human_out, write_json_output
+from edge_ad.cli.common import (
+    add_engine_options,
+    add_gpu,
+    add_json,
+    add_trusted_key,
+    engine_options,
+    human_out,
+    write_json_output,
+)
 
-HELP = "build the TensorRT engine of a model package on this device (cached in PACKAGE/engines/)"
+HELP = ("build the TensorRT engine of a model package on this device (cached in PACKAGE/engines/; its options become "
+        "this device's default for run/serve/verify/bench)")
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("package", type=Path, help="model package directory")
     p.add_argument("--precision", choices=["fp32", "fp16", "int8"], default=None,
                    help="graph to build (default: the package's precision)")
-    p.add_argument("--batch", type=int, default=None, help="engine batch for packages with a dynamic batch (default 1)")
-    p.add_argument("--workspace", type=int, default=None, metavar="MB", help="builder workspace limit in MiB")
+    p.add_argument("--batch", type=int, default=None,
+                   help="engine batch for packages with a dynamic batch (default 1, or the tiles of one frame)")
     p.add_argument("--timing-cache", type=Path, default=None, metavar="PATH",
                    help="timing cache file (default: a per-device file in PACKAGE/engines/)")
-    p.add_argument("--dla", type=int, default=None, metavar="N", help="build for DLA core N (GPU fallback on)")
+    add_engine_options(p)
     p.add_argument("--fp16-fallback", action="store_true",
                    help="TensorRT 10 only: fp16 engine from the fp32 graph with weak typing (BuilderFlag.FP16)")
     add_gpu(p)
@@ -34,9 +43,10 @@ def run(args: argparse.Namespace) -> int:
 
     load_tensorrt()  # fail fast with the install hint, before hashing a large package
     pkg = load_package(args.package, trusted_keys=args.trusted_keys)
-    rec = ensure_engine(pkg, args.precision, device=args.gpu, batch=args.batch, workspace_mb=args.workspace,
-                        timing_cache=args.timing_cache, dla_core=args.dla, fp16_fallback=args.fp16_fallback,
-                        force=args.force)
+    opts = engine_options(args, precision=args.precision, batch=args.batch, fp16_fallback=args.fp16_fallback)
+    # what is built here becomes this device's default: a later run/serve/verify/bench with no engine options uses it
+    rec = ensure_engine(pkg, device=args.gpu, timing_cache=args.timing_cache, force=args.force, record_default=True,
+                        **opts.kwargs())
     rows = [
         ("engine", str(rec.path) if rec.path else "(not cached: package directory not writable)"),
         ("key", rec.key.describe()),

@@ -10,13 +10,17 @@ import sys
 import threading
 from collections.abc import Iterator
 from types import FrameType
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 from edge_ad.fileio import atomic_write_json
 from edge_ad.train.options import comma_list
 
-__all__ = ["StatusPrinter", "add_gpu", "add_json", "add_password_stdin", "add_trusted_key", "comma_list",
-           "human_out", "image_size", "read_new_password", "stop_on_signals", "write_json_output"]
+if TYPE_CHECKING:
+    from edge_ad.runtime.trt.engine_options import EngineOptions
+
+__all__ = ["StatusPrinter", "add_engine_options", "add_gpu", "add_json", "add_password_stdin", "add_trusted_key",
+           "comma_list", "engine_options", "human_out", "image_size", "read_new_password", "stop_on_signals",
+           "write_json_output"]
 
 
 def image_size(text: str) -> tuple[int, int]:
@@ -37,6 +41,25 @@ def image_size(text: str) -> tuple[int, int]:
 
 def add_gpu(p: argparse.ArgumentParser) -> None:
     p.add_argument("--gpu", type=int, default=0, metavar="N", help="CUDA device index (default 0)")
+
+
+def add_engine_options(p: argparse.ArgumentParser) -> None:
+    """--workspace MB, --dla N, --tf32: TensorRT engine options (the same meaning in build/verify/bench/run/serve;
+    none given = what `edge-ad build` recorded for this device)."""
+    p.add_argument("--workspace", type=int, default=None, metavar="MB", help="TensorRT builder workspace limit in MiB")
+    p.add_argument("--dla", type=int, default=None, metavar="N",
+                   help="TensorRT engine for DLA core N (GPU fallback on)")
+    p.add_argument("--tf32", action="store_const", const=True, default=None,
+                   help="fp32 TensorRT engines: let FP32 layers run in TF32 (10-bit mantissa; off by default)")
+
+
+def engine_options(args: argparse.Namespace, *, precision: str | None = None, batch: int | None = None,
+                   fp16_fallback: bool = False) -> EngineOptions:
+    """The EngineOptions of add_engine_options' flags plus the command's own precision/batch."""
+    from edge_ad.runtime.trt.engine_options import EngineOptions
+
+    return EngineOptions(precision=precision, batch=batch, workspace_mb=args.workspace, dla_core=args.dla,
+                         fp16_fallback=fp16_fallback, tf32=bool(args.tf32))
 
 
 def add_trusted_key(p: argparse.ArgumentParser) -> None:

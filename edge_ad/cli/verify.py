@@ -11,7 +11,15 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from edge_ad.cli.common import add_gpu, add_json, add_trusted_key, human_out, write_json_output
+from edge_ad.cli.common import (
+    add_engine_options,
+    add_gpu,
+    add_json,
+    add_trusted_key,
+    engine_options,
+    human_out,
+    write_json_output,
+)
 
 HELP = ("compare the TensorRT engine (or OpenVINO) with ONNX Runtime CPU on sample images (score deltas, map diff, "
         "OK/NG)")
@@ -25,8 +33,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="folder of sample images (default: synthetic noise images)")
     p.add_argument("--limit", type=int, default=8, metavar="N", help="number of images (default 8)")
     p.add_argument("--precision", choices=["fp32", "fp16", "int8"], default=None,
-                   help="TensorRT: engine to verify (default: the package's precision)")
+                   help="TensorRT: engine to verify (default: the one `edge-ad build` recorded for this "
+                        "device, else the package's precision)")
     p.add_argument("--fp16-fallback", action="store_true", help="verify the weakly typed fp16 engine (TensorRT 10)")
+    add_engine_options(p)
     p.add_argument("--tol", type=float, default=None,
                    help="max score/map difference as a fraction of the normalisation range "
                         "(default fp32 0.01, fp16/bf16 0.05, int8 0.10)")
@@ -41,7 +51,12 @@ def run(args: argparse.Namespace) -> int:
 
     pkg = load_package(args.package, trusted_keys=args.trusted_keys)
     if args.backend == "openvino":
+        from edge_ad.errors import ConfigError
         from edge_ad.runtime.verify import verify_openvino
+
+        if args.precision or args.fp16_fallback or not engine_options(args).is_unset():
+            raise ConfigError("--precision/--fp16-fallback/--workspace/--dla/--tf32 choose a TensorRT engine; "
+                              "OpenVINO verifies the package's own precision")
 
         r = verify_openvino(pkg, images=args.images, n=args.limit, seed=args.seed, tol=args.tol)
     else:
@@ -50,7 +65,7 @@ def run(args: argparse.Namespace) -> int:
 
         load_tensorrt()
         r = verify_engine(pkg, args.precision, images=args.images, n=args.limit, seed=args.seed, tol=args.tol,
-                          device=args.gpu, fp16_fallback=args.fp16_fallback)
+                          device=args.gpu, fp16_fallback=args.fp16_fallback, engine=engine_options(args))
     threshold, name = r["threshold"], r["backend"]
     out = human_out(args)
     write_json_output(args.json, r)

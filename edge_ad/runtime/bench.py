@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from edge_ad.runtime.package import ModelPackage
+    from edge_ad.runtime.trt.engine_options import EngineOptions
 
 
 def percentiles(values: list[float]) -> dict[str, float]:
@@ -56,8 +57,10 @@ def _positive(name: str, v: int, allow_zero: bool = False) -> None:
 
 def run_bench(package: str | Path | ModelPackage, backend: str = "auto", batch: int = 1, runs: int = 100,
               warmup: int = 10, image: str | Path | None = None, size_hw: tuple[int, int] | None = None,
-              threads: int | None = None, trusted_keys: list[Any] | None = None) -> dict[str, Any]:
-    """Benchmark a package through the full Detector path; returns the JSON report (keys documented in the CLI)."""
+              threads: int | None = None, trusted_keys: list[Any] | None = None,
+              engine: EngineOptions | None = None) -> dict[str, Any]:
+    """Benchmark a package through the full Detector path; returns the JSON report (keys documented in the CLI).
+    `engine`: TensorRT engine options (see Detector.load)."""
     import numpy as np
 
     from edge_ad import __version__
@@ -67,7 +70,7 @@ def run_bench(package: str | Path | ModelPackage, backend: str = "auto", batch: 
     _positive("batch", batch)
     _positive("runs", runs)
     _positive("warmup", warmup, allow_zero=True)
-    with Detector.load(package, backend=backend, threads=threads, trusted_keys=trusted_keys) as det:
+    with Detector.load(package, backend=backend, threads=threads, trusted_keys=trusted_keys, engine=engine) as det:
         geo = det.geometry
         if image is not None:
             img = read_image(image)

@@ -35,6 +35,7 @@ from edge_ad.runtime.postprocess import (
     smooth_map,
 )
 from edge_ad.runtime.result import Fault, Result
+from edge_ad.runtime.trt.engine_options import EngineOptions
 
 log = logging.getLogger(__name__)
 ImageInput = np.ndarray | str | Path
@@ -105,14 +106,15 @@ class Detector:
     def load(cls, package: str | Path | ModelPackage, backend: str = "auto", device: int | None = None,
              providers: str | list[str] | None = None, threshold: float | None = None, sensitivity: float = 1.0,
              threads: int | None = None, max_pixels: int | None = None,
-             trusted_keys: list[Any] | None = None) -> Detector:
+             trusted_keys: list[Any] | None = None, engine: EngineOptions | None = None) -> Detector:
         """Load and verify a package (path or ModelPackage) and open a backend ("auto"|"onnxruntime"|"tensorrt").
 
         `max_pixels` is the largest image (width x height) accepted (default: `edge_ad.imageio`'s budget);
         `trusted_keys` (public key files, plus $EDGE_AD_TRUSTED_KEYS) makes a valid signature by one of them
-        mandatory."""
+        mandatory. `engine`: TensorRT engine options (none: what `edge-ad build` recorded for this device)."""
         pkg = package if isinstance(package, ModelPackage) else load_package(package, trusted_keys=trusted_keys)
-        be = create_backend(pkg, backend, device=device, providers=providers, threads=threads)
+        be = create_backend(pkg, backend, device=device, providers=providers, threads=threads,
+                            **(engine.kwargs() if engine is not None else {}))
         return cls(pkg, be, threshold=threshold, sensitivity=sensitivity, max_pixels=max_pixels)
 
     def close(self) -> None:

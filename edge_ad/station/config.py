@@ -17,6 +17,7 @@ from typing import Any, Literal
 
 from edge_ad.errors import ConfigError
 from edge_ad.runtime.backends import BACKENDS
+from edge_ad.runtime.trt.engine_options import ENGINE_PRECISIONS, EngineOptions
 from edge_ad.station.view import check_sensitivity
 
 SERVE, RUN = "serve", "run"
@@ -92,6 +93,17 @@ class StationConfig:
                                    check=_finite, group="model")
     sensitivity: float = _opt(1.0, "effective threshold = threshold / sensitivity, in (0, 100]", kind=float,
                               check=_sensitivity, group="model")
+    precision: str | None = _opt(None, "TensorRT: which graph the engine is built from (default: what `edge-ad "
+                                 "build` recorded for this device, else the package's precision)",
+                                 check=_choice(*ENGINE_PRECISIONS), group="engine")
+    batch: int | None = _opt(None, "TensorRT: engine batch (default: the tiles of one frame)", kind=int,
+                             check=_at_least_one, group="engine")
+    workspace: int | None = _opt(None, "TensorRT: builder workspace limit in MiB", kind=int, check=_at_least_one,
+                                 metavar="MB", group="engine")
+    dla: int | None = _opt(None, "TensorRT: engine for DLA core N (GPU fallback on)", kind=int, check=_non_negative,
+                           metavar="N", group="engine")
+    tf32: bool = _opt(False, "TensorRT fp32 engines: let FP32 layers run in TF32 (off by default)", kind=bool,
+                      group="engine")
     trusted_keys: list[str] = _opt([], "only load packages signed by this Ed25519 public key (repeatable; also "
                                    "$EDGE_AD_TRUSTED_KEYS)", kind=list, metavar="PUB.pem", group="model",
                                    flag="--trusted-key")
@@ -205,6 +217,12 @@ class StationConfig:
     def with_(self, **changes: Any) -> StationConfig:
         return replace(self, **changes)
 
+    def engine(self) -> EngineOptions | None:
+        """The TensorRT engine options chosen here, or None (then `edge-ad build`'s recorded default applies)."""
+        opts = EngineOptions(precision=self.precision, batch=self.batch, workspace_mb=self.workspace,
+                             dla_core=self.dla, tf32=self.tf32)
+        return None if opts.is_unset() else opts
+
     def recipe_table(self) -> dict[int, str]:
         """Recipe index -> package path, 1 being `package`."""
         if self.package is None:
@@ -297,7 +315,8 @@ def read_station_yaml(path: str | Path) -> dict[str, Any]:
 
 
 # ---- the command line ---------------------------------------------------------------------------------------------
-_GROUPS = {"model": "model", "camera": "camera", "plc": "PLC handshake", "pipeline": "free-running pipeline",
+_GROUPS = {"model": "model", "engine": "TensorRT engine (none given: what `edge-ad build` recorded for this device)",
+           "camera": "camera", "plc": "PLC handshake", "pipeline": "free-running pipeline",
            "outputs": "outputs", "traceability": "traceability (one durable row per inspection; `edge-ad results`)",
            "mqtt": "results on the plant network (MQTT, QoS 1, spooled on disk while the broker is away)",
            "hmi": "operator web HMI", "process": "process"}
@@ -328,7 +347,8 @@ def add_station_arguments(p: argparse.ArgumentParser, command: str) -> None:
             g.add_argument(flag, dest=f.name, action="append", default=None, metavar=meta["metavar"] or "VALUE",
                            help=help_text)
         else:
-            choices = {"backend": BACKENDS, "trigger": TRIGGERS, "policy": POLICIES}.get(f.name)
+            choices = {"backend": BACKENDS, "trigger": TRIGGERS, "policy": POLICIES,
+                       "precision": ENGINE_PRECISIONS}.get(f.name)
             g.add_argument(flag, dest=f.name, type=kind, default=None, choices=choices, metavar=meta["metavar"],
                            help=help_text)
 

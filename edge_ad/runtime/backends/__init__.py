@@ -28,7 +28,7 @@ BACKEND_PLUGINS.register(Plugin("onnxruntime", "edge_ad.runtime.backends.onnxrun
 BACKEND_PLUGINS.register(Plugin("tensorrt", "edge_ad.runtime.backends.tensorrt:open_backend",
                                 "TensorRT engine built on this device (NVIDIA GPU, Jetson)", needs=("tensorrt",),
                                 options=("precision", "zero_copy", "build_if_missing", "workspace_mb",
-                                         "timing_cache", "batch", "dla_core", "fp16_fallback")))
+                                         "timing_cache", "batch", "dla_core", "fp16_fallback", "tf32")))
 BACKEND_PLUGINS.register(Plugin("openvino", "edge_ad.runtime.backends.openvino:open_backend",
                                 "OpenVINO (x86 CPUs: bf16/int8 fast paths)", needs=("openvino",),
                                 options=("threads", "hint", "cache")))
@@ -84,6 +84,8 @@ def create_backend(package: ModelPackage, backend: str = "auto", *, device: int 
                 log.warning("backend auto: OpenVINO failed to open (%s); falling back to onnxruntime", e)
     if backend == "onnxruntime" and trt_options:
         raise ConfigError(f"backend 'onnxruntime': options {sorted(trt_options)} apply to tensorrt only")
+    if trt_options:
+        log.warning("backend auto: no TensorRT here, so the engine options %s do not apply", sorted(trt_options))
     ort = BACKEND_PLUGINS.get("onnxruntime")
     if not ort.available():
         raise ConfigError(f"backend {backend!r}: no inference engine is installed: {ort.install_hint()}")

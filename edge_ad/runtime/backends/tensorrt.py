@@ -61,7 +61,7 @@ class TensorRTBackend:
     def __init__(self, package: ModelPackage, *, precision: str | None = None, device: int = 0,
                  zero_copy: bool | str = "auto", build_if_missing: bool = True, workspace_mb: int | None = None,
                  timing_cache: str | Path | None = None, batch: int | None = None, dla_core: int | None = None,
-                 fp16_fallback: bool = False) -> None:
+                 fp16_fallback: bool = False, tf32: bool = False) -> None:
         load_tensorrt()
         import tensorrt as trt
 
@@ -76,7 +76,8 @@ class TensorRTBackend:
         try:
             self.record: EngineRecord = ensure_engine(
                 package, precision, device=device, batch=batch, workspace_mb=workspace_mb, timing_cache=timing_cache,
-                dla_core=dla_core, fp16_fallback=fp16_fallback, build_if_missing=build_if_missing, cuda=self._cuda)
+                dla_core=dla_core, fp16_fallback=fp16_fallback, tf32=tf32, build_if_missing=build_if_missing,
+                cuda=self._cuda)
             with self._cuda.activate(device):
                 self.device = self._cuda.device_info(device)
                 self.zero_copy = use_zero_copy(self.device, zero_copy)

@@ -6,7 +6,9 @@ Precision policy (see docs: TensorRT 11 removed weak typing; Jetson on JetPack 6
   TensorRT 11: always), so TensorRT runs every layer in the type the graph says, and FP32 islands (LayerNorm, softmax,
   the score reduction) stay FP32;
 - on TensorRT 10 only, `fp16_fallback` builds the fp32 graph weakly typed with BuilderFlag.FP16 (TensorRT picks the
-  precision per layer), for packages that have no fp16 graph.
+  precision per layer), for packages that have no fp16 graph;
+- BuilderFlag.TF32 (on by default in TensorRT 10 and 11) is cleared in every build, so FP32 layers, the fp16/int8
+  graphs' FP32 islands included, keep a 23-bit mantissa; `tf32=True` allows it for fp32 engines only.
 
 Line-side engines are built for one static input shape: a dynamic batch gets an optimisation profile with
 min = opt = max, which builds faster and gets better tactics than a range.
@@ -29,11 +31,14 @@ from edge_ad.runtime.trt.cache import (
     device_tag,
     engines_dir,
     find_engine,
+    get_default,
     model_sha256,
     prune_engines,
+    set_default,
     store_engine,
 )
 from edge_ad.runtime.trt.cuda_mem import CudaApi, DeviceInfo, get_cuda
+from edge_ad.runtime.trt.engine_options import EngineOptions
 
 if TYPE_CHECKING:
     import tensorrt as trt
@@ -58,14 +63,24 @@ class BuildMode:
         return "weak-fp16" if self.fp16_flag else "weak"
 
 
-def builder_flags(mode: BuildMode, dla_core: int | None) -> tuple[str, ...]:
-    """The BuilderFlag names `build_engine` sets for this mode (part of the engine cache key)."""
+def builder_flags(mode: BuildMode, dla_core: int | None, tf32: bool = False) -> tuple[str, ...]:
+    """The BuilderFlag names `build_engine` leaves set for this mode (part of the engine cache key; TF32 is
+    cleared unless listed)."""
     flags = []
     if mode.fp16_flag:
         flags.append("FP16")
     if dla_core is not None:
         flags.append("GPU_FALLBACK")
+    if tf32:
+        flags.append("TF32")
     return tuple(flags)
+
+
+def check_tf32(precision: str, tf32: bool) -> None:
+    """ConfigError when TF32 is asked for an engine whose FP32 layers are FP32 by the model's spec."""
+    if tf32 and precision != "fp32":
+        raise ConfigError(f"tf32: applies to fp32 engines only; a {precision} graph's FP32 islands (norms, softmax, "
+                          "the spec's FP32 sums) are built in full FP32")
 
 
 def resolve_build_mode(trt_major: int, precision: str, strongly_typed: bool | None = None,
@@ -73,7 +88,7 @@ def resolve_build_mode(trt_major: int, precision: str, strongly_typed: bool | No
     """Typing mode for a build, or ConfigError for a combination this TensorRT version cannot do.
 
     Default (strongly_typed=None): strongly typed for fp16/int8 graphs, and always on TensorRT >= 11; fp32 graphs are
-    built weakly typed on TensorRT 10 (identical result, and it lets TensorRT use TF32 where the GPU has it).
+    built weakly typed on TensorRT 10 (the same FP32 layers; TF32 only where `tf32` allows it).
     """
     if precision not in PRECISIONS:
         raise ConfigError(f"precision: expected one of {list(PRECISIONS)}, got {precision!r}")
@@ -207,14 +222,14 @@ def _static_profile(builder: trt.Builder, network: trt.INetworkDefinition, input
 def build_engine(onnx_path: str | Path, precision: str, *, workspace_mb: int | None = None,
                  timing_cache: str | Path | None = None, dla_core: int | None = None,
                  input_shape: tuple[int, ...] | None = None, strongly_typed: bool | None = None,
-                 fp16_fallback: bool = False) -> bytes:
+                 fp16_fallback: bool = False, tf32: bool = False) -> bytes:
     """Parse `onnx_path` and build a serialized TensorRT engine (plan) for the current CUDA device.
 
     `precision` names the graph's precision (fp32/fp16/int8) and selects the typing mode (`resolve_build_mode`).
     `workspace_mb` caps the builder's scratch memory (on Jetson it comes out of system RAM). `timing_cache` is a file
     read before and merged/saved (atomically) after the build, which makes rebuilds on the device much faster.
     `dla_core` builds for that DLA core with GPU fallback for unsupported layers. `input_shape` (e.g. (1,224,224,3))
-    is required when the graph's batch is dynamic.
+    is required when the graph's batch is dynamic. `tf32` lets fp32 layers run in TF32 (fp32 engines only).
     """
     load_tensorrt()
     import tensorrt as trt
@@ -223,6 +238,7 @@ def build_engine(onnx_path: str | Path, precision: str, *, workspace_mb: int | N
     if not path.is_file():
         raise PackageError(f"{path}: ONNX graph not found")
     mode = resolve_build_mode(tensorrt_major(trt), precision, strongly_typed, fp16_fallback)
+    check_tf32(precision, tf32)
     if workspace_mb is not None and workspace_mb < 1:
         raise ConfigError(f"workspace_mb: expected an integer >= 1 (MiB), got {workspace_mb}")
     if dla_core is not None and precision == "fp32":
@@ -251,6 +267,10 @@ def build_engine(onnx_path: str | Path, precision: str, *, workspace_mb: int | N
         config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(workspace_mb) << 20)
     if mode.fp16_flag:
         config.set_flag(trt.BuilderFlag.FP16)
+    if tf32:
+        config.set_flag(trt.BuilderFlag.TF32)
+    else:  # on by default: FP32 layers would run with a 10-bit mantissa
+        config.clear_flag(trt.BuilderFlag.TF32)
     if dla_core is not None:
         n_dla = int(builder.num_DLA_cores)
         if not 0 <= dla_core < n_dla:
@@ -277,6 +297,13 @@ def build_engine(onnx_path: str | Path, precision: str, *, workspace_mb: int | N
     log.info("built %s engine (%s typing) from %s in %.1f s: %.1f MiB", precision, mode.typing, path.name, seconds,
              len(data) / 2**20)
     return data
+
+
+def _record_default(package: ModelPackage, tag: str, opts: EngineOptions, engine: Path) -> None:
+    try:
+        set_default(package, tag, opts.to_dict(), engine, package.digest)
+    except OSError as e:
+        log.warning("engine options not recorded as this device's default (%s)", e)
 
 
 @dataclass(frozen=True)
@@ -330,46 +357,61 @@ def resolve_onnx(package: ModelPackage, precision: str, fp16_fallback: bool, trt
 
 def ensure_engine(package: ModelPackage, precision: str | None = None, *, device: int = 0, batch: int | None = None,
                   workspace_mb: int | None = None, timing_cache: str | Path | None = None,
-                  dla_core: int | None = None, fp16_fallback: bool = False, force: bool = False,
-                  build_if_missing: bool = True, cuda: CudaApi | None = None) -> EngineRecord:
+                  dla_core: int | None = None, fp16_fallback: bool = False, tf32: bool = False, force: bool = False,
+                  build_if_missing: bool = True, record_default: bool = False,
+                  cuda: CudaApi | None = None) -> EngineRecord:
     """Return the cached engine for this package/precision/shape on GPU `device`, building (and caching) it if needed.
 
-    `timing_cache` defaults to a per-device file in `<package>/engines/`. A package directory that is not writable
-    still gets an engine, built in memory on every start (a warning says so).
+    With no engine option given (precision, batch, workspace_mb, dla_core, fp16_fallback, tf32), the options that
+    `edge-ad build` last recorded for this device (`record_default=True`) apply, so a run after a build reuses
+    that engine. `timing_cache` defaults to a per-device file in `<package>/engines/`. A package directory that is
+    not writable still gets an engine, built in memory on every start (a warning says so).
     """
     load_tensorrt()
     import tensorrt as trt
 
     major = tensorrt_major(trt)
-    prec = precision or package.precision
-    if prec == "bf16":  # a bf16 package is the fp32 graph for engines without a bf16 path of their own
-        log.info("%s: bf16 package: TensorRT builds its fp32 graph (export fp16 or int8 for a GPU)", package.root)
-        prec = "fp32"
-    mode = resolve_build_mode(major, prec, None, fp16_fallback)
-    onnx = resolve_onnx(package, prec, fp16_fallback, major)
-    shape = engine_input_shape(package, batch)
+    chosen = EngineOptions(precision=precision, batch=batch, workspace_mb=workspace_mb, dla_core=dla_core,
+                           fp16_fallback=fp16_fallback, tf32=tf32)
     api = cuda if cuda is not None else get_cuda()
     with api.activate(device):  # the builder runs on the device current on this thread
         info = api.device_info(device)
+        tag = device_tag(info.name, info.sm, str(trt.__version__), info.multiprocessors)
+        opts = chosen
+        if chosen.is_unset() and not record_default:
+            recorded = get_default(package, tag, package.digest)
+            if recorded is not None:
+                opts = EngineOptions.from_dict(recorded, f"{engines_dir(package)}: recorded default for {tag}")
+                log.info("using the engine options `edge-ad build` recorded for this device: %s", opts.kwargs())
+        prec = opts.precision or package.precision
+        if prec == "bf16":  # a bf16 package is the fp32 graph for engines without a bf16 path of their own
+            log.info("%s: bf16 package: TensorRT builds its fp32 graph (export fp16 or int8 for a GPU)", package.root)
+            prec = "fp32"
+        mode = resolve_build_mode(major, prec, None, opts.fp16_fallback)
+        check_tf32(prec, opts.tf32)
+        onnx = resolve_onnx(package, prec, opts.fp16_fallback, major)
+        shape = engine_input_shape(package, opts.batch)
         key = EngineKey(model_sha256=model_sha256(package, onnx), package_digest=package.digest, precision=prec,
                         typing=mode.typing,
                         input_shape=shape, tensorrt=str(trt.__version__), gpu=info.name, compute_capability=info.sm,
-                        sm_count=info.multiprocessors, memory_mib=info.total_memory >> 20, dla_core=dla_core,
-                        workspace_mib=workspace_mb, builder_flags=builder_flags(mode, dla_core))
-        if not force:
-            found = find_engine(package, key)
-            if found is not None:
-                log.info("using cached engine %s", found)
-                return EngineRecord(key=key, plan=found.read_bytes(), path=found, built=False, build_seconds=None,
-                                    onnx_path=onnx)
+                        sm_count=info.multiprocessors, memory_mib=info.total_memory >> 20, dla_core=opts.dla_core,
+                        workspace_mib=opts.workspace_mb, builder_flags=builder_flags(mode, opts.dla_core, opts.tf32))
+        found = None if force else find_engine(package, key)
+        if found is not None:
+            log.info("using cached engine %s", found)
+            if record_default:
+                _record_default(package, tag, opts, found)
+            return EngineRecord(key=key, plan=found.read_bytes(), path=found, built=False, build_seconds=None,
+                                onnx_path=onnx)
         if not build_if_missing:
             raise PackageError(f"{engines_dir(package)}: no TensorRT engine for {key.describe()}; build it on this "
                                f"device with `edge-ad build {package.root} --precision {prec}`")
         log.info("building TensorRT engine for %s (this takes minutes on a Jetson)", key.describe())
         cache_file = timing_cache if timing_cache is not None else default_timing_cache(package, info, key.tensorrt)
         t0 = time.perf_counter()
-        plan = build_engine(onnx, prec, workspace_mb=workspace_mb, timing_cache=cache_file, dla_core=dla_core,
-                            input_shape=shape, strongly_typed=mode.strongly_typed, fp16_fallback=fp16_fallback)
+        plan = build_engine(onnx, prec, workspace_mb=opts.workspace_mb, timing_cache=cache_file,
+                            dla_core=opts.dla_core, input_shape=shape, strongly_typed=mode.strongly_typed,
+                            fp16_fallback=opts.fp16_fallback, tf32=opts.tf32)
         seconds = time.perf_counter() - t0
     path: Path | None
     try:
@@ -378,4 +420,6 @@ def ensure_engine(package: ModelPackage, precision: str | None = None, *, device
     except (PackageError, OSError) as e:
         log.warning("engine not cached (%s): it will be rebuilt at every start; make %s writable", e, package.root)
         path = None
+    if record_default and path is not None:
+        _record_default(package, tag, opts, path)
     return EngineRecord(key=key, plan=plan, path=path, built=True, build_seconds=seconds, onnx_path=onnx)

@@ -37,7 +37,7 @@ log = logging.getLogger(__name__)
 
 ENGINES_DIR = "engines"
 INDEX_NAME = "index.json"
-INDEX_VERSION = 3
+INDEX_VERSION = 4  # 4: TF32 cleared unless the key's builder_flags list it (3's engines had it on)
 
 PackageLike = ModelPackage | str | Path
 
@@ -66,7 +66,7 @@ class EngineKey:
     memory_mib: int  # total device memory (on Jetson the shared RAM): tactics that fit differ with it
     dla_core: int | None = None
     workspace_mib: int | None = None  # builder workspace limit (None = TensorRT's default)
-    builder_flags: tuple[str, ...] = ()  # e.g. ("GPU_FALLBACK",) for DLA builds
+    builder_flags: tuple[str, ...] = ()  # e.g. ("GPU_FALLBACK",) for DLA builds, "TF32" when allowed
 
     def to_dict(self) -> dict[str, Any]:
         """JSON form as stored in index.json (tuples as lists)."""
@@ -245,6 +245,29 @@ def store_engine(package: PackageLike, key: EngineKey, plan: bytes, build_second
         _write_index(directory, index)
     log.info("cached TensorRT engine %s (%d bytes)", path, len(plan))
     return path
+
+
+def set_default(package: PackageLike, device: str, options: dict[str, Any], engine: Path, digest: str) -> None:
+    """Record `options` (EngineOptions.to_dict()) as what a run on `device` (a device_tag) uses when it names none:
+    what `edge-ad build` built last there, for the package of manifest digest `digest`."""
+    directory = engines_dir(package)
+    with _index_lock(directory):
+        index = _read_index(directory.parent)
+        defaults = index.setdefault("defaults", {})
+        if not isinstance(defaults, dict):
+            defaults = index["defaults"] = {}
+        defaults[device] = {"options": dict(options), "engine": engine.name, "package_digest": digest}
+        _write_index(directory, index)
+
+
+def get_default(package: PackageLike, device: str, digest: str) -> dict[str, Any] | None:
+    """The options recorded by set_default for `device` and this package digest, or None (none recorded, another
+    package's, or malformed)."""
+    rec = _read_index(package_root(package)).get("defaults", {})
+    rec = rec.get(device) if isinstance(rec, dict) else None
+    if not isinstance(rec, dict) or rec.get("package_digest") != digest or not isinstance(rec.get("options"), dict):
+        return None
+    return dict(rec["options"])
 
 
 def prune_engines(package: ModelPackage) -> list[Path]:
