@@ -560,10 +560,37 @@ def test_compare_flags_decision_flip_and_map_difference() -> None:
     ref_scores = np.array([0.1, 0.3, 0.6, 0.8], np.float32)
     ok = compare((maps, ref_scores), (maps + 0.001, ref_scores + 0.002), th, tol=0.01)
     assert ok.failures == []
-    flipped = compare((maps, ref_scores), (maps, np.array([0.1, 0.3, 0.49, 0.8], np.float32)), th, tol=0.2)
+    # 0.6 -> 0.49 at tolerance 0.2 is a borderline flip (reported); 0.8 -> 0.45 at 0.2 is a clear one
+    borderline = compare((maps, ref_scores), (maps, np.array([0.1, 0.3, 0.49, 0.8], np.float32)), th, tol=0.2)
+    assert borderline.failures == [] and borderline.borderline[2] and not borderline.borderline[[0, 3]].any()
+    assert not borderline.agree[2]
+    flipped = compare((maps, ref_scores), (maps, np.array([0.1, 0.3, 0.6, 0.45], np.float32)), th, tol=0.2)
     assert any("OK/NG differs on 1 of 4" in f for f in flipped.failures)
     far = compare((maps, ref_scores), (maps + 0.5, ref_scores), th, tol=0.01)
     assert any("map difference" in f for f in far.failures)
+
+
+def test_verify_cannot_flap_on_ties() -> None:
+    """Untrained packages score noise images almost equally: within tolerance, any reordering of near-ties passes
+    (Spearman may be anything), while reversing two clearly separated scores fails."""
+    from edge_ad.runtime.trt.engine_check import compare
+
+    th = manifest()["thresholds"]
+    maps = np.zeros((8, 1, 2, 2), np.float32)
+    rng = np.random.default_rng(0)
+    ref = (0.2 + rng.normal(0, 1e-4, 8)).astype(np.float32)
+    for seed in range(20):  # every run's rounding reorders the ties differently: the verdict never changes
+        got = ref + np.random.default_rng(seed).normal(0, 3e-4, 8).astype(np.float32)
+        c = compare((maps, ref), (maps, got), th, tol=0.01)
+        assert c.failures == [] and c.separated_pairs == 0
+    spread = np.array([0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8], np.float32)
+    assert compare((maps, spread), (maps, spread + 0.004), th, tol=0.01).separated_pairs == 28
+    swapped = spread.copy()
+    swapped[[0, 1]] = swapped[[1, 0]]
+    c = compare((maps, spread), (maps, swapped), th, tol=0.2)  # deltas within 0.2, but 0.1/0.2 are not 0.4 apart
+    assert c.failures == []
+    c = compare((maps, spread), (maps, swapped), th, tol=0.04)
+    assert c.swapped_pairs == 1 and any("order reversed for 1 of" in f for f in c.failures)
 
 
 def test_synthetic_images_are_seeded() -> None:

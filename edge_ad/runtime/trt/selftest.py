@@ -70,7 +70,7 @@ def _verify(pkg: ModelPackage, device: int, n: int) -> dict[str, Any]:
 
     r = verify_engine(pkg, device=device, n=n)
     return {k: r[k] for k in ("passed", "failures", "max_score_delta", "score_tol", "max_map_diff", "map_tol",
-                              "spearman")}
+                              "separated_pairs", "swapped_pairs", "spearman")}
 
 
 def _bench(pkg: ModelPackage, runs: int, warmup: int) -> dict[str, Any]:
