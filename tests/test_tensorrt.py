@@ -694,11 +694,30 @@ PRECISIONS = ("fp32", "fp16", "int8")
 
 
 def _tiny_models() -> list[str]:
+    """The models to parametrize over: those of the packages `edge-ad selftest` passes, else every tiny variant
+    (the lab side's registry), else dinomaly-tiny (a device install without the lab side and no packages)."""
+    import os
+
+    from edge_ad.runtime.trt.selftest import PACKAGES_ENV, find_packages
+
+    given = os.environ.get(PACKAGES_ENV)
+    if given:
+        return sorted({p.name for p in find_packages(given.split(os.pathsep))})
     try:
         from edge_ad.export.selftest_packages import tiny_models
-    except ModuleNotFoundError:  # a device without the lab side: packages come from EDGE_AD_TRT_PACKAGES
+
+        return tiny_models()
+    except ModuleNotFoundError:  # a device without the lab side (torch): packages come from EDGE_AD_TRT_PACKAGES
         return ["dinomaly-tiny"]
-    return tiny_models()
+
+
+def _one_package(device_packages: dict[tuple[str, str], Any], precision: str) -> Any:
+    """dinomaly-tiny's package of `precision` when there is one, else any given package of it (skip if none)."""
+    pkg = device_packages.get(("dinomaly-tiny", precision)) or next(
+        (p for (_, prec), p in sorted(device_packages.items()) if prec == precision), None)
+    if pkg is None:
+        pytest.skip(f"no {precision} package among the given packages")
+    return pkg
 
 
 @pytest.fixture(scope="session")
@@ -751,7 +770,7 @@ def test_engine_runs_on_another_thread_split_and_padded(device_packages: dict[tu
     from edge_ad.runtime.backends.onnxruntime import OnnxRuntimeBackend
     from edge_ad.runtime.backends.tensorrt import TensorRTBackend
 
-    pkg = device_packages[("dinomaly-tiny", "fp32")]
+    pkg = _one_package(device_packages, "fp32")
     batch = np.random.default_rng(0).integers(0, 256, (3, *pkg.input_hw, 3), dtype=np.uint8)
     with TensorRTBackend(pkg, zero_copy=zero_copy, batch=2) as be:
         out: dict[str, Any] = {}
@@ -770,7 +789,7 @@ def test_build_engine_static_profile_and_timing_cache(device_packages: dict[tupl
                                                       tmp_path: Path) -> None:
     from edge_ad.runtime.trt.build import build_engine
 
-    pkg = device_packages[("dinomaly-tiny", "fp32")]
+    pkg = _one_package(device_packages, "fp32")
     h, w = pkg.input_hw
     cache = tmp_path / "t.timing-cache"
     with pytest.raises(ConfigError, match="dynamic dimensions"):
@@ -800,7 +819,7 @@ def test_build_engine_reports_parser_errors(tmp_path: Path) -> None:
 def test_cli_build_and_verify(device_packages: dict[tuple[str, str], Any], capsys: pytest.CaptureFixture[str]) -> None:
     from edge_ad.cli.main import main
 
-    pkg = device_packages[("dinomaly-tiny", "fp16")]
+    pkg = _one_package(device_packages, "fp16")
     assert main(["build", str(pkg.root)]) == 0
     out = capsys.readouterr().out
     assert "engine" in out and ".engine" in out and "build" in out
@@ -914,3 +933,39 @@ def test_engine_options_are_validated_where_they_are_read(tmp_path: Path) -> Non
     with pytest.raises(ConfigError, match="x: precision: expected one of"):
         EngineOptions.from_dict({"precision": "fp64"}, "x")
     assert EngineOptions().is_unset() and EngineOptions(tf32=True).kwargs() == {"tf32": True}
+
+
+_BLOCK_LAB = """
+import importlib.abc, sys
+class Block(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path, target=None):
+        if name.split('.')[0] in {'torch', 'torchvision', 'timm', 'tqdm', 'onnx', 'onnxscript', 'sklearn', 'scipy',
+                                  'skimage'}:
+            raise ModuleNotFoundError('not on a device install: ' + name)
+sys.meta_path.insert(0, Block())
+import pytest
+sys.exit(pytest.main(['-q', '-m', 'tensorrt', '-p', 'no:cacheprovider', '--collect-only', sys.argv[1]]))
+"""
+
+
+def test_device_tests_collect_without_the_lab_side() -> None:
+    """What `edge-ad selftest` runs on a device install (runtime + pytest, no torch/tqdm/onnx) collects: conftest.py
+    and test_tensorrt.py import the lab side only inside the fixtures that need it."""
+    import subprocess
+
+    proc = subprocess.run([sys.executable, "-c", _BLOCK_LAB, str(Path(__file__))], cwd=Path(__file__).parents[1],
+                          capture_output=True, text=True, timeout=120, check=False)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "error" not in proc.stdout.lower().split("\n")[-2]
+
+
+def test_selftest_without_pytest_skips_the_test_step(monkeypatch: pytest.MonkeyPatch, package) -> None:
+    import importlib.util
+
+    from edge_ad.runtime.trt import selftest
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(selftest.importlib.util, "find_spec", lambda name, *a: None if name == "pytest" else
+                        real(name, *a))
+    result = selftest._tests([package.root], timeout_s=60)
+    assert result == {"passed": True, "skipped": "pytest is not installed: pip install edge-ad[device-test]"}
