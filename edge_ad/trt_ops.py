@@ -6,7 +6,7 @@ Source: onnx-tensorrt `docs/operators.md` (the parser's own support matrix) and 
 inputs that must be build-time constants (`is_weights()` assertions). Two profiles:
 
 * "10.3": JetPack 6.x (Jetson Orin), the target that cannot move;
-* "11":   TensorRT 11.x on desktops/servers and JetPack 7.
+* "11":   TensorRT 11.x on desktops/servers, and 11.4.1 on JetPack 7.2.2+ (AGX Orin, Thor only).
 
 Types are the parser's names: FP32 FP16 BF16 INT32 INT64 INT8 UINT8 BOOL FP8 FP4 INT4. An op absent from a
 profile is not imported by that parser ("N" in the matrix).
@@ -128,7 +128,7 @@ PROFILES: dict[str, TrtProfile] = {
         notes=("JetPack 6.x", "Pad `axes` tensors arrived in 10.4")),
     "11": TrtProfile(
         name="11", opsets=(9, 24), ops=_OPS_11, constant_inputs=_CONSTANTS_COMMON,
-        notes=("TensorRT 11.x, JetPack 7", "strongly typed only")),
+        notes=("TensorRT 11.x (11.4.1: JetPack 7.2.2+ on AGX Orin and Thor)", "strongly typed only")),
 }
 DEFAULT_PROFILES: tuple[str, ...] = ("10.3", "11")
 

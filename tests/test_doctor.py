@@ -136,3 +136,55 @@ def test_doctor_warns_about_two_onnxruntimes(monkeypatch: pytest.MonkeyPatch) ->
     assert checks["onnxruntime install"].status == "warn" and "pip uninstall -y" in checks["onnxruntime install"].hint
     assert report.facts["recommended_extra"] in ("cpu", "cuda", "jetson")
     assert "fits this machine" in doctor.format_report(report)
+
+
+def _fake_jetson(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, board: bytes, release: str) -> None:
+    (tmp_path / "nv_tegra_release").write_text(release)
+    (tmp_path / "model").write_bytes(board + b"\0")
+    monkeypatch.setattr(doctor, "NV_TEGRA_RELEASE", tmp_path / "nv_tegra_release")
+    monkeypatch.setattr(doctor, "DEVICE_TREE_MODEL", tmp_path / "model")
+    monkeypatch.setattr(doctor, "_run", lambda cmd, timeout=5.0: None)
+
+
+def _fake_tensorrt(monkeypatch: pytest.MonkeyPatch, version: str, dla_cores: int) -> None:
+    from fake_trt import FakeCuda, add_builder, make_tensorrt
+
+    mod = make_tensorrt(FakeCuda(), version)
+    add_builder(mod, dla_cores=dla_cores)
+    monkeypatch.setitem(sys.modules, "tensorrt", mod)
+
+
+JP62 = "# R36 (release), REVISION: 4.3, GCID: 38968081, BOARD: generic, EABI: aarch64\n"
+
+
+def test_doctor_says_which_tensorrt_and_whether_dla(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    _fake_jetson(tmp_path, monkeypatch, b"NVIDIA Jetson Orin NX Engineering Reference Developer Kit", JP62)
+    _fake_tensorrt(monkeypatch, "10.3.0.30", dla_cores=2)
+    checks = _by_name(doctor.run_doctor())
+    assert "TensorRT 10.3 from JetPack 6" in checks["tensorrt for this device"].detail
+    assert checks["tensorrt"].status == "ok"
+    assert checks["DLA"].status == "ok" and "2 DLA core(s): fp16 engines only" in checks["DLA"].detail
+
+    _fake_tensorrt(monkeypatch, "10.3.0.30", dla_cores=0)  # Orin Nano: no DLA
+    assert "no DLA core" in _by_name(doctor.run_doctor())["DLA"].detail
+
+    _fake_tensorrt(monkeypatch, "11.4.0.5", dla_cores=2)  # a pip TensorRT 11 over JetPack 6's
+    checks = _by_name(doctor.run_doctor())
+    assert checks["tensorrt"].status == "warn" and "shadowing" in checks["tensorrt"].detail
+    assert checks["DLA"].status == "info" and "has no DLA" in checks["DLA"].detail
+
+
+def test_tensorrt_matrix_in_words() -> None:
+    assert "11.4.1" in doctor.tensorrt_for_device(True, "NVIDIA Jetson AGX Orin Developer Kit", "7.2.2")
+    nano = doctor.tensorrt_for_device(True, "NVIDIA Jetson Orin Nano Developer Kit", "7.0")
+    assert "Orin Nano/NX stay on JetPack 6 with TensorRT 10.3" in nano
+    assert "tensorrt-cu12 < 11" in doctor.tensorrt_for_device(False, None, None)
+
+
+def test_readme_carries_the_tensorrt_matrix() -> None:
+    from edge_ad.runtime.trt.support import TENSORRT_MATRIX
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    for row in TENSORRT_MATRIX:
+        assert "| " + " | ".join(row) + " |" in readme, row
+    assert "JetPack 7\"" not in readme and "TensorRT 11 (JetPack 7)" not in readme

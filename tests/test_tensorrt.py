@@ -369,10 +369,14 @@ def test_foreign_module_with_other_sm_count_misses_the_cache(package, fake_trt: 
 @pytest.fixture
 def fake_backend(package, monkeypatch: pytest.MonkeyPatch):
     """(FakeCuda, open(**kw)) for a TensorRTBackend over the fake tensorrt module (no GPU, real backend code)."""
+    from fake_trt import add_builder
+
     from edge_ad.runtime.backends import tensorrt as trt_backend
 
     cuda = FakeCuda(ORIN_NX)
-    monkeypatch.setitem(sys.modules, "tensorrt", make_tensorrt(cuda))
+    mod = make_tensorrt(cuda)
+    add_builder(mod, dla_cores=2)  # only num_DLA_cores is read: build_engine itself is replaced below
+    monkeypatch.setitem(sys.modules, "tensorrt", mod)
     monkeypatch.setattr(trt_backend, "get_cuda", lambda: cuda)
     monkeypatch.setattr(trt_build, "get_cuda", lambda: cuda)
 
@@ -411,11 +415,11 @@ def test_backend_on_another_thread_makes_the_device_current_there(fake_backend, 
 
 def test_dla_core_is_set_before_the_engine_is_deserialised(fake_backend) -> None:
     cuda, open_backend = fake_backend
-    be = open_backend(dla_core=1, precision=None)
+    be = open_backend(dla_core=1, precision="fp16")  # DLA: fp16 from the fp32 graph, weakly typed
     order = [what for what, _, _ in cuda.events if what.startswith("DLA_core") or what == "deserialize"]
     assert order == ["DLA_core=1", "deserialize"]
     assert be._runtime.dla_when_deserialised == 1 and be.record.key.dla_core == 1
-    assert be.record.key.builder_flags == ("GPU_FALLBACK",)
+    assert be.record.key.builder_flags == ("FP16", "GPU_FALLBACK") and be.record.key.typing == "weak-fp16"
     be.close()
     plain = open_backend()
     assert plain._runtime.dla_when_deserialised is None  # no DLA: the runtime keeps its default
@@ -887,7 +891,7 @@ def test_dla_build_sets_the_core_and_gpu_fallback(fake_builder, package, tmp_pat
         trt_build.build_engine(package.onnx_path(), "fp16", input_shape=(1, H, W, 3), dla_core=2)
 
 
-def test_build_records_the_device_default_and_run_time_reuses_it(fake_builder, tmp_path: Path) -> None:
+def test_build_records_the_device_default_and_run_time_reuses_it(fake_builder, package) -> None:
     """`edge-ad build --dla 0` builds once; Detector.load, the station's loader and verify then use that engine
     with no options given, instead of rebuilding with defaults; explicit options still choose their own."""
     from edge_ad.cli.main import main
@@ -897,10 +901,8 @@ def test_build_records_the_device_default_and_run_time_reuses_it(fake_builder, t
     from edge_ad.station.config import StationConfig
 
     builds, _, _ = fake_builder
-    man = manifest()
-    man["precision"] = "fp16"
-    pkg_dir = write_package(tmp_path / "p16", {"model.onnx": tiny_onnx(tmp_path / "m.onnx")}, man)
-    assert main(["build", str(pkg_dir), "--dla", "0", "--workspace", "64", "-q"]) == 0
+    pkg_dir = package.root
+    assert main(["build", str(pkg_dir), "--precision", "fp16", "--dla", "0", "--workspace", "64", "-q"]) == 0
     assert len(builds) == 1 and builds[0]["dla_core"] == 0 and builds[0]["device_type"] == "DLA"
     with Detector.load(pkg_dir, backend="tensorrt") as det:
         rec = det.backend.record  # type: ignore[attr-defined]
@@ -909,14 +911,15 @@ def test_build_records_the_device_default_and_run_time_reuses_it(fake_builder, t
     with load_detector(str(pkg_dir), StationConfig(package=str(pkg_dir), backend="tensorrt")) as det:
         assert not det.backend.record.built  # type: ignore[attr-defined]
     assert len(builds) == 1
-    # explicit options choose their own engine (the GPU one here), from the flag, the config or the API
-    with load_detector(str(pkg_dir), StationConfig(package=str(pkg_dir), backend="tensorrt", dla=1)) as det:
+    # explicit options choose their own engine, from the station config or the API
+    cfg = StationConfig(package=str(pkg_dir), backend="tensorrt", precision="fp16", dla=1)
+    with load_detector(str(pkg_dir), cfg) as det:
         assert det.backend.record.built and det.backend.record.key.dla_core == 1  # type: ignore[attr-defined]
-    with Detector.load(pkg_dir, backend="tensorrt", engine=EngineOptions(precision="fp16")) as det:
+    with Detector.load(pkg_dir, backend="tensorrt", engine=EngineOptions(precision="fp32")) as det:
         assert det.backend.record.built and det.backend.record.key.dla_core is None  # type: ignore[attr-defined]
     assert len(builds) == 3
-    # a new build records the new default
-    assert main(["build", str(pkg_dir), "-q"]) == 0 and len(builds) == 3  # the GPU engine exists: reused
+    # a new build records the new default (here the fp32 GPU engine, which exists: reused, not rebuilt)
+    assert main(["build", str(pkg_dir), "-q"]) == 0 and len(builds) == 3
     with Detector.load(pkg_dir, backend="tensorrt") as det:
         assert det.backend.record.key.dla_core is None and not det.backend.record.built  # type: ignore[attr-defined]
     with pytest.raises(ConfigError, match="apply to tensorrt only"):
@@ -969,3 +972,23 @@ def test_selftest_without_pytest_skips_the_test_step(monkeypatch: pytest.MonkeyP
                         real(name, *a))
     result = selftest._tests([package.root], timeout_s=60)
     assert result == {"passed": True, "skipped": "pytest is not installed: pip install edge-ad[device-test]"}
+
+
+def test_dla_is_fp16_on_tensorrt_10_and_refused_with_the_alternative_elsewhere(fake_builder, package) -> None:
+    from edge_ad.runtime.trt.support import dla_support
+
+    builds, cuda, set_version = fake_builder
+    rec = ensure_engine(package, "fp16", dla_core=0, cuda=cuda)  # an fp32 package: DLA fp16 needs no fp16 graph
+    assert rec.key.typing == "weak-fp16" and rec.onnx_path == package.onnx_path("fp32")
+    assert builds[-1]["network_flags"] == 0 and {"FP16", "GPU_FALLBACK"} <= set(builds[-1]["flags"])
+    for precision, match in (("fp32", "DLA engines are fp16.*no --dla"), ("int8", "DLA engines are fp16")):
+        with pytest.raises(ConfigError, match=match):
+            ensure_engine(package, precision, dla_core=0, cuda=cuda)
+    with pytest.raises(ConfigError, match="DLA engines are fp16"):
+        trt_build.build_engine(package.onnx_path(), "int8", input_shape=(1, H, W, 3), dla_core=0)
+    for version, match in (("11.0.0.1", "has no DLA"), ("11.4.1.0", "strongly typed networks only")):
+        set_version(version)
+        with pytest.raises(ConfigError, match=match):
+            ensure_engine(package, "fp16", dla_core=0, cuda=cuda)
+    assert dla_support("10.3.0.30", 0)[0] is False and "Orin Nano" in dla_support("10.3.0.30", 0)[1]
+    assert dla_support("10.3.0.30", 2) == (True, dla_support("10.3.0.30", 2)[1])

@@ -117,6 +117,7 @@ def _check_platform(r: Report) -> None:
     l4t = parse_l4t(release) if release else None
     jetson = bool(release) or "jetson" in model.lower() or "orin" in model.lower()
     r.facts["jetson"] = jetson
+    r.facts["board"] = model or None
     if not jetson:
         r.add("system", "jetson", "info", "not a Jetson" + (f" ({model})" if model else ""))
         return
@@ -196,9 +197,36 @@ def _check_cuda(r: Report) -> None:
         r.add("cuda", "nvidia-smi", "info", smi.replace("\n", "; "))
 
 
+def tensorrt_for_device(jetson: bool, board: str | None, jetpack: str | None) -> str:
+    """The TensorRT this device runs (the matrix in trt/support.py), in words."""
+    if not jetson:
+        return "TensorRT 10.x from edge-ad[cuda] (tensorrt-cu12 < 11); 11.x where an NVIDIA container ships it"
+    major = (jetpack or "").split(".")[0]
+    name = (board or "").lower()
+    if major == "7":
+        if "agx orin" in name or "thor" in name:
+            return "TensorRT 11.4.1 from JetPack 7.2.2+ (strongly typed only, no DLA path)"
+        return ("JetPack 7 supports AGX Orin and Thor only: Orin Nano/NX stay on JetPack 6 with TensorRT 10.3 "
+                "(TensorRT 11.5 has no Jetson support)")
+    return "TensorRT 10.3 from JetPack 6 (sudo apt install python3-libnvinfer; edge-ad[jetson])"
+
+
+def _dla_cores(trt: Any) -> int | None:
+    """DLA cores TensorRT sees (None when a builder cannot be made here, e.g. no GPU)."""
+    try:
+        from edge_ad.runtime.trt.build import make_logger
+
+        return int(trt.Builder(make_logger()).num_DLA_cores)
+    except Exception:
+        return None
+
+
 def _check_tensorrt(r: Report) -> None:
     from edge_ad.runtime.trt import TensorRTMissingError, load_tensorrt, tensorrt_major
+    from edge_ad.runtime.trt.support import dla_support
 
+    expected = tensorrt_for_device(bool(r.facts.get("jetson")), r.facts.get("board"), r.facts.get("jetpack"))
+    r.add("inference", "tensorrt for this device", "info", expected)
     try:
         trt = load_tensorrt()
     except TensorRTMissingError:
@@ -210,7 +238,19 @@ def _check_tensorrt(r: Report) -> None:
     major = tensorrt_major(trt)
     note = "strong typing only (fp16 via the fp16 graph, int8 via Q/DQ)" if major >= 11 else \
         "strongly typed builds + weak-typing --fp16-fallback"
-    r.add("inference", "tensorrt", "ok", f"{version}: {note}")
+    jp6 = bool(r.facts.get("jetson")) and (r.facts.get("jetpack") or "6").startswith("6")
+    if jp6 and major != 10:
+        r.add("inference", "tensorrt", "warn", f"{version} on JetPack 6, which ships TensorRT 10.3: a pip "
+              "tensorrt is shadowing JetPack's", "pip uninstall tensorrt; use JetPack's python3-libnvinfer")
+    else:
+        r.add("inference", "tensorrt", "ok", f"{version}: {note}")
+    cores = _dla_cores(trt)
+    r.facts["dla_cores"] = cores
+    if cores is None:
+        r.add("inference", "DLA", "info", "unknown (no TensorRT builder here: no GPU?)")
+    else:
+        usable, why = dla_support(version, cores)
+        r.add("inference", "DLA", "ok" if usable else "info", why)
 
 
 def _check_onnxruntime(r: Report) -> None:

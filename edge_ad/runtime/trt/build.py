@@ -39,6 +39,7 @@ from edge_ad.runtime.trt.cache import (
 )
 from edge_ad.runtime.trt.cuda_mem import CudaApi, DeviceInfo, get_cuda
 from edge_ad.runtime.trt.engine_options import EngineOptions
+from edge_ad.runtime.trt.support import check_dla
 
 if TYPE_CHECKING:
     import tensorrt as trt
@@ -228,7 +229,8 @@ def build_engine(onnx_path: str | Path, precision: str, *, workspace_mb: int | N
     `precision` names the graph's precision (fp32/fp16/int8) and selects the typing mode (`resolve_build_mode`).
     `workspace_mb` caps the builder's scratch memory (on Jetson it comes out of system RAM). `timing_cache` is a file
     read before and merged/saved (atomically) after the build, which makes rebuilds on the device much faster.
-    `dla_core` builds for that DLA core with GPU fallback for unsupported layers. `input_shape` (e.g. (1,224,224,3))
+    `dla_core` builds an fp16 engine for that DLA core, weakly typed with GPU fallback for the layers DLA lacks
+    (TensorRT 10.x; refused elsewhere with the alternative, see trt/support.py). `input_shape` (e.g. (1,224,224,3))
     is required when the graph's batch is dynamic. `tf32` lets fp32 layers run in TF32 (fp32 engines only).
     """
     load_tensorrt()
@@ -237,15 +239,16 @@ def build_engine(onnx_path: str | Path, precision: str, *, workspace_mb: int | N
     path = Path(onnx_path)
     if not path.is_file():
         raise PackageError(f"{path}: ONNX graph not found")
-    mode = resolve_build_mode(tensorrt_major(trt), precision, strongly_typed, fp16_fallback)
+    logger = make_logger()
+    builder = trt.Builder(logger)
+    if dla_core is not None:  # DLA: fp16 only, weakly typed with BuilderFlag.FP16 (as TensorRT 10.3 documents it)
+        check_dla(precision, str(trt.__version__), int(builder.num_DLA_cores), dla_core)
+        mode = resolve_build_mode(tensorrt_major(trt), precision, False, True)
+    else:
+        mode = resolve_build_mode(tensorrt_major(trt), precision, strongly_typed, fp16_fallback)
     check_tf32(precision, tf32)
     if workspace_mb is not None and workspace_mb < 1:
         raise ConfigError(f"workspace_mb: expected an integer >= 1 (MiB), got {workspace_mb}")
-    if dla_core is not None and precision == "fp32":
-        raise ConfigError("dla_core: the DLA runs FP16/INT8 layers only; build an fp16 or int8 engine for it")
-
-    logger = make_logger()
-    builder = trt.Builder(logger)
     flags = 0
     if mode.strongly_typed and tensorrt_major(trt) < 11:
         flags |= 1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED)
@@ -272,10 +275,6 @@ def build_engine(onnx_path: str | Path, precision: str, *, workspace_mb: int | N
     else:  # on by default: FP32 layers would run with a 10-bit mantissa
         config.clear_flag(trt.BuilderFlag.TF32)
     if dla_core is not None:
-        n_dla = int(builder.num_DLA_cores)
-        if not 0 <= dla_core < n_dla:
-            have = f"cores 0..{n_dla - 1}" if n_dla else "no DLA (e.g. Orin Nano, discrete GPUs)"
-            raise ConfigError(f"dla_core: {dla_core} is not available on this device, which has {have}")
         config.default_device_type = trt.DeviceType.DLA
         config.DLA_core = dla_core
         config.set_flag(trt.BuilderFlag.GPU_FALLBACK)
@@ -387,9 +386,13 @@ def ensure_engine(package: ModelPackage, precision: str | None = None, *, device
         if prec == "bf16":  # a bf16 package is the fp32 graph for engines without a bf16 path of their own
             log.info("%s: bf16 package: TensorRT builds its fp32 graph (export fp16 or int8 for a GPU)", package.root)
             prec = "fp32"
-        mode = resolve_build_mode(major, prec, None, opts.fp16_fallback)
+        fallback = opts.fp16_fallback
+        if opts.dla_core is not None:  # refused with the alternative, or fp16 from the fp32 graph, weakly typed
+            check_dla(prec, str(trt.__version__), int(trt.Builder(make_logger()).num_DLA_cores), opts.dla_core)
+            fallback = True
+        mode = resolve_build_mode(major, prec, None, fallback)
         check_tf32(prec, opts.tf32)
-        onnx = resolve_onnx(package, prec, opts.fp16_fallback, major)
+        onnx = resolve_onnx(package, prec, fallback, major)
         shape = engine_input_shape(package, opts.batch)
         key = EngineKey(model_sha256=model_sha256(package, onnx), package_digest=package.digest, precision=prec,
                         typing=mode.typing,
@@ -411,7 +414,7 @@ def ensure_engine(package: ModelPackage, precision: str | None = None, *, device
         t0 = time.perf_counter()
         plan = build_engine(onnx, prec, workspace_mb=opts.workspace_mb, timing_cache=cache_file,
                             dla_core=opts.dla_core, input_shape=shape, strongly_typed=mode.strongly_typed,
-                            fp16_fallback=opts.fp16_fallback, tf32=opts.tf32)
+                            fp16_fallback=fallback, tf32=opts.tf32)
         seconds = time.perf_counter() - t0
     path: Path | None
     try:
