@@ -4,6 +4,7 @@ present (run them on the Jetson: `pytest tests/test_tensorrt.py -m tensorrt`).""
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import sys
@@ -697,16 +698,23 @@ needs_trt = pytest.mark.skipif(not _gpu_present(), reason="needs tensorrt, cuda-
 PRECISIONS = ("fp32", "fp16", "int8")
 
 
-def _tiny_models() -> list[str]:
-    """The models to parametrize over: those of the packages `edge-ad selftest` passes, else every tiny variant
-    (the lab side's registry), else dinomaly-tiny (a device install without the lab side and no packages)."""
+@functools.cache
+def _given_packages() -> tuple[Any, ...]:
+    """The packages named by $EDGE_AD_TRT_PACKAGES, loaded (and verified) once per session."""
     import os
 
     from edge_ad.runtime.trt.selftest import PACKAGES_ENV, find_packages
 
     given = os.environ.get(PACKAGES_ENV)
+    return tuple(find_packages(given.split(os.pathsep))) if given else ()
+
+
+def _tiny_models() -> list[str]:
+    """The models to parametrize over: those of the packages `edge-ad selftest` passes, else every tiny variant
+    (the lab side's registry), else dinomaly-tiny (a device install without the lab side and no packages)."""
+    given = _given_packages()
     if given:
-        return sorted({p.name for p in find_packages(given.split(os.pathsep))})
+        return sorted({p.name for p in given})
     try:
         from edge_ad.export.selftest_packages import tiny_models
 
@@ -728,14 +736,10 @@ def _one_package(device_packages: dict[tuple[str, str], Any], precision: str) ->
 def device_packages(tmp_path_factory: pytest.TempPathFactory) -> dict[tuple[str, str], Any]:
     """(model, precision) -> exported package: from $EDGE_AD_TRT_PACKAGES (what `edge-ad selftest` passes), else
     exported here from every tiny model (needs the lab side)."""
-    import os
+    from edge_ad.runtime.trt.selftest import PACKAGES_ENV
 
-    from edge_ad.runtime.trt.selftest import PACKAGES_ENV, find_packages
-
-    given = os.environ.get(PACKAGES_ENV)
-    if given:
-        pkgs = find_packages(given.split(os.pathsep))
-    else:
+    pkgs = list(_given_packages())
+    if not pkgs:
         pytest.importorskip("torch", reason=f"no {PACKAGES_ENV} and no lab side to export packages with")
         from edge_ad.export.selftest_packages import prepare_packages
 

@@ -214,9 +214,9 @@ def tensorrt_for_device(jetson: bool, board: str | None, jetpack: str | None) ->
 def _dla_cores(trt: Any) -> int | None:
     """DLA cores TensorRT sees (None when a builder cannot be made here, e.g. no GPU)."""
     try:
-        from edge_ad.runtime.trt.build import make_logger
+        from edge_ad.runtime.trt.build import dla_core_count
 
-        return int(trt.Builder(make_logger()).num_DLA_cores)
+        return dla_core_count(trt)
     except Exception:
         return None
 

@@ -20,6 +20,7 @@ import logging
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from types import ModuleType
 from typing import TYPE_CHECKING
 
 from edge_ad.errors import ConfigError, PackageError
@@ -135,6 +136,11 @@ def make_logger() -> trt.ILogger:
                 log.debug("TensorRT: %s", msg)
 
     return _Logger()
+
+
+def dla_core_count(trt: ModuleType) -> int:
+    """DLA cores this TensorRT sees on the current device (a builder is made to ask; 0 on Orin Nano and dGPUs)."""
+    return int(trt.Builder(make_logger()).num_DLA_cores)
 
 
 def _logged_errors(logger: trt.ILogger) -> list[str]:
@@ -388,7 +394,7 @@ def ensure_engine(package: ModelPackage, precision: str | None = None, *, device
             prec = "fp32"
         fallback = opts.fp16_fallback
         if opts.dla_core is not None:  # refused with the alternative, or fp16 from the fp32 graph, weakly typed
-            check_dla(prec, str(trt.__version__), int(trt.Builder(make_logger()).num_DLA_cores), opts.dla_core)
+            check_dla(prec, str(trt.__version__), dla_core_count(trt), opts.dla_core)
             fallback = True
         mode = resolve_build_mode(major, prec, None, fallback)
         check_tf32(prec, opts.tf32)
