@@ -114,8 +114,23 @@ def test_int8_package_carries_a_gated_cpu_graph_that_cpu_backends_run(packages):
     assert quantized_nodes(cpu) == quantized_nodes(onnx.load(str(pkg.onnx_path()))) and check_graph(cpu) == []
     assert man["onnx"]["cpu"]["opset"] == 17 and man["onnx"]["cpu"]["gemm_precision"]["nodes"]["int8"] == 72
     gate = man["export_metrics"]["gate"]
-    assert gate["cpu_graph"]["file"] == "model_cpu.onnx" and set(gate["cpu_graph"]["categories"]) == {"pcb", "fabric"}
-    assert "CPU graph (model_cpu.onnx" in ra["table"]
+    ort_run = next(e for e in gate["engines"] if e["backend"] == "onnxruntime")
+    assert ort_run["file"] == "model_cpu.onnx" and set(ort_run["categories"]) == {"pcb", "fabric"}
+    assert ort_run["chosen"] and "onnxruntime-cpu on model_cpu.onnx (same thresholds; chosen)" in ra["table"]
+    # the manifest names each engine's graph, as the gate ran it
+    assert man["onnx"]["backends"] == gate["choices"]
+    assert man["onnx"]["backends"]["onnxruntime"] == {"file": "model_cpu.onnx",
+                                                      "checked": "export gate: onnxruntime-cpu on model_cpu.onnx"}
+    assert man["onnx"]["backends"]["tensorrt"]["file"] == "model.onnx"
+    ov_choice = pkg.graph_for("openvino")
+    ov_runs = [e for e in gate["engines"] if e["backend"] == "openvino"]
+    if ov_runs:  # openvino installed: its fastest passing candidate is the one the manifest names
+        chosen = next(e for e in ov_runs if e["chosen"])
+        assert (ov_choice.file, ov_choice.inference_precision) == (chosen["file"], chosen["inference_precision"])
+        assert ov_choice.checked == f"export gate: {chosen['label']}"
+        assert all(e["failures"] for e in ov_runs[: ov_runs.index(chosen)])
+    else:
+        assert ov_choice.inference_precision == "f32" and "not installed" in ov_choice.checked
     assert OnnxRuntimeBackend(pkg, providers="cpu").onnx_path.name == "model_cpu.onnx"  # CPU-only: the CPU graph
     assert OnnxRuntimeBackend(pkg, providers="cpu", graph="main").onnx_path.name == "model.onnx"
     with pytest.raises(ConfigError, match="no CPU graph"):
@@ -251,3 +266,30 @@ def test_activation_gemms_quantise_both_inputs_and_follow_the_rules(fp32, tmp_pa
     bad["nodes"][gemm]["activation_b"] = {"tensor": by_name[gemm].input[1], "scale": 0.1}
     with pytest.raises(ConfigError, match="activation_b is for MatMuls between two activations"):
         check_scales(model, bad, "s.json")
+
+
+def test_peers_benchmark_compares_each_precision_and_tiled_frames(packages, tmp_path):
+    """benchmarks/peers.py on the tiny packages: every edge-ad path and raw OpenVINO on the same files, the
+    best-per-precision rows and the tiled-frame rows (speed figures themselves come from the dinomaly-s run)."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    pytest.importorskip("openvino")
+    a, _, _, ra, _ = packages
+    out = tmp_path / "peers.json"
+    proc = subprocess.run([sys.executable, str(Path(__file__).parents[1] / "benchmarks" / "peers.py"),
+                           "--model", "dinomaly-tiny", "--package", ra["conversion"]["from"], "--int8", str(a),
+                           "--runs", "1", "--warmup", "0", "--tiles", "1,3", "--json", str(out)],
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    doc = json.loads(out.read_text())
+    ran = {r["path"] for r in doc["rows"] if "ms" in r}
+    assert {"edge-ad OpenVINO int8", "OpenVINO raw defaults (int8 model.onnx)",
+            "OpenVINO raw defaults (int8 model_cpu.onnx)", "edge-ad ONNX Runtime int8"} <= ran
+    assert {b["precision"] for b in doc["best"]} >= {"fp32", "int8"}
+    assert all(b["ratio"] > 0 for b in doc["best"])
+    assert {(t["tiles"], t["path"]) for t in doc["tiles"] if "ms" in t} >= {
+        (3, "edge-ad OpenVINO throughput"), (3, "edge-ad OpenVINO latency"), (3, "edge-ad ONNX Runtime"),
+        (3, f"OpenVINO raw defaults ({load_package(a).graph_for('openvino').file})")}
+    assert "best CPU path per precision" in proc.stdout and "frames of N tiles (int8 package)" in proc.stdout

@@ -113,7 +113,7 @@ def export_package(
     force: bool = False,
 ) -> tuple[Path, dict[str, Any]]:
     """Export, check the graph for TensorRT, verify against PyTorch and write the package; returns (path, summary)."""
-    from edge_ad.runtime.package import write_package
+    from edge_ad.runtime.package import GRAPH_BACKENDS, write_package
 
     t0 = time.perf_counter()
     model, profile, thresholds, cfg, info = load_for_export(model_name, run, checkpoint, profile_path)
@@ -160,7 +160,10 @@ def export_package(
         "categories": list(info.get("categories") or cfg.get("categories") or []),
         "precision": "fp32",
         "onnx": {"file": "model.onnx", "opset": int(profile["opset"]), "nodes": hist["nodes"],
-                 "gemm_precision": gemm_precision(proto)},
+                 "gemm_precision": gemm_precision(proto),
+                 "backends": {b: {"file": "model.onnx", "checked": "the fp32 reference itself (nothing to gate)",
+                                  **({"inference_precision": "f32"} if b == "openvino" else {})}
+                              for b in GRAPH_BACKENDS}},
         "input": {
             "name": profile["input"]["name"], "dtype": "uint8", "layout": "NHWC",
             "height": pre.crop[0], "width": pre.crop[1], "batch": "dynamic" if profile["dynamic_batch"] else 1,

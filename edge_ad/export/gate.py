@@ -21,7 +21,7 @@ from tqdm import tqdm
 
 from edge_ad.errors import ConfigError, DataError
 from edge_ad.evaluate import rundir
-from edge_ad.runtime.package import ModelPackage
+from edge_ad.runtime.package import GraphChoice, ModelPackage, default_graph_choices
 from edge_ad.runtime.ranking import rank_agreement
 
 log = logging.getLogger(__name__)
@@ -93,25 +93,57 @@ def _nearest(mask: np.ndarray, hw: tuple[int, int]) -> np.ndarray:
 
 
 def gate_backend(pkg: ModelPackage) -> str:
-    """Which engine a package is gated on: OpenVINO for bf16 (the engine that runs it in bf16), else ONNX Runtime."""
+    """Which engine a package's main graph is gated on: OpenVINO for bf16 (the engine that runs it in bf16), else
+    ONNX Runtime (standing in for TensorRT, which builds that graph strongly typed)."""
     return "openvino" if pkg.precision == "bf16" else "onnxruntime"
 
 
+def _describe(choice: GraphChoice) -> str:
+    precision = f" {choice.inference_precision}" if choice.inference_precision else ""
+    return f"{choice.backend}-cpu{precision} on {choice.file}"
+
+
+def engine_candidates(cand: ModelPackage) -> dict[str, list[GraphChoice]]:
+    """The per-engine graphs a converted package is gated on besides its main graph, fastest first: ONNX Runtime
+    on the CPU graph (int8); OpenVINO on the main graph in bf16 (fp16/int8 on a CPU with bf16; its non-int8 parts
+    then run in bf16), else on the CPU graph in f32. Empty for engines that are not installed here."""
+    from edge_ad.optional import installed
+
+    main = str(cand.manifest["onnx"]["file"])
+    cpu = cand.cpu_onnx_path()
+    out: dict[str, list[GraphChoice]] = {}
+    if cpu is not None:
+        out["onnxruntime"] = [GraphChoice("onnxruntime", cpu.name, None, "")]
+    if cand.precision in ("fp16", "int8") and installed("openvino"):
+        from edge_ad.runtime.backends.openvino import cpu_bf16_available
+
+        ov: list[GraphChoice] = []
+        if cpu_bf16_available():
+            ov.append(GraphChoice("openvino", main, "bf16", ""))
+        ov.append(GraphChoice("openvino", cpu.name if cpu is not None else main, "f32", ""))
+        out["openvino"] = ov
+    return out
+
+
 def run_package(pkg: ModelPackage, samples: Sequence[Any], batch: int = 4, desc: str = "gate",
-                progress: bool = True, graph: str = "main") -> tuple[np.ndarray, np.ndarray]:
-    """(maps [N,h,w], scores [N]) of one of the package's graphs ("main" or "cpu") on the samples, through the
-    runtime's ONNX Runtime backend (OpenVINO in bf16 for a bf16 package)."""
+                progress: bool = True, choice: GraphChoice | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """(maps [N,h,w], scores [N]) of the package on the samples, through the runtime's backends: `choice` names an
+    engine and graph (None: the main graph on `gate_backend`)."""
     from edge_ad.imageio import read_image
     from edge_ad.runtime.backends.base import Backend
 
     be: Backend
-    if gate_backend(pkg) == "openvino":
+    if choice is None and gate_backend(pkg) == "openvino":
+        choice = GraphChoice("openvino", str(pkg.manifest["onnx"]["file"]), "bf16", "")
+    if choice is not None and choice.backend == "openvino":
         from edge_ad.runtime.backends.openvino import OpenVinoBackend
 
-        be = OpenVinoBackend(pkg, cache=False)
+        be = OpenVinoBackend(pkg, cache=False, choice=choice)
     else:
         from edge_ad.runtime.backends.onnxruntime import OnnxRuntimeBackend
 
+        cpu = pkg.cpu_onnx_path()
+        graph = "cpu" if choice is not None and cpu is not None and choice.file == cpu.name else "main"
         be = OnnxRuntimeBackend(pkg, providers=["CPUExecutionProvider"], graph=graph)
     geo = pkg.geometry()
     if geo is not None:  # the tiled path, as the runtime runs it
@@ -124,11 +156,14 @@ def run_package(pkg: ModelPackage, samples: Sequence[Any], batch: int = 4, desc:
             be.close()
         return preds.maps, preds.scores
     maps, scores = [], []
-    for i in tqdm(range(0, len(samples), batch), desc=desc, disable=not progress, leave=False):
-        crops = np.stack([pkg.preprocess.apply(read_image(s.path)) for s in samples[i : i + batch]])
-        m, sc = be.run(crops)
-        maps.append(m[:, 0])
-        scores.append(sc)
+    try:
+        for i in tqdm(range(0, len(samples), batch), desc=desc, disable=not progress, leave=False):
+            crops = np.stack([pkg.preprocess.apply(read_image(s.path)) for s in samples[i : i + batch]])
+            m, sc = be.run(crops)
+            maps.append(m[:, 0])
+            scores.append(sc)
+    finally:
+        be.close()
     if not maps:
         return np.zeros((0, *pkg.map_hw), np.float32), np.zeros(0, np.float32)
     return np.concatenate(maps), np.concatenate(scores)
@@ -160,17 +195,21 @@ def evaluate_gate(ref: ModelPackage, cand: ModelPackage, images: GateSet, budget
                   target_frr: float = 0.01, progress: bool = True) -> dict[str, Any]:
     """Run both packages, compare, and return the JSON-ready report (`passed`, `failures`, per-category rows).
 
-    The candidate's re-derived thresholds are in `report["thresholds"]["converted"]`. A candidate with a CPU graph
-    (int8) is gated twice: its main (TensorRT) graph, and its CPU graph in `report["cpu_graph"]`, judged with the
-    same re-derived thresholds because that is what a CPU station will decide with; failures of either refuse it.
+    The candidate's re-derived thresholds are in `report["thresholds"]["converted"]`. Besides its main graph (what
+    TensorRT builds), each engine's own choice is gated with the same thresholds, because that is what a station on
+    that engine decides with (`engine_candidates`: ONNX Runtime on the int8 CPU graph, OpenVINO in bf16 or f32):
+    `report["engines"]` lists every run, `report["choices"]` the graph each engine will run (the manifest's
+    `onnx.backends`). An engine's fastest candidate that fails falls back to its next; when none passes, the
+    failures refuse the package.
     """
     from edge_ad.evaluate.thresholds import derive_thresholds
 
     good, test = images.good, images.test
 
-    def run(pkg: ModelPackage, graph: str = "main") -> dict[str, Any]:
-        gm, gs = run_package(pkg, good, desc=f"gate {pkg.precision} {graph} good", progress=progress, graph=graph)
-        tm, ts = run_package(pkg, test, desc=f"gate {pkg.precision} {graph} test", progress=progress, graph=graph)
+    def run(pkg: ModelPackage, choice: GraphChoice | None = None) -> dict[str, Any]:
+        what = "main" if choice is None else _describe(choice)
+        gm, gs = run_package(pkg, good, desc=f"gate {pkg.precision} {what} good", progress=progress, choice=choice)
+        tm, ts = run_package(pkg, test, desc=f"gate {pkg.precision} {what} test", progress=progress, choice=choice)
         return {"good": (gm, gs), "test": (tm, ts)}
 
     runs = {"fp32": run(ref), "converted": run(cand)}
@@ -180,29 +219,58 @@ def evaluate_gate(ref: ModelPackage, cand: ModelPackage, images: GateSet, budget
     masks = _masks(ref, test)
     metrics = {k: _test_metrics(r, test, masks) for k, r in runs.items()} if test else {}
     main = _compare(runs["fp32"], runs["converted"], runs["converted"]["thresholds"], metrics, good, test, budget)
-    report = {
+    main_backend = "openvino-cpu-bf16" if gate_backend(cand) == "openvino" else "onnxruntime-cpu"
+    main_file = str(cand.manifest["onnx"]["file"])
+    report: dict[str, Any] = {
         "passed": not main["failures"],
         "failures": main["failures"],
         "budget": asdict(budget),
-        "backend": "openvino-cpu-bf16" if gate_backend(cand) == "openvino" else "onnxruntime-cpu",
+        "backend": main_backend,
         "precision": cand.precision,
         "images": {"good": images.good_source, "test": len(test)},
         "thresholds": {"fp32": runs["fp32"]["thresholds"], "converted": runs["converted"]["thresholds"]},
         "overall": main["overall"],
         "categories": main["rows"],
     }
-    if cand.cpu_onnx_path() is not None:
-        cpu_run = run(cand, "cpu")
-        cpu_metrics = (
-            {"fp32": metrics.get("fp32", {}), "converted": _test_metrics(cpu_run, test, masks)} if test else {}
-        )
-        cpu = _compare(runs["fp32"], cpu_run, runs["converted"]["thresholds"], cpu_metrics, good, test, budget)
-        for f in cpu["failures"]:
-            f["message"] = "CPU graph: " + f["message"]
-        report["cpu_graph"] = {"file": cand.manifest["onnx"]["cpu"]["file"], "overall": cpu["overall"],
-                               "categories": cpu["rows"], "failures": cpu["failures"]}
-        report["failures"] = main["failures"] + cpu["failures"]
-        report["passed"] = not report["failures"]
+    checked_main = f"export gate: {main_backend} on {main_file}"
+    choices = default_graph_choices(cand.manifest, checked_main)
+    if cand.precision == "bf16":  # ONNX Runtime has no bf16: it computes the graph in fp32, the reference itself
+        choices["onnxruntime"] = GraphChoice("onnxruntime", main_file, None, "fp32 computation: the reference")
+        choices["openvino"] = GraphChoice("openvino", main_file, "bf16", checked_main)
+    elif cand.cpu_onnx_path() is None:  # fp16: no CPU graph; OpenVINO defaults to f32 on the gated main graph
+        choices["openvino"] = GraphChoice("openvino", main_file, "f32", checked_main)
+    candidates = engine_candidates(cand)
+    if "openvino" not in candidates and cand.precision in ("fp16", "int8"):
+        c = choices["openvino"]
+        choices["openvino"] = GraphChoice("openvino", c.file, "f32",
+                                          f"not run on OpenVINO at export (not installed): the graph of "
+                                          f"{choices['onnxruntime'].checked}, in f32; check it with "
+                                          f"`edge-ad verify --backend openvino`")
+    engines: list[dict[str, Any]] = []
+    for backend, options in candidates.items():
+        for i, choice in enumerate(options):
+            r = run(cand, choice)
+            em = {"fp32": metrics.get("fp32", {}), "converted": _test_metrics(r, test, masks)} if test else {}
+            cmp = _compare(runs["fp32"], r, runs["converted"]["thresholds"], em, good, test, budget)
+            label = _describe(choice)
+            for f in cmp["failures"]:
+                f["message"] = f"{label}: " + f["message"]
+            passed = not cmp["failures"]
+            engines.append({"backend": backend, "file": choice.file, "inference_precision": choice.inference_precision,
+                            "label": label, "overall": cmp["overall"], "categories": cmp["rows"],
+                            "failures": cmp["failures"], "chosen": passed})
+            if passed:
+                choices[backend] = GraphChoice(backend, choice.file, choice.inference_precision,
+                                               f"export gate: {label}")
+                break
+            if i + 1 < len(options):
+                log.warning("gate: %s failed the budget (%s); trying %s", label, cmp["failures"][0]["message"],
+                            _describe(options[i + 1]))
+            else:
+                report["failures"] = report["failures"] + cmp["failures"]
+    report["engines"] = engines
+    report["choices"] = {b: c.to_dict() for b, c in choices.items()}
+    report["passed"] = not report["failures"]
     return report
 
 
@@ -294,14 +362,18 @@ def format_gate_report(report: dict[str, Any]) -> str:
     rows.append(["all" + (" FAIL" if any(k[0] == "all" for k in failed) else ""), str(o["n"]), "", "", "",
                  f"{o['score_spearman']:.4f}", f"{o['agreement']:.3f}"])
     table = format_table(rows, ["category", "n", "image AUROC", "pixel AUROC", "AUPRO", "Spearman", "agreement"])
-    cpu = report.get("cpu_graph")
-    if cpu:
+    for eng in report.get("engines", []):
         crows = [[c, str(r["n"]), cell(r, "image_auroc"), f"{r['score_spearman']:.4f}", f"{r['agreement']:.3f}"]
-                 for c, r in cpu["categories"].items()]
-        o = cpu["overall"]
+                 for c, r in eng["categories"].items()]
+        o = eng["overall"]
         crows.append(["all", str(o["n"]), "", f"{o['score_spearman']:.4f}", f"{o['agreement']:.3f}"])
-        table += (f"\nCPU graph ({cpu['file']}, same thresholds):\n"
+        state = "chosen" if eng["chosen"] else "FAILED" if eng["failures"] else "not chosen"
+        table += (f"\n{eng['label']} (same thresholds; {state}):\n"
                   + format_table(crows, ["category", "n", "image AUROC", "Spearman", "agreement"]))
+    if report.get("choices"):
+        table += "\nengines run: " + ", ".join(
+            f"{b} {c['file']}" + (f" ({c['inference_precision']})" if c.get("inference_precision") else "")
+            for b, c in report["choices"].items())
     b = report["budget"]
     verdict = "PASSED" if report["passed"] else "FAILED:\n  " + "\n  ".join(f["message"] for f in report["failures"])
     return (f"accuracy gate, {report['precision']} vs fp32 ({report['backend']}; {report['images']['good']}, "

@@ -258,6 +258,7 @@ def convert_package(
     thresholds["source"] = {"note": f"re-derived for the {precision} graph by ONNX Runtime on "
                                     f"{report['images']['good']}"}
     manifest["thresholds"] = thresholds
+    manifest["onnx"]["backends"] = report["choices"]  # each engine's graph, as the gate ran it
     manifest["export_metrics"] = {
         "gate": report,
         "conversion": {

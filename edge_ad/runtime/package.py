@@ -44,6 +44,39 @@ MAX_MANIFEST_BYTES = 4 << 20
 MAX_JSON_DEPTH = 32
 
 FileSource = str | Path | bytes
+#: engines with an entry in the manifest's `onnx.backends`
+GRAPH_BACKENDS = ("onnxruntime", "openvino", "tensorrt")
+
+
+@dataclass(frozen=True)
+class GraphChoice:
+    """Which of the package's graphs one engine runs (`file`, package-relative), at which inference precision
+    (OpenVINO's INFERENCE_PRECISION_HINT "f32"/"bf16"; None where the graph's own types decide), and what checked
+    that choice against the fp32 reference (`checked`: the gate that ran it, or why none was needed)."""
+
+    backend: str
+    file: str
+    inference_precision: str | None
+    checked: str
+
+    def to_dict(self) -> dict[str, Any]:
+        d: dict[str, Any] = {"file": self.file, "checked": self.checked}
+        if self.inference_precision is not None:
+            d["inference_precision"] = self.inference_precision
+        return d
+
+
+def default_graph_choices(manifest: dict[str, Any], checked: str) -> dict[str, GraphChoice]:
+    """Each engine's graph by the rule packages followed before `onnx.backends` existed: ONNX Runtime and OpenVINO
+    on the CPU graph where there is one (int8), TensorRT on the main (strongly typed) graph; OpenVINO computes in f32
+    unless the package is bf16. Export starts from this and replaces OpenVINO's entry with the one its gate ran."""
+    onnx = manifest["onnx"]
+    main = str(onnx["file"])
+    cpu = str(onnx["cpu"]["file"]) if onnx.get("cpu") else main
+    ov_precision = "bf16" if manifest["precision"] == "bf16" else "f32"
+    return {"onnxruntime": GraphChoice("onnxruntime", cpu, None, checked),
+            "openvino": GraphChoice("openvino", cpu, ov_precision, checked),
+            "tensorrt": GraphChoice("tensorrt", main, None, checked)}
 
 
 @dataclass(frozen=True)
@@ -77,6 +110,17 @@ class ModelPackage:
         """
         cpu = self.manifest["onnx"].get("cpu")
         return self.root / cpu["file"] if cpu else None
+
+    def graph_for(self, backend: str) -> GraphChoice:
+        """The graph `backend` runs (manifest `onnx.backends`); packages written before that field follow
+        `default_graph_choices`, the rule they were gated under."""
+        if backend not in GRAPH_BACKENDS:
+            raise PackageError(f"{self.root / MANIFEST_NAME}: onnx.backends: expected one of {list(GRAPH_BACKENDS)}, "
+                               f"got {backend!r}")
+        entry = (self.manifest["onnx"].get("backends") or {}).get(backend)
+        if entry is None:
+            return default_graph_choices(self.manifest, "package without onnx.backends: edge-ad's former rule")[backend]
+        return GraphChoice(backend, str(entry["file"]), entry.get("inference_precision"), str(entry["checked"]))
 
     def geometry(self) -> Geometry | None:
         """The package's inspection geometry (references, ROIs, alignment, tiling), or None for whole-image
@@ -140,6 +184,16 @@ def _check_consistency(manifest: dict[str, Any], where: str) -> None:
     for g in graphs:
         if g not in files:
             raise PackageError(f"{where}: onnx graph {g!r} is not listed in files (listed: {sorted(files)})")
+    for backend, entry in (manifest["onnx"].get("backends") or {}).items():
+        if entry["file"] not in graphs:
+            raise PackageError(f"{where}: onnx.backends.{backend}.file: expected one of the package's graphs "
+                               f"{sorted(set(graphs))}, got {entry['file']!r}")
+        if backend == "tensorrt" and entry["file"] != manifest["onnx"]["file"]:
+            raise PackageError(f"{where}: onnx.backends.tensorrt.file: TensorRT builds the main graph "
+                               f"{manifest['onnx']['file']!r} (strongly typed), got {entry['file']!r}")
+        if "inference_precision" in entry and backend != "openvino":
+            raise PackageError(f"{where}: onnx.backends.{backend}.inference_precision: only OpenVINO takes a "
+                               f"precision hint, got one for {backend}")
     for name in files:
         _check_rel_name(name, where)
     pre = manifest["input"]["preprocess"]

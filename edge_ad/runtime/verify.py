@@ -138,8 +138,8 @@ def tolerance_for(precision: str, tol: float | None) -> float:
 
 def verify_openvino(package: ModelPackage, *, images: Path | None = None, n: int = 8, seed: int = 0,
                     tol: float | None = None, threads: int | None = None) -> dict[str, Any]:
-    """OpenVINO (as the package's precision runs there: f32, bf16, or int8 on the CPU graph) against ONNX Runtime
-    CPU on the same images; see `report` for the result."""
+    """OpenVINO on its graph and precision (the manifest's `onnx.backends.openvino`) against ONNX Runtime CPU on
+    its own (`onnx.backends.onnxruntime`) on the same images; see `report` for the result."""
     from edge_ad.runtime.backends.onnxruntime import OnnxRuntimeBackend
     from edge_ad.runtime.backends.openvino import OpenVinoBackend
 
@@ -150,7 +150,8 @@ def verify_openvino(package: ModelPackage, *, images: Path | None = None, n: int
     ref_be = OnnxRuntimeBackend(package, providers="cpu", threads=threads)
     try:
         return report(package, "openvino", f"OpenVINO {ov.device} {ov.config.get('INFERENCE_PRECISION_HINT')} on "
-                      f"{ov.onnx_path.name}", f"ONNX Runtime CPU on {ref_be.onnx_path.name}", loaded,
+                      f"{ov.onnx_path.name} (checked: {ov.choice.checked})",
+                      f"ONNX Runtime CPU on {ref_be.onnx_path.name}", loaded,
                       ref_be.run(batch), ov.run(batch), tolerance)
     finally:
         ov.close()

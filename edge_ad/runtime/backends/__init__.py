@@ -31,7 +31,7 @@ BACKEND_PLUGINS.register(Plugin("tensorrt", "edge_ad.runtime.backends.tensorrt:o
                                          "timing_cache", "batch", "dla_core", "fp16_fallback", "tf32")))
 BACKEND_PLUGINS.register(Plugin("openvino", "edge_ad.runtime.backends.openvino:open_backend",
                                 "OpenVINO (x86 CPUs: bf16/int8 fast paths)", needs=("openvino",),
-                                options=("threads", "hint", "cache")))
+                                options=("threads", "hint", "streams", "cache")))
 BACKENDS = ("auto", *BACKEND_PLUGINS.names())
 
 __all__ = ["BACKENDS", "BACKEND_PLUGINS", "Backend", "create_backend"]

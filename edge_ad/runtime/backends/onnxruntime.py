@@ -16,7 +16,8 @@ from edge_ad.runtime.package import ModelPackage
 
 log = logging.getLogger(__name__)
 
-#: which of a package's graphs to run: "auto" = its CPU graph (int8 packages) on CPU-only providers, else the main one
+#: which of a package's graphs to run: "auto" = the manifest's `onnx.backends.onnxruntime` on CPU-only providers
+#: (the CPU graph of int8 packages), else the main one
 GRAPHS = ("auto", "main", "cpu")
 #: preference order for `providers="auto"`
 PROVIDER_ORDER = ("TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider")
@@ -64,9 +65,14 @@ class OnnxRuntimeBackend:
         cpu_path = package.cpu_onnx_path() if precision in (None, package.precision) else None
         if graph == "cpu" and cpu_path is None:
             raise ConfigError(f"graph 'cpu': {package.root} has no CPU graph (onnx.cpu); only int8 packages carry one")
-        use_cpu = cpu_path is not None and (graph == "cpu" or (graph == "auto" and not set(chosen) & _GPU_PROVIDERS))
-        self.graph = "cpu" if use_cpu else "main"
-        self.onnx_path: Path = cpu_path if use_cpu and cpu_path is not None else package.onnx_path(precision)
+        own = precision in (None, package.precision)
+        if graph == "auto" and own and not set(chosen) & _GPU_PROVIDERS:  # CPU only: the manifest's choice
+            self.onnx_path: Path = package.root / package.graph_for("onnxruntime").file
+        elif graph == "cpu" and cpu_path is not None:
+            self.onnx_path = cpu_path
+        else:  # GPU providers (TensorRT EP, CUDA) run the main graph, as TensorRT does
+            self.onnx_path = package.onnx_path(precision)
+        self.graph = "cpu" if cpu_path is not None and self.onnx_path == cpu_path else "main"
         self.input_name = package.input_name
         self.input_hw = package.input_hw
         self.map_hw = package.map_hw
