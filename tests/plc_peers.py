@@ -136,7 +136,8 @@ class PlcProgram:
         self.trace.append((bool(self.read("Ready")), bool(self.read("Busy")), bool(self.read("TriggerAck")), valid))
         if valid != bool(self.read("ResultAck")):
             rec = {k: self.read(k) for k in ("ResultSeq", "PartIdEcho", "OK", "NG", "Late", "DefectCode",
-                                             "AnomalyScore", "ModelId", "Busy")}
+                                             "AnomalyScore", "ModelId", "Busy", "ViewNG", "ViewFault",
+                                             "ViewDefectCode1", "ViewDefectCode2")}
             self.results.append(rec)
             self.write("ResultAck", valid)
             if self.read("Trigger"):

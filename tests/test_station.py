@@ -40,6 +40,9 @@ def _values(name: str) -> tuple[Any, Any, list[str]]:
         if name == "recipes":
             return {2: "pkg-b"}, {3: "pkg-c"}, [flag, "3=pkg-c"]
         return {"fps": "1"}, {"fps": "2"}, [flag, "fps=2"]
+    elif kind is list and name == "views":
+        view = {"package": None, "source_options": {}}
+        return [{"name": "top", "source": "a/", **view}], [{"name": "side", "source": "b/", **view}], [flag, "side=b/"]
     elif kind is list:
         return ["a.pem"], ["b.pem"], [flag, "b.pem"]
     elif kind is str:

@@ -87,6 +87,35 @@ def test_same_schema_rows_queries_and_retention_on_postgres(pg_url, tmp_path, ca
         assert ro.audit_log()[0]["user"] == "anna"
 
 
+def test_multi_view_parts_on_postgres(pg_url):
+    """One row per part plus one per view, migrated schema, the view query, as on SQLite."""
+    import numpy as np
+
+    from edge_ad.station.event import InspectionEvent, PackageIdentity, RecordBuilder, ViewEvent, judge
+    from edge_ad.station.record import ViewVerdict
+
+    b = RecordBuilder()
+    pkg = PackageIdentity("dinomaly-s", "fp32", "ab" * 32)
+    img = np.full((20, 30, 3), 50, np.uint8)
+    with TraceStore(pg_url, "pg-mv", images=False) as st:
+        for part in (1, 2):
+            verdicts = [judge(None, "top"), judge(None, "side")] if part == 2 else [
+                ViewVerdict("top", True, DefectCode.OK, 0.2, 0.1, 0),
+                ViewVerdict("side", True, DefectCode.OK, 0.3, 0.2, 0)]
+            rec = b.combine(verdicts, part_id=part, inspection_ms=5.0, recipe=1)
+            views = tuple(ViewEvent(v, None, img, {"frame_id": part}, pkg, v.name) for v in verdicts)
+            st.record(InspectionEvent(rec, None, img, {}, pkg, "top", views=views))
+        assert [(r["part_id"], r["decision"], r["views"]) for r in st.query(station="pg-mv")] == [
+            (1, "OK", 2), (2, "FAILED", 2)]
+        side = st.query_views("side", station="pg-mv", decisions=["FAILED"])
+        assert [(v["part_id"], v["defect_code"], v["frame_id"]) for v in side] == [(2, int(DefectCode.NO_IMAGE), 2)]
+    con = psycopg.connect(pg_url)
+    types = dict(con.execute("SELECT column_name, data_type FROM information_schema.columns "
+                             "WHERE table_name = 'inspection_views'").fetchall())
+    assert types["inspection_id"] == "bigint" and types["normalized_score"] == "double precision"
+    con.close()
+
+
 def test_unreachable_server_is_a_config_error_without_the_password():
     with pytest.raises(ConfigError, match=r"postgresql://127.0.0.1:1/x: cannot use this PostgreSQL database") as e:
         TraceStore("postgresql://someone:secret@127.0.0.1:1/x", "st")

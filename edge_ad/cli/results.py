@@ -3,6 +3,7 @@
     edge-ad results query station.db --since yesterday --until today --decision NG,FAILED,LATE
     edge-ad results query station.db --part 4711
     edge-ad results export station.db --since 7d --csv ng_week.csv --decision NG
+    edge-ad results query station.db --view-name side --decision NG     # multi-view stations: one view's rows
 
 Times: ISO 8601 local time (`2026-12-01`, `2026-12-01T08:30`), `today`, `yesterday`, or an age (`90m`, `24h`,
 `7d`); --since is inclusive, --until exclusive. `query` prints a table and a per-model summary (`--json [PATH]`: the
@@ -46,6 +47,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         q.add_argument("--part", type=int, help="only this part id")
         q.add_argument("--decision", help="comma-separated: OK, NG, FAILED, LATE (default: all)")
         q.add_argument("--station", help="only this station name")
+        q.add_argument("--view-name", metavar="NAME",
+                       help="multi-view stations: the rows of this view (its own decision, score, regions, image) "
+                            "instead of the part rows")
         q.add_argument("--limit", type=int, help="at most this many rows (newest first for query)")
         if name == "query":
             add_json(q, "the matching rows")
@@ -71,6 +75,9 @@ def _rows(args: argparse.Namespace) -> list[dict[str, Any]]:
         raise ConfigError(f"--limit: expected 1..1000000000 rows, got {args.limit}")
     store = open_readonly(args.db)
     try:
+        if args.view_name is not None:
+            return store.query_views(args.view_name, since=since, until=until, part=args.part, decisions=decisions,
+                                     station=args.station, limit=args.limit, newest_first=args.action == "query")
         return store.query(since=since, until=until, part=args.part, decisions=decisions, station=args.station,
                            limit=args.limit, newest_first=args.action == "query")
     finally:
@@ -79,6 +86,19 @@ def _rows(args: argparse.Namespace) -> list[dict[str, Any]]:
 
 def _when(t: float) -> str:
     return datetime.fromtimestamp(t).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def _print_view_table(rows: list[dict[str, Any]], out: TextIO) -> None:
+    print(f"{'time':19s}  {'station':10s} {'part':>8s} {'view':10s} {'decision':8s} {'score':>6s} {'part':8s} "
+          f"{'model':16s}  reason", file=out)
+    for r in rows:
+        score = f"{r['normalized_score']:.3f}" if r["normalized_score"] is not None else "-"
+        why = r["error"] or (f"{len(r['regions'])} region(s)" if r["decision"] == "NG" else "")
+        print(f"{_when(r['time'])}  {r['station'][:10]:10s} {r['part_id']:>8d} {r['view_name'][:10]:10s} "
+              f"{r['decision']:8s} {score:>6s} {r['part_decision']:8s} {(r['model'] or '-')[:16]:16s}  {why}",
+              file=out)
+    counts = {d: sum(r["decision"] == d for r in rows) for d in ("OK", "NG", "FAILED", "LATE")}
+    print(f"\n{len(rows)} view row(s): " + ", ".join(f"{k} {v}" for k, v in counts.items()), file=out)
 
 
 def _print_table(rows: list[dict[str, Any]], out: TextIO) -> None:
@@ -107,7 +127,7 @@ def run(args: argparse.Namespace) -> int:
     rows = _rows(args)
     if args.action == "query":
         write_json_output(args.json, rows)
-        _print_table(rows, human_out(args))
+        (_print_view_table if args.view_name is not None else _print_table)(rows, human_out(args))
         return 0
     if args.csv:
         buf = io.StringIO()

@@ -50,14 +50,15 @@ def run(args: argparse.Namespace) -> int:
     if args.print_config:
         sys.stdout.write(print_config(cfg))
         return 0
-    missing = [name for name, v in (("package", cfg.package), ("source", cfg.source), ("plc", cfg.plc)) if not v]
+    missing = [name for name, v in (("package", cfg.package), ("source", cfg.sources()), ("plc", cfg.plc)) if not v]
     if missing:
-        raise ConfigError(f"serve: missing {', '.join(missing)} (give them as arguments or in --config)")
+        raise ConfigError(f"serve: missing {', '.join(missing)} (give them as arguments or in --config; several "
+                          f"cameras: --view NAME=SOURCE or views: in the file)")
     if cfg.threshold is not None and cfg.recipes:
         raise ConfigError("serve: threshold: a threshold belongs to one package; with several recipes use "
                           "sensitivity (or export each package with its own thresholds)")
-    assert cfg.source is not None and cfg.plc is not None
-    from edge_ad.plc.inspector import Inspector
+    assert cfg.plc is not None
+    from edge_ad.plc.inspector import Inspector, View
     from edge_ad.runtime.detector import Detector
     from edge_ad.services import StationServices, load_detector
     from edge_ad.sources import open_source
@@ -68,19 +69,26 @@ def run(args: argparse.Namespace) -> int:
     def load(spec: str | Path) -> Detector:
         return load_detector(spec, cfg)
 
-    source = open_source(cfg.source, **cfg.source_options)
+    cameras = cfg.sources()
+    if cfg.views:  # several cameras, one part
+        source: Any = [View(c["name"], open_source(c["source"], **c["source_options"]), c["package"])
+                       for c in cameras]
+    else:
+        source = open_source(cameras[0]["source"], **cameras[0]["source_options"])
     services = StationServices(cfg)
     try:
         inspector = Inspector(dict(cfg.recipe_table()), source, cfg.plc, trigger=cfg.trigger,
                               budget_ms=cfg.budget_ms, load_detector=load, link_options=link_options,
-                              stop_when_source_ends=cfg.stop_at_end, recorder=services.recorder())
+                              stop_when_source_ends=cfg.stop_at_end, recorder=services.recorder(),
+                              view_window_ms=cfg.view_window_ms)
         hmi = services.start_hmi(inspector)
     except BaseException:
         services.close()
         raise
     if hmi:
         print(f"edge-ad serve: {hmi}", file=sys.stderr, flush=True)
-    print(f"edge-ad serve: {cfg.package} | source {cfg.source} | PLC {inspector.link.adapter.description} | "
+    where = ", ".join(c["name"] + "=" + c["source"] for c in cameras)
+    print(f"edge-ad serve: {cfg.package} | source {where} | PLC {inspector.link.adapter.description} | "
           f"trigger {cfg.trigger} | budget {cfg.budget_ms:g} ms", file=sys.stderr, flush=True)
     status = StatusPrinter(args.json, "serve")
     with stop_on_signals("serve") as stop:

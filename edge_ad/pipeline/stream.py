@@ -92,12 +92,13 @@ class Pipeline:
         max_batch: run up to this many already-waiting frames in one backend call (dynamic-batch packages).
         expect_size: (height, width) every frame must have; other frames become error results.
         output: False when nobody iterates the results (callback form); True keeps them for `__iter__`.
+        name: the view this pipeline serves when `edge-ad run` has several cameras (stored as each record's source).
     """
 
     def __init__(self, detector: Detector | str | Path, source: Source | str | int, *, policy: Policy | None = None,
                  queue_size: int = 2, recorders: Sequence[Recorder] = (), max_frames: int | None = None,
                  backend: str = "auto", max_batch: int = 1, expect_size: tuple[int, int] | None = None,
-                 output: bool = True, **source_options: Any) -> None:
+                 output: bool = True, name: str | None = None, **source_options: Any) -> None:
         if policy not in ("latest", "all", None):
             raise ConfigError(f"policy: expected 'latest' or 'all', got {policy!r}")
         if queue_size < 1:
@@ -115,7 +116,8 @@ class Pipeline:
         self._drop_logged = False
         self.expect_size = expect_size
         self.recorders = list(recorders)
-        self._builder = RecordBuilder(self.source.source_id)
+        self.name = name  #: the view (camera) this pipeline serves in a several-camera `run`; records carry it
+        self._builder = RecordBuilder(name or self.source.source_id)
         self.stats = PipelineStats()
         self._output = output
         self._q_in: queue.Queue[Any] = queue.Queue(queue_size)

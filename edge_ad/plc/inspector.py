@@ -19,6 +19,13 @@ inspection or a recipe switch is running is not queued: it is counted in `Trigge
 TRIGGER_IGNORED fault, so the PLC sees that a part went uninspected. Errors (unreadable frame, detector
 exception, no frame) are fail-safe NGs too. The PLC switches models by writing a recipe index into `RecipeRequest`;
 the package is loaded off the control loop (heartbeat keeps running) and `ModelId` follows once it is active.
+
+Several views (cameras) per part: `source` may be a list of `View`s. One trigger (or, with trigger "camera"/"free",
+one frame from every camera, paired in arrival order) is one part: every software-triggered camera is fired, one
+frame per view is collected within `view_window_ms`, the views sharing a detector are inspected in one backend call
+(`Detector.predict_batch`), and the part gets one record that combines them (`RecordBuilder.combine`: any view NG
+-> NG; a view without a frame -> NG with NO_IMAGE for that view, never OK) with a per-view entry for the PLC's
+ViewNG / ViewFault / ViewDefectCodeN, the traceability rows and the HMI.
 """
 
 from __future__ import annotations
@@ -28,11 +35,12 @@ import math
 import queue
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field
+from concurrent.futures import TimeoutError as FutureTimeout
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import numpy as np
 
@@ -43,8 +51,8 @@ from edge_ad.runtime.result import Result
 from edge_ad.sources.base import SoftwareTriggered, Source
 from edge_ad.sources.frame import Frame
 from edge_ad.station.config import TRIGGERS, TriggerMode
-from edge_ad.station.event import DetectorLike, PackageIdentity, RecordBuilder, part_id_of
-from edge_ad.station.record import DefectCode, InspectionRecord
+from edge_ad.station.event import DetectorLike, PackageIdentity, RecordBuilder, ViewEvent, judge, part_id_of
+from edge_ad.station.record import MAX_VIEWS, DefectCode, InspectionRecord, ViewVerdict
 from edge_ad.station.recorders import Recorder
 from edge_ad.station.view import StationSnapshot, apply_roi, check_sensitivity
 
@@ -52,6 +60,17 @@ log = logging.getLogger(__name__)
 
 
 RecipeSpec = DetectorLike | str | Path
+
+
+@dataclass
+class View:
+    """One camera of a multi-view station: its name (unique, shown on the HMI and stored per part), its frame
+    source, and its own package (a Detector or a path, PACKAGE#CATEGORY allowed) or None to follow the station's
+    recipe (the PLC's RecipeRequest switches it)."""
+
+    name: str
+    source: Source
+    package: RecipeSpec | None = None
 
 
 @dataclass
@@ -67,6 +86,7 @@ class InspectorStats:
     triggers_ignored: int = 0
     recipe_switches: int = 0
     record_errors: int = 0
+    views_missing: dict[str, int] = field(default_factory=dict)  #: parts per view that got no frame in time
     last: InspectionRecord | None = None
     last_ms: list[float] = field(default_factory=list)
 
@@ -96,12 +116,12 @@ class Inspector:
     a package path (default `Detector.load(path, backend=backend)`).
     """
 
-    def __init__(self, recipes: RecipeSpec | Mapping[int, RecipeSpec], source: Source,
+    def __init__(self, recipes: RecipeSpec | Mapping[int, RecipeSpec], source: Source | Sequence[View],
                  plc: str | PlcAdapter | PlcLink, *, trigger: TriggerMode = "plc", budget_ms: float = 200.0,
                  max_consecutive_late: int = 3, poll_s: float = 0.005, initial_recipe: int | None = None,
                  backend: str = "auto", load_detector: Callable[[str | Path], DetectorLike] | None = None,
                  link_options: Mapping[str, Any] | None = None, stop_when_source_ends: bool = False,
-                 recorder: Recorder | None = None) -> None:
+                 recorder: Recorder | None = None, view_window_ms: float | None = None) -> None:
         if trigger not in TRIGGERS:
             raise ConfigError(f"trigger: expected one of {', '.join(TRIGGERS)}, got {trigger!r}")
         if not budget_ms > 0 or not poll_s > 0 or max_consecutive_late < 1:
@@ -129,7 +149,20 @@ class Inspector:
         self._detectors: dict[int, DetectorLike] = {}
         self._owned: list[DetectorLike] = []  # loaded here from package paths: closed by close()
         self.detector = self._detector_for(self.active_recipe)
-        self.source = source
+        self.views: list[View] = _check_views(source)
+        self.multi_view = isinstance(source, (list, tuple))
+        self.source = self.views[0].source
+        window = budget_ms / 2 if view_window_ms is None else view_window_ms
+        if self.multi_view and not 0 < window < budget_ms:
+            raise ConfigError(f"view_window_ms: expected a number in (0, budget_ms = {budget_ms}), got {window}")
+        self.view_window_s = window / 1e3
+        self._view_detectors: dict[str, DetectorLike] = {}  # views with their own package
+        for v in self.views:
+            if v.package is not None:
+                det = self._load_detector(v.package) if isinstance(v.package, (str, Path)) else v.package
+                if isinstance(v.package, (str, Path)):
+                    self._owned.append(det)
+                self._view_detectors[v.name] = det
         if isinstance(plc, PlcLink):
             self.link = plc
         else:
@@ -138,8 +171,12 @@ class Inspector:
         self.stats = InspectorStats()
         self._job: _Job | None = None
         self._executor: ThreadPoolExecutor | None = None
-        self._frames: queue.Queue[Frame] = queue.Queue(maxsize=8 if trigger == "camera" else 1)
-        self._reader: threading.Thread | None = None
+        self._queues: list[queue.Queue[Frame]] = [queue.Queue(maxsize=8 if trigger == "camera" else 1)
+                                                  for _ in self.views]
+        self._frames = self._queues[0]
+        self._readers: list[threading.Thread] = []
+        self._grabbers: list[ThreadPoolExecutor] = []  # multi-view, trigger "plc": one grab thread per camera
+        self._grabs: list[Future[Frame | None] | None] = [None] * len(self.views)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._prev_trigger = False
@@ -147,7 +184,8 @@ class Inspector:
         self._trigger_ack = False
         self._latched: list[FaultCode] = []
         self._source_fault = False
-        self._source_ended = False
+        self._view_faults: dict[str, bool] = {v.name: False for v in self.views}
+        self._ended: set[int] = set()
         self._bad_request = 0
         self._consecutive_late = 0
         self._builder = RecordBuilder(getattr(source, "source_id", None))
@@ -160,24 +198,39 @@ class Inspector:
         if self._opened:
             return
         self._stop.clear()
-        self.source.open()
+        opened: list[Source] = []
+        try:
+            for v in self.views:
+                v.source.open()
+                opened.append(v.source)
+        except BaseException:
+            for src in opened:
+                src.close()
+            raise
         self._opened = True
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="edge-ad-inspect")
+        if self.multi_view and self.trigger == "plc":
+            self._grabbers = [ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"edge-ad-grab-{v.name}")
+                              for v in self.views]
         if self.recorder is not None:
             self.recorder.open()
         if self.trigger != "plc":
-            self._reader = threading.Thread(target=self._read_frames, name="edge-ad-frames", daemon=True)
-            self._reader.start()
+            for i, v in enumerate(self.views):
+                t = threading.Thread(target=self._read_frames, args=(i,), name=f"edge-ad-frames-{v.name}",
+                                     daemon=True)
+                t.start()
+                self._readers.append(t)
         self.link.set({"ModelId": self.active_recipe, "VisionState": VisionState.PREOPERATIONAL})
 
     def close(self) -> None:
         """Stop the reader, wait for a running inspection, publish Halted, close link and source."""
         self._stop.set()
-        if hasattr(self.source, "request_stop"):
-            self.source.request_stop()
-        if self._reader is not None:
-            self._reader.join(5.0)
-            self._reader = None
+        for v in self.views:
+            if hasattr(v.source, "request_stop"):
+                v.source.request_stop()
+        for t in self._readers:
+            t.join(5.0)
+        self._readers = []
         if self._job is not None:
             try:
                 self._job.future.result(timeout=5.0)
@@ -187,11 +240,18 @@ class Inspector:
         if self._executor is not None:
             self._executor.shutdown(wait=False, cancel_futures=True)
             self._executor = None
+        for g in self._grabbers:  # a grab stuck in a camera call ends with the camera's own time-out
+            g.shutdown(wait=False, cancel_futures=True)
+        self._grabbers, self._grabs = [], [None] * len(self.views)
         if self._opened:
             self.link.set({"Ready": False, "Busy": False, "VisionState": VisionState.HALTED})
             self.link.service()
             self.link.close()
-            self.source.close()
+            for v in self.views:
+                try:
+                    v.source.close()
+                except Exception as e:  # one camera failing to close must not keep the others open
+                    log.warning("view %s: closing the source failed: %s", v.name, e)
             if self.recorder is not None:
                 self.recorder.close()
             self._opened = False
@@ -199,6 +259,8 @@ class Inspector:
             det.close()
         self._owned.clear()
         self._detectors = {k: v for k, v in self._detectors.items() if not isinstance(self.recipes[k], (str, Path))}
+        self._view_detectors = {v.name: self._view_detectors[v.name] for v in self.views
+                                if v.name in self._view_detectors and not isinstance(v.package, (str, Path))}
 
     def run(self, stop: threading.Event | None = None, duration_s: float | None = None) -> InspectorStats:
         """Run the control loop until `stop` is set, `duration_s` passes or a finite source ends
@@ -255,8 +317,8 @@ class Inspector:
         self.stop()
 
     def _finished(self) -> bool:
-        return (self.stop_when_source_ends and self._source_ended and self._job is None
-                and self._frames.empty() and self.link.queue_depth == 0)
+        return (self.stop_when_source_ends and len(self._ended) == len(self.views) and self._job is None
+                and all(q.empty() for q in self._queues) and self.link.queue_depth == 0)
 
     # ---- one control step ------------------------------------------------------------------------------------
     def step(self) -> None:
@@ -310,7 +372,7 @@ class Inspector:
     def faults(self) -> list[FaultCode]:
         """Active faults, first raised first."""
         out = list(self._latched) + self.link.faults()
-        if self._source_fault:
+        if self._source_fault or any(self._view_faults.values()):
             out.append(FaultCode.SOURCE)
         return list(dict.fromkeys(out))
 
@@ -395,9 +457,11 @@ class Inspector:
         self._job = _Job("recipe", fut, time.monotonic(), recipe=req)
 
     # ---- inspections -----------------------------------------------------------------------------------------
-    def _start_inspection(self, now: float, part_id: int, frame: Frame | None) -> None:
-        """Accept a trigger (frame None: grab one) or a camera frame: Busy, TriggerAck, then inspect off-loop."""
-        capture = frame.capture_monotonic if self.trigger == "camera" and frame is not None else now
+    def _start_inspection(self, now: float, part_id: int, frame: Frame | list[Frame | None] | None) -> None:
+        """Accept a trigger (frame None: grab one per view) or camera frames (one, or one per view: None where a
+        view delivered nothing): Busy, TriggerAck, then inspect off-loop."""
+        first = next((f for f in frame if f is not None), None) if isinstance(frame, list) else frame
+        capture = first.capture_monotonic if self.trigger == "camera" and first is not None else now
         start = min(now, capture)
         if self.trigger == "plc":
             self._trigger_ack = True
@@ -406,18 +470,43 @@ class Inspector:
             self.link.set({"Ready": False, "Busy": True})
         deadline = start + self.budget_s
         assert self._executor is not None
-        fut = self._executor.submit(self._inspect, self.detector, frame, deadline)
+        fut: Future[Any]
+        if self.multi_view:
+            frames = frame if isinstance(frame, list) else None
+            fut = self._executor.submit(self._inspect_views, self.detector, frames, start, deadline)
+        else:
+            assert not isinstance(frame, list)
+            fut = self._executor.submit(self._inspect, self.detector, frame, deadline)
         self._job = _Job("inspect", fut, start, deadline=deadline, part_id=part_id, recipe=self.active_recipe,
                          detector=self.detector)
 
     def _start_continuous(self, now: float, plc_part_id: int) -> None:
         if self.trigger == "free" and self.link.queue_depth >= self.link.queue_size:
             return  # self-paced: wait for the PLC to take results
+        if self.multi_view:
+            self._start_views(now, plc_part_id)
+            return
         try:
             frame = self._frames.get_nowait()
         except queue.Empty:
             return
         self._start_inspection(now, part_id_of(frame.meta(), plc_part_id), frame)
+
+    def _start_views(self, now: float, plc_part_id: int) -> None:
+        """Continuous multi-view: a part is the next frame of every view, paired in arrival order; once the oldest
+        waiting frame is `view_window_ms` old the part starts without the views that delivered nothing."""
+        heads = [q.queue[0] if q.queue else None for q in self._queues]
+        waiting = [f for f in heads if f is not None]
+        if not waiting:
+            return
+        oldest = min(f.capture_monotonic for f in waiting)
+        if len(waiting) < len(self.views) and now - oldest < self.view_window_s:
+            return
+        frames: list[Frame | None] = []
+        for q, head in zip(self._queues, heads):
+            frames.append(q.get_nowait() if head is not None else None)
+        first = next(f for f in frames if f is not None)
+        self._start_inspection(now, part_id_of(first.meta(), plc_part_id), frames)
 
     def _inspect(self, det: DetectorLike, frame: Frame | None, deadline: float) -> tuple[Frame | None,
                                                                                           Result | None, float]:
@@ -438,6 +527,58 @@ class Inspector:
         else:
             result = det.predict(frame.image, frame=meta)
         return frame, result, time.monotonic()
+
+    def _inspect_views(self, det: DetectorLike, frames: list[Frame | None] | None, start: float,
+                       deadline: float) -> tuple[list[Frame | None], list[Result | None], float]:
+        """Worker thread, multi-view: fire and collect one frame per view (frames None) within the view window,
+        then inspect the views of each detector in one batched call -> (frames, results, finish time); a view
+        without a frame has None for both."""
+        if frames is None:
+            frames = self._grab_views(min(start + self.view_window_s, deadline))
+        results: list[Result | None] = [None] * len(self.views)
+        groups: dict[int, tuple[DetectorLike, list[int]]] = {}
+        images: dict[int, tuple[np.ndarray, dict[str, Any]]] = {}
+        for i, (v, f) in enumerate(zip(self.views, frames)):
+            if f is None:
+                continue
+            if f.image is None:
+                results[i] = Result.failed(f.error or "frame without image", frame=f.meta())
+                continue
+            images[i] = (f.image, f.meta())
+            d = self._view_detectors.get(v.name, det)
+            groups.setdefault(id(d), (d, []))[1].append(i)
+        for d, idx in groups.values():
+            metas = [images[i][1] for i in idx]
+            batch = getattr(d, "predict_batch", None)
+            if batch is not None:
+                got = batch([images[i][0] for i in idx], frames=metas, errors="result")
+            else:  # a stand-in without batching
+                got = [d.predict(images[i][0], frame=images[i][1]) for i in idx]
+            for i, r in zip(idx, got):
+                results[i] = r
+        return frames, results, time.monotonic()
+
+    def _grab_views(self, until: float) -> list[Frame | None]:
+        """Fire and read every view in parallel on its own grabber thread, until `until`. A camera that hangs (a
+        trigger write timing out on a pulled cable takes seconds) costs its own view only: its frame is None for
+        this part, and while its previous grab is still running it is not fired again."""
+        futures: dict[int, Future[Frame | None]] = {}
+        frames: list[Frame | None] = [None] * len(self.views)
+        for i, v in enumerate(self.views):
+            running = self._grabs[i]
+            if running is not None and not running.done():
+                log.warning("view %s: previous grab still running (camera not answering): no frame this part", v.name)
+                continue
+            futures[i] = self._grabbers[i].submit(_grab_view, v, until)
+            self._grabs[i] = futures[i]
+        for i, fut in futures.items():
+            try:
+                frames[i] = fut.result(timeout=max(0.0, until - time.monotonic()) + 0.05)
+            except FutureTimeout:  # the grab goes on; whatever it returns later is dropped with it
+                log.warning("view %s: no frame within the view window", self.views[i].name)
+            except Exception as e:
+                log.error("view %s: %s", self.views[i].name, e)
+        return frames
 
     def _check_job(self, now: float) -> None:
         job = self._job
@@ -470,7 +611,43 @@ class Inspector:
         self.stats.recipe_switches += 1
         log.info("recipe %d active (%s)", job.recipe, self.recipes[job.recipe])
 
+    def _finish_views(self, job: _Job, now: float) -> None:
+        """Multi-view: one record combining every view (missing views NG with NO_IMAGE), then publish."""
+        try:
+            frames, results, done_at = job.future.result()
+        except Exception as e:
+            log.exception("part %d: inspection failed", job.part_id)
+            self._latch(FaultCode.INSPECTION, f"{type(e).__name__}: {e}")
+            frames, results, done_at = [None] * len(self.views), [Result.failed(f"{type(e).__name__}: {e}")] * len(
+                self.views), now
+        for v, f in zip(self.views, frames):
+            self._view_faults[v.name] = f is None
+            if f is None:
+                self.stats.views_missing[v.name] = self.stats.views_missing.get(v.name, 0) + 1
+                log.warning("part %d: view %s delivered no frame within %.0f ms: NG (no image)", job.part_id,
+                            v.name, self.view_window_s * 1e3)
+        if not job.published and done_at > job.deadline:
+            job.published = True
+            self._publish(job, self._failsafe(job, DefectCode.LATE, done_at, late=True, error="time budget exceeded"))
+        if job.published:
+            self.stats.late_discarded += 1
+            log.warning("part %d: late multi-view result discarded (fail-safe NG was sent)", job.part_id)
+            return
+        self._consecutive_late = 0
+        verdicts = [judge(r, v.name, error=None if r is not None else
+                          f"no frame within {self.view_window_s * 1e3:.0f} ms") for v, r in zip(self.views, results)]
+        rec = self._builder.combine(verdicts, part_id=job.part_id, inspection_ms=(done_at - job.started) * 1e3,
+                                    recipe=job.recipe, seq=self._next_seq())
+        events = tuple(ViewEvent(vd, r, f.image if f is not None else None, f.meta() if f is not None else {},
+                                 PackageIdentity.of(self._view_detectors.get(v.name, job.detector), job.recipe),
+                                 getattr(v.source, "source_id", None) or v.name)
+                       for v, vd, r, f in zip(self.views, verdicts, results, frames))
+        self._publish(job, rec, views=events)
+
     def _finish_inspection(self, job: _Job, now: float) -> None:
+        if self.multi_view:
+            self._finish_views(job, now)
+            return
         frame: Frame | None
         result: Result | None
         try:
@@ -505,19 +682,29 @@ class Inspector:
 
     def _failsafe(self, job: _Job, code: DefectCode, now: float, late: bool = False,
                   error: str | None = None) -> InspectionRecord:
-        """A fail-safe NG: scores at 1.0 so a PLC that only looks at the score rejects too."""
+        """A fail-safe NG: scores at 1.0 so a PLC that only looks at the score rejects too (every view of a
+        multi-view part with the same code)."""
+        if self.multi_view:
+            views = [ViewVerdict(v.name, False, code, 1.0, 1.0, 0, error) for v in self.views]
+            return self._builder.combine(views, part_id=job.part_id, inspection_ms=(now - job.started) * 1e3,
+                                         recipe=job.recipe, seq=self._next_seq())
         return self._builder.failsafe(code, part_id=job.part_id, inspection_ms=(now - job.started) * 1e3,
                                       recipe=job.recipe, late=late, error=error, seq=self._next_seq())
 
     def _publish(self, job: _Job, rec: InspectionRecord, frame: Frame | None = None,
-                 result: Result | None = None) -> None:
+                 result: Result | None = None, views: tuple[ViewEvent, ...] = ()) -> None:
         """Record it (traceability, committed first), queue the result, post it right away if the link allows,
         then drop Busy (toggle before Busy = 0). A failing recorder is logged and counted, never blocks the line."""
         if self.recorder is not None:
             try:
-                event = self._builder.event(rec, result, frame.image if frame is not None else None,
-                                            frame.meta() if frame is not None else None,
-                                            PackageIdentity.of(job.detector, job.recipe))
+                if views:  # the deciding view (first NG, else first) stands for the part in one-image outputs
+                    lead = next((v for v in views if not v.verdict.ok), views[0])
+                    event = replace(self._builder.event(rec, lead.result, lead.image, lead.frame, lead.package),
+                                    views=views, source=lead.source)
+                else:
+                    event = self._builder.event(rec, result, frame.image if frame is not None else None,
+                                                frame.meta() if frame is not None else None,
+                                                PackageIdentity.of(job.detector, job.recipe))
                 self.recorder.write(event)
             except Exception:
                 self.stats.record_errors += 1
@@ -541,28 +728,36 @@ class Inspector:
                  int(rec.defect_code), rec.anomaly_score, rec.inspection_ms, " LATE" if rec.late else "")
 
     # ---- frame reader (trigger="camera" / "free") ------------------------------------------------------------
-    def _read_frames(self) -> None:
-        """Reader thread: hands frames to the control loop in order; waits (bounded) for room instead of dropping."""
+    def _read_frames(self, index: int = 0) -> None:
+        """Reader thread of view `index`: hands its frames to the control loop in order; waits (bounded) for room
+        instead of dropping."""
+        view, frames = self.views[index], self._queues[index]
         while not self._stop.is_set():
             try:
-                frame = self.source.read(timeout=0.2)
+                frame = view.source.read(timeout=0.2)
             except EdgeADError as e:
-                self._source_fault = True
-                log.error("source: %s; retrying in 1 s", e)
+                self._set_source_fault(view.name, True)
+                log.error("source %s: %s; retrying in 1 s", view.name, e)
                 self._stop.wait(1.0)
                 continue
             if frame is None:
-                if getattr(self.source, "finished", False):
-                    self._source_ended = True
+                if getattr(view.source, "finished", False):
+                    self._ended.add(index)
                     return
                 continue
-            self._source_fault = False
+            self._set_source_fault(view.name, False)
             while not self._stop.is_set():
                 try:
-                    self._frames.put(frame, timeout=0.2)
+                    frames.put(frame, timeout=0.2)
                     break
                 except queue.Full:
                     continue
+
+    def _set_source_fault(self, view: str, down: bool) -> None:
+        if self.multi_view:
+            self._view_faults[view] = down
+        else:
+            self._source_fault = down
 
     def status_line(self) -> str:
         """One line for a terminal: link, recipe, counters, queue, faults."""
@@ -571,6 +766,31 @@ class Inspector:
         return (f"plc={'up' if link.connected else 'DOWN'} recipe={self.active_recipe} n={s.inspections} ok={s.ok} "
                 f"ng={s.ng} late={s.late} err={s.errors} p50={s.p50_ms():.1f}ms queue={link.queue_depth} "
                 f"overflows={link.overflows} faults={faults}")
+
+
+def _grab_view(view: View, until: float) -> Frame | None:
+    """One view's frame for a PLC-triggered part: a software-triggered camera is drained of stale frames (a frame
+    that came after an earlier part's window must not judge this part), fired, then read until `until`."""
+    src = view.source
+    if isinstance(src, SoftwareTriggered) and src.trigger_mode == "software":
+        for _ in range(16):
+            if src.read(timeout=0.0) is None:
+                break
+        src.trigger()
+    return src.read(timeout=max(0.001, until - time.monotonic()))
+
+
+def _check_views(source: Source | Sequence[View]) -> list[View]:
+    """One source -> one unnamed view; a list of views is checked: 1..MAX_VIEWS views, unique names."""
+    if not isinstance(source, (list, tuple)):
+        return [View("main", cast(Source, source))]  # a Sequence that is not a list/tuple is a duck-typed source
+    views = list(source)
+    if not 1 <= len(views) <= MAX_VIEWS or not all(isinstance(v, View) for v in views):
+        raise ConfigError(f"views: expected 1..{MAX_VIEWS} View entries, got {len(views)}")
+    names = [v.name for v in views]
+    if len(set(names)) != len(names) or not all(isinstance(n, str) and n for n in names):
+        raise ConfigError(f"views: expected unique non-empty names, got {names}")
+    return views
 
 
 def _label(spec: RecipeSpec) -> str:
@@ -586,4 +806,4 @@ def _default_loader(path: str | Path, backend: str) -> DetectorLike:
     return Detector.load(path, backend=backend)
 
 
-__all__ = ["TRIGGERS", "Inspector", "InspectorStats", "PlcError"]
+__all__ = ["TRIGGERS", "Inspector", "InspectorStats", "PlcError", "View"]

@@ -17,6 +17,10 @@ Handshake (PLC = the line's controller, vision = edge-ad):
 A missing result within the time budget gives a fail-safe NG with `Late` = 1. Results are queued in order and the
 next one is posted only after the PLC's `ResultAck` equals `ResultValid` (ack mode), so no result is overwritten
 unseen. Both sides run heartbeat counters: vision increments `Heartbeat`, the PLC increments `PlcHeartbeat`.
+
+Multi-view stations (several cameras, one part) publish one result per part: `OK`/`NG` is the combined verdict
+(any view NG -> NG; a view without a frame -> NG with its fault), and `ViewNG`, `ViewFault` and
+`ViewDefectCode1..8` say which view failed and why.
 """
 
 from __future__ import annotations
@@ -26,7 +30,7 @@ from dataclasses import dataclass
 from enum import IntEnum
 from typing import Any, Literal
 
-from edge_ad.station.record import DefectCode, InspectionRecord
+from edge_ad.station.record import MAX_VIEWS, DefectCode, InspectionRecord, ViewVerdict
 
 SignalType = Literal["BOOL", "UINT16", "UINT32", "REAL"]
 Direction = Literal["in", "out"]
@@ -143,6 +147,13 @@ SIGNALS: tuple[Signal, ...] = (
     _s("QueueOverflows", "UINT32", "out", "Status", 35, 48, 0, "results refused because the queue was full"),
     _s("QueueDepth", "UINT16", "out", "Status", 37, 52, 0, "results waiting for delivery"),
     _s("TriggersIgnored", "UINT32", "out", "Status", 38, 54, 0, "Trigger edges ignored because vision was busy"),
+    # ---- per view (multi-view stations; one camera: view 1 mirrors the part) -----------------------------------
+    _s("ViewNG", "UINT16", "out", "ResultManagement", 40, 58, 0,
+       "bit i-1 set: view i is NG (anomaly or fault); the order of `views` in the station config"),
+    _s("ViewFault", "UINT16", "out", "ResultManagement", 41, 60, 0,
+       "bit i-1 set: view i could not be judged (no frame, late, unreadable, not aligned)"),
+    *(_s(f"ViewDefectCode{i}", "UINT16", "out", "ResultManagement", 41 + i, 60 + 2 * i, 0,
+         f"DefectCode of view {i} (0 = OK or no such view)") for i in range(1, MAX_VIEWS + 1)),
 )
 
 BY_NAME: dict[str, Signal] = {s.name: s for s in SIGNALS}
@@ -150,7 +161,8 @@ INPUTS: tuple[Signal, ...] = tuple(s for s in SIGNALS if s.direction == "in")
 OUTPUTS: tuple[Signal, ...] = tuple(s for s in SIGNALS if s.direction == "out")
 #: Output signals that make up one result (written before the ResultValid toggle).
 RESULT_FIELDS: tuple[str, ...] = ("OK", "NG", "Late", "DefectCode", "AnomalyScore", "MaxPixelScore", "DefectArea",
-                                  "PartIdEcho", "ResultSeq", "InspectionTime", "ModelId")
+                                  "PartIdEcho", "ResultSeq", "InspectionTime", "ModelId", "ViewNG", "ViewFault",
+                                  *(f"ViewDefectCode{i}" for i in range(1, MAX_VIEWS + 1)))
 #: Modbus: holding registers used from the base (inputs start at +0, outputs at +OUTPUT_REGISTER).
 REGISTER_COUNT: int = max(s.register + TYPE_REGISTERS[s.type] for s in SIGNALS)
 OUTPUT_REGISTER: int = min(s.register for s in OUTPUTS)
@@ -200,6 +212,11 @@ def result_signals(rec: InspectionRecord) -> dict[str, bool | int | float]:
            "MaxPixelScore": rec.max_pixel_score if math.isfinite(rec.max_pixel_score) else 1.0,
            "DefectArea": rec.defect_area, "PartIdEcho": rec.part_id, "ResultSeq": rec.seq,
            "InspectionTime": rec.inspection_ms, "ModelId": rec.model_id}
+    views = rec.views or (ViewVerdict("", ok, DefectCode(code), 0.0, 0.0, 0),)  # one camera: view 1 is the part
+    raw["ViewNG"] = sum(1 << i for i, v in enumerate(views[:MAX_VIEWS]) if not v.ok)
+    raw["ViewFault"] = sum(1 << i for i, v in enumerate(views[:MAX_VIEWS]) if v.fault)
+    for i in range(MAX_VIEWS):
+        raw[f"ViewDefectCode{i + 1}"] = int(views[i].defect_code) if i < len(views) else 0
     return {k: coerce(BY_NAME[k], v) for k, v in raw.items()}
 
 

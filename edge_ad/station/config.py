@@ -112,6 +112,14 @@ class StationConfig:
     source_options: dict[str, str] = _opt({}, "source option, e.g. pixel_format=BayerRG8, fps=30, "
                                           "roi=0,0,640,480, trigger=Line0, rate=10, loop=true (repeatable)",
                                           kind=dict, metavar="KEY=VALUE", group="camera", flag="--source-option")
+    views: list[dict[str, Any]] = _opt([], "one more camera of the same part: NAME=SOURCE (repeatable; station.yaml "
+                                       "`views:` also takes package and source_options per view); every view is "
+                                       "judged, one verdict per part", kind=list, metavar="NAME=SOURCE",
+                                       group="camera", flag="--view")
+    view_window_ms: float | None = _opt(None, "multi-view: time after the trigger (or the first view's frame) in "
+                                        "which every view must deliver its frame; a view without one is NG, no "
+                                        "image (default: half the budget)", kind=float, check=_positive,
+                                        commands=frozenset({SERVE}), group="camera")
     # ---- PLC handshake (serve) --------------------------------------------------------------------------------
     plc: str | None = _opt(None, "opcua://HOST:PORT | opcua-client://HOST:PORT | modbus://HOST:PORT | "
                            "modbus-client://HOST:PORT | s7://HOST[:PORT]/RACK/SLOT/DB", commands=frozenset({SERVE}),
@@ -197,6 +205,14 @@ class StationConfig:
             if not isinstance(n, int) or isinstance(n, bool) or not 2 <= n <= 0xFFFF:
                 raise ConfigError(f"station config: recipes: expected indices N = 2..65535 (recipe 1 is the "
                                   f"package), got {n!r}")
+        if self.views:
+            _check_views(self.views, "station config")
+            if self.source is not None:
+                raise ConfigError("station config: give either source (one camera) or views (several), not both: "
+                                  "put the first camera in views too")
+        if self.view_window_ms is not None and not self.view_window_ms < self.budget_ms:
+            raise ConfigError(f"station config: view_window_ms: expected less than budget_ms ({self.budget_ms}), "
+                              f"got {self.view_window_ms}")
 
     # ---- building ---------------------------------------------------------------------------------------------
     @classmethod
@@ -223,6 +239,17 @@ class StationConfig:
                              dla_core=self.dla, tf32=self.tf32)
         return None if opts.is_unset() else opts
 
+    def sources(self) -> list[dict[str, Any]]:
+        """The cameras: each view's {name, source, package (None = the station's recipe), source_options}, or the
+        one `source` as a view named "main"."""
+        if self.views:
+            return [{"name": v["name"], "source": v["source"], "package": v.get("package"),
+                     "source_options": {**self.source_options, **dict(v.get("source_options") or {})}}
+                    for v in self.views]
+        if self.source is None:
+            return []
+        return [{"name": "main", "source": self.source, "package": None, "source_options": dict(self.source_options)}]
+
     def recipe_table(self) -> dict[int, str]:
         """Recipe index -> package path, 1 being `package`."""
         if self.package is None:
@@ -246,6 +273,39 @@ def _check(name: str, value: Any, where: str) -> None:
         raise ConfigError(f"{where}: {name}: expected {_kind_name(kind)}, got {value!r}")
     if check is not None and (why := check(value)) is not None:
         raise ConfigError(f"{where}: {name}: expected {why}, got {value!r}")
+
+
+_VIEW_KEYS = {"name", "source", "package", "source_options"}
+
+
+def _check_views(views: list[Any], where: str) -> list[dict[str, Any]]:
+    """Every view a mapping with a unique name and a source; package and source_options optional."""
+    from edge_ad.station.record import MAX_VIEWS
+
+    if not 1 <= len(views) <= MAX_VIEWS:
+        raise ConfigError(f"{where}: views: expected 1..{MAX_VIEWS} views (the PLC signal set has {MAX_VIEWS}), "
+                          f"got {len(views)}")
+    out, names = [], set()
+    for i, v in enumerate(views):
+        if not isinstance(v, Mapping):
+            raise ConfigError(f"{where}: views[{i}]: expected a mapping with name and source, got {v!r}")
+        unknown = set(v) - _VIEW_KEYS
+        if unknown:
+            raise ConfigError(f"{where}: views[{i}]: unknown key(s) {sorted(unknown)} (known: {sorted(_VIEW_KEYS)})")
+        for key in ("name", "source"):
+            if not isinstance(v.get(key), str) or not v[key]:
+                raise ConfigError(f"{where}: views[{i}].{key}: expected a non-empty string, got {v.get(key)!r}")
+        if v.get("package") is not None and (not isinstance(v["package"], str) or not v["package"]):
+            raise ConfigError(f"{where}: views[{i}].package: expected a package path, got {v['package']!r}")
+        opts = v.get("source_options") or {}
+        if not isinstance(opts, Mapping):
+            raise ConfigError(f"{where}: views[{i}].source_options: expected a mapping, got {opts!r}")
+        if v["name"] in names:
+            raise ConfigError(f"{where}: views[{i}].name: {v['name']!r} is used twice")
+        names.add(v["name"])
+        out.append({"name": v["name"], "source": v["source"], "package": v.get("package"),
+                    "source_options": {str(k): str(x) for k, x in opts.items()}})
+    return out
 
 
 def _kind_name(kind: type) -> str:
@@ -275,6 +335,8 @@ def _coerce(name: str, value: Any, where: str) -> Any:
         return out
     if name == "source_options" and isinstance(value, Mapping):
         return {str(k): str(v) for k, v in value.items()}
+    if name == "views" and isinstance(value, (list, tuple)):
+        return _check_views(list(value), where)
     if name in ("trusted_keys", "ui_hosts") and isinstance(value, (list, tuple)):
         if not all(isinstance(v, str) and v for v in value):
             raise ConfigError(f"{where}: {name}: expected a list of names/paths, got {value!r}")
@@ -364,6 +426,9 @@ def config_from_args(args: argparse.Namespace, command: str) -> StationConfig:
             v = _pairs(v, "--recipe", "N=PACKAGE")
         elif v is not None and f.name == "source_options":
             v = _pairs(v, "--source-option", "KEY=VALUE")
+        elif v is not None and f.name == "views":
+            v = [{"name": k, "source": src} for k, src in (next(iter(_pairs([item], "--view", "NAME=SOURCE").items()))
+                                                            for item in v)]
         flags[f.name] = v
     return StationConfig.resolve(flags, args.config)
 

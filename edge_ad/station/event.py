@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -13,7 +14,7 @@ import numpy as np
 from edge_ad.runtime.package import ModelPackage
 from edge_ad.runtime.postprocess import normalize_score
 from edge_ad.runtime.result import Fault, Result
-from edge_ad.station.record import DefectCode, InspectionRecord
+from edge_ad.station.record import DefectCode, InspectionRecord, ViewVerdict
 
 
 class DetectorLike(Protocol):
@@ -54,6 +55,23 @@ class PackageIdentity:
 
 
 @dataclass(frozen=True)
+class ViewEvent:
+    """One view of a multi-view part: its verdict, the detector's Result (None when the view delivered no frame),
+    the frame's pixels and metadata, the package that judged it and its source."""
+
+    verdict: ViewVerdict
+    result: Result | None
+    image: np.ndarray | None
+    frame: dict[str, Any]
+    package: PackageIdentity
+    source: str | None = None
+
+    @property
+    def name(self) -> str:
+        return self.verdict.name
+
+
+@dataclass(frozen=True)
 class InspectionEvent:
     """One published verdict: the record the PLC gets, the detector's Result (None for a fail-safe verdict without
     one), the frame's pixels and metadata, the package that judged it, the source and the wall-clock time."""
@@ -65,6 +83,9 @@ class InspectionEvent:
     package: PackageIdentity
     source: str | None = None
     time: float = field(default_factory=time.time)
+    #: a multi-view part's views, in the station's order (`result`/`image` are then those of the deciding view:
+    #: the first NG one, else the first)
+    views: tuple[ViewEvent, ...] = ()
 
     @property
     def decision(self) -> str:
@@ -108,21 +129,31 @@ class RecordBuilder:
                 seq: int | None = None) -> InspectionRecord:
         """The record of an inspected frame."""
         seq = self.next_seq() if seq is None else seq
-        if result.fault == Fault.ALIGNMENT:
-            return self.failsafe(DefectCode.ALIGNMENT, part_id=part_id, inspection_ms=inspection_ms, recipe=recipe,
-                                 error=result.error, seq=seq)
-        if result.error is not None:
-            return self.failsafe(DefectCode.INSPECTION_ERROR, part_id=part_id, inspection_ms=inspection_ms,
-                                 recipe=recipe, error=result.error, seq=seq)
-        if not (_finite(result.score) and _finite(result.normalized_score)):
-            return self.failsafe(DefectCode.INSPECTION_ERROR, part_id=part_id, inspection_ms=inspection_ms,
-                                 recipe=recipe, error="non-finite score: fail-safe NG", seq=seq)
-        ok = bool(result.passed)
-        return InspectionRecord(seq=seq, part_id=part_id, ok=ok, defect_code=DefectCode.OK if ok else
-                                DefectCode.ANOMALY, anomaly_score=float(result.normalized_score),
-                                max_pixel_score=max_pixel_score(result),
-                                defect_area=int(sum(r.area for r in result.regions)), inspection_ms=inspection_ms,
-                                model_id=recipe)
+        v = judge(result)
+        if not v.ok and v.defect_code != DefectCode.ANOMALY:
+            return self.failsafe(v.defect_code, part_id=part_id, inspection_ms=inspection_ms, recipe=recipe,
+                                 error=v.error, seq=seq)
+        return InspectionRecord(seq=seq, part_id=part_id, ok=v.ok, defect_code=v.defect_code,
+                                anomaly_score=v.anomaly_score, max_pixel_score=v.max_pixel_score,
+                                defect_area=v.defect_area, inspection_ms=inspection_ms, model_id=recipe)
+
+    def combine(self, views: Sequence[ViewVerdict], *, part_id: int, inspection_ms: float, recipe: int,
+                seq: int | None = None) -> InspectionRecord:
+        """One part's record from its views: OK only when there are views and every one is OK; the defect code is
+        the first view fault's (NO_IMAGE, LATE, ...) when a view could not be judged, else ANOMALY; scores are the
+        worst view's and the defect area is the sum."""
+        if not views:
+            return self.failsafe(DefectCode.NO_IMAGE, part_id=part_id, inspection_ms=inspection_ms, recipe=recipe,
+                                 error="no views", seq=seq)
+        ok = all(v.ok for v in views)
+        fault = next((v for v in views if v.fault), None)
+        code = DefectCode.OK if ok else fault.defect_code if fault is not None else DefectCode.ANOMALY
+        errors = [f"{v.name}: {v.error}" for v in views if v.error]
+        return InspectionRecord(
+            seq=self.next_seq() if seq is None else seq, part_id=part_id, ok=ok, defect_code=code,
+            anomaly_score=max(v.anomaly_score for v in views), max_pixel_score=max(v.max_pixel_score for v in views),
+            defect_area=sum(v.defect_area for v in views), inspection_ms=inspection_ms, model_id=recipe,
+            late=code == DefectCode.LATE, error="; ".join(errors) or None, views=tuple(views))
 
     def failsafe(self, code: DefectCode, *, part_id: int, inspection_ms: float, recipe: int, late: bool = False,
                  error: str | None = None, seq: int | None = None) -> InspectionRecord:
@@ -136,6 +167,23 @@ class RecordBuilder:
         meta = dict(frame or (result.frame if result is not None and result.frame is not None else {}))
         return InspectionEvent(record=record, result=result, image=image, frame=meta, package=package,
                                source=self.source or _str(meta.get("source_id")))
+
+
+def judge(result: Result | None, name: str = "", missing: DefectCode = DefectCode.NO_IMAGE,
+          error: str | None = None) -> ViewVerdict:
+    """The verdict of one Result (None: the view delivered nothing, `missing` says why). Fail-safe: alignment
+    failures, errors and non-finite scores are NG with their code and scores 1.0."""
+    if result is None:
+        return ViewVerdict(name, False, missing, 1.0, 1.0, 0, error or "no frame from the source")
+    if result.fault == Fault.ALIGNMENT:
+        return ViewVerdict(name, False, DefectCode.ALIGNMENT, 1.0, 1.0, 0, result.error)
+    if result.error is not None:
+        return ViewVerdict(name, False, DefectCode.INSPECTION_ERROR, 1.0, 1.0, 0, result.error)
+    if not (_finite(result.score) and _finite(result.normalized_score)):
+        return ViewVerdict(name, False, DefectCode.INSPECTION_ERROR, 1.0, 1.0, 0, "non-finite score: fail-safe NG")
+    ok = bool(result.passed)
+    return ViewVerdict(name, ok, DefectCode.OK if ok else DefectCode.ANOMALY, float(result.normalized_score),
+                       max_pixel_score(result), int(sum(r.area for r in result.regions)))
 
 
 def max_pixel_score(result: Result) -> float:

@@ -13,6 +13,7 @@ import json
 import logging
 import os
 import re
+import threading
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
@@ -25,7 +26,7 @@ import numpy as np
 from edge_ad.errors import ConfigError
 from edge_ad.fileio import atomic_write_bytes
 from edge_ad.runtime.result import Result, json_safe
-from edge_ad.station.event import InspectionEvent
+from edge_ad.station.event import InspectionEvent, ViewEvent
 
 log = logging.getLogger(__name__)
 
@@ -58,9 +59,51 @@ def event_dict(event: InspectionEvent, station: str | None = None) -> dict[str, 
     })
     if rec.error is not None:
         out["error"] = rec.error
+    if event.views:  # multi-view part: every view's verdict, score and regions
+        out["views"] = [view_dict(v) for v in event.views]
     if station is not None:
         out["station"] = station
     return dict(json_safe(out))
+
+
+def view_dict(view: ViewEvent) -> dict[str, Any]:
+    """One view of a multi-view part in `event_dict`: name, decision, codes, scores, regions, frame, package."""
+    vd, result = view.verdict, view.result
+    return {"name": vd.name, "decision": vd.decision, "ok": vd.decision == "OK", "defect_code": int(vd.defect_code),
+            "fault": vd.fault, "anomaly_score": vd.anomaly_score, "max_pixel_score": vd.max_pixel_score,
+            "defect_area": vd.defect_area, "error": vd.error, "source": view.source,
+            "score": result.score if result is not None else None,
+            "regions": [r.to_dict() for r in result.regions] if result is not None else [],
+            "frame": view.frame, "model": view.package.name, "package_digest": view.package.digest}
+
+
+class SharedRecorder:
+    """One recorder fed by several schedulers (`edge-ad run` with several cameras: one pipeline per camera): writes
+    are serialised, `open()` reaches the recorder once and `close()` only when the last of its `users` closes."""
+
+    def __init__(self, recorder: Recorder, users: int) -> None:
+        if users < 1:
+            raise ConfigError(f"SharedRecorder: expected users >= 1, got {users}")
+        self.recorder, self.users = recorder, users
+        self._lock = threading.Lock()
+        self._opened = False
+        self._closed = 0
+
+    def open(self) -> None:
+        with self._lock:
+            if not self._opened:
+                self.recorder.open()
+                self._opened = True
+
+    def write(self, event: InspectionEvent) -> None:
+        with self._lock:
+            self.recorder.write(event)
+
+    def close(self) -> None:
+        with self._lock:
+            self._closed += 1
+            if self._closed == self.users:
+                self.recorder.close()
 
 
 class Fanout:

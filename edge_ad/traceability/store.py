@@ -34,16 +34,16 @@ from urllib.parse import urlsplit
 import numpy as np
 
 from edge_ad.errors import ConfigError
-from edge_ad.station.event import InspectionEvent
+from edge_ad.station.event import InspectionEvent, ViewEvent
 from edge_ad.station.record import DECISIONS
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 RETENTION_EVERY = 200
 COLUMNS = ("id", "time", "station", "seq", "part_id", "frame_id", "source", "model", "precision", "package_digest",
            "recipe", "decision", "defect_code", "score", "normalized_score", "threshold", "late", "fault", "error",
-           "regions", "timings", "inspection_ms", "image_path", "alignment")
+           "regions", "timings", "inspection_ms", "image_path", "alignment", "views")
 JSON_COLUMNS = ("regions", "timings", "alignment")
 
 MIGRATIONS: tuple[tuple[str, ...], ...] = (
@@ -88,7 +88,33 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
     (  # 2 -> 3: where the part was (geometry packages): category, transform, match score as JSON
         "ALTER TABLE inspections ADD COLUMN alignment TEXT",
     ),
+    (  # 3 -> 4: multi-view stations: one row per view of a part, beside the part's row in `inspections`
+        """CREATE TABLE inspection_views (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            inspection_id INTEGER NOT NULL,
+            view_name TEXT NOT NULL,
+            source TEXT,
+            frame_id INTEGER,
+            model TEXT,
+            package_digest TEXT,
+            decision TEXT NOT NULL CHECK (decision IN ('OK', 'NG', 'FAILED', 'LATE')),
+            defect_code INTEGER NOT NULL,
+            score REAL,
+            normalized_score REAL,
+            max_pixel_score REAL,
+            defect_area INTEGER,
+            fault TEXT,
+            error TEXT,
+            regions TEXT,
+            image_path TEXT)""",
+        "CREATE INDEX ix_views_inspection ON inspection_views (inspection_id)",
+        "CREATE INDEX ix_views_view ON inspection_views (view_name, decision)",
+        "ALTER TABLE inspections ADD COLUMN views INTEGER",
+    ),
 )
+VIEW_COLUMNS = ("id", "inspection_id", "view_name", "source", "frame_id", "model", "package_digest", "decision",
+                "defect_code", "score", "normalized_score", "max_pixel_score", "defect_area", "fault", "error",
+                "regions", "image_path")
 
 
 @dataclass(frozen=True)
@@ -205,6 +231,7 @@ class TraceStore:
             "regions": json.dumps(regions), "timings": json.dumps(timings),
             "inspection_ms": _finite(rec.inspection_ms), "image_path": None,
             "alignment": json.dumps(result.alignment) if result is not None and result.alignment else None,
+            "views": len(event.views) or None,
         }
         cols = [c for c in COLUMNS if c != "id"]
         with self._lock:
@@ -212,7 +239,9 @@ class TraceStore:
                 cur = self._db.execute(f"INSERT INTO inspections ({', '.join(cols)}) VALUES "
                                        f"({', '.join('?' for _ in cols)}) RETURNING id", [row[c] for c in cols])
                 row_id = int(cur.fetchone()[0])
-                if keep_image:
+                for v in event.views:
+                    self._record_view(row_id, v, now)
+                if keep_image and not event.views:
                     rel = Path(time.strftime("%Y%m%d", time.localtime(now))) / f"{row_id}_{decision}.jpg"
                     try:
                         assert image is not None
@@ -228,6 +257,45 @@ class TraceStore:
         if due:
             self.apply_retention()
         return row_id
+
+    def _record_view(self, row_id: int, view: ViewEvent, now: float) -> None:
+        """One view's row (inside the part's transaction) and, for a view that is not OK, its image."""
+        vd, result = view.verdict, view.result
+        decision = vd.decision
+        row = {
+            "inspection_id": row_id, "view_name": vd.name, "source": view.source,
+            "frame_id": view.frame.get("frame_id"),
+            "model": view.package.name, "package_digest": view.package.digest, "decision": decision,
+            "defect_code": int(vd.defect_code),
+            "score": _finite(result.score) if result is not None else None,
+            "normalized_score": _finite(vd.anomaly_score), "max_pixel_score": _finite(vd.max_pixel_score),
+            "defect_area": int(vd.defect_area), "fault": result.fault if result is not None else None,
+            "error": vd.error or (result.error if result is not None else None),
+            "regions": json.dumps([r.to_dict() for r in result.regions] if result is not None else []),
+            "image_path": None,
+        }
+        cols = [c for c in VIEW_COLUMNS if c != "id"]
+        cur = self._db.execute(f"INSERT INTO inspection_views ({', '.join(cols)}) VALUES "
+                               f"({', '.join('?' for _ in cols)}) RETURNING id", [row[c] for c in cols])
+        view_id = int(cur.fetchone()[0])
+        keep = view.image is not None and self.images_dir is not None and (
+            decision != "OK" or (self.keep_ok_every and self._ok_count % self.keep_ok_every == 0))
+        if not keep:
+            return
+        safe = "".join(ch if ch.isalnum() or ch in "-_" else "_" for ch in vd.name)[:40]
+        rel = Path(time.strftime("%Y%m%d", time.localtime(now))) / f"{row_id}_{safe}_{decision}.jpg"
+        try:
+            assert view.image is not None
+            overlay = result if decision != "OK" and getattr(result, "anomaly_map", None) is not None else None
+            self._images.put_nowait((rel, np.ascontiguousarray(view.image), overlay))
+        except queue.Full:
+            self.images_dropped += 1
+            log.warning("traceability: image writer behind, image of view %s of row %d not kept", vd.name, row_id)
+            return
+        self._db.execute("UPDATE inspection_views SET image_path = ? WHERE id = ?", (str(rel), view_id))
+        if decision != "OK":  # the part row points at its first NG view's picture
+            self._db.execute("UPDATE inspections SET image_path = COALESCE(image_path, ?) WHERE id = ?",
+                             (str(rel), row_id))
 
     def _write_images(self) -> None:
         import cv2
@@ -272,10 +340,14 @@ class TraceStore:
                     "LIMIT 1 OFFSET ?)", (r.max_rows,)).fetchall()
             if doomed:
                 ids = sorted({i for i, _ in doomed})
+                view_images = [p for i in ids for (p,) in self._db.execute(
+                    "SELECT image_path FROM inspection_views WHERE inspection_id = ? AND image_path IS NOT NULL",
+                    (i,)).fetchall()]
                 with self._db.transaction():
+                    self._db.executemany("DELETE FROM inspection_views WHERE inspection_id = ?", [(i,) for i in ids])
                     self._db.executemany("DELETE FROM inspections WHERE id = ?", [(i,) for i in ids])
                 removed["rows"] = len(ids)
-                removed["images"] += self._unlink(p for _, p in doomed)
+                removed["images"] += self._unlink(iter({p for _, p in doomed} | set(view_images)))
             if r.image_budget_mb is not None and self.images_dir is not None and self.images_dir.is_dir():
                 removed["images"] += self._trim_images(int(r.image_budget_mb * 2**20))
         if removed["rows"] or removed["images"]:
@@ -313,6 +385,8 @@ class TraceStore:
             with self._db.transaction():
                 self._db.executemany("UPDATE inspections SET image_path = NULL WHERE image_path = ?",
                                      [(g,) for g in gone])
+                self._db.executemany("UPDATE inspection_views SET image_path = NULL WHERE image_path = ?",
+                                     [(g,) for g in gone])
         return n
 
     # ---- reading -----------------------------------------------------------------------------------------------
@@ -325,6 +399,46 @@ class TraceStore:
         with self._lock:
             rows = self._db.execute(sql, args).fetchall()
         return [row_dict(r) for r in rows]
+
+    def views_of(self, row_id: int) -> list[dict[str, Any]]:
+        """The view rows of one part (multi-view stations), in the station's view order."""
+        with self._lock:
+            rows = self._db.execute(f"SELECT {', '.join(VIEW_COLUMNS)} FROM inspection_views WHERE inspection_id = ? "
+                                    "ORDER BY id", (int(row_id),)).fetchall()
+        return [view_row_dict(r) for r in rows]
+
+    def query_views(self, view: str, *, since: float | None = None, until: float | None = None,
+                    part: int | None = None, decisions: Sequence[str] = (), station: str | None = None,
+                    limit: int | None = None, newest_first: bool = False) -> list[dict[str, Any]]:
+        """Rows of one view (`view` name) of the parts matching the filters; `decisions` filter the view's own
+        decision. Each row has the view's columns plus the part's time, seq, part_id, station and decision."""
+        sql, args = build_query(since=since, until=until, part=part, decisions=(), station=station, limit=None,
+                                newest_first=newest_first)
+        parts = sql.replace(f"SELECT {', '.join(COLUMNS)} FROM inspections", "SELECT id FROM inspections")
+        parts = parts.split(" ORDER BY ")[0]
+        bad = [d for d in decisions if d not in DECISIONS]
+        if bad:
+            raise ConfigError(f"decision: expected any of {list(DECISIONS)}, got {bad}")
+        vsql = (f"SELECT {', '.join('v.' + c for c in VIEW_COLUMNS)}, i.time, i.seq, i.part_id, i.station, "
+                f"i.decision FROM inspection_views v JOIN inspections i ON i.id = v.inspection_id "
+                f"WHERE v.view_name = ? AND v.inspection_id IN ({parts})")
+        vargs: list[Any] = [view, *args]
+        if decisions:
+            vsql += f" AND v.decision IN ({', '.join('?' for _ in decisions)})"
+            vargs += list(decisions)
+        vsql += " ORDER BY v.id " + ("DESC" if newest_first else "ASC")
+        if limit is not None:
+            if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
+                raise ConfigError(f"limit: expected an integer >= 1, got {limit!r}")
+            vsql += f" LIMIT {int(limit)}"
+        with self._lock:
+            rows = self._db.execute(vsql, vargs).fetchall()
+        out = []
+        for r in rows:
+            d = view_row_dict(r[: len(VIEW_COLUMNS)])
+            d.update(zip(("time", "seq", "part_id", "station", "part_decision"), r[len(VIEW_COLUMNS):]))
+            out.append(d)
+        return out
 
     def audit(self, user: str, action: str, detail: dict[str, Any]) -> None:
         """Log an operator/engineer action (committed at once)."""
@@ -424,6 +538,12 @@ def row_dict(row: Sequence[Any]) -> dict[str, Any]:
     for c in JSON_COLUMNS:
         d[c] = json.loads(d[c]) if d[c] else ([] if c == "regions" else {})
     d["late"] = bool(d["late"])
+    return d
+
+
+def view_row_dict(row: Sequence[Any]) -> dict[str, Any]:
+    d = dict(zip(VIEW_COLUMNS, row))
+    d["regions"] = json.loads(d["regions"]) if d["regions"] else []
     return d
 
 
