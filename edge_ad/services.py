@@ -37,6 +37,22 @@ def load_detector(spec: str | Path, config: StationConfig) -> Detector:
     return det
 
 
+def views_engine_batch(config: StationConfig) -> StationConfig:
+    """A multi-view station whose views share the station's package runs them in one backend call: on TensorRT the
+    engine must take views x tiles inputs, so that becomes the engine batch unless one was chosen (`batch`). Other
+    engines take any batch; nothing changes for them (and OpenVINO stays eligible for `backend: auto`)."""
+    shared = sum(1 for c in config.sources() if c["package"] is None)
+    if shared < 2 or config.batch is not None or config.backend not in ("auto", "tensorrt") or config.package is None:
+        return config
+    from edge_ad.runtime.package import load_package
+    from edge_ad.runtime.trt import tensorrt_available
+
+    if not tensorrt_available():
+        return config
+    geometry = load_package(config.package.partition("#")[0], verify=False).geometry()
+    return config.with_(batch=shared * (geometry.max_views() if geometry is not None else 1))
+
+
 def local_dir(config: StationConfig) -> Path:
     """Where station files go by default: beside a SQLite database, else the working directory."""
     return Path(config.db).parent if config.db and not is_postgres_url(config.db) else Path(".")

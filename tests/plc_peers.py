@@ -13,7 +13,8 @@ import queue
 import socket
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 from urllib.parse import quote
 
@@ -490,3 +491,18 @@ def make_peer(kind: str) -> tuple[str, Any]:
     if kind == "s7":
         return f"s7://127.0.0.1:{port}/0/1/{SnapPlc.DB}", SnapPlc(port)
     raise ValueError(f"unknown peer kind {kind!r}; expected one of {KINDS}")
+
+
+@contextmanager
+def station(kind: str, insp: Any, peer: Any) -> Iterator[None]:
+    """Run the inspector; stop the peer inside (server kinds: the PLC client leaves first) or after it."""
+    try:
+        with insp:
+            try:
+                yield
+            finally:
+                if kind in SERVER_KINDS:
+                    peer.stop()
+    finally:
+        if kind in CLIENT_KINDS:
+            peer.stop()

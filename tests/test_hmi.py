@@ -9,6 +9,7 @@ import os
 import shutil
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from http.cookiejar import CookieJar
 from pathlib import Path
@@ -313,3 +314,60 @@ def test_browser_with_a_station_fed_by_the_fake_gige_camera(detector, tmp_path):
                 driver.quit()
     finally:
         cam.kill()
+
+
+def test_multi_view_tiles_and_gallery_in_a_real_browser(detector, tmp_path):
+    """Two cameras: a live tile per view with its verdict, every view of an NG part in the gallery (NG and OK views
+    alike), the view images served only by id and name."""
+    webdriver = pytest.importorskip("selenium.webdriver")
+    from selenium.webdriver.common.by import By
+
+    from edge_ad.plc.inspector import View
+
+    cams = [QueueSource(), QueueSource()]
+    shots = Path(os.environ.get("EDGE_AD_HMI_SCREENSHOTS") or tmp_path / "shots")
+    shots.mkdir(parents=True, exist_ok=True)
+    with StationUnderTest(detector, tmp_path, source=[View("top", cams[0]), View("side", cams[1])]) as st:
+        for img, cam in zip((DARK_IMG, BLOB_IMG), cams):
+            cam.push(img)
+        assert st.part(701)["ViewNG"] == 0b10
+        opener, _jar = _client()
+        status, state = _call(opener, st.url + "/api/state")
+        assert status == 200
+        assert [(v["name"], v["decision"]) for v in state["last"]["views"]] == [("top", "OK"), ("side", "NG")]
+        with opener.open(st.url + "/api/live.jpg?view=side") as r:
+            assert r.headers["Content-Type"] == "image/jpeg" and r.read()[:2] == b"\xff\xd8"
+        for bad in ("../etc/passwd", "nope"):
+            with pytest.raises(urllib.error.HTTPError) as e:
+                opener.open(st.url + "/api/live.jpg?view=" + urllib.parse.quote(bad))
+            assert e.value.code == 404
+        status, ng = _call(opener, st.url + "/api/ng")
+        assert status == 200
+        views = ng[0]["view_rows"]
+        assert [(v["name"], v["decision"]) for v in views] == [("top", "OK"), ("side", "NG")]
+        assert all(v["image_url"] for v in views)  # every view of an NG part is kept
+        wait_for(lambda: st.store._images.empty(), what="images written")
+        time.sleep(0.2)
+        with opener.open(st.url + views[1]["overlay_url"]) as r:
+            assert r.read()[:2] == b"\xff\xd8"
+        driver = _browser(webdriver)
+        try:
+            driver.get(st.url + "/")
+            tiles = lambda: driver.find_elements(By.CSS_SELECTOR, "#view-tiles figure")  # noqa: E731
+            wait_for(lambda: len(tiles()) == 2, timeout=BROWSER_WAIT, what="two live tiles")
+            wait_for(lambda: "side: NG" in tiles()[1].text and "top: OK" in tiles()[0].text, timeout=BROWSER_WAIT,
+                     what="tile verdicts")
+            wait_for(lambda: driver.execute_script(
+                "return [...document.querySelectorAll('#view-tiles img')].every(i => i.naturalWidth > 0)"),
+                timeout=BROWSER_WAIT, what="tile images")
+            driver.save_screenshot(str(shots / "views-live.png"))
+            driver.find_element(By.CSS_SELECTOR, "nav a[data-page=gallery]").click()
+            wait_for(lambda: len(driver.find_elements(By.CSS_SELECTOR, "#gallery .views img")) == 2,
+                     timeout=BROWSER_WAIT, what="both views of the NG part in the gallery")
+            wait_for(lambda: driver.execute_script(
+                "return [...document.querySelectorAll('#gallery .views img')].every(i => i.naturalWidth > 0)"),
+                timeout=BROWSER_WAIT, what="gallery view images")
+            assert "top OK, side NG" in driver.find_element(By.CSS_SELECTOR, "#gallery figcaption").text
+            driver.save_screenshot(str(shots / "views-gallery.png"))
+        finally:
+            driver.quit()

@@ -119,6 +119,23 @@ def test_results_state_and_last_will(tmp_path):
         assert sub.results()[3]["decision"] == "NG"
         state = [p for t, p in sub.msgs if t == "acme/p1/l3/st7/state"]
         assert state and state[0]["online"] is True
+        # a multi-view part: one message with every view's verdict
+        from dataclasses import replace
+
+        from edge_ad.station.event import PackageIdentity, RecordBuilder, ViewEvent, judge
+        from edge_ad.station.record import ViewVerdict
+
+        vds = [judge(None, "top"), ViewVerdict("side", True, DefectCode.OK, 0.2, 0.1, 0)]
+        rec = RecordBuilder().combine(vds, part_id=77, inspection_ms=3.0, recipe=1)
+        ident = PackageIdentity(MODEL["name"], MODEL["precision"], MODEL["digest"])
+        pub.write(replace(event(rec, model=MODEL), views=tuple(ViewEvent(v, None, None, {}, ident, v.name)
+                                                               for v in vds)))
+        assert pub.flush(10)
+        wait_for(lambda: len(sub.results()) == 6, what="the multi-view result")
+        mv = sub.results()[-1]
+        assert (mv["part_id"], mv["decision"]) == (77, "FAILED")
+        assert [(v["name"], v["decision"], v["defect_code"]) for v in mv["views"]] == [
+            ("top", "FAILED", int(DefectCode.NO_IMAGE)), ("side", "OK", 0)]
         pub._client._sock.close()  # the station vanishes without a DISCONNECT: the broker sends the last will
         wait_for(lambda: any(t.endswith("/state") and p["online"] is False for t, p in sub.msgs), timeout=60,
                  what="last will")

@@ -111,6 +111,7 @@ def test_one_verdict_per_trigger_from_every_view_in_one_backend_call(detector: D
     assert events[1].image is events[1].views[1].image  # the deciding (first NG) view stands for the part
     doc = event_dict(events[2])
     assert [v["decision"] for v in doc["views"]] == ["NG", "OK", "NG"] and doc["decision"] == "NG"
+    assert all({"preprocess", "infer", "postprocess"} <= set(v["timings"]) for v in doc["views"])  # per stage
 
 
 def test_a_missing_view_is_ng_with_its_fault_within_the_budget(detector: Detector) -> None:
@@ -315,3 +316,22 @@ def test_view_rows_survive_a_reopen_and_old_databases_migrate(tmp_path: Path) ->
     with TraceStore(path) as s:
         rows = s.query()
         assert [(r["part_id"], r["views"]) for r in rows] == [(5, None)] and s.views_of(rows[0]["id"]) == []
+
+
+def test_views_sharing_the_package_set_the_tensorrt_engine_batch(package: Path, monkeypatch: pytest.MonkeyPatch
+                                                                 ) -> None:
+    """On TensorRT the engine must take every shared view's inputs in one call; elsewhere nothing changes (so
+    `backend: auto` can still pick OpenVINO), and an explicit batch or a view with its own package is respected."""
+    import edge_ad.runtime.trt as trt
+    from edge_ad.services import views_engine_batch
+    from edge_ad.station.config import StationConfig
+
+    views = [{"name": "a", "source": "x/"}, {"name": "b", "source": "y/"}, {"name": "c", "source": "z/",
+                                                                           "package": str(package)}]
+    cfg = StationConfig(package=str(package), views=views)
+    monkeypatch.setattr(trt, "tensorrt_available", lambda: False)
+    assert views_engine_batch(cfg).batch is None
+    monkeypatch.setattr(trt, "tensorrt_available", lambda: True)
+    assert views_engine_batch(cfg).batch == 2  # two views share the station package, one tile each
+    assert views_engine_batch(cfg.with_(batch=8)).batch == 8
+    assert views_engine_batch(cfg.with_(backend="onnxruntime")).batch is None

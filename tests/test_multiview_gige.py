@@ -13,8 +13,7 @@ from pathlib import Path
 
 import pytest
 from gige_peers import FAKE, HAVE_ARAVIS, FakeCamera, _gvcp_bound, loopback_alias
-from plc_peers import FAST_LINK, KINDS, LIBRARY, PlcProgram, make_peer
-from test_plc_protocols import station
+from plc_peers import FAST_LINK, KINDS, LIBRARY, PlcProgram, make_peer, station
 
 from edge_ad.plc.inspector import Inspector, View
 from edge_ad.plc.signals import DefectCode

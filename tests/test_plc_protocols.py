@@ -5,8 +5,6 @@ that loses no result (client roles), and the fail-safe record on the wire (all).
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Any
 
 import pytest
@@ -22,6 +20,7 @@ from plc_peers import (
     QueueSource,
     SlowDetector,
     make_peer,
+    station,
     wait_for,
 )
 
@@ -31,21 +30,6 @@ from edge_ad.runtime import Detector
 from edge_ad.station.record import DefectCode, InspectionRecord
 
 pytestmark = pytest.mark.slow  # trains/exports models or starts real peers: not in `make test-fast`
-
-@contextmanager
-def station(kind: str, insp: Inspector, peer: Any) -> Iterator[None]:
-    """Run the inspector; stop the peer inside (server kinds: the PLC client leaves first) or after it."""
-    try:
-        with insp:
-            try:
-                yield
-            finally:
-                if kind in SERVER_KINDS:
-                    peer.stop()
-    finally:
-        if kind in CLIENT_KINDS:
-            peer.stop()
-
 
 @pytest.mark.parametrize("kind", KINDS)
 def test_handshake_and_time_budget(kind: str, detector: Detector) -> None:

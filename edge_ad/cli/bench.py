@@ -29,6 +29,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="inference engine (auto: TensorRT on an NVIDIA GPU, else OpenVINO if installed, else ONNX "
                         "Runtime)")
     p.add_argument("--batch", type=int, default=1, help="images per call (default 1)")
+    p.add_argument("--views", type=int, default=1, metavar="N",
+                   help="also time a part seen by N cameras sharing this package: one batched call for the N frames "
+                        "against one call per view, interleaved (default 1: off)")
     p.add_argument("--runs", type=int, default=100, help="measured runs (default 100)")
     p.add_argument("--warmup", type=int, default=10, help="unmeasured runs first (default 10)")
     p.add_argument("--image", default=None,
@@ -52,7 +55,7 @@ def run(args: argparse.Namespace) -> int:
 
     report = run_bench(args.package, backend=args.backend, batch=args.batch, runs=args.runs, warmup=args.warmup,
                        image=args.image, size_hw=image_size(args.size) if args.size else None, threads=args.threads,
-                       trusted_keys=args.trusted_keys, engine=_engine(args))
+                       trusted_keys=args.trusted_keys, engine=_engine(args), views=args.views)
     out = human_out(args)
     print(f"{report['model']} ({report['precision']}) on {report['backend']} {report['providers']}, "
           f"batch {report['batch']}, {report['runs']} runs, {report['source']}", file=out)
@@ -65,5 +68,10 @@ def run(args: argparse.Namespace) -> int:
     e2e = report["end_to_end_ms"]["p50"] / report["batch"]
     print(f"throughput   {report['throughput_fps']:.1f} frames/s; {tiles} tile(s) per frame, "
           f"{e2e / tiles:.2f} ms per tile (p50)", file=out)
+    mv = report["views"]
+    if mv is not None:
+        print(f"{mv['views']} views per part: one call {mv['batched_part_ms']['p50']:.2f} ms "
+              f"({mv['batched_parts_per_s']:.1f} parts/s), one call per view {mv['per_view_part_ms']['p50']:.2f} ms "
+              f"({mv['per_view_parts_per_s']:.1f} parts/s): batched {mv['speedup']:.2f}x", file=out)
     write_json_output(args.json, report)
     return 0

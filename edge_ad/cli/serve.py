@@ -58,10 +58,13 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError("serve: threshold: a threshold belongs to one package; with several recipes use "
                           "sensitivity (or export each package with its own thresholds)")
     assert cfg.plc is not None
+    plc_url: str = cfg.plc
     from edge_ad.plc.inspector import Inspector, View
     from edge_ad.runtime.detector import Detector
-    from edge_ad.services import StationServices, load_detector
+    from edge_ad.services import StationServices, load_detector, views_engine_batch
     from edge_ad.sources import open_source
+
+    cfg = views_engine_batch(cfg)  # views sharing the package: one TensorRT call for all of them
 
     link_options = {"queue_size": cfg.result_queue, "ack": cfg.ack, "hold_s": cfg.hold_ms / 1e3,
                     "heartbeat_s": cfg.heartbeat_ms / 1e3, "plc_watchdog_s": cfg.plc_watchdog_ms / 1e3}
@@ -77,7 +80,7 @@ def run(args: argparse.Namespace) -> int:
         source = open_source(cameras[0]["source"], **cameras[0]["source_options"])
     services = StationServices(cfg)
     try:
-        inspector = Inspector(dict(cfg.recipe_table()), source, cfg.plc, trigger=cfg.trigger,
+        inspector = Inspector(dict(cfg.recipe_table()), source, plc_url, trigger=cfg.trigger,
                               budget_ms=cfg.budget_ms, load_detector=load, link_options=link_options,
                               stop_when_source_ends=cfg.stop_at_end, recorder=services.recorder(),
                               view_window_ms=cfg.view_window_ms)

@@ -244,8 +244,14 @@ def create_app(station: Station, sessions: Sessions | None, hosts: set[str] | No
     async def state(request: Request) -> Response:
         return JSONResponse({**station.state(), "user": who(request)}, headers={"Cache-Control": "no-store"})
 
-    async def live(_request: Request) -> Response:
-        data = station.live.jpeg()
+    async def live(request: Request) -> Response:
+        name = request.query_params.get("view")
+        if name is not None:  # a multi-view station's tile: only the names the station has (never a path)
+            if name not in station.live.view_names():
+                return error(404, "no such view")
+            data = station.live.view_jpeg(name)
+        else:
+            data = station.live.jpeg()
         if not data:
             return error(404, "no frame yet")
         return Response(data, media_type="image/jpeg", headers={"Cache-Control": "no-store"})
@@ -274,10 +280,18 @@ def create_app(station: Station, sessions: Sessions | None, hosts: set[str] | No
     def _rows(**kw: Any) -> list[dict[str, Any]]:
         if station.store is None:
             return []
-        rows = station.store.query(**kw)
+        store = station.store
+        rows = store.query(**kw)
         for r in rows:
             r["image_url"] = f"/api/image/{r['id']}" if r.get("image_path") else None
-            r["overlay_url"] = f"/api/image/{r['id']}?overlay=1" if station.store.image_file(r, overlay=True) else None
+            r["overlay_url"] = f"/api/image/{r['id']}?overlay=1" if store.image_file(r, overlay=True) else None
+            if r.get("views"):  # a multi-view part: every view, with its own picture where one was kept
+                r["view_rows"] = [{"name": v["view_name"], "decision": v["decision"], "error": v["error"],
+                                   "score": v["normalized_score"],
+                                   "image_url": f"/api/view-image/{v['id']}" if v.get("image_path") else None,
+                                   "overlay_url": f"/api/view-image/{v['id']}?overlay=1"
+                                   if store.image_file(v, overlay=True) else None}
+                                  for v in store.views_of(r["id"])]
         return rows
 
     async def ng(request: Request) -> Response:
@@ -311,6 +325,18 @@ def create_app(station: Station, sessions: Sessions | None, hosts: set[str] | No
         path = store.image_file(row, overlay=request.query_params.get("overlay") == "1") if store and row else None
         if path is None:
             return error(404, f"no stored image for row {row_id}")
+        return FileResponse(path, media_type="image/jpeg")
+
+    async def view_image(request: Request) -> Response:
+        try:
+            view_id = bounded_int(request.path_params["view_id"], "view image id", 1)
+        except ValueError as e:
+            return error(400, str(e))
+        store = station.store
+        row = store.view_row(view_id) if store is not None else None
+        path = store.image_file(row, overlay=request.query_params.get("overlay") == "1") if store and row else None
+        if path is None:
+            return error(404, f"no stored image for view row {view_id}")
         return FileResponse(path, media_type="image/jpeg")
 
     async def audit(request: Request) -> Response:
@@ -429,6 +455,7 @@ def create_app(station: Station, sessions: Sessions | None, hosts: set[str] | No
         Route("/", index), Route("/api/state", state), Route("/api/live.jpg", live), Route("/api/live.mjpg", mjpeg),
         Route("/api/ng", ng),
         Route("/api/parts", parts), Route("/api/image/{row_id}", image), Route("/api/audit", audit),
+        Route("/api/view-image/{view_id}", view_image),
         Route("/api/login", login, methods=["POST"]), Route("/api/logout", logout, methods=["POST"]),
         Route("/api/sensitivity", sensitivity, methods=["POST"]),
         Route("/api/false-reject", false_reject, methods=["POST"]), Route("/api/capture", capture, methods=["POST"]),

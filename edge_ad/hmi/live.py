@@ -16,7 +16,7 @@ import numpy as np
 
 from edge_ad.runtime.result import Result
 from edge_ad.station.event import InspectionEvent
-from edge_ad.station.record import InspectionRecord
+from edge_ad.station.record import InspectionRecord, ViewVerdict
 
 TREND = 300  # scores kept for the trend chart
 HIST_BINS = 20  # normalised-score histogram bins over [0, 1]
@@ -39,6 +39,9 @@ class LiveView:
         self.started = time.time()
         self.done_times: deque[float] = deque(maxlen=2000)
         self.tap: Callable[[np.ndarray], None] | None = None  # capture mode: gets each frame (must not block)
+        #: multi-view stations: the latest frame, result and verdict of each view, and its encoded JPEG
+        self._views: dict[str, tuple[np.ndarray | None, Result | None, ViewVerdict, int]] = {}
+        self._view_jpeg: dict[str, tuple[int, bytes]] = {}
 
     def open(self) -> None:
         """Nothing to open."""
@@ -57,6 +60,9 @@ class LiveView:
             self._seq += 1
             if isinstance(image, np.ndarray):
                 self._latest = (image, result, rec, now)
+            for v in event.views:
+                self._views[v.name] = (v.image if isinstance(v.image, np.ndarray) else None, v.result, v.verdict,
+                                       self._seq)
             self.counts[decision] += 1
             self.done_times.append(now)
             if math.isfinite(rec.inspection_ms):
@@ -92,11 +98,35 @@ class LiveView:
             if self._latest is None:
                 return None
             _image, result, rec, t = self._latest
+            views = [{"name": name, "decision": vd.decision, "score": float(vd.anomaly_score), "error": vd.error,
+                      "fault": vd.fault, "seq": seq, "image": image is not None}
+                     for name, (image, _r, vd, seq) in self._views.items()]
         return {"time": t, "part_id": int(rec.part_id), "seq": int(rec.seq),
                 "decision": rec.decision,
                 "score": float(rec.anomaly_score), "inspection_ms": float(rec.inspection_ms), "error": rec.error,
                 "regions": [r.to_dict() for r in result.regions] if result is not None else [],
-                "reason": result.reason if result is not None else None}
+                "reason": result.reason if result is not None else None, "views": views}
+
+    def view_names(self) -> list[str]:
+        with self._lock:
+            return list(self._views)
+
+    def view_jpeg(self, name: str) -> bytes | None:
+        """The latest frame of view `name` with its overlay as JPEG (None: no such view or it had no frame);
+        encoded once per new result of that view."""
+        with self._lock:
+            entry, cached = self._views.get(name), self._view_jpeg.get(name)
+        if entry is None:
+            return None
+        image, result, _vd, seq = entry
+        if image is None:
+            return None
+        if cached is not None and cached[0] == seq:
+            return cached[1]
+        data = _encode(image, result)
+        with self._lock:
+            self._view_jpeg[name] = (seq, data)
+        return data
 
     def jpeg(self) -> bytes | None:
         """The latest frame with its overlay as JPEG; re-encoded only for a new result and at most max_fps."""
@@ -107,20 +137,25 @@ class LiveView:
             return None
         if fresh and cached is not None:
             return cached[1]
-        import cv2
-
-        from edge_ad.runtime.overlay import render_overlay
-
         image, result, _rec, _t = latest
-        try:
-            shown = render_overlay(image, result) if result is not None and result.anomaly_map is not None else image
-        except Exception:  # an odd result must not break the view: show the plain frame
-            shown = image
-        ok, buf = cv2.imencode(".jpg", shown, [cv2.IMWRITE_JPEG_QUALITY, 80])
-        data = buf.tobytes() if ok else b""
+        data = _encode(image, result)
         with self._lock:
             self._jpeg, self._encoded_at = (seq, data), time.monotonic()
         return data
+
+
+def _encode(image: np.ndarray, result: Result | None) -> bytes:
+    """A frame with its heatmap overlay (when the result has a map) as JPEG; b"" if it cannot be encoded."""
+    import cv2
+
+    from edge_ad.runtime.overlay import render_overlay
+
+    try:
+        shown = render_overlay(image, result) if result is not None and result.anomaly_map is not None else image
+    except Exception:  # an odd result must not break the view: show the plain frame
+        shown = image
+    ok, buf = cv2.imencode(".jpg", shown, [cv2.IMWRITE_JPEG_QUALITY, 80])
+    return buf.tobytes() if ok else b""
 
 
 class CaptureWorker:

@@ -58,9 +58,10 @@ def _positive(name: str, v: int, allow_zero: bool = False) -> None:
 def run_bench(package: str | Path | ModelPackage, backend: str = "auto", batch: int = 1, runs: int = 100,
               warmup: int = 10, image: str | Path | None = None, size_hw: tuple[int, int] | None = None,
               threads: int | None = None, trusted_keys: list[Any] | None = None,
-              engine: EngineOptions | None = None) -> dict[str, Any]:
+              engine: EngineOptions | None = None, views: int = 1) -> dict[str, Any]:
     """Benchmark a package through the full Detector path; returns the JSON report (keys documented in the CLI).
-    `engine`: TensorRT engine options (see Detector.load)."""
+    `engine`: TensorRT engine options (see Detector.load). `views` > 1: a part seen by that many cameras sharing
+    the package, judged in one batched call against one call per view, interleaved (report["views"])."""
     import numpy as np
 
     from edge_ad import __version__
@@ -70,6 +71,11 @@ def run_bench(package: str | Path | ModelPackage, backend: str = "auto", batch: 
     _positive("batch", batch)
     _positive("runs", runs)
     _positive("warmup", warmup, allow_zero=True)
+    _positive("views", views)
+    if views > 1 and batch != 1:
+        from edge_ad.errors import ConfigError
+
+        raise ConfigError(f"bench: --views {views} measures one part of {views} images; --batch must be 1, got {batch}")
     with Detector.load(package, backend=backend, threads=threads, trusted_keys=trusted_keys, engine=engine) as det:
         geo = det.geometry
         if image is not None:
@@ -101,8 +107,10 @@ def run_bench(package: str | Path | ModelPackage, backend: str = "auto", batch: 
             stages["preprocess"].append(sum(r.timings["preprocess"] for r in results))
             stages["infer"].append(sum(r.timings["infer"] for r in results))  # amortised per image -> batch total
             stages["postprocess"].append(sum(r.timings["postprocess"] for r in results))
+        multi = _views_bench(det, img, views, runs, warmup) if views > 1 else None
     total_s = sum(stages["end_to_end"]) / 1e3
     return {
+        "views": multi,
         "package": str(det.package.root),
         "model": det.package.name,
         "precision": det.package.precision,
@@ -124,3 +132,31 @@ def run_bench(package: str | Path | ModelPackage, backend: str = "auto", batch: 
         "machine": machine_info(),
         "edge_ad_version": __version__,
     }
+
+
+def _views_bench(det: Any, img: Any, views: int, runs: int, warmup: int) -> dict[str, Any]:
+    """A part of `views` frames: one `predict_batch` call for all of them (what a multi-view station does for views
+    sharing a package) against one call per view, in alternating order each run so both see the same machine."""
+    frames = [img.copy() for _ in range(views)]  # distinct arrays, as from distinct cameras
+    batched: list[float] = []
+    single: list[float] = []
+
+    def one_call() -> None:
+        det.predict_batch(frames)
+
+    def per_view() -> None:
+        for f in frames:
+            det.predict_batch([f])
+
+    for r in range(warmup + runs):
+        order = ((one_call, batched), (per_view, single)) if r % 2 == 0 else ((per_view, single), (one_call, batched))
+        for fn, into in order:
+            t0 = time.perf_counter()
+            fn()
+            if r >= warmup:
+                into.append((time.perf_counter() - t0) * 1e3)
+    b, s = percentiles(batched), percentiles(single)
+    return {"views": views, "batched_part_ms": b, "per_view_part_ms": s,
+            "batched_parts_per_s": 1e3 / b["p50"] if b["p50"] > 0 else float("inf"),
+            "per_view_parts_per_s": 1e3 / s["p50"] if s["p50"] > 0 else float("inf"),
+            "speedup": s["p50"] / b["p50"] if b["p50"] > 0 else float("inf")}

@@ -74,7 +74,8 @@ def view_dict(view: ViewEvent) -> dict[str, Any]:
             "defect_area": vd.defect_area, "error": vd.error, "source": view.source,
             "score": result.score if result is not None else None,
             "regions": [r.to_dict() for r in result.regions] if result is not None else [],
-            "frame": view.frame, "model": view.package.name, "package_digest": view.package.digest}
+            "frame": view.frame, "model": view.package.name, "package_digest": view.package.digest,
+            "timings": dict(result.timings) if result is not None else {}}
 
 
 class SharedRecorder:

@@ -239,8 +239,12 @@ class TraceStore:
                 cur = self._db.execute(f"INSERT INTO inspections ({', '.join(cols)}) VALUES "
                                        f"({', '.join('?' for _ in cols)}) RETURNING id", [row[c] for c in cols])
                 row_id = int(cur.fetchone()[0])
-                for v in event.views:
-                    self._record_view(row_id, v, now)
+                keep_views = decision != "OK" or bool(keep_image)
+                kept = [(v.verdict.decision, self._record_view(row_id, v, now, keep=keep_views)) for v in event.views]
+                shown = next((rel for d, rel in kept if rel and d != "OK"), None) or next(
+                    (rel for _d, rel in kept if rel), None)  # the part's picture: its first NG view, else the first
+                if shown is not None:
+                    self._db.execute("UPDATE inspections SET image_path = ? WHERE id = ?", (shown, row_id))
                 if keep_image and not event.views:
                     rel = Path(time.strftime("%Y%m%d", time.localtime(now))) / f"{row_id}_{decision}.jpg"
                     try:
@@ -258,8 +262,9 @@ class TraceStore:
             self.apply_retention()
         return row_id
 
-    def _record_view(self, row_id: int, view: ViewEvent, now: float) -> None:
-        """One view's row (inside the part's transaction) and, for a view that is not OK, its image."""
+    def _record_view(self, row_id: int, view: ViewEvent, now: float, keep: bool) -> str | None:
+        """One view's row (inside the part's transaction) and its image when `keep` (every view of a part that is
+        not OK, so its gallery entry shows all of them; OK parts by `keep_ok_every`)."""
         vd, result = view.verdict, view.result
         decision = vd.decision
         row = {
@@ -278,10 +283,8 @@ class TraceStore:
         cur = self._db.execute(f"INSERT INTO inspection_views ({', '.join(cols)}) VALUES "
                                f"({', '.join('?' for _ in cols)}) RETURNING id", [row[c] for c in cols])
         view_id = int(cur.fetchone()[0])
-        keep = view.image is not None and self.images_dir is not None and (
-            decision != "OK" or (self.keep_ok_every and self._ok_count % self.keep_ok_every == 0))
-        if not keep:
-            return
+        if not (keep and view.image is not None and self.images_dir is not None):
+            return None
         safe = "".join(ch if ch.isalnum() or ch in "-_" else "_" for ch in vd.name)[:40]
         rel = Path(time.strftime("%Y%m%d", time.localtime(now))) / f"{row_id}_{safe}_{decision}.jpg"
         try:
@@ -291,11 +294,9 @@ class TraceStore:
         except queue.Full:
             self.images_dropped += 1
             log.warning("traceability: image writer behind, image of view %s of row %d not kept", vd.name, row_id)
-            return
+            return None
         self._db.execute("UPDATE inspection_views SET image_path = ? WHERE id = ?", (str(rel), view_id))
-        if decision != "OK":  # the part row points at its first NG view's picture
-            self._db.execute("UPDATE inspections SET image_path = COALESCE(image_path, ?) WHERE id = ?",
-                             (str(rel), row_id))
+        return str(rel)
 
     def _write_images(self) -> None:
         import cv2
@@ -406,6 +407,13 @@ class TraceStore:
             rows = self._db.execute(f"SELECT {', '.join(VIEW_COLUMNS)} FROM inspection_views WHERE inspection_id = ? "
                                     "ORDER BY id", (int(row_id),)).fetchall()
         return [view_row_dict(r) for r in rows]
+
+    def view_row(self, view_id: int) -> dict[str, Any] | None:
+        """One view row by id (its `image_path` works with `image_file`)."""
+        with self._lock:
+            r = self._db.execute(f"SELECT {', '.join(VIEW_COLUMNS)} FROM inspection_views WHERE id = ?",
+                                 (int(view_id),)).fetchone()
+        return view_row_dict(r) if r else None
 
     def query_views(self, view: str, *, since: float | None = None, until: float | None = None,
                     part: int | None = None, decisions: Sequence[str] = (), station: str | None = None,

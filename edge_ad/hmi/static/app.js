@@ -71,6 +71,7 @@ function render(s) {
     $("reason").textContent = s.last.error || s.last.reason || "";
   }
   if (st.seq !== lastSeq) { lastSeq = st.seq; $("frame").src = "/api/live.jpg?seq=" + st.seq; }
+  renderTiles(s.last && s.last.views ? s.last.views : []);
   $("who").textContent = s.user ? `${s.user.user} (${s.user.role})` : "not logged in";
   $("engineer-panel").hidden = !(s.user && s.user.role === "engineer");
   $("login-form").hidden = !!s.user;
@@ -95,6 +96,28 @@ function render(s) {
   $("capture-msg").textContent = cap.on ? `capturing: kept ${cap.kept} of ${cap.considered}` : (s.dataset ? "" : "needs --ui-dataset");
 }
 
+// multi-view stations: one tile per camera with its latest frame and verdict
+const tileSeq = {};
+function renderTiles(views) {
+  const box = $("view-tiles");
+  box.hidden = views.length === 0;
+  views.forEach((v) => {
+    let fig = box.querySelector(`figure[data-view="${CSS.escape(v.name)}"]`);
+    if (!fig) {
+      fig = document.createElement("figure"); fig.dataset.view = v.name;
+      const img = document.createElement("img"); img.alt = `view ${v.name}`;
+      fig.append(img, document.createElement("figcaption")); box.appendChild(fig);
+    }
+    const cap = fig.querySelector("figcaption");
+    cap.textContent = `${v.name}: ${v.decision} · score ${fmt(v.score, 3)}` + (v.error ? ` · ${v.error}` : "");
+    cap.className = v.decision;
+    if (v.image && tileSeq[v.name] !== v.seq) {
+      tileSeq[v.name] = v.seq;
+      fig.querySelector("img").src = "/api/live.jpg?view=" + encodeURIComponent(v.name) + "&seq=" + v.seq;
+    }
+  });
+}
+
 async function poll() {
   try { render(await api("/api/state")); } catch (e) { $("plc").textContent = "station unreachable"; }
   setTimeout(poll, 1000);
@@ -113,11 +136,23 @@ async function loadGallery() {
   rows.forEach((r) => {
     const fig = document.createElement("figure");
     fig.className = "ng-item";
-    const img = document.createElement("img"); img.alt = `part ${r.part_id}`;
     const cap = document.createElement("figcaption");
     cap.textContent = `${r.decision} · part ${r.part_id} · ${when(r.time)}`;
-    fig.append(img, cap);
-    if (r.overlay_url || r.image_url) img.src = r.overlay_url || r.image_url;
+    if (r.view_rows && r.view_rows.length) {  // every view of a multi-view part, NG or not
+      const views = document.createElement("div"); views.className = "views";
+      r.view_rows.forEach((v) => {
+        const img = document.createElement("img"); img.alt = `part ${r.part_id} view ${v.name}`;
+        img.title = `${v.name}: ${v.decision}` + (v.error ? ` (${v.error})` : "");
+        if (v.overlay_url || v.image_url) img.src = v.overlay_url || v.image_url;
+        views.appendChild(img);
+      });
+      cap.textContent += " · " + r.view_rows.map((v) => `${v.name} ${v.decision}`).join(", ");
+      fig.append(views, cap);
+    } else {
+      const img = document.createElement("img"); img.alt = `part ${r.part_id}`;
+      fig.append(img, cap);
+      if (r.overlay_url || r.image_url) img.src = r.overlay_url || r.image_url;
+    }
     fig.onclick = () => showDetail(r);
     g.appendChild(fig);
   });
