@@ -4,6 +4,7 @@ of them is a `Recorder` of the same `InspectionEvent`s, whichever scheduler prod
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -15,10 +16,13 @@ from edge_ad.station.recorders import Fanout, JsonlRecorder, NGFolderRecorder, R
 from edge_ad.station.view import StationView
 from edge_ad.traceability.store import TraceRecorder, TraceStore, is_postgres_url
 
+log = logging.getLogger(__name__)
+
 if TYPE_CHECKING:
     from edge_ad.hmi.app import HmiServer
     from edge_ad.hmi.live import LiveView
     from edge_ad.pipeline.mqtt import MqttPublisher
+    from edge_ad.runtime.drift import DriftMonitor
 
 
 def load_detector(spec: str | Path, config: StationConfig) -> Detector:
@@ -68,6 +72,7 @@ class StationServices:
         self.publisher: MqttPublisher | None = None
         self.live: LiveView | None = None
         self.hmi: HmiServer | None = None
+        self.drift: DriftMonitor | None = None
         c = config
         try:
             if c.db:
@@ -91,6 +96,25 @@ class StationServices:
             self.close()
             raise
 
+    def start_drift(self, packages: list[str]) -> DriftMonitor | None:
+        """The drift monitor over the packages' references (recipes and views; `PACKAGE#CATEGORY` allowed), or None
+        when `drift_window` is 0 or no package carries a reference (then the PLC's Drift stays 0 and the HMI says
+        why). Call before `recorder()`: the monitor is one of the recorders."""
+        from edge_ad.runtime.drift import DriftMonitor, DriftSettings, references_for
+        from edge_ad.runtime.package import load_package
+
+        c = self.config
+        if c.drift_window == 0:
+            return None
+        pkgs = [load_package(str(p).partition("#")[0], verify=False) for p in dict.fromkeys(packages)]
+        refs = references_for(pkgs)
+        if not refs:
+            log.info("drift monitor off: no package carries a drift reference (export with a training run)")
+            return None
+        self.drift = DriftMonitor(refs, DriftSettings(window=c.drift_window, every=max(1, c.drift_window // 8),
+                                                      ng_rate=c.drift_ng_rate))
+        return self.drift
+
     def recorder(self) -> Recorder | None:
         """Every enabled output in the registry's order (traceability first, then files, the network, the
         screens); None when none is enabled."""
@@ -109,7 +133,7 @@ class StationServices:
         host, port = parse_ui(ui)
         station = Station(view, self.live, self.store, name=c.station,
                           settings=c.ui_settings or local_dir(c) / f"hmi_settings_{c.station}.json",
-                          dataset=c.ui_dataset)
+                          dataset=c.ui_dataset, drift=self.drift)
         sessions = Sessions.from_file(c.ui_users) if c.ui_users else None
         hosts = listen_names(host, c.ui_hosts)
         self.hmi = HmiServer(create_app(station, sessions, hosts), host, port, on_stop=station.close)
@@ -119,10 +143,10 @@ class StationServices:
     def close(self) -> None:
         if self.hmi is not None:
             self.hmi.stop()
-        for service in (self.store, self.publisher):
+        for service in (self.store, self.publisher, self.drift):
             if service is not None:
                 service.close()
-        self.hmi = self.store = self.publisher = None
+        self.hmi = self.store = self.publisher = self.drift = None
 
 
 def _trace(services: StationServices) -> Recorder | None:
@@ -147,6 +171,10 @@ def _live(services: StationServices) -> Recorder | None:
     return services.live
 
 
+def _drift(services: StationServices) -> Recorder | None:
+    return services.drift
+
+
 #: the station's outputs, in the order every event reaches them (traceability is committed before anything else)
 RECORDERS: Registry[Recorder | None] = Registry("recorder")
 for _name, _what, _needs in (
@@ -154,6 +182,7 @@ for _name, _what, _needs in (
         ("jsonl", "one JSON line per result, rotated (--results-log)", ()),
         ("ng_folder", "NG images, overlays and JSON, newest N kept (--save-ng)", ()),
         ("mqtt", "results and state over MQTT, spooled on disk (--mqtt)", ("paho",)),
-        ("live", "the HMI's live view and counters (--ui)", ("starlette", "uvicorn"))):
+        ("live", "the HMI's live view and counters (--ui)", ("starlette", "uvicorn")),
+        ("drift", "the drift monitor (packages with a drift reference; --drift-window)", ())):
     RECORDERS.register(Plugin(_name, f"edge_ad.services:_{'trace' if _name == 'traceability' else _name}", _what,
                               needs=_needs))

@@ -63,7 +63,7 @@ def test_layout_has_no_overlaps_and_is_documented() -> None:
                 bits |= {(b, k) for k in range(8)}
     # the PLC owns bytes < OUTPUT_BYTE, vision the rest: no shared byte, so no read-modify-write races
     assert max(s.s7_byte + TYPE_BYTES[s.type] for s in INPUTS) <= OUTPUT_BYTE
-    assert min(s.s7_byte for s in OUTPUTS) == OUTPUT_BYTE and DB_SIZE == 78
+    assert min(s.s7_byte for s in OUTPUTS) == OUTPUT_BYTE and DB_SIZE == 80
     readme = (ROOT / "samples" / "README.md").read_text(encoding="utf-8")
     assert layout_markdown() in readme, "samples/README.md signal table differs from edge_ad.plc.signals"
 

@@ -293,3 +293,18 @@ def test_peers_benchmark_compares_each_precision_and_tiled_frames(packages, tmp_
         (3, "edge-ad OpenVINO throughput"), (3, "edge-ad OpenVINO latency"), (3, "edge-ad ONNX Runtime"),
         (3, f"OpenVINO raw defaults ({load_package(a).graph_for('openvino').file})")}
     assert "best CPU path per precision" in proc.stdout and "frames of N tiles (int8 package)" in proc.stdout
+
+
+def test_packages_carry_a_drift_reference_measured_on_their_own_graph(fp32, packages):
+    """Export stores the training images' statistics and the held-out scores (fp32); the int8 conversion
+    re-measures the scores on its own graph, since int8 shifts them."""
+    from edge_ad.runtime.drift import IMAGE_STATS, DriftReference
+
+    _, _, _, pkg32 = fp32
+    d32 = load_package(pkg32).manifest["drift"]
+    ref = DriftReference.from_manifest(d32, "fp32")
+    assert set(ref.image) == set(IMAGE_STATS) and ref.image["brightness"].size == 12  # every good training image
+    assert ref.score is not None and ref.score.size == 4 and "4 held-out good images scored" in d32["source"]
+    d8 = load_package(packages[0]).manifest["drift"]
+    assert d8["image"] == d32["image"] and "re-measured on the int8 graph" in d8["source"]
+    assert len(d8["score"]) == 4 and d8["score"] != d32["score"]

@@ -34,13 +34,16 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def station_state(inspector: Inspector) -> dict[str, Any]:
-    """The station state for MQTT and `--json`: the counters, the p50 latency, the recipe and the PLC link."""
+    """The station state for MQTT and `--json`: the counters, the p50 latency, the recipe, the PLC link and the
+    drift monitor's level and reasons."""
     s = inspector.stats
     p50 = s.p50_ms()
+    drift = inspector.drift.status() if inspector.drift is not None else None
     return {"inspections": s.inspections, "ok": s.ok, "ng": s.ng, "late": s.late, "errors": s.errors,
             "record_errors": s.record_errors, "p50_ms": None if p50 != p50 else round(p50, 2),
             "recipe": inspector.active_recipe, "plc_connected": inspector.link.connected,
-            "faults": [f.name for f in inspector.faults()]}
+            "faults": [f.name for f in inspector.faults()],
+            "drift": {"level": drift["level"], "reasons": drift["reasons"]} if drift else {"level": "OFF"}}
 
 
 def run(args: argparse.Namespace) -> int:
@@ -80,10 +83,11 @@ def run(args: argparse.Namespace) -> int:
         source = open_source(cameras[0]["source"], **cameras[0]["source_options"])
     services = StationServices(cfg)
     try:
+        services.start_drift([*cfg.recipe_table().values(), *(c["package"] for c in cameras if c["package"])])
         inspector = Inspector(dict(cfg.recipe_table()), source, plc_url, trigger=cfg.trigger,
                               budget_ms=cfg.budget_ms, load_detector=load, link_options=link_options,
                               stop_when_source_ends=cfg.stop_at_end, recorder=services.recorder(),
-                              view_window_ms=cfg.view_window_ms)
+                              view_window_ms=cfg.view_window_ms, drift=services.drift)
         hmi = services.start_hmi(inspector)
     except BaseException:
         services.close()

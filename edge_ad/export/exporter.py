@@ -190,6 +190,17 @@ def export_package(
         manifest["geometry"] = model.geometry.to_dict()
         files.update(model.geometry.files())
     pkg = write_package(out_dir, files, manifest, overwrite=force)
+    data_root = cfg.get("data")
+    if not untrained and data_root and Path(data_root).is_dir():  # the station's drift reference, on this graph
+        from edge_ad.export.drift_reference import drift_reference
+        from edge_ad.runtime.package import load_package
+
+        written = load_package(pkg)
+        drift = drift_reference(written, data_root, run)
+        if drift is not None:
+            manifest["drift"] = drift
+            pkg = write_package(out_dir, {name: pkg / name for name in written.manifest["files"]}, manifest,
+                                overwrite=True)
     summary = {
         "package": str(pkg), "model": name, "precision": "fp32", "untrained": untrained,
         "onnx_mb": len(onnx_bytes) / 2**20, "opset": int(profile["opset"]), "nodes": hist["nodes"],

@@ -270,6 +270,7 @@ def evaluate_gate(ref: ModelPackage, cand: ModelPackage, images: GateSet, budget
                 report["failures"] = report["failures"] + cmp["failures"]
     report["engines"] = engines
     report["choices"] = {b: c.to_dict() for b, c in choices.items()}
+    report["good_scores"] = [float(x) for x in runs["converted"]["good"][1]]  # the drift reference's scores
     report["passed"] = not report["failures"]
     return report
 

@@ -19,6 +19,7 @@ import logging
 import tempfile
 import time
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -254,11 +255,20 @@ def convert_package(
                  if precision == "int8" else "--max-drop / --min-agreement (the budget), or keep the model in fp32")
         raise GateError(f"{out}: {precision} conversion refused by the accuracy gate; no package written "
                         f"(report: {rpath})\n{text}\nTo trade accuracy for speed, adjust: {knobs}")
+    good_scores = report.pop("good_scores", None)
     thresholds = report["thresholds"]["converted"]
     thresholds["source"] = {"note": f"re-derived for the {precision} graph by ONNX Runtime on "
                                     f"{report['images']['good']}"}
     manifest["thresholds"] = thresholds
     manifest["onnx"]["backends"] = report["choices"]  # each engine's graph, as the gate ran it
+    if manifest.get("drift") is not None and good_scores:  # the drift reference's scores: this graph's
+        from edge_ad.export.drift_reference import normalized_scores
+        from edge_ad.runtime.drift import reference_values
+
+        th = {**pkg.thresholds, **{k: thresholds[k] for k in ("image", "normalization")}}
+        manifest["drift"]["score"] = reference_values(normalized_scores(
+            replace(pkg, thresholds=th), good_scores))
+        manifest["drift"]["source"] += f"; scores re-measured on the {precision} graph ({report['backend']})"
     manifest["export_metrics"] = {
         "gate": report,
         "conversion": {

@@ -42,8 +42,9 @@ class Station:
 
     def __init__(self, view: StationView, live: LiveView, store: TraceStore | None = None, *,
                  name: str = "station", settings: str | Path | None = None,
-                 dataset: str | Path | None = None) -> None:
+                 dataset: str | Path | None = None, drift: Any = None) -> None:
         self.view, self.live, self.store, self.name = view, live, store, name
+        self.drift = drift  #: the station's DriftMonitor (None: off)
         self.settings = Path(settings) if settings else None
         self.dataset = Path(dataset) if dataset else None
         self.capture: CaptureWorker | None = None  # while capture mode is on
@@ -78,6 +79,8 @@ class Station:
             "recipes": {str(k): v for k, v in sorted(snap.recipes.items())},
             "roi_categories": snap.roi_categories,
             "dataset": self.dataset.name if self.dataset else None,
+            "drift": self.drift.status() if self.drift is not None else {"level": "OFF", "code": 0, "reasons": [
+                "no drift reference in the package (export from a training run) or drift_window 0"]},
         }
 
     def set_capture(self, on: bool, user: str, category: str = "good_parts") -> dict[str, Any]:
@@ -466,6 +469,32 @@ def create_app(station: Station, sessions: Sessions | None, hosts: set[str] | No
     return Guard(Starlette(routes=routes), sessions, hosts)
 
 
+def _drift_metrics(name: str, d: dict[str, Any]) -> Any:
+    """edge_ad_drift_level (0 OK, 1 WARN, 2 ALARM), the KS distance and p-value per quantity, the NG rate."""
+    from prometheus_client.core import GaugeMetricFamily
+
+    level = GaugeMetricFamily("edge_ad_drift_level", "drift monitor level: 0 OK, 1 WARN, 2 ALARM", labels=["station"])
+    level.add_metric([name], float(d["code"]))
+    yield level
+    ks = GaugeMetricFamily("edge_ad_drift_ks", "KS distance, last parts vs the package's good images",
+                           labels=["station", "quantity"])
+    pv = GaugeMetricFamily("edge_ad_drift_p", "KS p-value, last parts vs the package's good images",
+                           labels=["station", "quantity"])
+    for q, t in d["tests"].items():
+        if "ks" in t:
+            ks.add_metric([name, q], float(t["ks"]))
+            pv.add_metric([name, q], float(t["p"]))
+    yield ks
+    yield pv
+    ng = d["tests"].get("ng_rate")
+    rate = GaugeMetricFamily("edge_ad_drift_ng_rate", "NG rate of the last parts (and the expected one)",
+                             labels=["station", "which"])
+    if ng is not None:
+        rate.add_metric([name, "recent"], float(ng["rate"]))
+        rate.add_metric([name, "expected"], float(ng["expected"]))
+    yield rate
+
+
 def prometheus_text(station: Station) -> str:
     """The station's counters and latency histogram in Prometheus' text format (prometheus-client)."""
     from prometheus_client import CollectorRegistry, generate_latest
@@ -488,6 +517,8 @@ def prometheus_text(station: Station) -> str:
             snap = station.view.snapshot()
             g.add_metric([station.name], float(snap.plc_connected))
             yield g
+            if station.drift is not None:
+                yield from _drift_metrics(station.name, station.drift.status())
             e = CounterMetricFamily("edgead_record_errors", "traceability writes that failed", labels=["station"])
             e.add_metric([station.name], snap.record_errors)
             yield e

@@ -121,7 +121,8 @@ class Inspector:
                  max_consecutive_late: int = 3, poll_s: float = 0.005, initial_recipe: int | None = None,
                  backend: str = "auto", load_detector: Callable[[str | Path], DetectorLike] | None = None,
                  link_options: Mapping[str, Any] | None = None, stop_when_source_ends: bool = False,
-                 recorder: Recorder | None = None, view_window_ms: float | None = None) -> None:
+                 recorder: Recorder | None = None, view_window_ms: float | None = None,
+                 drift: Any = None) -> None:
         if trigger not in TRIGGERS:
             raise ConfigError(f"trigger: expected one of {', '.join(TRIGGERS)}, got {trigger!r}")
         if not budget_ms > 0 or not poll_s > 0 or max_consecutive_late < 1:
@@ -140,6 +141,7 @@ class Inspector:
         self.poll_s = poll_s
         self.stop_when_source_ends = stop_when_source_ends
         self.recorder = recorder
+        self.drift = drift  #: a DriftMonitor (or anything with `.level`): published as the PLC's Drift
         self.sensitivity: float | None = None  # None: each detector's own
         self._local_request = 0  # a recipe asked for from the HMI (request_recipe)
         self._load_detector = load_detector or (lambda p: _default_loader(p, backend))
@@ -367,7 +369,8 @@ class Inspector:
             state = VisionState.READY
         self.link.set({"Ready": ready, "Busy": busy, "TriggerAck": self._trigger_ack, "Fault": bool(faults),
                        "FaultCode": int(faults[0]) if faults else 0, "ModelId": self.active_recipe,
-                       "VisionState": state, "TriggersIgnored": self.stats.triggers_ignored})
+                       "VisionState": state, "TriggersIgnored": self.stats.triggers_ignored,
+                       "Drift": int(self.drift.level) if self.drift is not None else 0})
 
     def faults(self) -> list[FaultCode]:
         """Active faults, first raised first."""

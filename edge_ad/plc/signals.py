@@ -154,6 +154,9 @@ SIGNALS: tuple[Signal, ...] = (
        "bit i-1 set: view i could not be judged (no frame, late, unreadable, not aligned)"),
     *(_s(f"ViewDefectCode{i}", "UINT16", "out", "ResultManagement", 41 + i, 60 + 2 * i, 0,
          f"DefectCode of view {i} (0 = OK or no such view)") for i in range(1, MAX_VIEWS + 1)),
+    # ---- the model's life on the line --------------------------------------------------------------------------
+    _s("Drift", "UINT16", "out", "Status", 50, 78, 0,
+       "drift monitor: 0 OK, 1 WARN, 2 ALARM (the line no longer looks like the model's good images)"),
 )
 
 BY_NAME: dict[str, Signal] = {s.name: s for s in SIGNALS}

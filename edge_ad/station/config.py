@@ -33,6 +33,7 @@ SECTIONS: dict[str, dict[str, str]] = {
     "mqtt": {"url": "mqtt", "topic": "mqtt_topic", "spool": "mqtt_spool"},
     "database": {"url": "db", "images": "db_images"},
     "ui": {"listen": "ui", "users": "ui_users", "dataset": "ui_dataset", "settings": "ui_settings", "fps": "ui_fps"},
+    "drift": {"window": "drift_window", "ng_rate": "drift_ng_rate"},
 }
 
 
@@ -149,6 +150,14 @@ class StationConfig:
                             commands=frozenset({RUN}), group="pipeline")
     max_frames: int | None = _opt(None, "stop after this many frames from the source", kind=int,
                                   check=_at_least_one, commands=frozenset({RUN}), group="pipeline")
+    # ---- drift monitor ----------------------------------------------------------------------------------------
+    drift_window: int = _opt(200, "drift monitor: recent parts compared with the package's good images (packages "
+                             "exported with a drift reference; 0 = off)", kind=int,
+                             check=lambda v: None if v == 0 or v >= 20 else "0 (off) or an integer >= 20",
+                             metavar="N", group="drift")
+    drift_ng_rate: float | None = _opt(None, "drift monitor: the NG rate this line expects (default: the package's "
+                                       "false-reject rate); more raises WARN/ALARM", kind=float,
+                                       check=lambda v: None if 0 <= v < 1 else "a number in [0, 1)", group="drift")
     # ---- outputs ----------------------------------------------------------------------------------------------
     station: str = _opt("station", "station name stored with every result, in MQTT topics and on the HMI",
                         group="outputs")
@@ -381,7 +390,8 @@ _GROUPS = {"model": "model", "engine": "TensorRT engine (none given: what `edge-
            "camera": "camera", "plc": "PLC handshake", "pipeline": "free-running pipeline",
            "outputs": "outputs", "traceability": "traceability (one durable row per inspection; `edge-ad results`)",
            "mqtt": "results on the plant network (MQTT, QoS 1, spooled on disk while the broker is away)",
-           "hmi": "operator web HMI", "process": "process"}
+           "hmi": "operator web HMI", "process": "process",
+           "drift": "drift monitor (README: Keeping a station right)"}
 
 
 def add_station_arguments(p: argparse.ArgumentParser, command: str) -> None:

@@ -57,6 +57,10 @@ function render(s) {
   if (f.triggers_ignored) bad.push(`${f.triggers_ignored} triggers ignored`);
   $("faults").textContent = bad.join(", ") || "no faults";
   $("faults").className = "pill " + (bad.length ? "down" : "up");
+  const dr = s.drift || { level: "OFF", reasons: [] };
+  $("drift").textContent = "drift " + dr.level;
+  $("drift").title = (dr.reasons || []).join("\n") || "the line looks like the model's good images";
+  $("drift").className = "pill " + (dr.level === "ALARM" || dr.level === "WARN" ? "down" : "up");
   const st = s.stats;
   $("c-total").textContent = st.total; $("c-ok").textContent = st.ok; $("c-ng").textContent = st.ng;
   $("c-failed").textContent = st.failed; $("c-late").textContent = st.late;
