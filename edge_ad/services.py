@@ -23,14 +23,15 @@ if TYPE_CHECKING:
     from edge_ad.hmi.live import LiveView
     from edge_ad.pipeline.mqtt import MqttPublisher
     from edge_ad.runtime.drift import DriftMonitor
+    from edge_ad.station.shadow import ShadowRunner
 
 
-def load_detector(spec: str | Path, config: StationConfig) -> Detector:
+def load_detector(spec: str | Path, config: StationConfig, threads: int | None = None) -> Detector:
     """The Detector of a recipe: `PACKAGE` or `PACKAGE#CATEGORY` (a multi-product package with geometry aligns every
     frame to that category's reference; without one, to the best-matching reference)."""
     path, _, category = str(spec).partition("#")
     det = Detector.load(path, backend=config.backend, threshold=config.threshold, sensitivity=config.sensitivity,
-                        trusted_keys=config.trusted_keys or None, engine=config.engine())
+                        trusted_keys=config.trusted_keys or None, engine=config.engine(), threads=threads)
     if category:
         refs = det.geometry.references if det.geometry is not None else {}
         if category not in refs:
@@ -73,6 +74,7 @@ class StationServices:
         self.live: LiveView | None = None
         self.hmi: HmiServer | None = None
         self.drift: DriftMonitor | None = None
+        self.shadow: ShadowRunner | None = None
         c = config
         try:
             if c.db:
@@ -115,6 +117,18 @@ class StationServices:
                                                       ng_rate=c.drift_ng_rate))
         return self.drift
 
+    def start_shadow(self) -> ShadowRunner | None:
+        """The shadow model of `shadow` (one inference thread, lowest priority, its own detector), or None. Signed
+        by a trusted key when trusted keys are configured, like production. Call before `recorder()`."""
+        if not self.config.shadow:
+            return None
+        from edge_ad.station.shadow import ShadowRunner
+
+        self.shadow = ShadowRunner(load_detector(self.config.shadow, self.config, threads=1), store=self.store)
+        log.info("shadow model %s (%s) judges every part off the critical path", self.shadow.name,
+                 (self.shadow.digest or "")[:12])
+        return self.shadow
+
     def recorder(self) -> Recorder | None:
         """Every enabled output in the registry's order (traceability first, then files, the network, the
         screens); None when none is enabled."""
@@ -133,7 +147,7 @@ class StationServices:
         host, port = parse_ui(ui)
         station = Station(view, self.live, self.store, name=c.station,
                           settings=c.ui_settings or local_dir(c) / f"hmi_settings_{c.station}.json",
-                          dataset=c.ui_dataset, drift=self.drift)
+                          dataset=c.ui_dataset, drift=self.drift, shadow=self.shadow)
         sessions = Sessions.from_file(c.ui_users) if c.ui_users else None
         hosts = listen_names(host, c.ui_hosts)
         self.hmi = HmiServer(create_app(station, sessions, hosts), host, port, on_stop=station.close)
@@ -143,10 +157,10 @@ class StationServices:
     def close(self) -> None:
         if self.hmi is not None:
             self.hmi.stop()
-        for service in (self.store, self.publisher, self.drift):
+        for service in (self.shadow, self.drift, self.store, self.publisher):  # the shadow writes the store
             if service is not None:
                 service.close()
-        self.hmi = self.store = self.publisher = self.drift = None
+        self.hmi = self.store = self.publisher = self.drift = self.shadow = None
 
 
 def _trace(services: StationServices) -> Recorder | None:
@@ -175,6 +189,10 @@ def _drift(services: StationServices) -> Recorder | None:
     return services.drift
 
 
+def _shadow(services: StationServices) -> Recorder | None:
+    return services.shadow
+
+
 #: the station's outputs, in the order every event reaches them (traceability is committed before anything else)
 RECORDERS: Registry[Recorder | None] = Registry("recorder")
 for _name, _what, _needs in (
@@ -183,6 +201,7 @@ for _name, _what, _needs in (
         ("ng_folder", "NG images, overlays and JSON, newest N kept (--save-ng)", ()),
         ("mqtt", "results and state over MQTT, spooled on disk (--mqtt)", ("paho",)),
         ("live", "the HMI's live view and counters (--ui)", ("starlette", "uvicorn")),
-        ("drift", "the drift monitor (packages with a drift reference; --drift-window)", ())):
+        ("drift", "the drift monitor (packages with a drift reference; --drift-window)", ()),
+        ("shadow", "a candidate package judging the same parts off the critical path (--shadow)", ())):
     RECORDERS.register(Plugin(_name, f"edge_ad.services:_{'trace' if _name == 'traceability' else _name}", _what,
                               needs=_needs))

@@ -52,6 +52,7 @@ def run(args: argparse.Namespace) -> int:
     detectors: list[Detector] = []
     pipes: list[Pipeline] = []
     try:
+        services.start_shadow()
         services.start_drift([cfg.package, *(c["package"] for c in cameras if c["package"])])
         recorder = services.recorder()
         shared = SharedRecorder(recorder, len(cameras)) if recorder is not None and len(cameras) > 1 else recorder

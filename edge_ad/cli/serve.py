@@ -83,6 +83,7 @@ def run(args: argparse.Namespace) -> int:
         source = open_source(cameras[0]["source"], **cameras[0]["source_options"])
     services = StationServices(cfg)
     try:
+        services.start_shadow()
         services.start_drift([*cfg.recipe_table().values(), *(c["package"] for c in cameras if c["package"])])
         inspector = Inspector(dict(cfg.recipe_table()), source, plc_url, trigger=cfg.trigger,
                               budget_ms=cfg.budget_ms, load_detector=load, link_options=link_options,

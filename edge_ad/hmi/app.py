@@ -42,9 +42,10 @@ class Station:
 
     def __init__(self, view: StationView, live: LiveView, store: TraceStore | None = None, *,
                  name: str = "station", settings: str | Path | None = None,
-                 dataset: str | Path | None = None, drift: Any = None) -> None:
+                 dataset: str | Path | None = None, drift: Any = None, shadow: Any = None) -> None:
         self.view, self.live, self.store, self.name = view, live, store, name
         self.drift = drift  #: the station's DriftMonitor (None: off)
+        self.shadow = shadow  #: the station's ShadowRunner (None: no shadow model)
         self.settings = Path(settings) if settings else None
         self.dataset = Path(dataset) if dataset else None
         self.capture: CaptureWorker | None = None  # while capture mode is on
@@ -81,6 +82,7 @@ class Station:
             "dataset": self.dataset.name if self.dataset else None,
             "drift": self.drift.status() if self.drift is not None else {"level": "OFF", "code": 0, "reasons": [
                 "no drift reference in the package (export from a training run) or drift_window 0"]},
+            "shadow": self.shadow.status() if self.shadow is not None else None,
         }
 
     def set_capture(self, on: bool, user: str, category: str = "good_parts") -> dict[str, Any]:
@@ -495,6 +497,32 @@ def _drift_metrics(name: str, d: dict[str, Any]) -> Any:
     yield rate
 
 
+def _shadow_metrics(name: str, d: dict[str, Any]) -> Any:
+    """edge_ad_shadow_parts{production,shadow} (the OK/NG confusion), agreement, skipped parts, score correlation."""
+    from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
+    parts = CounterMetricFamily("edge_ad_shadow_parts", "parts judged by production and the shadow model",
+                                labels=["station", "shadow_model", "production", "shadow"])
+    for key, n in d["confusion"].items():
+        prod, shadow = key.split("/")
+        parts.add_metric([name, d["model"], prod, shadow], float(n))
+    yield parts
+    skipped = CounterMetricFamily("edge_ad_shadow_skipped", "parts the shadow skipped (it could not keep up)",
+                                  labels=["station", "shadow_model"])
+    skipped.add_metric([name, d["model"]], float(d["skipped"]))
+    yield skipped
+    g = GaugeMetricFamily("edge_ad_shadow_agreement", "share of parts where shadow and production agree (OK/NG)",
+                          labels=["station", "shadow_model"])
+    if d["agreement"] is not None:
+        g.add_metric([name, d["model"]], float(d["agreement"]))
+    yield g
+    corr = GaugeMetricFamily("edge_ad_shadow_score_correlation", "Spearman correlation of the scores (recent parts)",
+                             labels=["station", "shadow_model"])
+    if d["score_spearman"] is not None:
+        corr.add_metric([name, d["model"]], float(d["score_spearman"]))
+    yield corr
+
+
 def prometheus_text(station: Station) -> str:
     """The station's counters and latency histogram in Prometheus' text format (prometheus-client)."""
     from prometheus_client import CollectorRegistry, generate_latest
@@ -519,6 +547,8 @@ def prometheus_text(station: Station) -> str:
             yield g
             if station.drift is not None:
                 yield from _drift_metrics(station.name, station.drift.status())
+            if station.shadow is not None:
+                yield from _shadow_metrics(station.name, station.shadow.status())
             e = CounterMetricFamily("edgead_record_errors", "traceability writes that failed", labels=["station"])
             e.add_metric([station.name], snap.record_errors)
             yield e

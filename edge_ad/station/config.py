@@ -88,6 +88,9 @@ class StationConfig:
                                group="model")
     recipes: dict[int, str] = _opt({}, _RECIPE_HELP, kind=dict, commands=frozenset({SERVE}), metavar="N=PACKAGE",
                                    group="model", flag="--recipe")
+    shadow: str | None = _opt(None, "a candidate package that judges the same parts off the critical path (never "
+                              "delays or changes what the PLC gets); its verdict goes in the shadow_ columns and the "
+                              "agreement on the HMI and /metrics", metavar="PACKAGE", group="model")
     backend: str = _opt("auto", "inference engine (auto: TensorRT on an NVIDIA GPU, else OpenVINO if installed, else "
                         "ONNX Runtime)", check=_choice(*BACKENDS), group="model")
     threshold: float | None = _opt(None, "image-score threshold (default: the package's)", kind=float,

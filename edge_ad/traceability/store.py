@@ -39,11 +39,12 @@ from edge_ad.station.record import DECISIONS
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 RETENTION_EVERY = 200
 COLUMNS = ("id", "time", "station", "seq", "part_id", "frame_id", "source", "model", "precision", "package_digest",
            "recipe", "decision", "defect_code", "score", "normalized_score", "threshold", "late", "fault", "error",
-           "regions", "timings", "inspection_ms", "image_path", "alignment", "views")
+           "regions", "timings", "inspection_ms", "image_path", "alignment", "views", "shadow_model",
+           "shadow_digest", "shadow_score", "shadow_decision")
 JSON_COLUMNS = ("regions", "timings", "alignment")
 
 MIGRATIONS: tuple[tuple[str, ...], ...] = (
@@ -110,6 +111,35 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         "CREATE INDEX ix_views_inspection ON inspection_views (inspection_id)",
         "CREATE INDEX ix_views_view ON inspection_views (view_name, decision)",
         "ALTER TABLE inspections ADD COLUMN views INTEGER",
+    ),
+    (  # 4 -> 5: the model's life on the station: the shadow's verdict beside production's, every package the
+       # station has seen, and every deployment (promote, rollback, shadow) with who and why
+        "ALTER TABLE inspections ADD COLUMN shadow_model TEXT",
+        "ALTER TABLE inspections ADD COLUMN shadow_digest TEXT",
+        "ALTER TABLE inspections ADD COLUMN shadow_score REAL",
+        "ALTER TABLE inspections ADD COLUMN shadow_decision TEXT",
+        """CREATE TABLE models (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            station TEXT NOT NULL,
+            digest TEXT NOT NULL,
+            name TEXT,
+            version TEXT,
+            precision TEXT,
+            dataset_revision TEXT,
+            metrics TEXT,
+            signer TEXT,
+            path TEXT,
+            first_seen REAL NOT NULL,
+            UNIQUE (station, digest))""",
+        """CREATE TABLE deployments (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            time REAL NOT NULL,
+            station TEXT NOT NULL,
+            digest TEXT NOT NULL,
+            role TEXT NOT NULL,
+            action TEXT NOT NULL,
+            username TEXT,
+            reason TEXT)""",
     ),
 )
 VIEW_COLUMNS = ("id", "inspection_id", "view_name", "source", "frame_id", "model", "package_digest", "decision",
@@ -232,6 +262,7 @@ class TraceStore:
             "inspection_ms": _finite(rec.inspection_ms), "image_path": None,
             "alignment": json.dumps(result.alignment) if result is not None and result.alignment else None,
             "views": len(event.views) or None,
+            "shadow_model": None, "shadow_digest": None, "shadow_score": None, "shadow_decision": None,
         }
         cols = [c for c in COLUMNS if c != "id"]
         with self._lock:
@@ -261,6 +292,43 @@ class TraceStore:
         if due:
             self.apply_retention()
         return row_id
+
+    def set_shadow(self, event: InspectionEvent, shadow: dict[str, Any], keep_image: bool = False) -> int | None:
+        """The shadow model's verdict in the row of the part it judged (found by station, seq and time); with
+        `keep_image` (shadow and production disagree) the part's image is kept if it was not already. Returns the
+        row id (None: the row is gone, e.g. retention)."""
+        if not self.writable:
+            raise ConfigError(f"{self.path}: opened for reading only")
+        rec = event.record
+        with self._lock:
+            row = self._db.execute("SELECT id, image_path FROM inspections WHERE station = ? AND seq = ? AND time = ?",
+                                   (self.station, int(rec.seq), event.time)).fetchone()
+            if row is None:
+                return None
+            row_id, image_path = int(row[0]), row[1]
+            with self._db.transaction():
+                self._db.execute("UPDATE inspections SET shadow_model = ?, shadow_digest = ?, shadow_score = ?, "
+                                 "shadow_decision = ? WHERE id = ?",
+                                 (shadow.get("model"), shadow.get("digest"), _finite(shadow.get("score")),
+                                  shadow.get("decision"), row_id))
+                if keep_image and image_path is None and event.image is not None and self.images_dir is not None:
+                    rel = Path(time.strftime("%Y%m%d", time.localtime(event.time))) / f"{row_id}_shadow.jpg"
+                    try:
+                        self._images.put_nowait((rel, np.ascontiguousarray(event.image), None))
+                        self._db.execute("UPDATE inspections SET image_path = ? WHERE id = ?", (str(rel), row_id))
+                    except queue.Full:
+                        self.images_dropped += 1
+        return row_id
+
+    def shadow_rows(self, *, disagreements_only: bool = False, limit: int = 100) -> list[dict[str, Any]]:
+        """The newest rows a shadow judged (or only those where it disagreed with production)."""
+        where = "shadow_decision IS NOT NULL"
+        if disagreements_only:
+            where += " AND ((decision = 'OK') <> (shadow_decision = 'OK'))"
+        with self._lock:
+            rows = self._db.execute(f"SELECT {', '.join(COLUMNS)} FROM inspections WHERE {where} ORDER BY id DESC "
+                                    f"LIMIT {int(limit)}").fetchall()
+        return [row_dict(r) for r in rows]
 
     def _record_view(self, row_id: int, view: ViewEvent, now: float, keep: bool) -> str | None:
         """One view's row (inside the part's transaction) and its image when `keep` (every view of a part that is

@@ -61,6 +61,14 @@ function render(s) {
   $("drift").textContent = "drift " + dr.level;
   $("drift").title = (dr.reasons || []).join("\n") || "the line looks like the model's good images";
   $("drift").className = "pill " + (dr.level === "ALARM" || dr.level === "WARN" ? "down" : "up");
+  const sh = s.shadow;
+  $("shadow").hidden = !sh;
+  if (sh) {
+    const c = sh.confusion, pct = sh.agreement === null ? "-" : (100 * sh.agreement).toFixed(1) + "%";
+    $("shadow").textContent = `shadow ${sh.model}: agrees on ${pct} of ${sh.judged} parts ` +
+      `(production/shadow OK/OK ${c["OK/OK"]}, OK/NG ${c["OK/NG"]}, NG/OK ${c["NG/OK"]}, NG/NG ${c["NG/NG"]}), ` +
+      `score correlation ${fmt(sh.score_spearman, 3)}, ${sh.skipped} skipped`;
+  }
   const st = s.stats;
   $("c-total").textContent = st.total; $("c-ok").textContent = st.ok; $("c-ng").textContent = st.ng;
   $("c-failed").textContent = st.failed; $("c-late").textContent = st.late;
