@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from edge_ad.errors import ConfigError
 from edge_ad.plugins import Plugin, Registry
@@ -56,6 +56,22 @@ def views_engine_batch(config: StationConfig) -> StationConfig:
         return config
     geometry = load_package(config.package.partition("#")[0], verify=False).geometry()
     return config.with_(batch=shared * (geometry.max_views() if geometry is not None else 1))
+
+
+def register_models(store: TraceStore, recipes: dict[int, str], active: int, shadow: str | Path | None,
+                    trusted_keys: list[str] | None) -> None:
+    """The packages a station starts with, in its register (traceability database) with a deployment event each:
+    the active recipe as production, the other recipes as recipes, the shadow as shadow."""
+    from edge_ad.runtime.package import load_package
+    from edge_ad.station.lifecycle import package_info
+
+    entries = [(str(p).partition("#")[0], "production" if i == active else "recipe") for i, p in recipes.items()]
+    if shadow is not None:
+        entries.append((str(shadow), "shadow"))
+    for path, role in entries:
+        pkg = load_package(path, trusted_keys=trusted_keys)
+        store.register_model(package_info(pkg, path))
+        store.log_deployment(pkg.digest, role, "start", None, None)
 
 
 def local_dir(config: StationConfig) -> Path:
@@ -129,6 +145,23 @@ class StationServices:
                  (self.shadow.digest or "")[:12])
         return self.shadow
 
+    def register_models(self, recipes: dict[int, str], active: int) -> None:
+        """Put every package the station starts with in the register (see `register_models`)."""
+        if self.store is not None:
+            shadow = self.shadow.detector.package if self.shadow is not None else None
+            register_models(self.store, recipes, active, shadow.root if shadow is not None else None,
+                            self.config.trusted_keys or None)
+
+    def lifecycle_event(self, what: str, detail: dict[str, Any]) -> None:
+        """The Inspector's model switches and automatic rollbacks, in the deployments table and the audit log."""
+        if self.store is None:
+            return
+        if what == "auto-rollback":
+            self.store.audit("edge-ad", "auto-rollback", detail)
+        elif what == "switched" and detail.get("digest"):
+            self.store.log_deployment(detail["digest"], "production", "switch", None,
+                                      f"recipe {detail['from']} -> {detail['to']}")
+
     def recorder(self) -> Recorder | None:
         """Every enabled output in the registry's order (traceability first, then files, the network, the
         screens); None when none is enabled."""
@@ -147,7 +180,8 @@ class StationServices:
         host, port = parse_ui(ui)
         station = Station(view, self.live, self.store, name=c.station,
                           settings=c.ui_settings or local_dir(c) / f"hmi_settings_{c.station}.json",
-                          dataset=c.ui_dataset, drift=self.drift, shadow=self.shadow)
+                          dataset=c.ui_dataset, drift=self.drift, shadow=self.shadow,
+                          loader=lambda path: load_detector(path, c))
         sessions = Sessions.from_file(c.ui_users) if c.ui_users else None
         hosts = listen_names(host, c.ui_hosts)
         self.hmi = HmiServer(create_app(station, sessions, hosts), host, port, on_stop=station.close)

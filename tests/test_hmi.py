@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import time
 import urllib.error
 import urllib.parse
@@ -16,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from browser import BROWSER_WAIT, CHROMEDRIVER, CHROMIUM, browser, log_in_as_engineer
 from plc_peers import BLOB_IMG, DARK_IMG, FAST_LINK, MemoryAdapter, QueueSource, free_port, wait_for
 
 pytest.importorskip("starlette")
@@ -178,11 +178,6 @@ def test_api_roles_audit_false_reject_and_metrics(detector, plc_packages, tmp_pa
         assert "edgead_inspection_ms_bucket" in text and 'edgead_plc_connected{station="hmi-test"} 1.0' in text
 
 
-BROWSER_WAIT = 45.0  # generous: a loaded 2-core CI machine starts Chromium slowly
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-CHROMEDRIVER = shutil.which("chromedriver")
-
-
 @pytest.mark.skipif(not (CHROMIUM and CHROMEDRIVER), reason="needs chromium + chromium-driver (Debian)")
 def test_in_a_real_browser(detector, tmp_path):
     webdriver = pytest.importorskip("selenium.webdriver")
@@ -191,7 +186,7 @@ def test_in_a_real_browser(detector, tmp_path):
     shots = Path(os.environ.get("EDGE_AD_HMI_SCREENSHOTS") or tmp_path / "shots")
     shots.mkdir(parents=True, exist_ok=True)
     with StationUnderTest(detector, tmp_path) as st:
-        driver = _browser(webdriver)
+        driver = browser(webdriver)
         try:
             driver.get(st.url + "/")
             text = lambda el: driver.find_element(By.ID, el).text  # noqa: E731
@@ -243,28 +238,13 @@ def _engineer_sets_sensitivity(driver: Any, value: str) -> None:
     """In the browser: open the engineer page, log in as the engineer, apply `value` as the sensitivity."""
     from selenium.webdriver.common.by import By
 
-    driver.find_element(By.CSS_SELECTOR, "nav a[data-page=engineer]").click()
-    driver.find_element(By.NAME, "user").send_keys("eng")
-    driver.find_element(By.NAME, "password").send_keys("engineer-pass")
-    driver.find_element(By.CSS_SELECTOR, "#login-form button").click()
-    wait_for(lambda: driver.find_element(By.ID, "engineer-panel").is_displayed(), timeout=BROWSER_WAIT,
-             what="engineer panel")
+    log_in_as_engineer(driver)
     sens = driver.find_element(By.ID, "sens")
     sens.clear()
     sens.send_keys(value)
     driver.find_element(By.CSS_SELECTOR, "#sens-form button").click()
     wait_for(lambda: "applied" in driver.find_element(By.ID, "sens-msg").text, timeout=BROWSER_WAIT,
              what="sensitivity applied")
-
-
-def _browser(webdriver: Any) -> Any:
-    from selenium.webdriver.chrome.service import Service
-
-    opts = webdriver.ChromeOptions()
-    opts.binary_location = CHROMIUM
-    for a in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--window-size=1280,900"):
-        opts.add_argument(a)
-    return webdriver.Chrome(service=Service(CHROMEDRIVER), options=opts)
 
 
 @pytest.mark.skipif(not (CHROMIUM and CHROMEDRIVER), reason="needs chromium + chromium-driver (Debian)")
@@ -283,7 +263,7 @@ def test_browser_with_a_station_fed_by_the_fake_gige_camera(detector, tmp_path):
     try:
         source = GigESource(f"{SERIAL}@127.0.0.1", roi=(0, 0, 320, 240), pixel_format="Mono8", trigger="software")
         with StationUnderTest(detector, tmp_path, source=source) as st:
-            driver = _browser(webdriver)
+            driver = browser(webdriver)
             try:
                 driver.get(st.url + "/")
                 seen = []
@@ -350,7 +330,7 @@ def test_multi_view_tiles_and_gallery_in_a_real_browser(detector, tmp_path):
         time.sleep(0.2)
         with opener.open(st.url + views[1]["overlay_url"]) as r:
             assert r.read()[:2] == b"\xff\xd8"
-        driver = _browser(webdriver)
+        driver = browser(webdriver)
         try:
             driver.get(st.url + "/")
             tiles = lambda: driver.find_elements(By.CSS_SELECTOR, "#view-tiles figure")  # noqa: E731

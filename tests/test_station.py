@@ -21,7 +21,8 @@ FIELDS = {f.name: f for f in dataclasses.fields(StationConfig)}
 #: valid values for the fields whose values are constrained (choices, URLs)
 CHOICES = {"backend": ("auto", "onnxruntime"), "precision": ("fp16", "int8"),
            "trigger": ("plc", "camera"), "policy": ("latest", "all"),
-           "ui": ("127.0.0.1:8080", "127.0.0.1:8081"), "drift_ng_rate": (0.02, 0.05)}
+           "ui": ("127.0.0.1:8080", "127.0.0.1:8081"), "drift_ng_rate": (0.02, 0.05),
+           "rollback_max_ng_rate": (0.3, 0.5), "rollback_max_fault_rate": (0.05, 0.1)}
 
 
 def _values(name: str) -> tuple[Any, Any, list[str]]:

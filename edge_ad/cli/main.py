@@ -39,6 +39,7 @@ COMMANDS: dict[str, str] = {
     "plc-user": "edge_ad.cli.plc_user",
     "hmi-user": "edge_ad.cli.hmi_user",
     "doctor": "edge_ad.cli.doctor",
+    "station": "edge_ad.cli.station",
 }
 
 

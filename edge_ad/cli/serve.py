@@ -88,7 +88,9 @@ def run(args: argparse.Namespace) -> int:
         inspector = Inspector(dict(cfg.recipe_table()), source, plc_url, trigger=cfg.trigger,
                               budget_ms=cfg.budget_ms, load_detector=load, link_options=link_options,
                               stop_when_source_ends=cfg.stop_at_end, recorder=services.recorder(),
-                              view_window_ms=cfg.view_window_ms, drift=services.drift)
+                              view_window_ms=cfg.view_window_ms, drift=services.drift,
+                              rollback_band=cfg.rollback_band(), on_lifecycle=services.lifecycle_event)
+        services.register_models(dict(cfg.recipe_table()), inspector.active_recipe)
         hmi = services.start_hmi(inspector)
     except BaseException:
         services.close()

@@ -21,7 +21,7 @@ import re
 import shutil
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -42,8 +42,10 @@ class Station:
 
     def __init__(self, view: StationView, live: LiveView, store: TraceStore | None = None, *,
                  name: str = "station", settings: str | Path | None = None,
-                 dataset: str | Path | None = None, drift: Any = None, shadow: Any = None) -> None:
+                 dataset: str | Path | None = None, drift: Any = None, shadow: Any = None,
+                 loader: Callable[[str], Any] | None = None) -> None:
         self.view, self.live, self.store, self.name = view, live, store, name
+        self.loader = loader  #: loads and verifies a package for promotion (trusted keys as production)
         self.drift = drift  #: the station's DriftMonitor (None: off)
         self.shadow = shadow  #: the station's ShadowRunner (None: no shadow model)
         self.settings = Path(settings) if settings else None
@@ -155,6 +157,48 @@ class Station:
         self._audit(user, "false_reject", {"row": row_id, "part_id": row["part_id"], "copied_to": str(rel),
                                            "model": category})
         return rel
+
+    def promote(self, target: str, user: str) -> dict[str, Any]:
+        """Promote the shadow model ("shadow") or a model of the station's register (its sha256 digest) to
+        production, between two parts; never a path from the request. Loaded and verified here (signature
+        checked when trusted keys are configured) before the station is touched. Audited."""
+        promote = getattr(self.view, "promote", None)
+        if promote is None or self.loader is None:
+            raise ConfigError("promote: this station cannot switch models while running (edge-ad serve can)")
+        if target == "shadow":
+            if self.shadow is None:
+                raise ConfigError("promote: the station runs no shadow model (--shadow PACKAGE)")
+            path = str(self.shadow.detector.package.root)
+        elif isinstance(target, str) and len(target) == 64 and all(c in "0123456789abcdef" for c in target):
+            known = {m["digest"]: m for m in (self.store.models(self.name) if self.store is not None else [])}
+            if target not in known or not known[target].get("path"):
+                raise ConfigError(f"promote: {target[:12]}... is not a model this station has run (see /api/models)")
+            path = str(known[target]["path"])
+        else:
+            raise ConfigError("promote: expected target 'shadow' or the 64-hex digest of a registered model")
+        det = self.loader(path)
+        pkg = det.package
+        if self.store is not None:
+            from edge_ad.station.lifecycle import package_info
+
+            self.store.register_model(package_info(pkg, path))
+        index = promote(det, f"{pkg.name} {pkg.digest[:12]} (promoted by {user})")
+        detail = {"target": target, "package": path, "digest": pkg.digest, "recipe": index}
+        self._audit(user, "promote", detail)
+        if self.store is not None:
+            self.store.log_deployment(pkg.digest, "production", "promote", user, f"recipe {index}")
+        return detail
+
+    def rollback(self, user: str) -> dict[str, Any]:
+        """Back to the model that ran before the last switch (between two parts). Audited."""
+        back = getattr(self.view, "rollback", None)
+        if back is None:
+            raise ConfigError("rollback: this station cannot switch models while running (edge-ad serve can)")
+        before = self.view.snapshot().recipe
+        index = back()
+        detail = {"from": before, "to": index}
+        self._audit(user, "rollback", detail)
+        return detail
 
     def _audit(self, user: str, action: str, detail: dict[str, Any]) -> None:
         log.warning("HMI: %s by %s: %s", action, user, detail)
@@ -344,6 +388,42 @@ def create_app(station: Station, sessions: Sessions | None, hosts: set[str] | No
             return error(404, f"no stored image for view row {view_id}")
         return FileResponse(path, media_type="image/jpeg")
 
+    async def models(request: Request) -> Response:
+        if who(request) is None:
+            return error(401, "log in first")
+        if station.store is None:
+            return JSONResponse([])
+        rows = station.store.models(station.name)
+        for r in rows:
+            r.pop("path", None)  # where the files are is the station's business
+        return JSONResponse(rows)
+
+    async def promote(request: Request) -> Response:
+        from starlette.concurrency import run_in_threadpool
+
+        u = engineer(request)
+        if isinstance(u, JSONResponse):
+            return u
+        try:
+            target = (await read_json(request))["target"]
+            if not isinstance(target, str):
+                raise ValueError("target: expected a string")
+            detail = await run_in_threadpool(station.promote, target, u["user"])
+        except (ValueError, KeyError, TypeError, ConfigError, EdgeADError) as e:
+            return error(400, f"promote: {e}")
+        return JSONResponse(detail)
+
+    async def rollback(request: Request) -> Response:
+        u = engineer(request)
+        if isinstance(u, JSONResponse):
+            return u
+        try:
+            await read_json(request)
+            detail = station.rollback(u["user"])
+        except (ValueError, KeyError, TypeError, ConfigError) as e:
+            return error(400, f"rollback: {e}")
+        return JSONResponse(detail)
+
     async def audit(request: Request) -> Response:
         if who(request) is None:
             return error(401, "log in first")
@@ -460,7 +540,9 @@ def create_app(station: Station, sessions: Sessions | None, hosts: set[str] | No
         Route("/", index), Route("/api/state", state), Route("/api/live.jpg", live), Route("/api/live.mjpg", mjpeg),
         Route("/api/ng", ng),
         Route("/api/parts", parts), Route("/api/image/{row_id}", image), Route("/api/audit", audit),
-        Route("/api/view-image/{view_id}", view_image),
+        Route("/api/view-image/{view_id}", view_image), Route("/api/models", models),
+        Route("/api/model/promote", promote, methods=["POST"]),
+        Route("/api/model/rollback", rollback, methods=["POST"]),
         Route("/api/login", login, methods=["POST"]), Route("/api/logout", logout, methods=["POST"]),
         Route("/api/sensitivity", sensitivity, methods=["POST"]),
         Route("/api/false-reject", false_reject, methods=["POST"]), Route("/api/capture", capture, methods=["POST"]),

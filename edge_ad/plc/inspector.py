@@ -52,6 +52,7 @@ from edge_ad.sources.base import SoftwareTriggered, Source
 from edge_ad.sources.frame import Frame
 from edge_ad.station.config import TRIGGERS, TriggerMode
 from edge_ad.station.event import DetectorLike, PackageIdentity, RecordBuilder, ViewEvent, judge, part_id_of
+from edge_ad.station.lifecycle import RollbackBand, RollbackWatch
 from edge_ad.station.record import MAX_VIEWS, DefectCode, InspectionRecord, ViewVerdict
 from edge_ad.station.recorders import Recorder
 from edge_ad.station.view import StationSnapshot, apply_roi, check_sensitivity
@@ -122,7 +123,8 @@ class Inspector:
                  backend: str = "auto", load_detector: Callable[[str | Path], DetectorLike] | None = None,
                  link_options: Mapping[str, Any] | None = None, stop_when_source_ends: bool = False,
                  recorder: Recorder | None = None, view_window_ms: float | None = None,
-                 drift: Any = None) -> None:
+                 drift: Any = None, rollback_band: RollbackBand | None = None,
+                 on_lifecycle: Callable[[str, dict[str, Any]], None] | None = None) -> None:
         if trigger not in TRIGGERS:
             raise ConfigError(f"trigger: expected one of {', '.join(TRIGGERS)}, got {trigger!r}")
         if not budget_ms > 0 or not poll_s > 0 or max_consecutive_late < 1:
@@ -135,6 +137,7 @@ class Inspector:
             if not isinstance(k, int) or not 1 <= k <= 0xFFFF:
                 raise ConfigError(f"recipes: recipe index must be an integer 1..65535 (0 means 'keep'), got {k!r}")
         self.recipes: dict[int, RecipeSpec] = table
+        self._labels: dict[int, str] = {}  # promoted models: what the HMI shows instead of a path
         self.trigger = trigger
         self.budget_s = budget_ms / 1e3
         self.max_consecutive_late = max_consecutive_late
@@ -142,6 +145,11 @@ class Inspector:
         self.stop_when_source_ends = stop_when_source_ends
         self.recorder = recorder
         self.drift = drift  #: a DriftMonitor (or anything with `.level`): published as the PLC's Drift
+        self.rollback_band = rollback_band or RollbackBand()
+        self.on_lifecycle = on_lifecycle  #: told of every model switch and automatic rollback (audit, register)
+        self._previous: int | None = None  # the recipe active before the last switch: what rollback returns to
+        self._promoted: set[int] = set()  # recipe indices added by promote(): watched after their switch
+        self._watch: RollbackWatch | None = None
         self.sensitivity: float | None = None  # None: each detector's own
         self._local_request = 0  # a recipe asked for from the HMI (request_recipe)
         self._load_detector = load_detector or (lambda p: _default_loader(p, backend))
@@ -260,7 +268,8 @@ class Inspector:
         for det in self._owned:
             det.close()
         self._owned.clear()
-        self._detectors = {k: v for k, v in self._detectors.items() if not isinstance(self.recipes[k], (str, Path))}
+        self._detectors = {k: v for k, v in self._detectors.items()
+                           if not isinstance(self.recipes[k], (str, Path)) and k not in self._promoted}
         self._view_detectors = {v.name: self._view_detectors[v.name] for v in self.views
                                 if v.name in self._view_detectors and not isinstance(v.package, (str, Path))}
 
@@ -417,6 +426,39 @@ class Inspector:
             self._bad_request = 0  # an explicit new request retries a recipe that failed to load
         self._local_request = index
 
+    def promote(self, detector: DetectorLike, label: str) -> int:
+        """Make `detector` (loaded and verified by the caller, off the control loop) the production model from the
+        next part on: it gets a new recipe index (the PLC's ModelId), the switch happens between two parts like a
+        recipe switch, and its first parts are watched against `rollback_band`. Returns the new index. Like an HMI
+        recipe request, a non-zero RecipeRequest from the PLC wins."""
+        index = max(self.recipes) + 1
+        if index > 0xFFFF:
+            raise ConfigError("promote: no free recipe index (65535 used)")
+        self._owned.append(detector)
+        self._detectors[index] = detector
+        self.recipes[index] = detector
+        self._labels[index] = label
+        self._promoted.add(index)
+        self.request_recipe(index)
+        return index
+
+    def rollback(self) -> int:
+        """Switch back to the model that was active before the last switch (between two parts); ConfigError when
+        there was no switch."""
+        if self._previous is None or self._previous not in self.recipes:
+            raise ConfigError("rollback: no earlier model on this station since it started")
+        target = self._previous
+        self.request_recipe(target)
+        return target
+
+    @property
+    def previous_recipe(self) -> int | None:
+        return self._previous
+
+    def recipe_label(self, index: int) -> str:
+        """A recipe as the HMI and the log show it: the package path, a promoted model's label, or its name."""
+        return self._labels.get(index) or _label(self.recipes[index])
+
     def set_sensitivity(self, value: float) -> None:
         """Effective threshold = threshold / sensitivity, for every recipe, from the next inspection on (an HMI
         engineer action; no restart). ConfigError for a value outside (0, 100]."""
@@ -438,7 +480,7 @@ class Inspector:
             camera = {}
         return StationSnapshot(
             command="serve", running=self.running or self._opened, recipe=self.active_recipe,
-            recipes={k: _label(v) for k, v in self.recipes.items()},
+            recipes={k: self.recipe_label(k) for k in self.recipes},
             model=pkg.name if pkg is not None else None, precision=pkg.precision if pkg is not None else None,
             threshold=det.threshold, sensitivity=float(det.sensitivity),
             plc_connected=bool(link.connected), plc_description=link.adapter.description,
@@ -608,11 +650,18 @@ class Inspector:
                 self._local_request = 0
             self._latch(FaultCode.RECIPE_LOAD, f"recipe {job.recipe} ({self.recipes[job.recipe]}): {e}")
             return
+        old = self.active_recipe
         self.active_recipe = job.recipe
         if job.recipe == self._local_request:
             self._local_request = 0
         self.stats.recipe_switches += 1
-        log.info("recipe %d active (%s)", job.recipe, self.recipes[job.recipe])
+        self._previous = old
+        self._watch = RollbackWatch(self.rollback_band, job.recipe) if job.recipe in self._promoted else None
+        log.info("recipe %d active (%s)", job.recipe, self.recipe_label(job.recipe))
+        if self.on_lifecycle is not None:
+            pkg = self.detector.package
+            self.on_lifecycle("switched", {"from": old, "to": job.recipe, "label": self.recipe_label(job.recipe),
+                                           "digest": pkg.digest if pkg is not None else None})
 
     def _finish_views(self, job: _Job, now: float) -> None:
         """Multi-view: one record combining every view (missing views NG with NO_IMAGE), then publish."""
@@ -727,6 +776,13 @@ class Inspector:
         self.link.post(rec)
         self.link.deliver_now()
         self.link.set({"Busy": False})
+        watch = self._watch
+        if watch is not None and (reason := watch.observe(rec)) is not None and self._previous is not None:
+            self._watch = None
+            log.error("automatic rollback of recipe %d to %d: %s", watch.recipe, self._previous, reason)
+            target = self.rollback()
+            if self.on_lifecycle is not None:
+                self.on_lifecycle("auto-rollback", {"from": watch.recipe, "to": target, "reason": reason})
         log.info("part %d: %s code %d score %.3f %.1f ms%s", rec.part_id, "OK" if rec.ok else "NG",
                  int(rec.defect_code), rec.anomaly_score, rec.inspection_ms, " LATE" if rec.late else "")
 

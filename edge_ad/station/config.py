@@ -161,6 +161,16 @@ class StationConfig:
     drift_ng_rate: float | None = _opt(None, "drift monitor: the NG rate this line expects (default: the package's "
                                        "false-reject rate); more raises WARN/ALARM", kind=float,
                                        check=lambda v: None if 0 <= v < 1 else "a number in [0, 1)", group="drift")
+    # ---- model lifecycle (serve) ------------------------------------------------------------------------------
+    rollback_parts: int = _opt(50, "a promoted model is watched for this many parts and rolled back automatically "
+                               "when it leaves the band below", kind=int, check=_at_least_one,
+                               commands=frozenset({SERVE}), metavar="N", group="lifecycle")
+    rollback_max_ng_rate: float = _opt(0.5, "band: the most NG parts a promoted model may give (share)", kind=float,
+                                       check=lambda v: None if 0 <= v <= 1 else "a number in [0, 1]",
+                                       commands=frozenset({SERVE}), group="lifecycle")
+    rollback_max_fault_rate: float = _opt(0.1, "band: the most FAILED/LATE parts a promoted model may give (share)",
+                                          kind=float, check=lambda v: None if 0 <= v <= 1 else "a number in [0, 1]",
+                                          commands=frozenset({SERVE}), group="lifecycle")
     # ---- outputs ----------------------------------------------------------------------------------------------
     station: str = _opt("station", "station name stored with every result, in MQTT topics and on the HMI",
                         group="outputs")
@@ -261,6 +271,13 @@ class StationConfig:
         if self.source is None:
             return []
         return [{"name": "main", "source": self.source, "package": None, "source_options": dict(self.source_options)}]
+
+    def rollback_band(self) -> Any:
+        """The band a promoted model must stay in (edge_ad.station.lifecycle.RollbackBand)."""
+        from edge_ad.station.lifecycle import RollbackBand
+
+        return RollbackBand(parts=self.rollback_parts, min_parts=min(10, self.rollback_parts),
+                            max_ng_rate=self.rollback_max_ng_rate, max_fault_rate=self.rollback_max_fault_rate)
 
     def recipe_table(self) -> dict[int, str]:
         """Recipe index -> package path, 1 being `package`."""
@@ -394,7 +411,8 @@ _GROUPS = {"model": "model", "engine": "TensorRT engine (none given: what `edge-
            "outputs": "outputs", "traceability": "traceability (one durable row per inspection; `edge-ad results`)",
            "mqtt": "results on the plant network (MQTT, QoS 1, spooled on disk while the broker is away)",
            "hmi": "operator web HMI", "process": "process",
-           "drift": "drift monitor (README: Keeping a station right)"}
+           "drift": "drift monitor (README: Keeping a station right)",
+           "lifecycle": "model lifecycle: promote, rollback (README: Keeping a station right)"}
 
 
 def add_station_arguments(p: argparse.ArgumentParser, command: str) -> None:

@@ -320,6 +320,54 @@ class TraceStore:
                         self.images_dropped += 1
         return row_id
 
+    def register_model(self, info: dict[str, Any]) -> bool:
+        """Remember a package this station has run (`station.lifecycle.package_info`); False if already known."""
+        with self._lock, self._db.transaction():
+            known = self._db.execute("SELECT 1 FROM models WHERE station = ? AND digest = ?",
+                                     (self.station, info["digest"])).fetchone()
+            if known:
+                return False
+            self._db.execute("INSERT INTO models (station, digest, name, version, precision, dataset_revision, "
+                             "metrics, signer, path, first_seen) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                             (self.station, info["digest"], info.get("name"), info.get("version"),
+                              info.get("precision"), info.get("dataset_revision"), json.dumps(info.get("metrics")),
+                              info.get("signer"), info.get("path"), time.time()))
+        return True
+
+    def log_deployment(self, digest: str, role: str, action: str, user: str | None, reason: str | None) -> None:
+        """One deployment event (start, promote, rollback, auto-rollback, shadow) of a package on this station."""
+        with self._lock, self._db.transaction():
+            self._db.execute("INSERT INTO deployments (time, station, digest, role, action, username, reason) VALUES "
+                             "(?, ?, ?, ?, ?, ?, ?)", (time.time(), self.station, digest, role, action, user, reason))
+
+    def models(self, station: str | None = None) -> list[dict[str, Any]]:
+        """Every package the station (all stations of a plant database: None) has run, with its latest deployment
+        event and the parts it judged."""
+        where, args = ("WHERE m.station = ?", [station]) if station is not None else ("", [])
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT m.station, m.digest, m.name, m.version, m.precision, m.dataset_revision, m.metrics, m.signer, "
+                "m.path, m.first_seen, "
+                "(SELECT COUNT(*) FROM inspections i WHERE i.station = m.station AND i.package_digest = m.digest) "
+                f"FROM models m {where} ORDER BY m.first_seen", args).fetchall()
+            out = []
+            for r in rows:
+                d = dict(zip(("station", "digest", "name", "version", "precision", "dataset_revision", "metrics",
+                              "signer", "path", "first_seen", "parts"), r))
+                d["metrics"] = json.loads(d["metrics"]) if d["metrics"] else None
+                last = self._db.execute("SELECT time, role, action, username, reason FROM deployments WHERE "
+                                        "station = ? AND digest = ? ORDER BY id DESC LIMIT 1",
+                                        (d["station"], d["digest"])).fetchone()
+                d["last_deployment"] = dict(zip(("time", "role", "action", "user", "reason"), last)) if last else None
+                out.append(d)
+        return out
+
+    def deployments(self, limit: int = 100) -> list[dict[str, Any]]:
+        with self._lock:
+            rows = self._db.execute("SELECT time, station, digest, role, action, username, reason FROM deployments "
+                                    "ORDER BY id DESC LIMIT ?", (int(limit),)).fetchall()
+        return [dict(zip(("time", "station", "digest", "role", "action", "user", "reason"), r)) for r in rows]
+
     def shadow_rows(self, *, disagreements_only: bool = False, limit: int = 100) -> list[dict[str, Any]]:
         """The newest rows a shadow judged (or only those where it disagreed with production)."""
         where = "shadow_decision IS NOT NULL"

@@ -204,7 +204,7 @@ async function loadAudit() {
 function show(page) {
   document.querySelectorAll(".page").forEach((p) => { p.hidden = p.id !== "page-" + page; });
   if (page === "gallery") loadGallery();
-  if (page === "engineer" && state && state.user) loadAudit();
+  if (page === "engineer" && state && state.user) { loadAudit(); loadModels(); }
 }
 
 window.addEventListener("hashchange", () => show(location.hash.slice(1) || "live"));
@@ -213,7 +213,7 @@ $("login-form").addEventListener("submit", async (ev) => {
   ev.preventDefault();
   const d = Object.fromEntries(new FormData($("login-form")));
   try { await api("/api/login", { method: "POST", body: JSON.stringify(d), headers: { "content-type": "application/json" } });
-        $("login-msg").textContent = ""; render(await api("/api/state")); loadAudit(); }
+        $("login-msg").textContent = ""; render(await api("/api/state")); loadAudit(); loadModels(); }
   catch (e) { $("login-msg").textContent = e.message; }
 });
 $("sens-form").addEventListener("submit", async (ev) => {
@@ -234,6 +234,29 @@ $("roi-form").addEventListener("submit", async (ev) => {
         $("roi-msg").textContent = `applied to ${r.category} ${r.applied}`; loadAudit(); }
   catch (e) { $("roi-msg").textContent = e.message; }
 });
+async function loadModels() {
+  const sel = $("model-pick");
+  let rows = [];
+  try { rows = await api("/api/models"); } catch (e) { return; }
+  if (document.activeElement === sel) return;
+  sel.replaceChildren(...rows.map((m) => {
+    const o = document.createElement("option"); o.value = m.digest;
+    const last = m.last_deployment ? `${m.last_deployment.action} ${m.last_deployment.role}` : "";
+    o.textContent = `${m.name} ${m.precision} ${m.digest.slice(0, 12)} · ${m.parts} parts · ${m.signer || "unsigned"} · ${last}`;
+    return o;
+  }));
+}
+async function modelAction(path, body) {
+  try {
+    const r = await api(path, { method: "POST", body: JSON.stringify(body), headers: { "content-type": "application/json" } });
+    $("model-msg").textContent = path.endsWith("rollback") ? `rolling back to recipe ${r.to}` : `promoted as recipe ${r.recipe}`;
+    loadAudit(); loadModels();
+  } catch (e) { $("model-msg").textContent = e.message; }
+}
+$("promote-pick").addEventListener("click", () => modelAction("/api/model/promote", { target: $("model-pick").value }));
+$("promote-shadow").addEventListener("click", () => modelAction("/api/model/promote", { target: "shadow" }));
+$("rollback").addEventListener("click", () => modelAction("/api/model/rollback", {}));
+
 $("recipe-form").addEventListener("submit", async (ev) => {
   ev.preventDefault();
   try { await api("/api/recipe", { method: "POST", body: JSON.stringify({ index: Number($("recipe").value) }),
