@@ -40,11 +40,13 @@ COMMANDS: dict[str, str] = {
     "hmi-user": "edge_ad.cli.hmi_user",
     "doctor": "edge_ad.cli.doctor",
     "station": "edge_ad.cli.station",
+    "dataset": "edge_ad.cli.dataset",
+    "compare": "edge_ad.cli.compare",
 }
 
 
 #: commands that need the training stack (`pip install "edge-ad[train]"`); the others run on the line-side install
-LAB_COMMANDS = frozenset({"synth", "train", "eval", "export", "demo", "weights"})
+LAB_COMMANDS = frozenset({"synth", "train", "eval", "export", "demo", "weights", "compare"})
 #: top-level modules of the `train` extra: a missing one means the lab side is not installed
 LAB_MODULES = frozenset({"torch", "torchvision", "timm", "onnx", "onnxscript", "safetensors", "sklearn", "skimage",
                          "scipy", "tqdm"})

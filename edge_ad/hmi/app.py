@@ -154,9 +154,19 @@ class Station:
         target.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(src, target)
         rel = target.relative_to(self.dataset)
+        self.store.add_feedback(row_id, "false_reject", user)
         self._audit(user, "false_reject", {"row": row_id, "part_id": row["part_id"], "copied_to": str(rel),
                                            "model": category})
         return rel
+
+    def feedback(self, row_id: int, label: str, region: list[int] | None, user: str) -> int:
+        """An operator's verdict on a stored part (false reject / confirmed NG, optional region), for the next
+        dataset revision (`edge-ad dataset from-station`). Audited."""
+        if self.store is None:
+            raise ConfigError("feedback: the station needs --db")
+        fid = self.store.add_feedback(row_id, label, user, region)
+        self._audit(user, "feedback", {"row": row_id, "label": label, "region": region})
+        return fid
 
     def promote(self, target: str, user: str) -> dict[str, Any]:
         """Promote the shadow model ("shadow") or a model of the station's register (its sha256 digest) to
@@ -492,6 +502,22 @@ def create_app(station: Station, sessions: Sessions | None, hosts: set[str] | No
             return error(400, str(e))
         return JSONResponse({"copied_to": str(target)})
 
+    async def feedback(request: Request) -> Response:
+        u = who(request)
+        if u is None:
+            return error(401, "log in first")
+        try:
+            body = await read_json(request)
+            region = body.get("region")
+            if region is not None and (not isinstance(region, list) or len(region) != 4):
+                raise ValueError("region: expected [x, y, width, height]")
+            fid = station.feedback(bounded_int(body["id"], "id", 1), str(body["label"]),
+                                   [bounded_int(v, "region", 0, 65535) for v in region] if region else None,
+                                   u["user"])
+        except (ValueError, KeyError, TypeError, ConfigError) as e:
+            return error(400, f"feedback: {e}")
+        return JSONResponse({"feedback": fid})
+
     async def recipe(request: Request) -> Response:
         u = engineer(request)
         if isinstance(u, JSONResponse):
@@ -542,7 +568,7 @@ def create_app(station: Station, sessions: Sessions | None, hosts: set[str] | No
         Route("/api/parts", parts), Route("/api/image/{row_id}", image), Route("/api/audit", audit),
         Route("/api/view-image/{view_id}", view_image), Route("/api/models", models),
         Route("/api/model/promote", promote, methods=["POST"]),
-        Route("/api/model/rollback", rollback, methods=["POST"]),
+        Route("/api/model/rollback", rollback, methods=["POST"]), Route("/api/feedback", feedback, methods=["POST"]),
         Route("/api/login", login, methods=["POST"]), Route("/api/logout", logout, methods=["POST"]),
         Route("/api/sensitivity", sensitivity, methods=["POST"]),
         Route("/api/false-reject", false_reject, methods=["POST"]), Route("/api/capture", capture, methods=["POST"]),

@@ -39,7 +39,7 @@ from edge_ad.station.record import DECISIONS
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
 RETENTION_EVERY = 200
 COLUMNS = ("id", "time", "station", "seq", "part_id", "frame_id", "source", "model", "precision", "package_digest",
            "recipe", "decision", "defect_code", "score", "normalized_score", "threshold", "late", "fault", "error",
@@ -141,7 +141,19 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
             username TEXT,
             reason TEXT)""",
     ),
+    (  # 5 -> 6: operator feedback on a part (false reject; confirmed NG with an optional drawn region)
+        """CREATE TABLE feedback (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            time REAL NOT NULL,
+            station TEXT NOT NULL,
+            inspection_id INTEGER NOT NULL,
+            label TEXT NOT NULL CHECK (label IN ('false_reject', 'confirmed_ng')),
+            region TEXT,
+            username TEXT)""",
+        "CREATE INDEX ix_feedback_inspection ON feedback (inspection_id)",
+    ),
 )
+FEEDBACK_LABELS = ("false_reject", "confirmed_ng")
 VIEW_COLUMNS = ("id", "inspection_id", "view_name", "source", "frame_id", "model", "package_digest", "decision",
                 "defect_code", "score", "normalized_score", "max_pixel_score", "defect_area", "fault", "error",
                 "regions", "image_path")
@@ -368,6 +380,44 @@ class TraceStore:
                                     "ORDER BY id DESC LIMIT ?", (int(limit),)).fetchall()
         return [dict(zip(("time", "station", "digest", "role", "action", "user", "reason"), r)) for r in rows]
 
+    def add_feedback(self, row_id: int, label: str, user: str, region: list[int] | None = None) -> int:
+        """An operator's verdict on a part: `false_reject` (it was good) or `confirmed_ng`, with an optional region
+        [x, y, w, h] in image pixels. The part must have a stored image (NG parts always do). Returns the feedback id;
+        a newer feedback on the same part supersedes the older one."""
+        if label not in FEEDBACK_LABELS:
+            raise ConfigError(f"feedback: label: expected one of {list(FEEDBACK_LABELS)}, got {label!r}")
+        if region is not None and (len(region) != 4 or not all(isinstance(v, int) and not isinstance(v, bool)
+                                                               and 0 <= v <= 65535 for v in region)
+                                   or region[2] < 1 or region[3] < 1):
+            raise ConfigError(f"feedback: region: expected [x, y, width, height] in pixels, got {region!r}")
+        row = self.row(row_id)
+        if row is None or self.image_file(row) is None:
+            raise ConfigError(f"feedback: part row {row_id} has no stored image to learn from")
+        if label == "false_reject" and row["decision"] == "OK":
+            raise ConfigError(f"feedback: row {row_id} was OK, not rejected")
+        with self._lock, self._db.transaction():
+            cur = self._db.execute("INSERT INTO feedback (time, station, inspection_id, label, region, username) "
+                                   "VALUES (?, ?, ?, ?, ?, ?) RETURNING id",
+                                   (time.time(), self.station, int(row_id), label,
+                                    json.dumps(region) if region else None, user))
+            return int(cur.fetchone()[0])
+
+    def feedback(self, since: float | None = None, until: float | None = None) -> list[dict[str, Any]]:
+        """The latest feedback per part (of parts inspected in [since, until)), with the part's row."""
+        with self._lock:
+            rows = self._db.execute("SELECT f.inspection_id, f.label, f.region, f.username, f.time FROM feedback f "
+                                    "WHERE f.id IN (SELECT MAX(id) FROM feedback GROUP BY inspection_id) "
+                                    "ORDER BY f.inspection_id").fetchall()
+        out = []
+        for rid, label, region, user, t in rows:
+            part = self.row(int(rid))
+            if part is None or (since is not None and part["time"] < since) or (until is not None
+                                                                               and part["time"] >= until):
+                continue
+            out.append({"row": part, "label": label, "region": json.loads(region) if region else None,
+                        "user": user, "time": t})
+        return out
+
     def shadow_rows(self, *, disagreements_only: bool = False, limit: int = 100) -> list[dict[str, Any]]:
         """The newest rows a shadow judged (or only those where it disagreed with production)."""
         where = "shadow_decision IS NOT NULL"
@@ -462,6 +512,7 @@ class TraceStore:
                     (i,)).fetchall()]
                 with self._db.transaction():
                     self._db.executemany("DELETE FROM inspection_views WHERE inspection_id = ?", [(i,) for i in ids])
+                    self._db.executemany("DELETE FROM feedback WHERE inspection_id = ?", [(i,) for i in ids])
                     self._db.executemany("DELETE FROM inspections WHERE id = ?", [(i,) for i in ids])
                 removed["rows"] = len(ids)
                 removed["images"] += self._unlink(iter({p for _, p in doomed} | set(view_images)))

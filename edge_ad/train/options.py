@@ -76,6 +76,8 @@ class TrainOptions:
     pretrained: bool = _opt(True, "load pretrained encoder weights (offline cache, then timm); --no-pretrained: "
                                   "random-init encoder (weak heatmaps; for tests and speed)")
     weights: str | None = _opt(None, "local encoder checkpoint (official .pth or timm file)")
+    init_from: str | None = _opt(None, "fine-tune: start from the weights of this run directory, or of the run a "
+                                 "package was exported from (its manifest's training.run), instead of from scratch")
     log_every: int = _opt(10, "iterations between log lines", lo=1)
     save_every: int = _opt(1000, "iterations between checkpoints", lo=1)
     model_kwargs: dict[str, Any] = _opt({}, "extra keyword arguments of the model builder (KEY=VALUE on the "

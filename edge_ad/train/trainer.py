@@ -141,6 +141,10 @@ def train(cfg: dict[str, Any], *, resume: bool = False, progress: bool = True) -
     rundir.apply_protocol_preprocess(model, cfg)
     if wants_geometry(cfg):
         rundir.use_geometry(model, build_geometry(cfg, samples))
+    if cfg.get("init_from") and not resume:
+        src = init_run(cfg["init_from"], cfg["model"])
+        rundir.load_weights(model, src / rundir.WEIGHTS)
+        log.info("fine-tuning from %s", src)
     precision = resolve_precision(cfg["amp"], cfg["channels_last"], model, device)
     if precision.channels_last:
         model = model.to(memory_format=torch.channels_last)
@@ -260,6 +264,26 @@ def train(cfg: dict[str, Any], *, resume: bool = False, progress: bool = True) -
     dist.barrier()
     dist.close()
     return out
+
+
+def init_run(spec: str | Path, model_name: str) -> Path:
+    """The run directory `--init-from` names: a run, or a package exported from one (manifest training.run); its
+    model must be `model_name`. ConfigError naming what is missing."""
+    path = Path(spec)
+    if (path / "manifest.json").is_file():
+        from edge_ad.runtime.package import load_package
+
+        run = (load_package(path).manifest.get("training") or {}).get("run")
+        if not run:
+            raise ConfigError(f"{path}: --init-from: the package records no training run (manifest training.run): "
+                              "give the run directory")
+        path = Path(run)
+    if not (path / rundir.WEIGHTS).is_file():
+        raise ConfigError(f"{path}: --init-from: expected a run directory with {rundir.WEIGHTS}")
+    trained = rundir.read_config(path).get("model")
+    if trained != model_name:
+        raise ConfigError(f"{path}: --init-from: the run trained {trained!r}, this run trains {model_name!r}")
+    return path
 
 
 def _checkpoint(

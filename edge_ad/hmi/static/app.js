@@ -88,6 +88,7 @@ function render(s) {
   $("engineer-panel").hidden = !(s.user && s.user.role === "engineer");
   $("login-form").hidden = !!s.user;
   $("false-reject").hidden = !(s.user && s.user.role === "engineer");
+  $("confirm-ng").hidden = !s.user;
   if (document.activeElement !== $("sens")) $("sens").value = s.sensitivity;
   const sel = $("recipe");
   if (document.activeElement !== sel) {
@@ -277,6 +278,12 @@ $("false-reject").addEventListener("click", async () => {
   try { const r = await api("/api/false-reject", { method: "POST", body: JSON.stringify({ id: Number($("false-reject").dataset.id) }),
                                                    headers: { "content-type": "application/json" } });
         $("fr-msg").textContent = "copied to " + r.copied_to; }
+  catch (e) { $("fr-msg").textContent = e.message; }
+});
+$("confirm-ng").addEventListener("click", async () => {
+  try { await api("/api/feedback", { method: "POST", body: JSON.stringify({ id: Number($("false-reject").dataset.id), label: "confirmed_ng" }),
+                                     headers: { "content-type": "application/json" } });
+        $("fr-msg").textContent = "confirmed NG: goes to the next dataset revision"; }
   catch (e) { $("fr-msg").textContent = e.message; }
 });
 $("detail-close").addEventListener("click", () => $("detail").close());
