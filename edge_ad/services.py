@@ -90,7 +90,9 @@ class StationServices:
         self.live: LiveView | None = None
         self.hmi: HmiServer | None = None
         self.drift: DriftMonitor | None = None
-        self.shadow: ShadowRunner | None = None
+        from edge_ad.station.shadow import ShadowSlot
+
+        self.shadow_slot = ShadowSlot()  # the shadow model's seat (none until start_shadow or the HMI seats one)
         c = config
         try:
             if c.db:
@@ -133,17 +135,32 @@ class StationServices:
                                                       ng_rate=c.drift_ng_rate))
         return self.drift
 
-    def start_shadow(self) -> ShadowRunner | None:
-        """The shadow model of `shadow` (one inference thread, lowest priority, its own detector), or None. Signed
-        by a trusted key when trusted keys are configured, like production. Call before `recorder()`."""
-        if not self.config.shadow:
-            return None
+    @property
+    def shadow(self) -> ShadowRunner | None:
+        """The shadow model judging parts now (None: none)."""
+        return self.shadow_slot.runner
+
+    def make_shadow(self, package: str) -> ShadowRunner:
+        """A ShadowRunner of `package` (`PACKAGE#CATEGORY` allowed), verified like production. On a CPU it runs ONNX
+        Runtime on its own thread, whose lowest priority the engine then keeps (OpenVINO's worker threads would run
+        at production's priority: benchmarks/shadow_cost.py); on a GPU it shares the device."""
+        from edge_ad.runtime.trt import tensorrt_available
         from edge_ad.station.shadow import ShadowRunner
 
-        self.shadow = ShadowRunner(load_detector(self.config.shadow, self.config, threads=1), store=self.store)
-        log.info("shadow model %s (%s) judges every part off the critical path", self.shadow.name,
-                 (self.shadow.digest or "")[:12])
-        return self.shadow
+        c = self.config
+        gpu = c.backend in ("auto", "tensorrt") and tensorrt_available()
+        return ShadowRunner(load_detector(package, c if gpu else c.with_(backend="onnxruntime"), threads=1),
+                            store=self.store)
+
+    def start_shadow(self) -> ShadowRunner | None:
+        """Seat the shadow model of `shadow`, or nothing. Call before `recorder()`."""
+        if not self.config.shadow:
+            return None
+        runner = self.make_shadow(self.config.shadow)
+        self.shadow_slot.replace(runner)
+        log.info("shadow model %s (%s) judges every part off the critical path", runner.name,
+                 (runner.digest or "")[:12])
+        return runner
 
     def register_models(self, recipes: dict[int, str], active: int) -> None:
         """Put every package the station starts with in the register (see `register_models`)."""
@@ -180,8 +197,8 @@ class StationServices:
         host, port = parse_ui(ui)
         station = Station(view, self.live, self.store, name=c.station,
                           settings=c.ui_settings or local_dir(c) / f"hmi_settings_{c.station}.json",
-                          dataset=c.ui_dataset, drift=self.drift, shadow=self.shadow,
-                          loader=lambda path: load_detector(path, c))
+                          dataset=c.ui_dataset, drift=self.drift, shadow=self.shadow_slot,
+                          loader=lambda path: load_detector(path, c), shadow_factory=self.make_shadow)
         sessions = Sessions.from_file(c.ui_users) if c.ui_users else None
         hosts = listen_names(host, c.ui_hosts)
         self.hmi = HmiServer(create_app(station, sessions, hosts), host, port, on_stop=station.close)
@@ -191,10 +208,11 @@ class StationServices:
     def close(self) -> None:
         if self.hmi is not None:
             self.hmi.stop()
-        for service in (self.shadow, self.drift, self.store, self.publisher):  # the shadow writes the store
+        self.shadow_slot.close()  # first: the shadow writes the store
+        for service in (self.drift, self.store, self.publisher):
             if service is not None:
                 service.close()
-        self.hmi = self.store = self.publisher = self.drift = self.shadow = None
+        self.hmi = self.store = self.publisher = self.drift = None
 
 
 def _trace(services: StationServices) -> Recorder | None:
@@ -224,7 +242,7 @@ def _drift(services: StationServices) -> Recorder | None:
 
 
 def _shadow(services: StationServices) -> Recorder | None:
-    return services.shadow
+    return services.shadow_slot
 
 
 #: the station's outputs, in the order every event reaches them (traceability is committed before anything else)

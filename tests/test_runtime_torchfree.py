@@ -79,6 +79,7 @@ def test_lab_commands_on_the_line_side_install_say_what_to_install(tmp_path: Pat
         ["synth", str(tmp_path / "s")],
         ["demo", "--out", str(tmp_path / "d")],
         ["export", "--model", "dinomaly-tiny", "--out", str(tmp_path / "e")],
+        ["compare", str(tmp_path / "a"), str(tmp_path / "b"), "--data", str(tmp_path)],
     ):
         proc = subprocess.run([sys.executable, "-c", code, *cmd], check=False, capture_output=True, text=True,
                               timeout=60)
@@ -87,7 +88,7 @@ def test_lab_commands_on_the_line_side_install_say_what_to_install(tmp_path: Pat
         assert "Traceback" not in proc.stderr, proc.stderr
     helptext = subprocess.run([sys.executable, "-c", code, "--help"], check=False, capture_output=True, text=True,
                               timeout=60, env={**os.environ, "COLUMNS": "250"}).stdout
-    assert helptext.count("needs edge-ad[train]") == 6 and "predict" in helptext
+    assert helptext.count("needs edge-ad[train]") == 7 and "predict" in helptext
     models = subprocess.run([sys.executable, "-c", code, "models", "--json"], check=False, capture_output=True,
                             text=True, timeout=60)  # the catalogue needs no torch
     assert models.returncode == 0 and "dinomaly-s" in models.stdout, models.stderr

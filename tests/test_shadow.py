@@ -60,7 +60,7 @@ def test_shadow_verdicts_land_in_the_rows_and_the_plc_never_sees_them(plc_packag
     cand = Detector.load(plc_packages["b"], backend="onnxruntime")  # threshold 0.05: dark part NG
     store = TraceStore(tmp_path / "t.db", "st-shadow")
     images = [DARK_IMG, BLOB_IMG, DARK_IMG, DARK_IMG, BLOB_IMG, DARK_IMG]
-    shadow = ShadowRunner(cand, store=store)
+    shadow = ShadowRunner(cand, store=store, queue_size=16)  # room for all six: this test counts every verdict
     results = _run(prod, shadow, store, images)
     assert [r["OK"] for r in results] == [img is DARK_IMG for img in images]  # production's verdicts, unchanged
     st = shadow.status()

@@ -55,6 +55,7 @@ def run(args: argparse.Namespace) -> int:
     from edge_ad.cli.common import human_out, write_json_output
     from edge_ad.data.mvtec import load_samples
     from edge_ad.errors import ConfigError
+    from edge_ad.export.gate import run_package  # noqa: F401 - the lab side first: a line install says what to add
     from edge_ad.runtime.package import load_package
 
     for name in ("max_frr_increase", "max_recall_drop"):

@@ -30,7 +30,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from edge_ad.cli.common import human_out, write_json_output
-    from edge_ad.station.dataset import from_station
+    from edge_ad.traceability.dataset import from_station
     from edge_ad.traceability.timespec import parse_time
 
     doc = from_station(args.db, args.out, since=parse_time(args.since, "--since") if args.since else None,

@@ -1,8 +1,8 @@
 """`edge-ad station models|promote|rollback`: the models a station has run, and switching its production model.
 
     edge-ad station models /var/lib/edge-ad/line3-st7.db          # every package, version, dataset, signer, parts
-    edge-ad station promote http://st7:8080 --user anna --shadow  # the shadow model becomes production
-    edge-ad station promote http://st7:8080 --user anna --digest SHA256   # or a model of the register
+    edge-ad station promote http://st7:8080 shadow --user anna   # the shadow model becomes production
+    edge-ad station promote http://st7:8080 SHA256 --user anna   # or a model of the register
     edge-ad station rollback http://st7:8080 --user anna          # back to the model before the last switch
 
 `models` reads the traceability database (SQLite file or postgresql:// URL). `promote` and `rollback` are clients of
@@ -42,9 +42,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         q.add_argument("url", help="the station's HMI, e.g. http://station7:8080 (serve --ui)")
         q.add_argument("--user", required=True, help="an engineer of the HMI's users file")
         if name == "promote":
-            what = q.add_mutually_exclusive_group(required=True)
-            what.add_argument("--shadow", action="store_true", help="promote the station's shadow model")
-            what.add_argument("--digest", help="promote this registered model (sha256 from `station models`)")
+            q.add_argument("which", metavar="shadow|DIGEST",
+                           help="`shadow` (the station's shadow model) or the sha256 of a registered model "
+                                "(`station models`)")
         add_json(q, "the station's answer")
 
 
@@ -106,8 +106,7 @@ def run(args: argparse.Namespace) -> int:
         return 0
     opener, csrf = _client(args.url, args.user)
     if args.action == "promote":
-        answer = _post(opener, args.url, "/api/model/promote", {"target": "shadow" if args.shadow else args.digest},
-                       csrf)
+        answer = _post(opener, args.url, "/api/model/promote", {"target": args.which}, csrf)
         print(f"promoted {answer.get('digest', '?')[:12]} ({answer.get('package')}) as recipe {answer.get('recipe')}: "
               f"active from the next part", file=out)
     else:

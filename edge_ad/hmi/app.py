@@ -43,11 +43,16 @@ class Station:
     def __init__(self, view: StationView, live: LiveView, store: TraceStore | None = None, *,
                  name: str = "station", settings: str | Path | None = None,
                  dataset: str | Path | None = None, drift: Any = None, shadow: Any = None,
-                 loader: Callable[[str], Any] | None = None) -> None:
+                 loader: Callable[[str], Any] | None = None,
+                 shadow_factory: Callable[[str], Any] | None = None) -> None:
+        from edge_ad.station.shadow import ShadowSlot
+
         self.view, self.live, self.store, self.name = view, live, store, name
         self.loader = loader  #: loads and verifies a package for promotion (trusted keys as production)
+        self.shadow_factory = shadow_factory  #: makes a ShadowRunner of a package (None: no shadow from the HMI)
+        #: the station's shadow seat (a ShadowRunner given alone is seated in a slot of its own)
+        self.shadow_slot = shadow if isinstance(shadow, ShadowSlot) else ShadowSlot(shadow)
         self.drift = drift  #: the station's DriftMonitor (None: off)
-        self.shadow = shadow  #: the station's ShadowRunner (None: no shadow model)
         self.settings = Path(settings) if settings else None
         self.dataset = Path(dataset) if dataset else None
         self.capture: CaptureWorker | None = None  # while capture mode is on
@@ -168,6 +173,37 @@ class Station:
         self._audit(user, "feedback", {"row": row_id, "label": label, "region": region})
         return fid
 
+    @property
+    def shadow(self) -> Any:
+        """The shadow model judging parts now (a ShadowRunner), or None."""
+        return self.shadow_slot.runner
+
+    def _registered(self, digest: str) -> str:
+        """The path of a model this station has run, by its sha256 digest (ConfigError otherwise)."""
+        if not (isinstance(digest, str) and len(digest) == 64 and all(c in "0123456789abcdef" for c in digest)):
+            raise ConfigError("expected 'shadow' or the 64-hex digest of a registered model")
+        known = {m["digest"]: m for m in (self.store.models(self.name) if self.store is not None else [])}
+        if digest not in known or not known[digest].get("path"):
+            raise ConfigError(f"{digest[:12]}... is not a model this station has run (see /api/models)")
+        return str(known[digest]["path"])
+
+    def set_shadow(self, target: str, user: str) -> dict[str, Any]:
+        """Seat a registered model (its digest) as the shadow, or none ("off"), while the station runs. Audited."""
+        if target == "off":
+            old = self.shadow_slot.replace(None)
+            detail: dict[str, Any] = {"shadow": None, "was": old.digest if old is not None else None}
+        else:
+            if self.shadow_factory is None:
+                raise ConfigError("shadow: this station cannot seat a shadow model from the HMI")
+            path = self._registered(target)
+            runner = self.shadow_factory(path)
+            self.shadow_slot.replace(runner)
+            detail = {"shadow": runner.digest, "package": path}
+            if self.store is not None and runner.digest:
+                self.store.log_deployment(runner.digest, "shadow", "shadow", user, None)
+        self._audit(user, "shadow", detail)
+        return detail
+
     def promote(self, target: str, user: str) -> dict[str, Any]:
         """Promote the shadow model ("shadow") or a model of the station's register (its sha256 digest) to
         production, between two parts; never a path from the request. Loaded and verified here (signature
@@ -179,13 +215,11 @@ class Station:
             if self.shadow is None:
                 raise ConfigError("promote: the station runs no shadow model (--shadow PACKAGE)")
             path = str(self.shadow.detector.package.root)
-        elif isinstance(target, str) and len(target) == 64 and all(c in "0123456789abcdef" for c in target):
-            known = {m["digest"]: m for m in (self.store.models(self.name) if self.store is not None else [])}
-            if target not in known or not known[target].get("path"):
-                raise ConfigError(f"promote: {target[:12]}... is not a model this station has run (see /api/models)")
-            path = str(known[target]["path"])
         else:
-            raise ConfigError("promote: expected target 'shadow' or the 64-hex digest of a registered model")
+            try:
+                path = self._registered(target)
+            except ConfigError as e:
+                raise ConfigError(f"promote: {e}") from None
         det = self.loader(path)
         pkg = det.package
         if self.store is not None:
@@ -423,6 +457,21 @@ def create_app(station: Station, sessions: Sessions | None, hosts: set[str] | No
             return error(400, f"promote: {e}")
         return JSONResponse(detail)
 
+    async def shadow(request: Request) -> Response:
+        from starlette.concurrency import run_in_threadpool
+
+        u = engineer(request)
+        if isinstance(u, JSONResponse):
+            return u
+        try:
+            target = (await read_json(request))["target"]
+            if not isinstance(target, str):
+                raise ValueError("target: expected a string")
+            detail = await run_in_threadpool(station.set_shadow, target, u["user"])
+        except (ValueError, KeyError, TypeError, ConfigError, EdgeADError) as e:
+            return error(400, f"shadow: {e}")
+        return JSONResponse(detail)
+
     async def rollback(request: Request) -> Response:
         u = engineer(request)
         if isinstance(u, JSONResponse):
@@ -569,6 +618,7 @@ def create_app(station: Station, sessions: Sessions | None, hosts: set[str] | No
         Route("/api/view-image/{view_id}", view_image), Route("/api/models", models),
         Route("/api/model/promote", promote, methods=["POST"]),
         Route("/api/model/rollback", rollback, methods=["POST"]), Route("/api/feedback", feedback, methods=["POST"]),
+        Route("/api/model/shadow", shadow, methods=["POST"]),
         Route("/api/login", login, methods=["POST"]), Route("/api/logout", logout, methods=["POST"]),
         Route("/api/sensitivity", sensitivity, methods=["POST"]),
         Route("/api/false-reject", false_reject, methods=["POST"]), Route("/api/capture", capture, methods=["POST"]),

@@ -150,3 +150,37 @@ class ShadowRunner:
         return {"model": self.name, "digest": self.digest, "judged": judged, "skipped": skipped, "errors": errors,
                 "confusion": c, "agreement": agree / judged if judged else None,
                 "score_pearson": pearson, "score_spearman": spearman, "recent": len(pairs), "disagreements": dis}
+
+
+class ShadowSlot:
+    """The station's seat for a shadow model, a recorder: it forwards every part to the current ShadowRunner (None:
+    no shadow). An engineer can seat another model, or none, while the station runs (`replace`)."""
+
+    def __init__(self, runner: ShadowRunner | None = None) -> None:
+        self.runner = runner
+        self._opened = False
+        self._lock = threading.Lock()
+
+    def open(self) -> None:
+        with self._lock:
+            self._opened = True
+            if self.runner is not None:
+                self.runner.open()
+
+    def write(self, event: InspectionEvent) -> None:
+        runner = self.runner
+        if runner is not None:
+            runner.write(event)
+
+    def replace(self, runner: ShadowRunner | None) -> ShadowRunner | None:
+        """Seat `runner` (started if the station runs); the previous one is stopped and closed. Returns it."""
+        with self._lock:
+            if runner is not None and self._opened:
+                runner.open()
+            old, self.runner = self.runner, runner
+        if old is not None:
+            old.close()
+        return old
+
+    def close(self) -> None:
+        self.replace(None)

@@ -250,13 +250,17 @@ async function loadModels() {
 async function modelAction(path, body) {
   try {
     const r = await api(path, { method: "POST", body: JSON.stringify(body), headers: { "content-type": "application/json" } });
-    $("model-msg").textContent = path.endsWith("rollback") ? `rolling back to recipe ${r.to}` : `promoted as recipe ${r.recipe}`;
+    $("model-msg").textContent = path.endsWith("rollback") ? `rolling back to recipe ${r.to}` :
+      path.endsWith("shadow") ? (r.shadow ? `shadow ${r.shadow.slice(0, 12)} judges the next parts` : "no shadow") :
+      `promoted as recipe ${r.recipe}`;
     loadAudit(); loadModels();
   } catch (e) { $("model-msg").textContent = e.message; }
 }
 $("promote-pick").addEventListener("click", () => modelAction("/api/model/promote", { target: $("model-pick").value }));
 $("promote-shadow").addEventListener("click", () => modelAction("/api/model/promote", { target: "shadow" }));
 $("rollback").addEventListener("click", () => modelAction("/api/model/rollback", {}));
+$("shadow-pick").addEventListener("click", () => modelAction("/api/model/shadow", { target: $("model-pick").value }));
+$("shadow-off").addEventListener("click", () => modelAction("/api/model/shadow", { target: "off" }));
 
 $("recipe-form").addEventListener("submit", async (ev) => {
   ev.preventDefault();
