@@ -18,7 +18,7 @@ from plc_peers import DARK_IMG, FAST_LINK, MemoryAdapter, QueueSource, free_port
 
 from edge_ad.cli.main import main
 from edge_ad.errors import ConfigError
-from edge_ad.runtime import Detector
+from edge_ad.runtime.package import load_package
 from edge_ad.station.config import StationConfig
 
 pytest.importorskip("starlette")
@@ -128,7 +128,7 @@ def test_promote_rollback_and_the_register_with_frames_flowing(plc_packages: dic
         rows = st.store.query()
         assert len(rows) == pushed and st.inspector.stats.late == 0  # frames in = rows out, nothing lost
         digests = [r["package_digest"] for r in rows]
-        da, db = Detector.load(a).package.digest, Detector.load(b).package.digest
+        da, db = load_package(a).digest, load_package(b).digest
         assert set(digests) == {da, db}
         switches = [i for i in range(1, len(digests)) if digests[i] != digests[i - 1]]
         assert len(switches) == 2, "A, then B, then A: every row names the model that judged it"
@@ -201,7 +201,7 @@ def test_promotion_is_refused_for_unsigned_packages_operators_and_paths(plc_pack
     with LiveStation(tmp_path / "again", a, b) as st:
         opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(CookieJar()))
         csrf = _post(opener, st.url, "/api/login", {"user": "eng", "password": "engineer-pass"}, "")["csrf"]
-        digest_a = Detector.load(a).package.digest
+        digest_a = load_package(a).digest
         assert _post(opener, st.url, "/api/model/shadow", {"target": digest_a}, csrf)["shadow"] == digest_a
         wait_for(lambda: st.shadow_now() is not None and st.shadow_now().judged >= 3, timeout=30,
                  what="the new shadow judging parts")

@@ -408,29 +408,24 @@ def create_app(station: Station, sessions: Sessions | None, hosts: set[str] | No
             return error(400, str(e))
         return JSONResponse(rows)
 
-    async def image(request: Request) -> Response:
+    def stored_image(request: Request, param: str, what: str, lookup: Callable[[Any, int], Any]) -> Response:
+        """A stored picture (or its overlay) of a part row or a view row, by id only: the store confines the path."""
         try:
-            row_id = bounded_int(request.path_params["row_id"], "image id", 1)
+            row_id = bounded_int(request.path_params[param], f"{what} id", 1)
         except ValueError as e:
             return error(400, str(e))
         store = station.store
-        row = store.row(row_id) if store is not None else None
+        row = lookup(store, row_id) if store is not None else None
         path = store.image_file(row, overlay=request.query_params.get("overlay") == "1") if store and row else None
         if path is None:
-            return error(404, f"no stored image for row {row_id}")
+            return error(404, f"no stored image for {what} {row_id}")
         return FileResponse(path, media_type="image/jpeg")
 
+    async def image(request: Request) -> Response:
+        return stored_image(request, "row_id", "row", lambda s, i: s.row(i))
+
     async def view_image(request: Request) -> Response:
-        try:
-            view_id = bounded_int(request.path_params["view_id"], "view image id", 1)
-        except ValueError as e:
-            return error(400, str(e))
-        store = station.store
-        row = store.view_row(view_id) if store is not None else None
-        path = store.image_file(row, overlay=request.query_params.get("overlay") == "1") if store and row else None
-        if path is None:
-            return error(404, f"no stored image for view row {view_id}")
-        return FileResponse(path, media_type="image/jpeg")
+        return stored_image(request, "view_id", "view row", lambda s, i: s.view_row(i))
 
     async def models(request: Request) -> Response:
         if who(request) is None:
@@ -442,7 +437,8 @@ def create_app(station: Station, sessions: Sessions | None, hosts: set[str] | No
             r.pop("path", None)  # where the files are is the station's business
         return JSONResponse(rows)
 
-    async def promote(request: Request) -> Response:
+    async def model_action(request: Request, action: Callable[[str, str], Any], what: str) -> Response:
+        """An engineer's {target} request run off the event loop (loading a package takes seconds)."""
         from starlette.concurrency import run_in_threadpool
 
         u = engineer(request)
@@ -452,25 +448,16 @@ def create_app(station: Station, sessions: Sessions | None, hosts: set[str] | No
             target = (await read_json(request))["target"]
             if not isinstance(target, str):
                 raise ValueError("target: expected a string")
-            detail = await run_in_threadpool(station.promote, target, u["user"])
+            detail = await run_in_threadpool(action, target, u["user"])
         except (ValueError, KeyError, TypeError, ConfigError, EdgeADError) as e:
-            return error(400, f"promote: {e}")
+            return error(400, f"{what}: {e}")
         return JSONResponse(detail)
+
+    async def promote(request: Request) -> Response:
+        return await model_action(request, station.promote, "promote")
 
     async def shadow(request: Request) -> Response:
-        from starlette.concurrency import run_in_threadpool
-
-        u = engineer(request)
-        if isinstance(u, JSONResponse):
-            return u
-        try:
-            target = (await read_json(request))["target"]
-            if not isinstance(target, str):
-                raise ValueError("target: expected a string")
-            detail = await run_in_threadpool(station.set_shadow, target, u["user"])
-        except (ValueError, KeyError, TypeError, ConfigError, EdgeADError) as e:
-            return error(400, f"shadow: {e}")
-        return JSONResponse(detail)
+        return await model_action(request, station.set_shadow, "shadow")
 
     async def rollback(request: Request) -> Response:
         u = engineer(request)

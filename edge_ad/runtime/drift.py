@@ -210,14 +210,9 @@ class DriftMonitor:
 
     def flush(self, timeout: float = 30.0) -> bool:
         """Wait until every handed-over part is processed (tests, shutdown)."""
-        import time
+        from edge_ad.runtime.queues import wait_drained
 
-        end = time.monotonic() + timeout
-        while time.monotonic() < end:
-            if self._q.unfinished_tasks == 0:
-                return True
-            time.sleep(0.01)
-        return False
+        return wait_drained(self._q, timeout)
 
     def _run(self) -> None:
         while True:

@@ -74,14 +74,10 @@ class ShadowRunner:
         self.detector.close()
 
     def flush(self, timeout: float = 30.0) -> bool:
-        import time
+        """Wait until every handed-over part is judged (tests, shutdown)."""
+        from edge_ad.runtime.queues import wait_drained
 
-        end = time.monotonic() + timeout
-        while time.monotonic() < end:
-            if self._q.unfinished_tasks == 0:
-                return True
-            time.sleep(0.01)
-        return False
+        return wait_drained(self._q, timeout)
 
     def _run(self) -> None:
         try:  # Linux: this thread only, at the lowest priority; production's threads keep theirs
