@@ -96,6 +96,24 @@ def test_drifts_raise_alarm_within_the_stated_number_of_parts(reference: DriftRe
     assert any(quantity in r for r in mon.status()["reasons"]), mon.status()["reasons"]
 
 
+def test_a_knocked_camera_shows_in_the_alignment_match_score(reference: DriftReference) -> None:
+    """Packages that align frames carry the good frames' ECC match scores; parts that still align, but worse
+    (the camera was knocked, the fixture wears), raise ALARM on that quantity alone."""
+    import dataclasses
+
+    rng = np.random.default_rng(8)
+    ref = dataclasses.replace(reference, alignment=np.sort(rng.normal(0.95, 0.01, 300)))
+    mon = DriftMonitor({"pkg": ref}, DriftSettings(window=WINDOW, every=EVERY))
+    for _ in range(WINDOW):
+        mon.observe(part(rng), float(rng.normal(0.3, 0.05)), False, "pkg", float(rng.normal(0.95, 0.01)))
+    assert mon.level == 0 and "alignment" in mon.status()["tests"]
+    levels = []
+    for _ in range(ALARM_WITHIN):
+        mon.observe(part(rng), float(rng.normal(0.3, 0.05)), False, "pkg", float(rng.normal(0.90, 0.01)))
+        levels.append(mon.level)
+    assert 2 in levels and any(r.startswith("alignment down") for r in mon.status()["reasons"])
+
+
 def test_a_brightness_ramp_warns_before_it_alarms(reference: DriftReference) -> None:
     mon = _monitor(reference)
     rng = np.random.default_rng(4)

@@ -186,6 +186,10 @@ def test_train_eval_export_with_align_roi_tile(tmp_path: Path) -> None:
     with Detector.load(pkg, backend="onnxruntime") as det:
         r = det.predict(frame)
     assert r.error is None and r.anomaly_map is not None and r.anomaly_map.shape == HW and r.alignment
+    # the drift reference of an aligning package holds the good frames' alignment match scores
+    drift = pkg.manifest["drift"]
+    assert len(drift["alignment"]) == 8 and min(drift["alignment"]) > 0.5
+    assert "alignment match scores" in drift["source"]
     # the precision gate runs the tiled path; the converted package keeps the geometry
     rc = main(["export", "--run", str(run), "--precision", "fp16", "--out", str(tmp_path / "pkg16"), "--data",
                str(data)])

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from browser import BROWSER_WAIT, CHROMEDRIVER, CHROMIUM, browser, log_in_as_engineer
+from browser import BROWSER_WAIT, CHROMEDRIVER, CHROMIUM, browser, log_in, log_in_as_engineer
 from plc_peers import BLOB_IMG, DARK_IMG, FAST_LINK, MemoryAdapter, QueueSource, free_port, wait_for
 
 pytest.importorskip("starlette")
@@ -351,3 +351,44 @@ def test_multi_view_tiles_and_gallery_in_a_real_browser(detector, tmp_path):
             driver.save_screenshot(str(shots / "views-gallery.png"))
         finally:
             driver.quit()
+
+
+@pytest.mark.skipif(not (CHROMIUM and CHROMEDRIVER), reason="needs chromium + chromium-driver (Debian)")
+def test_an_operator_confirms_an_ng_with_a_drawn_region(detector, tmp_path):
+    """Feedback for the next dataset revision: an operator opens an NG part in the gallery, drags a box over the
+    defect and confirms it; the feedback table holds the region in image pixels."""
+    webdriver = pytest.importorskip("selenium.webdriver")
+    from selenium.webdriver.common.action_chains import ActionChains
+    from selenium.webdriver.common.by import By
+
+    with StationUnderTest(detector, tmp_path) as st:
+        st.part(801, BLOB_IMG)  # the blob sits at x 140..180, y 80..120 of the 300x200 frame
+        driver = browser(webdriver)
+        try:
+            driver.get(st.url + "/")
+            log_in(driver, "op", "operator-pass")
+            driver.find_element(By.CSS_SELECTOR, "nav a[data-page=gallery]").click()
+            wait_for(lambda: driver.find_elements(By.CSS_SELECTOR, "#gallery figure.ng-item"), timeout=BROWSER_WAIT,
+                     what="the NG part in the gallery")
+            driver.find_element(By.CSS_SELECTOR, "#gallery figure.ng-item").click()
+            img = driver.find_element(By.ID, "detail-img")
+            wait_for(lambda: driver.execute_script("return arguments[0].naturalWidth", img) > 0,
+                     timeout=BROWSER_WAIT, what="the stored image")
+            scale = driver.execute_script("return arguments[0].clientWidth / arguments[0].naturalWidth", img)
+            w, h = img.size["width"], img.size["height"]
+            # drag from image pixel (130, 70) to (190, 130), offsets from the element's centre
+            start = (round(130 * scale - w / 2), round(70 * scale - h / 2))
+            end = (round(190 * scale - w / 2), round(130 * scale - h / 2))
+            ActionChains(driver).move_to_element_with_offset(img, *start).click_and_hold() \
+                .move_to_element_with_offset(img, *end).release().perform()
+            wait_for(lambda: "region" in driver.find_element(By.ID, "fr-msg").text, timeout=BROWSER_WAIT,
+                     what="the drawn region")
+            driver.find_element(By.ID, "confirm-ng").click()
+            wait_for(lambda: "confirmed NG" in driver.find_element(By.ID, "fr-msg").text, timeout=BROWSER_WAIT,
+                     what="feedback stored")
+        finally:
+            driver.quit()
+        fb = st.store.feedback()
+        assert [f["label"] for f in fb] == ["confirmed_ng"] and fb[0]["user"] == "op"
+        x, y, rw, rh = fb[0]["region"]
+        assert abs(x - 130) <= 4 and abs(y - 70) <= 4 and abs(rw - 60) <= 6 and abs(rh - 60) <= 6

@@ -52,8 +52,28 @@ def drift_reference(pkg: ModelPackage, data_root: str | Path, run: str | Path | 
         if good:
             _maps, raw = run_package(pkg, good, progress=False)
             scores = normalized_scores(pkg, raw.tolist())
+    alignment = _alignment_scores(pkg, pick, read_image)
     rate = float(pkg.thresholds["image"].get("target_frr", 0.01) or 0.01)
     source = (f"{len(pick)} training images of {data_root}"
               + (f", {len(scores)} held-out good images scored" if scores is not None else ", no hold-out: no score"))
+    if alignment:
+        source += f", {len(alignment)} alignment match scores"
     log.info("drift reference: %s", source)
-    return build_reference(stats, scores, rate, source)
+    return build_reference(stats, scores, rate, source, alignment)
+
+
+def _alignment_scores(pkg: ModelPackage, samples: Sequence[Any], read: Any) -> list[float] | None:
+    """The ECC match score of each good training frame against its category's reference (None: the package does
+    not align frames); frames that cannot be aligned are left out (a good frame should align)."""
+    from edge_ad.errors import AlignmentError
+
+    geo = pkg.geometry()
+    if geo is None or geo.align is None:
+        return None
+    out = []
+    for s in samples:
+        try:
+            out.append(float(geo.locate(read(s.path), s.category if s.category in geo.references else None).score))
+        except AlignmentError:
+            continue
+    return out

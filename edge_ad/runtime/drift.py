@@ -1,6 +1,7 @@
 """Drift: is the line still what the model was trained on? The package carries reference distributions of its good
 images (manifest `drift`: brightness, contrast and sharpness of the training images, the normalised score of the
-held-out good images, the expected NG rate); the station compares its last `window` parts with them.
+held-out good images, for packages that align frames the ECC match score of the good images, the expected NG
+rate); the station compares its last `window` parts with them.
 
 Statistic: the two-sample Kolmogorov-Smirnov test per quantity (no binning to choose, any distribution), the
 asymptotic p-value of Kolmogorov's distribution with Stephens' correction; and the window's NG count against the
@@ -72,12 +73,16 @@ def reference_values(values: Sequence[float]) -> list[float]:
 
 
 def build_reference(image_stats_rows: Sequence[Mapping[str, float]], scores: Sequence[float] | None,
-                    expected_ng_rate: float, source: str) -> dict[str, Any]:
-    """The manifest's `drift` section from per-image statistics and normalised good scores."""
+                    expected_ng_rate: float, source: str,
+                    alignment: Sequence[float] | None = None) -> dict[str, Any]:
+    """The manifest's `drift` section from per-image statistics, normalised good scores and (packages that align
+    frames) the alignment match scores of the good images."""
     ref: dict[str, Any] = {"version": 1, "source": source, "expected_ng_rate": float(expected_ng_rate),
                            "image": {k: reference_values([r[k] for r in image_stats_rows]) for k in IMAGE_STATS}}
     if scores is not None:
         ref["score"] = reference_values(scores)
+    if alignment:
+        ref["alignment"] = reference_values(alignment)
     return ref
 
 
@@ -118,6 +123,7 @@ class DriftReference:
     score: np.ndarray | None
     expected_ng_rate: float
     source: str
+    alignment: np.ndarray | None = None  #: ECC match scores of the good images (packages that align frames)
 
     @classmethod
     def from_manifest(cls, section: Any, where: str) -> DriftReference:
@@ -137,9 +143,10 @@ class DriftReference:
         rate = section.get("expected_ng_rate")
         if isinstance(rate, bool) or not isinstance(rate, (int, float)) or not 0.0 <= rate < 1.0:
             raise ConfigError(f"{where}: drift.expected_ng_rate: expected a number in [0, 1), got {rate!r}")
-        score = section.get("score")
+        score, alignment = section.get("score"), section.get("alignment")
         return cls({k: values(image[k], f"image.{k}") for k in IMAGE_STATS},
-                   values(score, "score") if score is not None else None, float(rate), str(section.get("source", "")))
+                   values(score, "score") if score is not None else None, float(rate), str(section.get("source", "")),
+                   values(alignment, "alignment") if alignment is not None else None)
 
 
 @dataclass(frozen=True)
@@ -172,11 +179,12 @@ class DriftMonitor:
                  queue_size: int = 64) -> None:
         self.references = dict(references)
         self.settings = settings or DriftSettings()
-        self._q: queue.Queue[tuple[np.ndarray | None, float, bool, str | None] | None] = queue.Queue(queue_size)
+        self._q: queue.Queue[tuple[np.ndarray | None, float, bool, str | None, float] | None] = queue.Queue(
+            queue_size)
         self._lock = threading.Lock()
         self._digest: str | None = None
         n = self.settings.window
-        self._values: dict[str, deque[float]] = {k: deque(maxlen=n) for k in (*IMAGE_STATS, "score")}
+        self._values: dict[str, deque[float]] = {k: deque(maxlen=n) for k in (*IMAGE_STATS, "score", "alignment")}
         self._ng: deque[bool] = deque(maxlen=n)
         self._since_check = 0
         self._status: dict[str, Any] = {"level": "OK", "code": 0, "reasons": [], "n": 0, "tests": {},
@@ -195,8 +203,10 @@ class DriftMonitor:
         """Hand one verdict to the worker (never blocks: a full queue skips the part, counted)."""
         rec, result = event.record, event.result
         score = float(result.normalized_score) if result is not None and result.error is None else math.nan
+        placed = result.alignment if result is not None and result.alignment else {}
+        align = float(placed.get("score", math.nan)) if isinstance(placed, dict) else math.nan
         item = (event.image if isinstance(event.image, np.ndarray) else None, score, not rec.ok,
-                event.package.digest)
+                event.package.digest, align)
         try:
             self._q.put_nowait(item)
         except queue.Full:
@@ -227,8 +237,10 @@ class DriftMonitor:
                 self._q.task_done()
 
     # ---- the statistics ----------------------------------------------------------------------------------------
-    def observe(self, image: np.ndarray | None, score: float, ng: bool, digest: str | None) -> None:
-        """One part (worker thread, or directly in tests): its image statistics, normalised score and NG flag."""
+    def observe(self, image: np.ndarray | None, score: float, ng: bool, digest: str | None,
+                alignment: float = math.nan) -> None:
+        """One part (worker thread, or directly in tests): its image statistics, normalised score, NG flag and
+        alignment match score (NaN: not aligned, or not an aligning package)."""
         ref = self.references.get(digest or "")
         if ref is None:
             return
@@ -247,6 +259,8 @@ class DriftMonitor:
                     self._values[k].append(stats[k])
             if math.isfinite(score):
                 self._values["score"].append(score)
+            if math.isfinite(alignment):
+                self._values["alignment"].append(alignment)
             self._ng.append(ng)
             self.parts += 1
             self._since_check += 1
@@ -261,7 +275,8 @@ class DriftMonitor:
         tests: dict[str, Any] = {}
         reasons: list[str] = []
         worst = 0
-        pairs = [(k, ref.image[k]) for k in IMAGE_STATS] + ([("score", ref.score)] if ref.score is not None else [])
+        pairs = [(k, ref.image[k]) for k in IMAGE_STATS] + [
+            (k, v) for k, v in (("score", ref.score), ("alignment", ref.alignment)) if v is not None]
         for name, reference in pairs:
             sample = np.asarray(self._values[name], np.float64)
             if reference.size < REFERENCE_MIN or sample.size < s.window // 2:

@@ -136,7 +136,30 @@ async function poll() {
   setTimeout(poll, 1000);
 }
 
+// a region the operator drags on the stored image, in image pixels, sent with "Confirm NG"
+let drawn = null, dragFrom = null;
+function showBox(a, b) {
+  const box = $("region-box");
+  box.style.left = Math.min(a[0], b[0]) + "px"; box.style.top = Math.min(a[1], b[1]) + "px";
+  box.style.width = Math.abs(b[0] - a[0]) + "px"; box.style.height = Math.abs(b[1] - a[1]) + "px";
+  box.hidden = false;
+}
+$("detail-img").addEventListener("mousedown", (e) => { e.preventDefault(); dragFrom = [e.offsetX, e.offsetY]; });
+$("detail-img").addEventListener("mousemove", (e) => { if (dragFrom) showBox(dragFrom, [e.offsetX, e.offsetY]); });
+$("detail-img").addEventListener("mouseup", (e) => {
+  if (!dragFrom) return;
+  const img = $("detail-img"), a = dragFrom, b = [e.offsetX, e.offsetY];
+  dragFrom = null;
+  const sx = img.naturalWidth / img.clientWidth, sy = img.naturalHeight / img.clientHeight;
+  const w = Math.abs(b[0] - a[0]), h = Math.abs(b[1] - a[1]);
+  if (w < 3 || h < 3) { drawn = null; $("region-box").hidden = true; return; }
+  drawn = [Math.round(Math.min(a[0], b[0]) * sx), Math.round(Math.min(a[1], b[1]) * sy), Math.round(w * sx),
+           Math.round(h * sy)];
+  $("fr-msg").textContent = `region ${drawn.join(", ")} (x, y, width, height)`;
+});
+
 function showDetail(row) {
+  drawn = null; $("region-box").hidden = true;
   $("detail-img").src = row.overlay_url || row.image_url || "";
   $("detail-meta").textContent = JSON.stringify(row, null, 1);
   $("false-reject").dataset.id = row.id; $("fr-msg").textContent = "";
@@ -285,7 +308,9 @@ $("false-reject").addEventListener("click", async () => {
   catch (e) { $("fr-msg").textContent = e.message; }
 });
 $("confirm-ng").addEventListener("click", async () => {
-  try { await api("/api/feedback", { method: "POST", body: JSON.stringify({ id: Number($("false-reject").dataset.id), label: "confirmed_ng" }),
+  const body = { id: Number($("false-reject").dataset.id), label: "confirmed_ng" };
+  if (drawn) body.region = drawn;
+  try { await api("/api/feedback", { method: "POST", body: JSON.stringify(body),
                                      headers: { "content-type": "application/json" } });
         $("fr-msg").textContent = "confirmed NG: goes to the next dataset revision"; }
   catch (e) { $("fr-msg").textContent = e.message; }
