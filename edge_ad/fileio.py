@@ -3,10 +3,13 @@ file. Standard library only, so the line-side runtime and the lab side share it.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
+import shutil
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -97,3 +100,30 @@ def sha256_file(path: str | os.PathLike[str]) -> tuple[str, int]:
             h.update(chunk)
             n += len(chunk)
     return h.hexdigest(), n
+
+
+@contextlib.contextmanager
+def staged_directory(out: str | os.PathLike[str]) -> Iterator[Path]:
+    """A temporary sibling folder of `out` to fill; on a clean exit it replaces `out` (an existing `out` is moved
+    aside first and removed only after the rename worked), on an error it is deleted and `out` stays as it was."""
+    target = Path(out)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
+    os.chmod(tmp, default_mode(directory=True))  # mkdtemp makes 0700: the folder gets the umask's mode
+    try:
+        yield tmp
+        if not target.exists():
+            os.replace(tmp, target)
+            return
+        old = Path(tempfile.mkdtemp(prefix=f".{target.name}.old-", dir=target.parent))
+        os.rmdir(old)
+        os.replace(target, old)
+        try:
+            os.replace(tmp, target)
+        except BaseException:
+            os.replace(old, target)
+            raise
+        shutil.rmtree(old, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise

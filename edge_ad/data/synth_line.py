@@ -13,8 +13,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import shutil
-import tempfile
 import zlib
 from collections.abc import Sequence
 from pathlib import Path
@@ -25,7 +23,7 @@ import numpy as np
 from tqdm import tqdm
 
 from edge_ad.errors import ConfigError
-from edge_ad.fileio import atomic_write_bytes, default_mode
+from edge_ad.fileio import atomic_write_bytes, staged_directory
 
 LINE_CATEGORIES = ("plate_a", "plate_b")
 LINE_DEFECTS = ("scratch", "pit", "stain")
@@ -176,10 +174,7 @@ def generate_line(out: str | os.PathLike[str], categories: Sequence[str] | None 
     jobs = [(c, "train", "good", i) for c in cats for i in range(per_category)]
     jobs += [(c, "test", "good", i) for c in cats for i in range(n_good)]
     jobs += [(c, "test", d, i) for c in cats for d in LINE_DEFECTS for i in range(n_def)]
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
-    os.chmod(tmp, default_mode(directory=True))
-    try:
+    with staged_directory(out) as tmp:
         for cat in cats:
             ref, _ = make_frame(cat, "good", size, _rng(seed, cat, "reference"), nominal=True)
             for name, img in (("reference.png", ref), ("roi.png", roi_mask(cat, size))):
@@ -198,10 +193,4 @@ def generate_line(out: str | os.PathLike[str], categories: Sequence[str] | None 
                 "categories": {c: {"train": per_category, "test_good": n_good,
                                    "test_defects": {d: n_def for d in LINE_DEFECTS}} for c in cats}}
         (tmp / "synth.json").write_text(json.dumps(meta, indent=2) + "\n")
-        if out.exists():
-            shutil.rmtree(out)
-        os.replace(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return meta

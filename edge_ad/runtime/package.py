@@ -18,14 +18,13 @@ import json
 import logging
 import os
 import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
 
 from edge_ad import __version__
 from edge_ad.errors import PackageError
-from edge_ad.fileio import default_mode, sha256_file
+from edge_ad.fileio import sha256_file, staged_directory
 from edge_ad.runtime.geometry import Geometry
 from edge_ad.runtime.preprocess import Preprocess
 from edge_ad.runtime.schema import validate_manifest
@@ -233,14 +232,11 @@ def write_package(out_dir: str | Path, files: dict[str, FileSource], manifest: d
         raise PackageError(f"{out}: already exists; choose another directory or pass overwrite=True (--overwrite)")
     if out.exists() and not out.is_dir():
         raise PackageError(f"{out}: expected a directory for the package, got an existing file")
-    out.parent.mkdir(parents=True, exist_ok=True)
     man = copy.deepcopy(manifest)
     man.setdefault("edge_ad_version", __version__)
     for name in files:
         _check_rel_name(name, where)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
-    os.chmod(tmp, default_mode(directory=True))  # mkdtemp makes 0700: the package gets the umask's mode
-    try:
+    with staged_directory(out) as tmp:
         listed: dict[str, dict[str, Any]] = {}
         for name, src in files.items():
             dst = tmp / name
@@ -265,28 +261,8 @@ def write_package(out_dir: str | Path, files: dict[str, FileSource], manifest: d
             f.write("\n")
             f.flush()
             os.fsync(f.fileno())
-        _swap_into_place(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     log.info("wrote model package %s (%d files)", out, len(files) + 1)
     return out
-
-
-def _swap_into_place(tmp: Path, out: Path) -> None:
-    """Rename `tmp` to `out`; an existing `out` is moved aside first and removed only after the rename worked."""
-    if not out.exists():
-        os.replace(tmp, out)
-        return
-    old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))
-    os.rmdir(old)
-    os.replace(out, old)
-    try:
-        os.replace(tmp, out)
-    except BaseException:
-        os.replace(old, out)
-        raise
-    shutil.rmtree(old, ignore_errors=True)
 
 
 def manifest_digest(manifest: dict[str, Any]) -> str:

@@ -4,23 +4,22 @@ MVTec layout under OUT/CATEGORY: kept OK parts and the operators' false rejects 
 part to `test/good` instead, so the revision can measure its false-reject rate), confirmed NG parts to
 `test/station_ng` with a mask in `ground_truth/station_ng` (the operator's drawn region, else the model's own
 regions). `dataset.json` records the source, the period, the counts and the revision: the sha256 over every file's
-path and content. Written to a temporary folder beside OUT and renamed into place; nothing half-written. Line side:
-the traceability store and OpenCV only.
+path and content. Written to a temporary folder beside OUT and swapped into place (`fileio.staged_directory`):
+nothing half-written. Line side: the traceability store and OpenCV only.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import os
 import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from edge_ad.errors import ConfigError
+from edge_ad.fileio import staged_directory
 
 #: one OK part in this many goes to test/good
 TEST_GOOD_EVERY = 5
@@ -84,9 +83,7 @@ def from_station(db: str | Path, out: str | Path, *, since: float | None = None,
     if counts["train_good"] == 0:
         raise ConfigError(f"{db}: no stored OK images or false rejects in the period: nothing to train on (keep OK "
                           f"images with serve --keep-ok-every N, or mark false rejects on the HMI)")
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
-    try:
+    with staged_directory(target) as tmp:
         digest = hashlib.sha256()
         for rel, item in sorted(files, key=lambda x: str(x[0])):
             dst = tmp / rel
@@ -103,10 +100,4 @@ def from_station(db: str | Path, out: str | Path, *, since: float | None = None,
                "revision": digest.hexdigest(),
                "layout": "MVTec AD: train/good, test/good, test/station_ng + ground_truth/station_ng"}
         (tmp / "dataset.json").write_text(json.dumps(doc, indent=2) + "\n", encoding="utf-8")
-        if target.exists():
-            shutil.rmtree(target)
-        os.replace(tmp, target)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return doc
